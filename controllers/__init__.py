@@ -1,0 +1,1 @@
+"""Searchers (installed as ``nasforge.controllers``)."""

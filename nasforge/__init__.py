@@ -1,0 +1,29 @@
+"""nasforge: neural architecture search over one graph DSL, compiled to PyTorch."""
+from __future__ import annotations
+
+import os as _os
+
+__version__ = "0.1.0"
+
+# In a source checkout (tests run with the repo on sys.path, ``python -m``), the sibling
+# top-level folders are found as nasforge.search_spaces / nasforge.controllers, exactly as the
+# installed wheel maps them; an installed package never takes this branch.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "search_spaces")) and \
+        _os.path.isfile(_os.path.join(_checkout, "search_spaces", "__init__.py")):
+    __path__.append(_checkout)  # type: ignore[name-defined]
+
+
+def build_model(name_or_path, setting: str = "cifar", num_classes: int | None = None,
+                **overrides):
+    """Build a ``torch.nn.Module`` from a zoo name or a cell-pair JSON file.
+
+    ``setting`` is ``cifar``, ``mobile`` or ``large``; ``overrides`` are NetworkConfig fields
+    (``N``, ``filters``/``penultimate``, ``drop_path_keep_prob``, ``aux_head``, ...).
+    """
+    from nasforge.api import build_model as _build
+
+    return _build(name_or_path, setting=setting, num_classes=num_classes, **overrides)
+
+
+__all__ = ["build_model", "__version__"]

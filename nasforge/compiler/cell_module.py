@@ -1,0 +1,100 @@
+"""Compile one DSL cell into a ``torch.nn.Module`` (any valid cell, not only reference ones)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasforge.dsl.cell import Cell
+from nasforge.ops.layers import DropPath, FactorizedReduction, ReLUConvBN
+from nasforge.registry import COMBINES, create_op
+
+
+def module_key(node_id: str) -> str:
+    """ModuleDict keys may not contain dots."""
+    return node_id.replace(".", "_")
+
+
+class CompiledCell(nn.Module):
+    """A cell at a given filter count, with the input adjustments of the reference [TF]:
+
+    * h_i: ReLU -> 1x1 conv -> BN to ``filters``;
+    * h_{i-1}: the raw h_i tensor when absent (first cell); ReLU -> factorized reduction when
+      its resolution is twice h_i's; ReLU -> 1x1 -> BN when only channels differ; else raw;
+    * output: the concat of the output node's states; a state at a lower resolution than the
+      others is factorized-reduced, and a cell input whose channels differ from ``filters`` is
+      projected (1x1 conv + BN), as TF's ``_combine_unused_states`` does.
+
+    ``forward(h_i, h_prev)`` is called once per cell application by the network.
+    """
+
+    def __init__(self, cell: Cell, filters: int, c_cur: int, c_prev: int | None,
+                 prev_is_larger: bool = False, drop_path_keep_prob: float = 1.0):
+        super().__init__()
+        cell.validate()
+        self.cell_name = cell.name
+        self.pre0 = ReLUConvBN(c_cur, filters, 1)
+        if c_prev is None:
+            self.pre1, c_h1 = None, c_cur
+        elif prev_is_larger:
+            self.pre1, c_h1 = nn.Sequential(nn.ReLU(inplace=False),
+                                            FactorizedReduction(c_prev, filters, 2)), filters
+        elif c_prev != filters:
+            self.pre1, c_h1 = ReLUConvBN(c_prev, filters, 1), filters
+        else:
+            self.pre1, c_h1 = nn.Identity(), filters
+        self.uses_raw_h_i = c_prev is None
+        self.drop_path = DropPath(drop_path_keep_prob)
+
+        channels: dict[str, int] = {}
+        levels = cell._check_resolution()
+        self.ops = nn.ModuleDict()
+        self.adapt = nn.ModuleDict()
+        plan = []
+        for n in cell.topological_order():
+            d, srcs = cell.graph.nodes[n], cell.operands(n)
+            kind = d["kind"]
+            if kind == "input":
+                channels[n] = filters if d["index"] == 0 else c_h1
+                plan.append((n, "input", d["index"], None))
+            elif kind == "op":
+                self.ops[module_key(n)] = create_op(d["op"], channels[srcs[0]], filters,
+                                                    d["stride"], **d.get("args", {}))
+                channels[n] = filters
+                plan.append((n, "op", srcs[0], d["op"] != "identity"))
+            elif kind == "combine":
+                spec = COMBINES[d["combine"]]
+                channels[n] = spec.channels([channels[s] for s in srcs])
+                plan.append((n, "combine", srcs, spec.apply))
+            else:
+                top = max(levels[s] for s in srcs)
+                for s in srcs:
+                    is_input = cell.graph.nodes[s]["kind"] == "input"
+                    if levels[s] < top or (is_input and channels[s] != filters):
+                        stride = 2 if levels[s] < top else 1
+                        self.adapt[module_key(s)] = FactorizedReduction(channels[s], filters,
+                                                                         stride)
+                        channels[s] = filters
+                self.out_channels = sum(channels[s] for s in srcs)
+                self.output_states = srcs
+        self._plan = plan
+
+    def forward(self, h_i, h_prev=None):
+        if self.pre1 is None:
+            h_prev = h_i
+        else:
+            h_prev = self.pre1(h_prev)
+        states = {}
+        inputs = (self.pre0(h_i), h_prev)
+        for node, kind, arg, extra in self._plan:
+            if kind == "input":
+                states[node] = inputs[arg]
+            elif kind == "op":
+                y = self.ops[module_key(node)](states[arg])
+                states[node] = self.drop_path(y) if extra else y
+            else:
+                states[node] = extra([states[s] for s in arg])
+        outs = []
+        for s in self.output_states:
+            key = module_key(s)
+            outs.append(self.adapt[key](states[s]) if key in self.adapt else states[s])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 1)

@@ -1,0 +1,206 @@
+"""Stack a (normal, reduction) cell pair into a network: the CIFAR and ImageNet layouts [P][TF].
+
+The cell schedule follows the TF reference builders literally (``_build_nasnet_base`` and
+``_build_pnasnet_base``), so every published wiring quirk is reproduced:
+
+* ``reduction_layout="insert"`` (NASNet, AmoebaNet, DARTS): ``3N`` normal cells, with an extra
+  reduction cell inserted before normal cells ``N`` and ``2N``;
+* ``reduction_layout="replace"`` (PNASNet): ``3N`` cells in all; the cells at the reduction
+  indices run the *normal* cell with stride 2 (the pair's reduction cell is that variant);
+* ``skip_reduction_layer_input``: the cell after a reduction takes as h_{i-1} the state before
+  the reduction (NASNet-A large, PNASNet) instead of the reduction's input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from nasforge.compiler.cell_module import CompiledCell
+from nasforge.dsl.cell import CellPair
+from nasforge.ops.layers import ReLUConvBN, batch_norm
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Macro-architecture of a cell network. Units in comments."""
+
+    stem: str = "cifar"  # "cifar": 3x3 conv stride 1; "imagenet": 3x3 stride-2 conv + stem cells
+    N: int = 6  # normal cells per stack (3 stacks)
+    filters: int = 32  # F: filters per op in the first stack (doubles at each reduction)
+    num_classes: int = 10
+    stem_multiplier: float = 3.0  # cifar stem: multiplier*F filters; imagenet: 32*multiplier
+    reduction_layout: str = "insert"  # "insert" (NASNet) or "replace" (PNASNet)
+    skip_reduction_layer_input: bool = False  # see module docstring
+    num_reduction_layers: int = 2  # reductions between the 3 stacks
+    filter_scaling_rate: float = 2.0  # filter multiplier at each reduction
+    num_stem_cells: int = 2  # imagenet: reduction cells at filter scale 1/4, 1/2
+    drop_path_keep_prob: float = 1.0  # ScheduledDropPath keep probability at the last cell
+    aux_head: bool = False  # auxiliary classifier before the second reduction
+    dropout: float = 0.0  # probability of dropping a penultimate feature
+    input_size: int = 32  # pixels (square); used by `info` and flop counting
+    in_channels: int = 3
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CellSlot:
+    """One cell application: which cell, at what filter count, fed by which earlier outputs."""
+
+    kind: str  # "normal" | "reduction"
+    filters: int
+    cur: int  # index into the outputs list (h_i)
+    prev: int | None  # index into the outputs list (h_{i-1}); None: absent
+    stride: int = 1  # 2 when this slot halves the resolution
+    name: str = ""
+
+
+@dataclass
+class Schedule:
+    slots: list[CellSlot] = field(default_factory=list)
+    aux_after: int | None = None  # slot index whose output feeds the auxiliary head
+
+
+def reduction_indices(num_cells: int, num_reductions: int) -> list[int]:
+    """TF ``calc_reduction_layers``."""
+    return [int(k / (num_reductions + 1) * num_cells) for k in range(1, num_reductions + 1)]
+
+
+def schedule(config: NetworkConfig) -> Schedule:
+    """The cell schedule, transcribed from the TF builders (outputs[0] is the stem)."""
+    sched = Schedule()
+    outputs = [None, 0]  # TF's cell_outputs; ints index our outputs list, None = absent
+
+    def emit(kind, filters, cur, prev, stride, name):
+        sched.slots.append(CellSlot(kind, filters, cur, prev, stride, name))
+        return len(sched.slots)  # index of this slot's output (0 is the stem)
+
+    F, rate = config.filters, config.filter_scaling_rate
+    if config.stem == "imagenet":
+        scaling = 1.0 / rate ** config.num_stem_cells
+        for k in range(config.num_stem_cells):  # stem cells are strided (reduction) cells
+            out = emit("reduction", int(F * scaling), outputs[-1], outputs[-2], 2,
+                       f"cell_stem_{k}")
+            outputs.append(out)
+            scaling *= rate
+    num_cells = 3 * config.N
+    reductions = reduction_indices(num_cells, config.num_reduction_layers)
+    aux_cell = reductions[1] - 1 if config.aux_head and len(reductions) > 1 else None
+    scaling = 1.0
+    prev = None
+    for cell_num in range(num_cells):
+        is_reduction = cell_num in reductions
+        if config.reduction_layout == "insert":
+            if config.skip_reduction_layer_input:
+                prev = outputs[-2]
+            if is_reduction:
+                scaling *= rate
+                out = emit("reduction", int(F * scaling), outputs[-1], outputs[-2], 2,
+                           f"reduction_cell_{reductions.index(cell_num)}")
+                outputs.append(out)
+            if not config.skip_reduction_layer_input:
+                prev = outputs[-2]
+            out = emit("normal", int(F * scaling), outputs[-1], prev, 1, f"cell_{cell_num}")
+        else:
+            if is_reduction:
+                scaling *= rate
+            if config.skip_reduction_layer_input or not is_reduction:
+                prev = outputs[-2]
+            out = emit("reduction" if is_reduction else "normal", int(F * scaling),
+                       outputs[-1], prev, 2 if is_reduction else 1, f"cell_{cell_num}")
+        outputs.append(out)
+        if cell_num == aux_cell:
+            sched.aux_after = len(sched.slots) - 1
+    return sched
+
+
+class AuxiliaryHead(nn.Module):
+    """[TF] ReLU -> avgpool 5x5 s3 -> 1x1 conv 128 -> BN -> ReLU -> conv 768 over the full
+    extent -> BN -> ReLU -> FC."""
+
+    def __init__(self, c_in: int, num_classes: int, spatial: int):
+        super().__init__()
+        pooled = max((spatial - 5) // 3 + 1, 1)
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False), nn.AvgPool2d(5, 3) if spatial >= 5 else nn.Identity(),
+            nn.Conv2d(c_in, 128, 1, bias=False), batch_norm(128), nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, pooled if spatial >= 5 else spatial, bias=False),
+            batch_norm(768), nn.ReLU(inplace=False))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x).mean((2, 3)), 1))
+
+
+class Network(nn.Module):
+    """A compiled cell network. ``forward`` returns logits, or ``(logits, aux_logits)`` in
+    training mode when the auxiliary head is on."""
+
+    def __init__(self, pair: CellPair, config: NetworkConfig):
+        super().__init__()
+        self.config = config
+        self.arch_name = pair.name
+        F = config.filters
+        if config.stem == "cifar":
+            c_stem = int(config.stem_multiplier * F)
+            self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, padding=1,
+                                                bias=False), batch_norm(c_stem))
+            spatial = config.input_size
+        elif config.stem == "imagenet":
+            c_stem = int(32 * config.stem_multiplier)
+            self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, stride=2,
+                                                bias=False), batch_norm(c_stem))
+            spatial = (config.input_size - 3) // 2 + 1
+        else:
+            raise ValueError(f"unknown stem {config.stem!r} (expected 'cifar' or 'imagenet')")
+
+        self.schedule = schedule(config)
+        channels, levels = [c_stem], [0]
+        total = len(self.schedule.slots)
+        self.cells = nn.ModuleList()
+        cells = {"normal": pair.normal, "reduction": pair.reduction}
+        for i, slot in enumerate(self.schedule.slots):
+            keep = 1 - (i + 1) / total * (1 - config.drop_path_keep_prob)
+            prev_larger = slot.prev is not None and levels[slot.prev] < levels[slot.cur]
+            cell = CompiledCell(cells[slot.kind], slot.filters, channels[slot.cur],
+                                None if slot.prev is None else channels[slot.prev],
+                                prev_larger, keep)
+            self.cells.append(cell)
+            channels.append(cell.out_channels)
+            levels.append(levels[slot.cur] + (slot.stride == 2))
+            if i == self.schedule.aux_after:
+                self.aux_head = AuxiliaryHead(cell.out_channels, config.num_classes,
+                                              math.ceil(spatial / 2 ** levels[-1]))
+        if config.aux_head and self.schedule.aux_after is None:
+            raise ValueError("auxiliary head needs two reductions")
+        self.num_features = channels[-1]
+        self.dropout = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
+        self.classifier = nn.Linear(self.num_features, config.num_classes)
+
+    def set_drop_path_progress(self, progress: float):
+        """Called by the trainer (fraction of training done, 0..1) to schedule drop-path."""
+        for cell in self.cells:
+            cell.drop_path.progress = float(progress)
+
+    def forward_features(self, x):
+        outputs = [self.stem(x)]
+        aux = None
+        for i, (slot, cell) in enumerate(zip(self.schedule.slots, self.cells)):
+            outputs.append(cell(outputs[slot.cur],
+                                None if slot.prev is None else outputs[slot.prev]))
+            if i == self.schedule.aux_after and self.training:
+                aux = self.aux_head(outputs[-1])
+        return torch.relu(outputs[-1]), aux
+
+    def forward(self, x):
+        features, aux = self.forward_features(x)
+        logits = self.classifier(self.dropout(torch.flatten(features.mean((2, 3)), 1)))
+        return (logits, aux) if aux is not None else logits
+
+
+def with_config(config: NetworkConfig, **overrides) -> NetworkConfig:
+    return replace(config, **overrides)

@@ -1,0 +1,446 @@
+"""The cell DSL: one representation for every architecture.
+
+A cell is a networkx ``DiGraph`` with typed nodes:
+
+* ``input``   -- a cell input; ``index`` 0 is h_i (the most recent state), 1 is h_{i-1};
+* ``op``      -- a registered op (``op`` name, ``stride``, ``args``) applied to one input;
+* ``combine`` -- a registered combine (``add``, ``concat``, ...) of two or more inputs;
+* ``output``  -- exactly one; concatenates its inputs. Its input set is explicit
+  (``policy="explicit"``, reference cells name theirs) or "every state nothing else consumes"
+  (``policy="unused"``, the NASNet rule for searched cells), resolved into edges either way.
+
+Edges carry ``slot`` (the input position), so order-sensitive merges stay exact in JSON.
+Node ids are free strings; the canonical hash ignores them.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Iterable
+
+import networkx as nx
+
+from nasforge import ops as _ops  # noqa: F401  (fills the registries)
+from nasforge.registry import COMBINES, OPS
+
+CELL_FORMAT = "nasforge.cell/1"
+PAIR_FORMAT = "nasforge.cellpair/1"
+NUM_INPUTS = 2  # h_i and h_{i-1}
+NODE_KINDS = ("input", "op", "combine", "output")
+
+
+class CellError(ValueError):
+    """An invalid cell; ``node`` names the offending node (None for cell-wide problems)."""
+
+    def __init__(self, message: str, node: str | None = None, cell: str | None = None):
+        where = f"node {node!r}: " if node is not None else ""
+        owner = f"cell {cell!r}: " if cell else ""
+        super().__init__(f"{owner}{where}{message}")
+        self.node = node
+
+
+class Cell:
+    """A cell graph plus the builder API to write one by hand.
+
+    >>> c = Cell("example")
+    >>> h0, h1 = c.inputs()
+    >>> b0 = c.combine("add", c.op("sep_conv_3x3", h0), c.op("identity", h1))
+    >>> c.set_output()          # concat of unused states: [b0]
+    """
+
+    def __init__(self, name: str = "", reduction: bool = False, graph: nx.DiGraph | None = None):
+        self.name = name
+        self.reduction = reduction
+        self.graph = graph if graph is not None else nx.DiGraph()
+        self._counter = len(self.graph)
+
+    # ---------------------------------------------------------------- builder
+    def _new_id(self, prefix: str, node_id: str | None) -> str:
+        if node_id is None:
+            while f"{prefix}{self._counter}" in self.graph:
+                self._counter += 1
+            node_id = f"{prefix}{self._counter}"
+        if node_id in self.graph:
+            raise CellError("duplicate node id", node_id, self.name)
+        return node_id
+
+    def _connect(self, sources: Iterable[str], target: str):
+        for slot, src in enumerate(sources):
+            if src not in self.graph:
+                raise CellError(f"unknown input {src!r}", target, self.name)
+            self.graph.add_edge(src, target, slot=slot)
+
+    def input(self, index: int, node_id: str | None = None) -> str:
+        node_id = node_id or f"h{index}"
+        self.graph.add_node(self._new_id("h", node_id), kind="input", index=index)
+        return node_id
+
+    def inputs(self) -> tuple[str, str]:
+        """Add (or return) the two cell inputs h0 = h_i and h1 = h_{i-1}."""
+        return tuple(f"h{i}" if f"h{i}" in self.graph else self.input(i)
+                     for i in range(NUM_INPUTS))
+
+    def op(self, name: str, source: str, stride: int | None = None, node_id: str | None = None,
+           **args) -> str:
+        """Add an op node; ``stride`` defaults to 2 in reduction cells when ``source`` is a cell
+        input (the NASNet rule), else 1."""
+        if stride is None:
+            is_input = self.graph.nodes.get(source, {}).get("kind") == "input"
+            stride = 2 if (self.reduction and is_input) else 1
+        node_id = self._new_id("op", node_id)
+        self.graph.add_node(node_id, kind="op", op=name, stride=int(stride), args=dict(args))
+        self._connect([source], node_id)
+        return node_id
+
+    def combine(self, name: str, *sources: str, node_id: str | None = None) -> str:
+        node_id = self._new_id("c", node_id)
+        self.graph.add_node(node_id, kind="combine", combine=name)
+        self._connect(sources, node_id)
+        return node_id
+
+    def unused_states(self) -> list[str]:
+        """Inputs and combines that no op, combine or output consumes, in insertion order."""
+        return [n for n, d in self.graph.nodes(data=True)
+                if d["kind"] in ("input", "combine")
+                and not any(self.graph.nodes[s]["kind"] != "output"
+                            for s in self.graph.successors(n))]
+
+    def set_output(self, states: Iterable[str] | None = None, node_id: str = "out") -> str:
+        """Set the output: the given states, or (None) every unused state."""
+        old = [n for n, d in self.graph.nodes(data=True) if d["kind"] == "output"]
+        self.graph.remove_nodes_from(old)
+        policy = "explicit" if states is not None else "unused"
+        states = list(states) if states is not None else self.unused_states()
+        self.graph.add_node(node_id, kind="output", policy=policy)
+        self._connect(states, node_id)
+        return node_id
+
+    # ------------------------------------------------------------- accessors
+    def nodes(self, kind: str | None = None) -> list[str]:
+        return [n for n, d in self.graph.nodes(data=True) if kind is None or d["kind"] == kind]
+
+    def operands(self, node: str) -> list[str]:
+        """The node's inputs in slot order."""
+        edges = self.graph.in_edges(node, data="slot")
+        return [src for src, _, _ in sorted(edges, key=lambda e: e[2])]
+
+    @property
+    def output_node(self) -> str:
+        outs = self.nodes("output")
+        if len(outs) != 1:
+            raise CellError("missing output node" if not outs else
+                            f"{len(outs)} output nodes, expected one", None, self.name)
+        return outs[0]
+
+    def topological_order(self) -> list[str]:
+        """Nodes in a deterministic topological order (insertion order breaks ties)."""
+        position = {n: i for i, n in enumerate(self.graph.nodes)}
+        return list(nx.lexicographical_topological_sort(self.graph, key=position.__getitem__))
+
+    def copy(self) -> "Cell":
+        return Cell(self.name, self.reduction, copy.deepcopy(self.graph))
+
+    def __eq__(self, other):
+        return isinstance(other, Cell) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"Cell({self.name!r}, reduction={self.reduction}, nodes={len(self.graph)})"
+
+    # ------------------------------------------------------------ validation
+    def validate(self) -> "Cell":
+        """Raise CellError naming the first offending node; return self when valid."""
+        g, name = self.graph, self.name
+        for n, d in g.nodes(data=True):
+            kind = d.get("kind")
+            if kind not in NODE_KINDS:
+                raise CellError(f"unknown node kind {kind!r}", n, name)
+        outputs = self.nodes("output")
+        if not outputs:
+            raise CellError("missing output node", None, name)
+        if len(outputs) > 1:
+            raise CellError(f"{len(outputs)} output nodes, expected one", outputs[1], name)
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            raise CellError("is on a cycle: " + " -> ".join(u for u, _ in cycle) +
+                            f" -> {cycle[0][0]}", cycle[0][0], name)
+        if not self.nodes("input"):
+            raise CellError("no input nodes", None, name)
+        for n in self.topological_order():
+            d, arity = g.nodes[n], g.in_degree(n)
+            kind = d["kind"]
+            if kind == "input":
+                if d.get("index") not in range(NUM_INPUTS):
+                    raise CellError(f"input index {d.get('index')!r} out of range (a cell has "
+                                    f"inputs 0 = h_i and 1 = h_(i-1))", n, name)
+                if arity:
+                    raise CellError(f"an input node takes no inputs, got {arity}", n, name)
+            elif kind == "op":
+                if d.get("op") not in OPS:
+                    raise CellError(f"unknown op {d.get('op')!r}", n, name)
+                if arity != 1:
+                    raise CellError(f"op takes exactly 1 input, got {arity}", n, name)
+                if d.get("stride") not in (1, 2):
+                    raise CellError(f"stride must be 1 or 2, got {d.get('stride')!r}", n, name)
+            elif kind == "combine":
+                spec = COMBINES.get(d.get("combine"))
+                if spec is None:
+                    raise CellError(f"unknown combine {d.get('combine')!r}", n, name)
+                if arity < spec.min_inputs or (spec.max_inputs and arity > spec.max_inputs):
+                    raise CellError(f"{spec.name} takes at least {spec.min_inputs} inputs, "
+                                    f"got {arity}", n, name)
+            elif kind == "output" and arity == 0:
+                raise CellError("empty output (no states to concatenate)", n, name)
+        out = outputs[0]
+        reachable_from_inputs = set().union(*(nx.descendants(g, i) | {i}
+                                              for i in self.nodes("input")))
+        reaches_output = nx.ancestors(g, out) | {out}
+        for n in self.topological_order():
+            if n not in reachable_from_inputs:
+                raise CellError("unreachable: no path from a cell input", n, name)
+            if n not in reaches_output and g.nodes[n]["kind"] != "input":
+                raise CellError("unreachable: its result never reaches the output", n, name)
+        self._check_resolution()
+        return self
+
+    def _check_resolution(self):
+        """Every merge must see one resolution: track the stride-2 count along each path."""
+        level: dict[str, int] = {}
+        for n in self.topological_order():
+            d, srcs = self.graph.nodes[n], self.operands(n)
+            if d["kind"] == "input":
+                level[n] = 0
+            elif d["kind"] == "op":
+                level[n] = level[srcs[0]] + (d["stride"] == 2)
+            elif d["kind"] == "combine":
+                levels = {level[s] for s in srcs}
+                if len(levels) > 1:
+                    raise CellError(f"merges inputs of different resolutions "
+                                    f"({', '.join(srcs)})", n, self.name)
+                level[n] = levels.pop()
+            else:  # output: lower-resolution states are reduced once by the compiler
+                if max(level[s] for s in srcs) - min(level[s] for s in srcs) > 1:
+                    raise CellError("output states differ by more than one reduction", n,
+                                    self.name)
+        return level
+
+    # --------------------------------------------------------------- hashing
+    def node_hashes(self) -> dict[str, str]:
+        """Merkle hash of each node: its label plus its inputs' hashes (sorted when the merge
+        is commutative). Independent of node ids and insertion order."""
+        out: dict[str, str] = {}
+        for n in self.topological_order():
+            d = self.graph.nodes[n]
+            srcs = [out[s] for s in self.operands(n)]
+            if d["kind"] == "input":
+                label = ("input", d["index"])
+            elif d["kind"] == "op":
+                label = ("op", d["op"], d["stride"], sorted(d.get("args", {}).items()))
+            elif d["kind"] == "combine":
+                label = ("combine", d["combine"])
+                if COMBINES[d["combine"]].commutative:
+                    srcs = sorted(srcs)
+            else:
+                label, srcs = ("output",), sorted(srcs)
+            out[n] = _sha(json.dumps([label, srcs], default=str))
+        return out
+
+    def canonical_hash(self) -> str:
+        """Equal for isomorphic cells: the output's Merkle hash plus the multiset of node hashes
+        (which tells a shared op from two identical ones)."""
+        hashes = self.node_hashes()
+        return _sha(json.dumps([hashes[self.output_node], sorted(hashes.values())]))
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        nodes = []
+        for n in self.graph.nodes:
+            d = self.graph.nodes[n]
+            entry = {"id": n, "kind": d["kind"]}
+            if d["kind"] == "input":
+                entry["index"] = d["index"]
+            elif d["kind"] == "op":
+                entry.update(op=d["op"], stride=d["stride"])
+                if d.get("args"):
+                    entry["args"] = dict(d["args"])
+            elif d["kind"] == "combine":
+                entry["combine"] = d["combine"]
+            else:
+                entry["policy"] = d.get("policy", "explicit")
+            if d["kind"] != "input":
+                entry["inputs"] = self.operands(n)
+            nodes.append(entry)
+        return {"format": CELL_FORMAT, "name": self.name, "reduction": self.reduction,
+                "nodes": nodes}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Cell":
+        """Inverse of ``to_dict``; raises CellError on malformed input (not yet validated)."""
+        if not isinstance(data, dict):
+            raise CellError(f"expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != CELL_FORMAT:
+            raise CellError(f"unknown format {data.get('format')!r}, expected {CELL_FORMAT!r}")
+        cell = cls(str(data.get("name", "")), bool(data.get("reduction", False)))
+        nodes = data.get("nodes")
+        if not isinstance(nodes, list):
+            raise CellError("'nodes' must be a list", None, cell.name)
+        for entry in nodes:
+            if not isinstance(entry, dict) or "id" not in entry or "kind" not in entry:
+                raise CellError(f"each node needs 'id' and 'kind', got {entry!r}", None,
+                                cell.name)
+            n, kind = str(entry["id"]), entry["kind"]
+            if n in cell.graph:
+                raise CellError("duplicate node id", n, cell.name)
+            attrs = {"kind": kind}
+            if kind == "input":
+                attrs["index"] = entry.get("index")
+            elif kind == "op":
+                attrs.update(op=entry.get("op"), stride=entry.get("stride", 1),
+                             args=dict(entry.get("args", {})))
+            elif kind == "combine":
+                attrs["combine"] = entry.get("combine")
+            elif kind == "output":
+                attrs["policy"] = entry.get("policy", "explicit")
+            cell.graph.add_node(n, **attrs)
+        for entry in nodes:
+            inputs = entry.get("inputs", [])
+            if not isinstance(inputs, list):
+                raise CellError("'inputs' must be a list", str(entry["id"]), cell.name)
+            cell._connect([str(i) for i in inputs], str(entry["id"]))
+        cell._counter = len(cell.graph)
+        return cell
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Cell":
+        return cls.from_dict(_loads(text))
+
+    # ---------------------------------------------------------------- render
+    def to_dot(self) -> str:
+        """Graphviz DOT text (built with pydot; layout is left to Graphviz)."""
+        return to_pydot(self).to_string()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CellError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+_NODE_STYLE = {"input": dict(shape="box", style="filled", fillcolor="lightblue"),
+               "op": dict(shape="box", style="rounded"),
+               "combine": dict(shape="circle", style="filled", fillcolor="lightyellow"),
+               "output": dict(shape="box", style="filled", fillcolor="palegreen")}
+
+
+def to_pydot(cell: Cell, prefix: str = "", graph=None):
+    """The cell as a pydot graph (or a cluster inside ``graph``)."""
+    import pydot
+
+    dot = graph if graph is not None else pydot.Dot(graph_type="digraph", rankdir="TB",
+                                                    label=cell.name, labelloc="t")
+    inputs = {0: "h_i", 1: "h_(i-1)"}
+    for n, d in cell.graph.nodes(data=True):
+        if d["kind"] == "input":
+            label = inputs.get(d["index"], str(d["index"]))
+        elif d["kind"] == "op":
+            label = d["op"] + (" /2" if d["stride"] == 2 else "")
+        elif d["kind"] == "combine":
+            label = {"add": "+", "concat": "||"}.get(d["combine"], d["combine"])
+        else:
+            label = "concat" + ("" if d.get("policy") == "explicit" else " (unused)")
+        dot.add_node(pydot.Node(f'"{prefix}{n}"', label=f'"{label}"', **_NODE_STYLE[d["kind"]]))
+    for u, v, slot in cell.graph.edges(data="slot"):
+        dot.add_edge(pydot.Edge(f'"{prefix}{u}"', f'"{prefix}{v}"'))
+    return dot
+
+
+class CellPair:
+    """A (normal, reduction) pair: what a NASNet-style search finds and a network stacks.
+
+    ``network`` holds optional macro-architecture defaults (e.g. PNASNet's reduction layout)
+    that travel with the cells in JSON.
+    """
+
+    def __init__(self, normal: Cell, reduction: Cell, name: str = "",
+                 network: dict | None = None):
+        self.normal, self.reduction, self.name = normal, reduction, name
+        self.network = dict(network or {})
+
+    def validate(self) -> "CellPair":
+        self.normal.validate()
+        self.reduction.validate()
+        return self
+
+    def canonical_hash(self) -> str:
+        return _sha(self.normal.canonical_hash() + self.reduction.canonical_hash())
+
+    def to_dict(self) -> dict:
+        d = {"format": PAIR_FORMAT, "name": self.name, "normal": self.normal.to_dict(),
+             "reduction": self.reduction.to_dict()}
+        if self.network:
+            d["network"] = dict(self.network)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CellPair":
+        if not isinstance(data, dict):
+            raise CellError(f"expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != PAIR_FORMAT:
+            raise CellError(f"unknown format {data.get('format')!r}, expected {PAIR_FORMAT!r}")
+        for key in ("normal", "reduction"):
+            if key not in data:
+                raise CellError(f"cell pair has no {key!r} cell")
+        return cls(Cell.from_dict(data["normal"]), Cell.from_dict(data["reduction"]),
+                   str(data.get("name", "")), data.get("network"))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CellPair":
+        return cls.from_dict(_loads(text))
+
+    def to_dot(self) -> str:
+        import pydot
+
+        dot = pydot.Dot(graph_type="digraph", rankdir="TB", label=self.name, labelloc="t")
+        for key, cell in (("normal", self.normal), ("reduction", self.reduction)):
+            cluster = pydot.Cluster(key, label=f"{key} cell")
+            to_pydot(cell, prefix=f"{key}/", graph=cluster)
+            dot.add_subgraph(cluster)
+        return dot.to_string()
+
+    def __eq__(self, other):
+        return isinstance(other, CellPair) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"CellPair({self.name!r})"
+
+
+def render(dot_text: str, fmt: str) -> bytes:
+    """Render DOT to ``svg``/``png`` with the Graphviz ``dot`` program (via pydot)."""
+    import pydot
+
+    graphs = pydot.graph_from_dot_data(dot_text)
+    try:
+        return graphs[0].create(format=fmt)
+    except FileNotFoundError:
+        raise RuntimeError("rendering needs Graphviz's 'dot' program "
+                           "(e.g. apt-get install graphviz)") from None
+
+
+def load_architecture(text: str) -> CellPair | Cell:
+    """Parse JSON text holding a cell pair or a single cell (by its format marker)."""
+    data = _loads(text)
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt == CELL_FORMAT:
+        return Cell.from_dict(data)
+    return CellPair.from_dict(data)

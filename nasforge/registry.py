@@ -1,0 +1,77 @@
+"""Registries: the stable public vocabulary of ops and combines.
+
+Every architecture in nasforge names its operations by these strings, so a name, once
+published, keeps its meaning. Later work adds entries (``register_op``/``register_combine``)
+instead of editing if-chains.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+OpFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A registered op: ``factory(c_in, c_out, stride, **args) -> nn.Module``."""
+
+    name: str
+    factory: OpFactory
+    family: str = "nasnet"  # which paper/code base defines it
+    doc: str = ""
+    parameter_free: bool = False  # True when the op has no weights at c_in == c_out, stride 1
+
+
+@dataclass(frozen=True)
+class CombineSpec:
+    """How a combine node merges its inputs.
+
+    ``channels`` maps the input channel counts to the output channel count (and raises
+    ValueError when they cannot be merged); ``apply`` does the merge on tensors;
+    ``commutative`` lets the canonical hash ignore input order (concat counts as commutative:
+    reordering its inputs only permutes channels).
+    """
+
+    name: str
+    apply: Callable
+    channels: Callable[[list[int]], int]
+    commutative: bool
+    min_inputs: int = 2
+    max_inputs: int | None = None
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+OPS: dict[str, OpSpec] = {}
+COMBINES: dict[str, CombineSpec] = {}
+
+
+def register_op(name: str, *, family: str = "nasnet", parameter_free: bool = False):
+    """Decorator: register ``factory(c_in, c_out, stride, **args)`` under ``name``."""
+
+    def wrap(factory: OpFactory) -> OpFactory:
+        if name in OPS:
+            raise ValueError(f"op {name!r} is already registered")
+        OPS[name] = OpSpec(name, factory, family, (factory.__doc__ or "").strip(), parameter_free)
+        return factory
+
+    return wrap
+
+
+def register_combine(spec: CombineSpec) -> CombineSpec:
+    if spec.name in COMBINES:
+        raise ValueError(f"combine {spec.name!r} is already registered")
+    COMBINES[spec.name] = spec
+    return spec
+
+
+def create_op(name: str, c_in: int, c_out: int, stride: int = 1, **args) -> nn.Module:
+    """Build the module of a registered op (called by the compiler once per op node)."""
+    try:
+        spec = OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}") from None
+    return spec.factory(c_in, c_out, stride, **args)
