@@ -1,0 +1,101 @@
+"""The op registry: every op's shapes, and the reference construction details."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nasforge.ops import NASNET_OPS, OPS, create_op
+from nasforge.ops.layers import AvgPool2dSame, FactorizedReduction, MaxPool2dSame, same_padding
+
+
+def test_nasnet_vocabulary_is_the_papers_thirteen():
+    assert len(NASNET_OPS) == 13 and set(NASNET_OPS) <= set(OPS)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [7, 8, 15])
+@pytest.mark.parametrize("c_in,c_out", [(8, 8), (12, 8)])
+def test_every_op_shape(name, stride, size, c_in, c_out):
+    op = create_op(name, c_in, c_out, stride)
+    x = torch.randn(2, c_in, size, size, requires_grad=True)
+    y = op(x)
+    expected = math.ceil(size / stride)  # TF 'SAME'
+    assert y.shape == (2, c_out, expected, expected)
+    y.square().sum().backward()  # differentiable end to end
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_separable_conv_is_applied_twice_with_stride_on_first():
+    op = create_op("sep_conv_5x5", 8, 16, 2)
+    convs = [m for m in op.modules() if isinstance(m, nn.Conv2d)]
+    # depthwise(8) -> pointwise 8->16 -> BN -> depthwise(16) -> pointwise 16->16 -> BN
+    assert [(c.in_channels, c.out_channels, c.groups, c.kernel_size, c.stride) for c in convs] == [
+        (8, 8, 8, (5, 5), (2, 2)), (8, 16, 1, (1, 1), (1, 1)),
+        (16, 16, 16, (5, 5), (1, 1)), (16, 16, 1, (1, 1), (1, 1))]
+    assert isinstance(op[0], nn.ReLU) and isinstance(op[4], nn.ReLU)
+    assert _params(op) == 8 * 25 + 8 * 16 + 2 * 16 + 16 * 25 + 16 * 16 + 2 * 16
+
+
+def test_pool_projects_only_when_channels_change():
+    assert _params(create_op("max_pool_3x3", 8, 8, 2)) == 0
+    assert _params(create_op("avg_pool_3x3", 12, 8, 1)) == 12 * 8 + 2 * 8  # 1x1 conv + BN
+    seq = create_op("max_pool_5x5", 12, 8, 1)
+    assert not any(isinstance(m, nn.ReLU) for m in seq.modules())  # no ReLU after a pool
+
+
+def test_identity_adapts_under_stride_or_channel_change():
+    x = torch.randn(1, 8, 6, 6)
+    assert torch.equal(create_op("identity", 8, 8, 1)(x), x)
+    assert _params(create_op("identity", 8, 8, 2)) == 8 * 8 + 2 * 8
+    assert _params(create_op("identity", 12, 8, 1)) == 12 * 8 + 2 * 8
+
+
+def test_bottleneck_ops_follow_the_tpu_code():
+    # 1x7_7x1 at F=16: 1x1 to 4, 1x7, BN, 7x1, BN, 1x1 back to 16 (+BNs)
+    op = create_op("conv_1x7_7x1", 16, 16, 1)
+    convs = [m for m in op.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(1, 1), (1, 7), (7, 1), (1, 1)]
+    assert [c.out_channels for c in convs] == [4, 4, 4, 16]
+    assert [c.out_channels for c in create_op("conv_1x3_3x1", 16, 16, 1).modules()
+            if isinstance(c, nn.Conv2d)] == [6, 6, 6, 16]  # 3F/8
+    dil = [c for c in create_op("dil_conv_3x3", 16, 16, 1).modules() if isinstance(c, nn.Conv2d)]
+    assert dil[1].dilation == (2, 2)
+
+
+@pytest.mark.parametrize("size,kernel,stride,expected", [
+    (8, 3, 2, (0, 1)), (7, 3, 2, (1, 1)), (42, 5, 2, (1, 2)), (42, 7, 2, (2, 3)),
+    (165, 3, 2, (1, 1)), (9, 3, 1, (1, 1))])
+def test_same_padding_matches_tensorflow(size, kernel, stride, expected):
+    assert same_padding(size, kernel, stride) == expected
+
+
+def test_avg_pool_excludes_padding_like_tensorflow():
+    x = torch.ones(1, 1, 8, 8)
+    assert torch.allclose(AvgPool2dSame(3, 2)(x), torch.ones(1, 1, 4, 4))
+    quirk = AvgPool2dSame(3, 2, count_pad_when_strided=True)(x)
+    assert quirk[0, 0, -1, -1].item() == pytest.approx(4 / 9)  # timm counts the zero padding
+
+
+def test_max_pool_padding_never_wins():
+    x = -torch.ones(1, 1, 8, 8)
+    assert torch.equal(MaxPool2dSame(3, 2)(x), -torch.ones(1, 1, 4, 4))
+
+
+def test_factorized_reduction_samples_even_and_odd_pixels():
+    fr = FactorizedReduction(1, 2, 2)
+    with torch.no_grad():
+        fr.conv_1.weight.fill_(1.0)
+        fr.conv_2.weight.fill_(1.0)
+    fr.eval()
+    fr.bn.running_var.fill_(1.0 - fr.bn.eps)  # BN becomes the identity
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    y = fr(x)
+    assert y[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
+    assert y[0, 1].tolist() == [[5.0, 7.0], [13.0, 15.0]]
+    assert fr(torch.randn(1, 1, 5, 5)).shape == (1, 2, 3, 3)
