@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nasforge.compiler.cell_module import CompiledCell
-from nasforge.dsl.cell import CellPair
+from nasforge.dsl.cell import CellError, CellPair
 from nasforge.ops.layers import ReLUConvBN, batch_norm
 
 
@@ -163,6 +163,11 @@ class Network(nn.Module):
         total = len(self.schedule.slots)
         self.cells = nn.ModuleList()
         cells = {"normal": pair.normal, "reduction": pair.reduction}
+        for kind, expected in (("normal", 0), ("reduction", 1)):
+            if cells[kind].validate().output_level() != expected:
+                raise CellError(f"a {kind} cell must halve the resolution {expected} time(s), "
+                                f"this one does {cells[kind].output_level()} (strided ops on "
+                                f"cell inputs reduce)", None, cells[kind].name)
         for i, slot in enumerate(self.schedule.slots):
             keep = 1 - (i + 1) / total * (1 - config.drop_path_keep_prob)
             prev_larger = slot.prev is not None and levels[slot.prev] < levels[slot.cur]

@@ -141,6 +141,20 @@ class Cell:
     def copy(self) -> "Cell":
         return Cell(self.name, self.reduction, copy.deepcopy(self.graph))
 
+    def as_reduction(self, name: str | None = None) -> "Cell":
+        """The strided variant (PNASNet-style): stride 2 on every op that reads a cell input."""
+        cell = Cell(name or self.name, True, copy.deepcopy(self.graph))
+        for n, d in cell.graph.nodes(data=True):
+            if d["kind"] == "op":
+                source = cell.operands(n)[0]
+                d["stride"] = 2 if cell.graph.nodes[source]["kind"] == "input" else 1
+        return cell
+
+    def output_level(self) -> int:
+        """How many times the cell halves the resolution (0 normal, 1 reduction)."""
+        levels = self._check_resolution()
+        return max(levels[s] for s in self.operands(self.output_node))
+
     def __eq__(self, other):
         return isinstance(other, Cell) and self.to_dict() == other.to_dict()
 
