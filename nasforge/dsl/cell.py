@@ -40,7 +40,28 @@ class CellError(ValueError):
         self.node = node
 
 
-class Cell:
+class _JsonRecord:
+    """JSON text and equality, both defined by ``to_dict``/``from_dict``."""
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(_loads(text))
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+
+def _check_format(data, expected: str):
+    if not isinstance(data, dict):
+        raise CellError(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != expected:
+        raise CellError(f"unknown format {data.get('format')!r}, expected {expected!r}")
+
+
+class Cell(_JsonRecord):
     """A cell graph plus the builder API to write one by hand.
 
     >>> c = Cell("example")
@@ -154,9 +175,6 @@ class Cell:
         """How many times the cell halves the resolution (0 normal, 1 reduction)."""
         levels = self._check_resolution()
         return max(levels[s] for s in self.operands(self.output_node))
-
-    def __eq__(self, other):
-        return isinstance(other, Cell) and self.to_dict() == other.to_dict()
 
     def __repr__(self):
         return f"Cell({self.name!r}, reduction={self.reduction}, nodes={len(self.graph)})"
@@ -288,10 +306,7 @@ class Cell:
     @classmethod
     def from_dict(cls, data: dict) -> "Cell":
         """Inverse of ``to_dict``; raises CellError on malformed input (not yet validated)."""
-        if not isinstance(data, dict):
-            raise CellError(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != CELL_FORMAT:
-            raise CellError(f"unknown format {data.get('format')!r}, expected {CELL_FORMAT!r}")
+        _check_format(data, CELL_FORMAT)
         cell = cls(str(data.get("name", "")), bool(data.get("reduction", False)))
         nodes = data.get("nodes")
         if not isinstance(nodes, list):
@@ -307,8 +322,10 @@ class Cell:
             if kind == "input":
                 attrs["index"] = entry.get("index")
             elif kind == "op":
-                attrs.update(op=entry.get("op"), stride=entry.get("stride", 1),
-                             args=dict(entry.get("args", {})))
+                args = entry.get("args", {})
+                if not isinstance(args, dict):
+                    raise CellError("'args' must be a JSON object", n, cell.name)
+                attrs.update(op=entry.get("op"), stride=entry.get("stride", 1), args=dict(args))
             elif kind == "combine":
                 attrs["combine"] = entry.get("combine")
             elif kind == "output":
@@ -321,13 +338,6 @@ class Cell:
             cell._connect([str(i) for i in inputs], str(entry["id"]))
         cell._counter = len(cell.graph)
         return cell
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Cell":
-        return cls.from_dict(_loads(text))
 
     # ---------------------------------------------------------------- render
     def to_dot(self) -> str:
@@ -374,7 +384,7 @@ def to_pydot(cell: Cell, prefix: str = "", graph=None):
     return dot
 
 
-class CellPair:
+class CellPair(_JsonRecord):
     """A (normal, reduction) pair: what a NASNet-style search finds and a network stacks.
 
     ``network`` holds optional macro-architecture defaults (e.g. PNASNet's reduction layout)
@@ -403,22 +413,15 @@ class CellPair:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CellPair":
-        if not isinstance(data, dict):
-            raise CellError(f"expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != PAIR_FORMAT:
-            raise CellError(f"unknown format {data.get('format')!r}, expected {PAIR_FORMAT!r}")
+        _check_format(data, PAIR_FORMAT)
         for key in ("normal", "reduction"):
             if key not in data:
                 raise CellError(f"cell pair has no {key!r} cell")
+        network = data.get("network", {})
+        if not isinstance(network, dict):
+            raise CellError("'network' must be a JSON object of network options")
         return cls(Cell.from_dict(data["normal"]), Cell.from_dict(data["reduction"]),
-                   str(data.get("name", "")), data.get("network"))
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> "CellPair":
-        return cls.from_dict(_loads(text))
+                   str(data.get("name", "")), network)
 
     def to_dot(self) -> str:
         import pydot
@@ -429,9 +432,6 @@ class CellPair:
             to_pydot(cell, prefix=f"{key}/", graph=cluster)
             dot.add_subgraph(cluster)
         return dot.to_string()
-
-    def __eq__(self, other):
-        return isinstance(other, CellPair) and self.to_dict() == other.to_dict()
 
     def __repr__(self):
         return f"CellPair({self.name!r})"
