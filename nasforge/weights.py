@@ -64,9 +64,9 @@ def _module_pairs(model: Network, state: dict) -> list[tuple[str, list[str]]]:
             pre1 = [f"{ref}.conv_prev_1x1"] if f"{ref}.conv_prev_1x1" in _prefixes(state) else \
                 [f"{ref}.path_1", f"{ref}.path_2", f"{ref}.final_path_bn"]
             pairs.append((f"{ours}.pre1", pre1))
-        for key in model.cells[i].ops:
+        for key in model.cells[i].body.ops:
             block, side = key.split("_")  # b{k}_{a|b}
-            pairs.append((f"{ours}.ops.{key}",
+            pairs.append((f"{ours}.body.ops.{key}",
                           [f"{ref}.comb_iter_{block[1:]}_{'left' if side == 'a' else 'right'}"]))
     pairs.append(("classifier", [CLASSIFIER_NAME]))
     return pairs

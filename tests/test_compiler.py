@@ -76,7 +76,7 @@ def test_scheduled_drop_path():
 
 def test_identity_ops_are_never_dropped():
     cell = build_model("nasnet_a", "cifar", N=1, filters=8).cells[0]
-    flags = {node: flag for node, kind, _, flag in cell._plan if kind == "op"}
+    flags = {node: flag for node, kind, _, flag in cell.body._plan if kind == "op"}
     assert flags["b2_b"] is False and flags["b0_a"] is True  # b2_b is NASNet-A's identity
 
 
@@ -92,7 +92,7 @@ def test_unused_inputs_of_a_reduction_cell_are_reduced():
     normal.combine("add", normal.op("conv_3x3", h0), normal.op("identity", h1), node_id="b0")
     normal.set_output()
     model = Network(CellPair(normal, red), replace(SETTINGS["cifar"], N=1, filters=8))
-    assert "h0" in model.cells[1].adapt and model.cells[1].out_channels == 32
+    assert "h0" in model.cells[1].body.adapt and model.cells[1].out_channels == 32
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

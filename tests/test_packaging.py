@@ -1,5 +1,6 @@
 """A plain `pip install .` maps search_spaces/ and controllers/ into the nasforge package."""
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_installs_subpackages_under_nasforge_only(tmp_path):
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+    source = tmp_path / "src"  # setuptools builds in the source folder: keep the checkout clean
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", "runs", ".venv*"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
                             "--no-build-isolation", "-w", str(tmp_path / "dist")],
                            capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]

@@ -1,5 +1,5 @@
 """DSL graphs -> torch modules."""
-from nasforge.compiler.cell_module import CompiledCell
+from nasforge.compiler.cell_module import CompiledGraph, NasNetCell
 from nasforge.compiler.network import Network, NetworkConfig, schedule
 
-__all__ = ["CompiledCell", "Network", "NetworkConfig", "schedule"]
+__all__ = ["CompiledGraph", "NasNetCell", "Network", "NetworkConfig", "schedule"]

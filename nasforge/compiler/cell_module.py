@@ -1,5 +1,11 @@
-"""Compile one DSL cell into a ``torch.nn.Module`` (any valid cell, not only reference ones)."""
+"""Compile one DSL cell into a ``torch.nn.Module`` (any valid cell, not only reference ones).
+
+``CompiledGraph`` is the graph itself, fed with ready inputs; ``NasNetCell`` adds the input
+adjustments of the NASNet family around it. Hand-designed blocks use ``CompiledGraph`` directly.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -14,37 +20,22 @@ def module_key(node_id: str) -> str:
     return node_id.replace(".", "_")
 
 
-class CompiledCell(nn.Module):
-    """A cell at a given filter count, with the input adjustments of the reference [TF]:
+class CompiledGraph(nn.Module):
+    """A validated cell as a module; ``forward(*inputs)`` takes one tensor per input index.
 
-    * h_i: ReLU -> 1x1 conv -> BN to ``filters``;
-    * h_{i-1}: the raw h_i tensor when absent (first cell); ReLU -> factorized reduction when
-      its resolution is twice h_i's; ReLU -> 1x1 -> BN when only channels differ; else raw;
-    * output: the concat of the output node's states; a state at a lower resolution than the
-      others is factorized-reduced, and a cell input whose channels differ from ``filters`` is
-      projected (1x1 conv + BN), as TF's ``_combine_unused_states`` does.
-
-    ``forward(h_i, h_prev)`` is called once per cell application by the network.
+    Each op maps to its node's ``channels``, or to ``filters`` when the node leaves it open (the
+    NASNet convention). The output concatenates its states; a state at a lower resolution than
+    the others is factorized-reduced, and a cell input whose channels differ from ``filters`` is
+    projected (1x1 conv + BN), as TF's ``_combine_unused_states`` does.
+    ScheduledDropPath (``drop_path_keep_prob``) applies to every op output but identities [TF].
     """
 
-    def __init__(self, cell: Cell, filters: int, c_cur: int, c_prev: int | None,
-                 prev_is_larger: bool = False, drop_path_keep_prob: float = 1.0):
+    def __init__(self, cell: Cell, filters: int, input_channels: Sequence[int],
+                 drop_path_keep_prob: float = 1.0):
         super().__init__()
         cell.validate()
         self.cell_name = cell.name
-        self.pre0 = ReLUConvBN(c_cur, filters, 1)
-        if c_prev is None:
-            self.pre1, c_h1 = None, c_cur
-        elif prev_is_larger:
-            self.pre1, c_h1 = nn.Sequential(nn.ReLU(inplace=False),
-                                            FactorizedReduction(c_prev, filters, 2)), filters
-        elif c_prev != filters:
-            self.pre1, c_h1 = ReLUConvBN(c_prev, filters, 1), filters
-        else:
-            self.pre1, c_h1 = nn.Identity(), filters
-        self.uses_raw_h_i = c_prev is None
         self.drop_path = DropPath(drop_path_keep_prob)
-
         channels: dict[str, int] = {}
         levels = cell._check_resolution()
         self.ops = nn.ModuleDict()
@@ -54,12 +45,16 @@ class CompiledCell(nn.Module):
             d, srcs = cell.graph.nodes[n], cell.operands(n)
             kind = d["kind"]
             if kind == "input":
-                channels[n] = filters if d["index"] == 0 else c_h1
+                if d["index"] >= len(input_channels):
+                    raise ValueError(f"cell {cell.name!r} reads input {d['index']}, but only "
+                                     f"{len(input_channels)} input(s) are given")
+                channels[n] = input_channels[d["index"]]
                 plan.append((n, "input", d["index"], None))
             elif kind == "op":
-                self.ops[module_key(n)] = create_op(d["op"], channels[srcs[0]], filters,
+                c_out = d.get("channels") or filters
+                self.ops[module_key(n)] = create_op(d["op"], channels[srcs[0]], c_out,
                                                     d["stride"], **d.get("args", {}))
-                channels[n] = filters
+                channels[n] = c_out
                 plan.append((n, "op", srcs[0], d["op"] != "identity"))
             elif kind == "combine":
                 spec = COMBINES[d["combine"]]
@@ -78,13 +73,8 @@ class CompiledCell(nn.Module):
                 self.output_states = srcs
         self._plan = plan
 
-    def forward(self, h_i, h_prev=None):
-        if self.pre1 is None:
-            h_prev = h_i
-        else:
-            h_prev = self.pre1(h_prev)
+    def forward(self, *inputs):
         states = {}
-        inputs = (self.pre0(h_i), h_prev)
         for node, kind, arg, extra in self._plan:
             if kind == "input":
                 states[node] = inputs[arg]
@@ -98,3 +88,35 @@ class CompiledCell(nn.Module):
             key = module_key(s)
             outs.append(self.adapt[key](states[s]) if key in self.adapt else states[s])
         return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+
+
+class NasNetCell(nn.Module):
+    """A NASNet-family cell at a given filter count, with the input adjustments of [TF]:
+
+    * h_i: ReLU -> 1x1 conv -> BN to ``filters``;
+    * h_{i-1}: the raw h_i tensor when absent (first cell); ReLU -> factorized reduction when
+      its resolution is twice h_i's; ReLU -> 1x1 -> BN when only channels differ; else raw.
+
+    ``forward(h_i, h_prev)`` is called once per cell application by the network.
+    """
+
+    def __init__(self, cell: Cell, filters: int, c_cur: int, c_prev: int | None,
+                 prev_is_larger: bool = False, drop_path_keep_prob: float = 1.0):
+        super().__init__()
+        self.pre0 = ReLUConvBN(c_cur, filters, 1)
+        if c_prev is None:
+            self.pre1, c_h1 = None, c_cur
+        elif prev_is_larger:
+            self.pre1, c_h1 = nn.Sequential(nn.ReLU(inplace=False),
+                                            FactorizedReduction(c_prev, filters, 2)), filters
+        elif c_prev != filters:
+            self.pre1, c_h1 = ReLUConvBN(c_prev, filters, 1), filters
+        else:
+            self.pre1, c_h1 = nn.Identity(), filters
+        self.body = CompiledGraph(cell, filters, [filters, c_h1], drop_path_keep_prob)
+        self.out_channels = self.body.out_channels
+        self.drop_path = self.body.drop_path
+
+    def forward(self, h_i, h_prev=None):
+        h_prev = h_i if self.pre1 is None else self.pre1(h_prev)
+        return self.body(self.pre0(h_i), h_prev)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-from nasforge.compiler.cell_module import CompiledCell
+from nasforge.compiler.cell_module import NasNetCell
 from nasforge.dsl.cell import CellError, CellPair
 from nasforge.ops.layers import ReLUConvBN, batch_norm
 
@@ -171,7 +171,7 @@ class Network(nn.Module):
         for i, slot in enumerate(self.schedule.slots):
             keep = 1 - (i + 1) / total * (1 - config.drop_path_keep_prob)
             prev_larger = slot.prev is not None and levels[slot.prev] < levels[slot.cur]
-            cell = CompiledCell(cells[slot.kind], slot.filters, channels[slot.cur],
+            cell = NasNetCell(cells[slot.kind], slot.filters, channels[slot.cur],
                                 None if slot.prev is None else channels[slot.prev],
                                 prev_larger, keep)
             self.cells.append(cell)

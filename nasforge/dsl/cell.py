@@ -4,6 +4,8 @@ A cell is a networkx ``DiGraph`` with typed nodes:
 
 * ``input``   -- a cell input; ``index`` 0 is h_i (the most recent state), 1 is h_{i-1};
 * ``op``      -- a registered op (``op`` name, ``stride``, ``args``) applied to one input;
+  ``channels`` fixes its output width (hand-designed blocks); left out, the op outputs the
+  cell's filter count F (NASNet cells, which the network scales);
 * ``combine`` -- a registered combine (``add``, ``concat``, ...) of two or more inputs;
 * ``output``  -- exactly one; concatenates its inputs. Its input set is explicit
   (``policy="explicit"``, reference cells name theirs) or "every state nothing else consumes"
@@ -103,14 +105,16 @@ class Cell(_JsonRecord):
                      for i in range(NUM_INPUTS))
 
     def op(self, name: str, source: str, stride: int | None = None, node_id: str | None = None,
-           **args) -> str:
+           channels: int | None = None, **args) -> str:
         """Add an op node; ``stride`` defaults to 2 in reduction cells when ``source`` is a cell
-        input (the NASNet rule), else 1."""
+        input (the NASNet rule), else 1. ``channels``: output width (None: the cell's F)."""
         if stride is None:
             is_input = self.graph.nodes.get(source, {}).get("kind") == "input"
             stride = 2 if (self.reduction and is_input) else 1
         node_id = self._new_id("op", node_id)
         self.graph.add_node(node_id, kind="op", op=name, stride=int(stride), args=dict(args))
+        if channels is not None:
+            self.graph.nodes[node_id]["channels"] = int(channels)
         self._connect([source], node_id)
         return node_id
 
@@ -214,6 +218,10 @@ class Cell(_JsonRecord):
                     raise CellError(f"op takes exactly 1 input, got {arity}", n, name)
                 if d.get("stride") not in (1, 2):
                     raise CellError(f"stride must be 1 or 2, got {d.get('stride')!r}", n, name)
+                channels = d.get("channels")
+                if channels is not None and (not isinstance(channels, int) or channels < 1):
+                    raise CellError(f"channels must be a positive integer, got {channels!r}",
+                                    n, name)
             elif kind == "combine":
                 spec = COMBINES.get(d.get("combine"))
                 if spec is None:
@@ -265,7 +273,8 @@ class Cell(_JsonRecord):
             if d["kind"] == "input":
                 label = ("input", d["index"])
             elif d["kind"] == "op":
-                label = ("op", d["op"], d["stride"], sorted(d.get("args", {}).items()))
+                label = ("op", d["op"], d["stride"], d.get("channels"),
+                         sorted(d.get("args", {}).items()))
             elif d["kind"] == "combine":
                 label = ("combine", d["combine"])
                 if COMBINES[d["combine"]].commutative:
@@ -291,6 +300,8 @@ class Cell(_JsonRecord):
                 entry["index"] = d["index"]
             elif d["kind"] == "op":
                 entry.update(op=d["op"], stride=d["stride"])
+                if d.get("channels") is not None:
+                    entry["channels"] = d["channels"]
                 if d.get("args"):
                     entry["args"] = dict(d["args"])
             elif d["kind"] == "combine":
@@ -326,6 +337,8 @@ class Cell(_JsonRecord):
                 if not isinstance(args, dict):
                     raise CellError("'args' must be a JSON object", n, cell.name)
                 attrs.update(op=entry.get("op"), stride=entry.get("stride", 1), args=dict(args))
+                if entry.get("channels") is not None:
+                    attrs["channels"] = entry["channels"]
             elif kind == "combine":
                 attrs["combine"] = entry.get("combine")
             elif kind == "output":
