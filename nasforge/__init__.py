@@ -14,12 +14,14 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "search_spaces")
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 
-def build_model(name_or_path, setting: str = "cifar", num_classes: int | None = None,
+def build_model(name_or_path, setting: str | None = None, num_classes: int | None = None,
                 **overrides):
-    """Build a ``torch.nn.Module`` from a zoo name or a cell-pair JSON file.
+    """Build a ``torch.nn.Module`` from a zoo name or a cell-pair / cell-chain JSON file.
 
-    ``setting`` is ``cifar``, ``mobile`` or ``large``; ``overrides`` are NetworkConfig fields
-    (``N``, ``filters``/``penultimate``, ``drop_path_keep_prob``, ``aux_head``, ...).
+    ``setting`` is ``cifar``, ``mobile`` or ``large`` for searched cells (``imagenet`` or
+    ``cifar`` for hand-designed networks; default: the model's first setting). ``overrides``
+    are NetworkConfig fields (``N``, ``filters``/``penultimate``, ``drop_path_keep_prob``,
+    ``aux_head``, ...) or a hand-designed model's options.
     """
     from nasforge.api import build_model as _build
 

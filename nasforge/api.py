@@ -6,9 +6,10 @@ from dataclasses import fields, replace
 
 from torch import nn
 
+from nasforge.compiler.chain import ChainNetwork
 from nasforge.compiler.network import Network, NetworkConfig
-from nasforge.dsl import Cell, CellError, CellPair, load_architecture
-from nasforge.zoo import SETTINGS, get_entry
+from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
+from nasforge.zoo import CHAIN_SETTINGS, SETTINGS, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
 
@@ -17,9 +18,8 @@ class ArchitectureError(ValueError):
     """A model name or file that cannot be resolved to a valid architecture."""
 
 
-def load_pair(path: str) -> CellPair:
-    """Read and validate a cell-pair JSON file (a single cell is used as both cells' pattern
-    only if it is a pair; single cells are rejected here with a clear message)."""
+def load_file(path: str) -> CellPair | CellChain:
+    """Read and validate a cell-pair or cell-chain JSON file (a single cell is not a network)."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -32,35 +32,70 @@ def load_pair(path: str) -> CellPair:
     return arch.validate()
 
 
-def resolve(name_or_path: str | CellPair, setting: str = "cifar",
-            **overrides) -> tuple[CellPair, NetworkConfig]:
-    """(pair, config) for a zoo name, a cell-pair JSON path, or a CellPair object.
+def resolve(name_or_path: str | CellPair | CellChain, setting: str | None = None,
+            **overrides) -> tuple[CellPair | CellChain, NetworkConfig | ChainConfig]:
+    """(architecture, config) for a zoo name, a JSON path, or an architecture object.
 
-    ``penultimate`` (P in N@P) is accepted in ``overrides`` and converted to ``filters``.
+    ``setting`` defaults to the zoo entry's first setting (``cifar`` for files and pairs).
+    For cell pairs ``overrides`` are NetworkConfig fields, plus ``penultimate`` (P of N@P,
+    converted to ``filters``); for chains ``input_size``/``num_classes`` and builder options.
     """
-    if setting not in SETTINGS:
-        raise ArchitectureError(f"unknown setting {setting!r} (expected one of "
-                                f"{', '.join(SETTINGS)})")
-    if isinstance(name_or_path, CellPair):
-        pair = name_or_path.validate()
-        config = replace(SETTINGS[setting], **pair.network)
+    if isinstance(name_or_path, (CellPair, CellChain)):
+        arch, config = name_or_path.validate(), None
     elif os.path.exists(name_or_path) or name_or_path.endswith(".json"):
-        pair = load_pair(name_or_path)
-        config = replace(SETTINGS[setting], **_network_fields(pair))
+        arch, config = load_file(name_or_path), None
     else:
         try:
             entry = get_entry(name_or_path)
+            config = entry.config(setting)
         except KeyError as e:
             raise ArchitectureError(str(e.args[0])) from None
-        pair, config = entry.build_pair(), entry.config(setting)
+        arch = None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if config is None:
+        config = _default_config(arch, setting)
+    if isinstance(config, ChainConfig):
+        return _resolve_chain(entry if arch is None else None, arch, config, overrides)
+    if arch is None:
+        arch = entry.architecture(config)
     penultimate = overrides.pop("penultimate", None)
     unknown = set(overrides) - CONFIG_FIELDS
     if unknown:
         raise ArchitectureError(f"unknown network option(s): {', '.join(sorted(unknown))}")
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(config, **overrides)
     if penultimate is not None:
-        config = replace(config, filters=filters_for_penultimate(pair, config, penultimate))
-    return pair, config
+        config = replace(config, filters=filters_for_penultimate(arch, config, penultimate))
+    return arch, config
+
+
+def _default_config(arch, setting):
+    if isinstance(arch, CellChain):
+        settings, default = CHAIN_SETTINGS, "imagenet"
+    else:
+        settings, default = SETTINGS, "cifar"
+    setting = setting or default
+    if setting not in settings:
+        raise ArchitectureError(f"unknown setting {setting!r} for this architecture (expected "
+                                f"one of {', '.join(settings)})")
+    base = settings[setting]
+    return replace(base, **_network_fields(arch)) if isinstance(arch, CellPair) else base
+
+
+def _resolve_chain(entry, arch, config: ChainConfig, overrides: dict):
+    fixed = {k: overrides.pop(k) for k in ("input_size", "num_classes", "in_channels")
+             if k in overrides}
+    config = replace(config, **fixed)
+    if entry is None:  # a chain file: its cells already fix the classifier and options
+        if overrides or "num_classes" in fixed:
+            raise ArchitectureError("a cell-chain file fixes its classifier and options; only "
+                                    "input_size can be overridden")
+        return arch, config
+    config = replace(config, options=tuple(sorted({**dict(config.options),
+                                                   **overrides}.items())))
+    try:
+        return entry.architecture(config), config
+    except TypeError as e:
+        raise ArchitectureError(f"{entry.name}: {e}") from None
 
 
 def _network_fields(pair: CellPair) -> dict:
@@ -103,7 +138,14 @@ def filters_for_penultimate(pair: CellPair, config: NetworkConfig, penultimate: 
     return int(filters)
 
 
-def build_model(name_or_path: str | CellPair, setting: str = "cifar",
+def compile_architecture(arch: CellPair | CellChain, config) -> nn.Module:
+    """The module of a resolved architecture (see ``resolve``)."""
+    if isinstance(arch, CellChain):
+        return ChainNetwork(arch)
+    return Network(arch, config)
+
+
+def build_model(name_or_path: str | CellPair | CellChain, setting: str | None = None,
                 num_classes: int | None = None, **overrides) -> nn.Module:
-    pair, config = resolve(name_or_path, setting, num_classes=num_classes, **overrides)
-    return Network(pair, config)
+    arch, config = resolve(name_or_path, setting, num_classes=num_classes, **overrides)
+    return compile_architecture(arch, config)

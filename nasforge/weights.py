@@ -1,4 +1,4 @@
-"""Load weights of reference NASNet-family implementations into nasforge models.
+"""Load weights of reference implementations into nasforge models.
 
 Supported sources (state dicts; neither package is needed to load a saved checkpoint):
 timm ``nasnetalarge`` and ``pnasnet5large``, and ``nasnetamobile`` of the ``pretrainedmodels``
@@ -80,15 +80,12 @@ def _prefixes(state: dict) -> set[str]:
     return out
 
 
-def load_reference_state(model: Network, state: dict) -> Network:
-    """Copy a timm/pretrainedmodels NASNet-A or PNASNet-5 state dict into ``model``.
-
-    Raises WeightImportError naming the first module whose tensors do not line up; every
-    tensor on both sides must be used exactly once.
-    """
+def copy_matched(model, state: dict, pairs: list[tuple[str, list[str]]]):
+    """Copy ``state`` into ``model``: each (our prefix, [their prefixes]) pair's tensors in
+    registration order, every shape checked, every tensor on both sides used exactly once."""
     ours = model.state_dict()
     new_state, used = OrderedDict(), set()
-    for mine, theirs in _module_pairs(model, state):
+    for mine, theirs in pairs:
         dst, src = _entries(ours, [mine]), _entries(state, theirs)
         if len(dst) != len(src):
             raise WeightImportError(f"{mine} has {len(dst)} tensors but {'+'.join(theirs)} "
@@ -105,3 +102,29 @@ def load_reference_state(model: Network, state: dict) -> Network:
         raise WeightImportError(f"unmatched tensors: ours {missing[:3]}, theirs {unused[:3]}")
     model.load_state_dict(new_state)
     return model
+
+
+def load_reference_state(model: Network, state: dict) -> Network:
+    """Copy a timm/pretrainedmodels NASNet-A or PNASNet-5 state dict into ``model``.
+
+    Raises WeightImportError naming the first module whose tensors do not line up.
+    """
+    return copy_matched(model, state, _module_pairs(model, state))
+
+
+def load_torchvision_resnet(model, state: dict):
+    """Copy a torchvision ResNet/ResNeXt/wide ResNet state dict into the zoo's DSL version.
+
+    Our op ``convN`` holds torchvision's ``convN`` + ``bnN``; other op ids are torchvision's
+    names; residual cells are named ``layerS.J`` like torchvision's blocks.
+    """
+    pairs = []
+    for i, block in enumerate(model.blocks):
+        prefix = "" if block.cell_name in ("stem", "head") else block.cell_name + "."
+        for key, op in block.ops.items():
+            if not any(True for _ in op.parameters()):
+                continue
+            theirs = [f"{prefix}{key}", f"{prefix}bn{key[4:]}"] if key.startswith("conv") \
+                else [f"{prefix}{key}"]
+            pairs.append((f"blocks.{i}.ops.{key}", theirs))
+    return copy_matched(model, state, pairs)

@@ -13,7 +13,10 @@ def test_nasnet_vocabulary_is_the_papers_thirteen():
     assert len(NASNET_OPS) == 13 and set(NASNET_OPS) <= set(OPS)
 
 
-@pytest.mark.parametrize("name", sorted(OPS))
+CELL_OPS = sorted(n for n, spec in OPS.items() if spec.family in ("nasnet", "darts"))
+
+
+@pytest.mark.parametrize("name", CELL_OPS)
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [7, 8, 15])
 @pytest.mark.parametrize("c_in,c_out", [(8, 8), (12, 8)])
@@ -25,6 +28,52 @@ def test_every_op_shape(name, stride, size, c_in, c_out):
     assert y.shape == (2, c_out, expected, expected)
     y.square().sum().backward()  # differentiable end to end
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# Hand-designed networks' ops: (c_in, c_out, stride, args, expected output shape for 2x8x9x9)
+CLASSIC_EXAMPLES = {
+    "conv": [(8, 16, 2, {"kernel": 3}, (16, 5, 5)),
+             (8, 8, 1, {"kernel": 3, "groups": "depthwise", "act": "relu6"}, (8, 9, 9)),
+             (8, 4, 1, {"kernel": (1, 7), "act": "none", "bn": False}, (4, 9, 9))],
+    "bn_act_conv": [(8, 4, 1, {"kernel": 1}, (4, 9, 9))],
+    "bn_act": [(8, 8, 1, {}, (8, 9, 9))],
+    "act": [(8, 8, 1, {"act": "hardswish"}, (8, 9, 9))],
+    "max_pool": [(8, 8, 2, {"kernel": 3, "ceil_mode": True}, (8, 4, 4)),
+                 (8, 8, 2, {"kernel": 3, "padding": 1}, (8, 5, 5))],
+    "avg_pool": [(8, 8, 2, {"kernel": 2}, (8, 4, 4))],
+    "global_avg_pool": [(8, 8, 1, {}, (8, 1, 1))],
+    "linear": [(8, 10, 1, {"spatial": 9}, (10, 1, 1))],
+    "dropout": [(8, 8, 1, {"p": 0.2}, (8, 9, 9))],
+    "lrn": [(8, 8, 1, {"size": 5}, (8, 9, 9))],
+    "channel_shuffle": [(8, 8, 1, {"groups": 4}, (8, 9, 9))],
+    "channel_split": [(8, 4, 1, {"parts": 2, "index": 1}, (4, 9, 9))],
+    "squeeze_excite": [(8, 8, 1, {"squeeze": 2}, (8, 9, 9))],
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(OPS) - set(CELL_OPS)))
+def test_every_classic_op(name):
+    assert name in CLASSIC_EXAMPLES, f"add an example for the new op {name!r}"
+    for c_in, c_out, stride, args, shape in CLASSIC_EXAMPLES[name]:
+        op = create_op(name, c_in, c_out, stride, **args).train()
+        x = torch.randn(2, c_in, 9, 9, requires_grad=True)
+        y = op(x)
+        assert y.shape == (2,) + shape
+        y.square().sum().backward()
+        assert x.grad is not None
+
+
+def test_classic_ops_refuse_channel_changes_they_cannot_make():
+    for name in ("max_pool", "act", "squeeze_excite", "channel_shuffle"):
+        with pytest.raises(ValueError, match="cannot change channels"):
+            create_op(name, 8, 16, 1)
+
+
+def test_channel_shuffle_and_split_values():
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert create_op("channel_shuffle", 6, 6, 1, groups=2)(x).flatten().tolist() == [
+        0, 3, 1, 4, 2, 5]
+    assert create_op("channel_split", 6, 3, 1, index=1)(x).flatten().tolist() == [3, 4, 5]
 
 
 def _params(m):

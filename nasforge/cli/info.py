@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import math
 
-from nasforge.zoo import SETTINGS
+from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
 def register(sub):
     p = sub.add_parser("info", help="params, multiply-adds and output shape of a model")
     p.add_argument("model", nargs="?", help="zoo name or cell-pair JSON file")
-    p.add_argument("--setting", choices=list(SETTINGS), default="cifar")
+    p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
+                   help="default: the model's first setting (cifar for cell files)")
     p.add_argument("--N", type=int, help="normal cells per stack")
     p.add_argument("--filters", "-F", type=int, help="filters of the first stack (F)")
     p.add_argument("--penultimate", "-P", type=int, help="penultimate filters (P of N@P)")
@@ -21,22 +22,29 @@ def register(sub):
     p.set_defaults(run=run)
 
 
-def model_info(model_name, setting="cifar", **overrides) -> dict:
+def model_info(model_name, setting=None, **overrides) -> dict:
     """The figures `info` prints; the model is built on the meta device (no memory, fast)."""
     import torch
 
-    from nasforge.api import penultimate_filters, resolve
-    from nasforge.compiler import Network
+    from nasforge.api import compile_architecture, penultimate_filters, resolve
+    from nasforge.dsl import CellPair
     from nasforge.flops import count_mult_adds, count_params
+    from nasforge.zoo import ZOO
 
-    pair, config = resolve(model_name, setting, **overrides)
+    arch, config = resolve(model_name, setting, **overrides)
+    if setting is None:
+        setting = (ZOO[model_name].default_setting if model_name in ZOO else
+                   "cifar" if isinstance(arch, CellPair) else "imagenet")
     with torch.device("meta"):
-        model = Network(pair, config)
+        model = compile_architecture(arch, config)
         mult_adds, shape = count_mult_adds(model, config.input_size, config.in_channels)
-    return {"model": model_name, "setting": setting, "params": count_params(model),
+    info = {"model": model_name, "setting": setting, "params": count_params(model),
             "mult_adds": mult_adds, "input_size": config.input_size,
-            "output_shape": list(shape), "N": config.N, "filters": config.filters,
-            "penultimate": penultimate_filters(pair, config)}
+            "output_shape": list(shape)}
+    if isinstance(arch, CellPair):
+        info.update(N=config.N, filters=config.filters,
+                    penultimate=penultimate_filters(arch, config))
+    return info
 
 
 def run(args) -> int:
@@ -64,7 +72,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"{info['model']} ({info['setting']}, {info['N']}@{info['penultimate']})\n"
+        notation = f", {info['N']}@{info['penultimate']}" if "N" in info else ""
+        print(f"{info['model']} ({info['setting']}{notation})\n"
               f"  params      {info['params']:,}\n"
               f"  mult-adds   {info['mult_adds']:,} at {info['input_size']}x"
               f"{info['input_size']}\n"

@@ -22,7 +22,7 @@ def zoo_rows(setting: str | None = None) -> list[dict]:
                 continue
             info = model_info(name, s)
             rows.append({"name": name, "family": entry.family, "setting": s,
-                         "N@P": f"{info['N']}@{info['penultimate']}",
+                         "N@P": f"{info['N']}@{info['penultimate']}" if "N" in info else "-",
                          "params": info["params"], "mult_adds": info["mult_adds"],
                          "input_size": info["input_size"]})
     return rows
@@ -43,11 +43,12 @@ def _human(n: int) -> str:
 
 def run(args) -> int:
     from nasforge.cli import UsageError
-    from nasforge.zoo import SETTINGS
+    from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
-    if args.setting and args.setting not in SETTINGS:
+    known = sorted({*SETTINGS, *CHAIN_SETTINGS})
+    if args.setting and args.setting not in known:
         raise UsageError(f"zoo: unknown setting {args.setting!r} (expected one of "
-                         f"{', '.join(SETTINGS)})")
+                         f"{', '.join(known)})")
     rows = zoo_rows(args.setting)
     print(json.dumps(rows) if args.json else format_table(rows))
     return 0

@@ -1,5 +1,6 @@
 """DSL graphs -> torch modules."""
 from nasforge.compiler.cell_module import CompiledGraph, NasNetCell
+from nasforge.compiler.chain import ChainNetwork
 from nasforge.compiler.network import Network, NetworkConfig, schedule
 
-__all__ = ["CompiledGraph", "NasNetCell", "Network", "NetworkConfig", "schedule"]
+__all__ = ["ChainNetwork", "CompiledGraph", "NasNetCell", "Network", "NetworkConfig", "schedule"]

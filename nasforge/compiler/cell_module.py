@@ -23,14 +23,15 @@ def module_key(node_id: str) -> str:
 class CompiledGraph(nn.Module):
     """A validated cell as a module; ``forward(*inputs)`` takes one tensor per input index.
 
-    Each op maps to its node's ``channels``, or to ``filters`` when the node leaves it open (the
-    NASNet convention). The output concatenates its states; a state at a lower resolution than
-    the others is factorized-reduced, and a cell input whose channels differ from ``filters`` is
-    projected (1x1 conv + BN), as TF's ``_combine_unused_states`` does.
+    Each op maps to its node's ``channels``; when the node leaves it open, to ``filters`` (the
+    NASNet convention), or with ``filters=None`` (hand-designed blocks) to its input's width.
+    The output concatenates its states; a state at a lower resolution than the others is
+    factorized-reduced, and a cell input whose channels differ from ``filters`` is projected
+    (1x1 conv + BN), as TF's ``_combine_unused_states`` does.
     ScheduledDropPath (``drop_path_keep_prob``) applies to every op output but identities [TF].
     """
 
-    def __init__(self, cell: Cell, filters: int, input_channels: Sequence[int],
+    def __init__(self, cell: Cell, filters: int | None, input_channels: Sequence[int],
                  drop_path_keep_prob: float = 1.0):
         super().__init__()
         cell.validate()
@@ -51,7 +52,7 @@ class CompiledGraph(nn.Module):
                 channels[n] = input_channels[d["index"]]
                 plan.append((n, "input", d["index"], None))
             elif kind == "op":
-                c_out = d.get("channels") or filters
+                c_out = d.get("channels") or filters or channels[srcs[0]]
                 self.ops[module_key(n)] = create_op(d["op"], channels[srcs[0]], c_out,
                                                     d["stride"], **d.get("args", {}))
                 channels[n] = c_out
@@ -64,11 +65,12 @@ class CompiledGraph(nn.Module):
                 top = max(levels[s] for s in srcs)
                 for s in srcs:
                     is_input = cell.graph.nodes[s]["kind"] == "input"
-                    if levels[s] < top or (is_input and channels[s] != filters):
-                        stride = 2 if levels[s] < top else 1
-                        self.adapt[module_key(s)] = FactorizedReduction(channels[s], filters,
-                                                                         stride)
-                        channels[s] = filters
+                    reshape = filters is not None and is_input and channels[s] != filters
+                    if levels[s] < top or reshape:
+                        width = filters or channels[s]
+                        self.adapt[module_key(s)] = FactorizedReduction(
+                            channels[s], width, 2 if levels[s] < top else 1)
+                        channels[s] = width
                 self.out_channels = sum(channels[s] for s in srcs)
                 self.output_states = srcs
         self._plan = plan

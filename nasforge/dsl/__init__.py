@@ -1,7 +1,8 @@
 """The cell DSL (see ``nasforge.dsl.cell``)."""
 from nasforge.dsl.blocks import cell_from_blocks, state_id, unused_from_used
+from nasforge.dsl.chain import CHAIN_FORMAT, CellChain
 from nasforge.dsl.cell import (CELL_FORMAT, PAIR_FORMAT, Cell, CellError, CellPair,
                                load_architecture, render)
 
-__all__ = ["Cell", "CellPair", "CellError", "CELL_FORMAT", "PAIR_FORMAT", "cell_from_blocks",
+__all__ = ["Cell", "CellPair", "CellChain", "CHAIN_FORMAT", "CellError", "CELL_FORMAT", "PAIR_FORMAT", "cell_from_blocks",
            "state_id", "unused_from_used", "load_architecture", "render"]

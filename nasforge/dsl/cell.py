@@ -462,10 +462,14 @@ def render(dot_text: str, fmt: str) -> bytes:
                            "(e.g. apt-get install graphviz)") from None
 
 
-def load_architecture(text: str) -> CellPair | Cell:
-    """Parse JSON text holding a cell pair or a single cell (by its format marker)."""
+def load_architecture(text: str):
+    """Parse JSON text holding a cell, a cell pair or a cell chain (by its format marker)."""
+    from nasforge.dsl.chain import CHAIN_FORMAT, CellChain
+
     data = _loads(text)
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt == CELL_FORMAT:
         return Cell.from_dict(data)
+    if fmt == CHAIN_FORMAT:
+        return CellChain.from_dict(data)
     return CellPair.from_dict(data)

@@ -5,27 +5,28 @@ from nasforge.zoo.cells import AMOEBANET_A, DARTS_V2, NASNET_A, PNASNET_5, pair_
 from nasforge.zoo.registry import ZooEntry, register_model
 
 register_model(ZooEntry(
-    "nasnet_a", "NASNet", partial(pair_from_blocks, "nasnet_a", NASNET_A),
+    "nasnet_a", "NASNet", build_pair=partial(pair_from_blocks, "nasnet_a", NASNET_A),
     settings={"cifar": dict(N=6, filters=32),  # 6@768
               "mobile": dict(N=4, filters=44),  # 4@1056
               "large": dict(N=6, filters=168)},  # 6@4032
     doc="Zoph et al. 2018, NASNet-A"))
 
 register_model(ZooEntry(
-    "amoebanet_a", "AmoebaNet", partial(pair_from_blocks, "amoebanet_a", AMOEBANET_A),
+    "amoebanet_a", "AmoebaNet",
+    build_pair=partial(pair_from_blocks, "amoebanet_a", AMOEBANET_A),
     settings={"cifar": dict(N=6, filters=36), "mobile": dict(N=4, filters=50),
               "large": dict(N=6, filters=190)},  # 6@190: 86.7M [A]
     doc="Real et al. 2019, AmoebaNet-A (cells from the TPU reference code)"))
 
 register_model(ZooEntry(
     "pnasnet_5", "PNASNet",
-    partial(pair_from_blocks, "pnasnet_5", PNASNET_5,
+    build_pair=partial(pair_from_blocks, "pnasnet_5", PNASNET_5,
             network={"reduction_layout": "replace", "skip_reduction_layer_input": True}),
     settings={"cifar": dict(N=3, filters=48), "mobile": dict(N=3, filters=54),
               "large": dict(N=4, filters=216)},
     doc="Liu et al. 2018, PNASNet-5"))
 
 register_model(ZooEntry(
-    "darts_v2", "DARTS", partial(pair_from_blocks, "darts_v2", DARTS_V2),
+    "darts_v2", "DARTS", build_pair=partial(pair_from_blocks, "darts_v2", DARTS_V2),
     settings={"cifar": dict(N=6, filters=36), "mobile": dict(N=4, filters=48)},
     doc="Liu et al. 2019, DARTS (second order), compiled with nasforge's TF-style macro"))

@@ -1,15 +1,19 @@
-"""The model zoo: named architectures with their per-setting network configurations.
+"""The model zoo: named architectures with their per-setting configurations.
 
-Settings: ``cifar`` (32 px, 10 classes), ``mobile`` (224 px) and ``large`` (331 px) ImageNet
-(1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config``/``large_imagenet_config``.
+Two kinds of entries share one registry: searched cells (a ``CellPair`` stacked by the NASNet
+macro, configured by ``NetworkConfig``) and hand-designed networks (a ``CellChain`` built by a
+function of the options in ``ChainConfig``).
+NASNet settings: ``cifar`` (32 px, 10 classes), ``mobile`` (224 px) and ``large`` (331 px)
+ImageNet (1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config``/
+``large_imagenet_config``. Hand-designed settings: ``imagenet`` and ``cifar``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 from nasforge.compiler.network import NetworkConfig
-from nasforge.dsl import CellPair
+from nasforge.dsl import CellChain, CellPair
 
 SETTINGS: dict[str, NetworkConfig] = {
     "cifar": NetworkConfig(stem="cifar", N=6, filters=32, num_classes=10, stem_multiplier=3.0,
@@ -23,22 +27,58 @@ SETTINGS: dict[str, NetworkConfig] = {
 
 
 @dataclass(frozen=True)
+class ChainConfig:
+    """How a hand-designed network is instantiated."""
+
+    input_size: int = 224  # pixels (square); used by `info` and flop counting
+    num_classes: int = 1000
+    in_channels: int = 3
+    options: tuple[tuple[str, Any], ...] = ()  # builder keyword options, e.g. aux_logits
+
+    def describe(self) -> dict:
+        return {"input_size": self.input_size, "num_classes": self.num_classes,
+                "in_channels": self.in_channels, **dict(self.options)}
+
+
+CHAIN_SETTINGS: dict[str, ChainConfig] = {
+    "imagenet": ChainConfig(input_size=224, num_classes=1000),
+    "cifar": ChainConfig(input_size=32, num_classes=10),
+}
+
+
+@dataclass(frozen=True)
 class ZooEntry:
-    """``build_pair()`` returns the architecture; ``settings`` overrides SETTINGS per setting."""
+    """A named architecture. Exactly one of ``build_pair`` (searched cells) and
+    ``build_chain`` (hand-designed; called as ``build_chain(num_classes=..., **options)``) is
+    set. ``settings`` lists the entry's settings, first = default, with their overrides."""
 
     name: str
     family: str
-    build_pair: Callable[[], CellPair]
-    settings: dict[str, dict] = field(default_factory=dict)
+    settings: dict[str, dict]
+    build_pair: Callable[[], CellPair] | None = None
+    build_chain: Callable[..., CellChain] | None = None
     doc: str = ""
 
-    def config(self, setting: str) -> NetworkConfig:
-        if setting not in SETTINGS:
-            raise KeyError(f"unknown setting {setting!r} (expected one of "
-                           f"{', '.join(SETTINGS)})")
-        base = SETTINGS[setting]
-        network = self.build_pair().network
-        return replace(base, **network, **self.settings.get(setting, {}))
+    @property
+    def default_setting(self) -> str:
+        return next(iter(self.settings))
+
+    def config(self, setting: str | None = None):
+        setting = setting or self.default_setting
+        if setting not in self.settings:
+            raise KeyError(f"{self.name} has no setting {setting!r} (it has: "
+                           f"{', '.join(self.settings)})")
+        overrides = dict(self.settings[setting])
+        if self.build_pair is not None:
+            return replace(SETTINGS[setting], **self.build_pair().network, **overrides)
+        base = CHAIN_SETTINGS[setting]
+        options = tuple(sorted(overrides.pop("options", {}).items()))
+        return replace(base, **overrides, options=options)
+
+    def architecture(self, config) -> CellPair | CellChain:
+        if self.build_pair is not None:
+            return self.build_pair()
+        return self.build_chain(num_classes=config.num_classes, **dict(config.options))
 
 
 ZOO: dict[str, ZooEntry] = {}
@@ -47,6 +87,8 @@ ZOO: dict[str, ZooEntry] = {}
 def register_model(entry: ZooEntry) -> ZooEntry:
     if entry.name in ZOO:
         raise ValueError(f"zoo model {entry.name!r} is already registered")
+    if (entry.build_pair is None) == (entry.build_chain is None):
+        raise ValueError(f"zoo model {entry.name!r} needs exactly one of build_pair/build_chain")
     ZOO[entry.name] = entry
     return entry
 

@@ -1,0 +1,194 @@
+"""Residual networks as DSL chains: ResNet, ResNeXt, wide ResNet, and their CIFAR variants.
+
+Blocks are cells with one input; op node ids follow torchvision's module names (``conv1``,
+``conv2``, ``conv3``, ``downsample``) so weight import is a name lookup.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from nasforge.dsl import Cell, CellChain
+from nasforge.zoo.registry import ZooEntry, register_model
+
+
+def _conv(cell, src, channels, kernel, stride=1, act="relu", node_id=None, **kw):
+    return cell.op("conv", src, stride=stride, channels=channels, node_id=node_id,
+                   kernel=kernel, act=act, **kw)
+
+
+def imagenet_stem(width: int = 64) -> Cell:
+    """7x7/2 conv -> BN -> ReLU -> 3x3/2 max pool."""
+    cell = Cell("stem")
+    h0 = cell.input(0)
+    x = _conv(cell, h0, width, 7, stride=2, padding=3, node_id="conv1")
+    cell.set_output([cell.op("max_pool", x, stride=2, kernel=3, padding=1, node_id="maxpool")])
+    return cell
+
+
+def classifier_head(num_classes: int, name: str = "head", dropout: float = 0.0) -> Cell:
+    """global average pool -> (dropout) -> fully connected."""
+    cell = Cell(name)
+    x = cell.op("global_avg_pool", cell.input(0), node_id="avgpool")
+    if dropout:
+        x = cell.op("dropout", x, p=dropout, node_id="dropout")
+    cell.set_output([cell.op("linear", x, channels=num_classes, node_id="fc")])
+    return cell
+
+
+def _residual_output(cell, branch, shortcut, act="relu"):
+    total = cell.combine("add", branch, shortcut, node_id="add")
+    cell.set_output([cell.op("act", total, act=act, node_id="relu") if act != "none" else total])
+
+
+def basic_block(c_in: int, c_out: int, stride: int) -> Cell:
+    """Two 3x3 convs; projection shortcut (1x1 conv + BN) when shape changes."""
+    cell = Cell(f"basic_{c_in}_{c_out}_s{stride}")
+    h0 = cell.input(0)
+    x = _conv(cell, h0, c_out, 3, stride, node_id="conv1")
+    x = _conv(cell, x, c_out, 3, act="none", node_id="conv2")
+    shortcut = h0 if stride == 1 and c_in == c_out else \
+        _conv(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
+    _residual_output(cell, x, shortcut)
+    return cell
+
+
+def bottleneck_block(c_in: int, width: int, c_out: int, stride: int, groups: int = 1) -> Cell:
+    """1x1 -> 3x3 (stride, groups) -> 1x1, ResNet v1.5 as in torchvision."""
+    cell = Cell(f"bottleneck_{c_in}_{width}x{groups}_{c_out}_s{stride}")
+    h0 = cell.input(0)
+    x = _conv(cell, h0, width, 1, padding=0, node_id="conv1")
+    x = _conv(cell, x, width, 3, stride, groups=groups, node_id="conv2")
+    x = _conv(cell, x, c_out, 1, act="none", padding=0, node_id="conv3")
+    shortcut = h0 if stride == 1 and c_in == c_out else \
+        _conv(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
+    _residual_output(cell, x, shortcut)
+    return cell
+
+
+def resnet(layers, bottleneck: bool, num_classes: int = 1000, groups: int = 1,
+           width_per_group: int = 64, name: str = "resnet") -> CellChain:
+    """torchvision's ResNet/ResNeXt/wide ResNet layout."""
+    cells, c_in = [imagenet_stem()], 64
+    for stage, blocks in enumerate(layers):
+        planes = 64 * 2 ** stage
+        for j in range(blocks):
+            stride = 2 if stage > 0 and j == 0 else 1
+            if bottleneck:
+                width = int(planes * width_per_group / 64) * groups
+                cell = bottleneck_block(c_in, width, planes * 4, stride, groups)
+                c_in = planes * 4
+            else:
+                cell = basic_block(c_in, planes, stride)
+                c_in = planes
+            cell.name = f"layer{stage + 1}.{j}"
+            cells.append(cell)
+    cells.append(classifier_head(num_classes))
+    return CellChain(cells, name=name, family="ResNet")
+
+
+# ------------------------------------------------------------------------------ CIFAR nets
+def cifar_stem(width: int, act: str = "relu") -> Cell:
+    cell = Cell("stem")
+    cell.set_output([_conv(cell, cell.input(0), width, 3, act=act, bn=act != "none",
+                           node_id="conv1")])
+    return cell
+
+
+def preact_basic_block(c_in: int, c_out: int, stride: int, dropout: float = 0.0) -> Cell:
+    """Wide ResNet block: BN-ReLU-conv3x3(stride) -> BN-ReLU-(dropout)-conv3x3; the projection
+    shortcut reads the pre-activated input."""
+    cell = Cell(f"preact_basic_{c_in}_{c_out}_s{stride}")
+    h0 = cell.input(0)
+    pre = cell.op("bn_act", h0, node_id="bn1")
+    x = cell.op("conv", pre, stride=stride, channels=c_out, kernel=3, bn=False, act="none",
+                node_id="conv1")
+    x = cell.op("bn_act", x, node_id="bn2")
+    if dropout:
+        x = cell.op("dropout", x, p=dropout, node_id="dropout")
+    x = cell.op("conv", x, channels=c_out, kernel=3, bn=False, act="none", node_id="conv2")
+    shortcut = h0 if stride == 1 and c_in == c_out else cell.op(
+        "conv", pre, stride=stride, channels=c_out, kernel=1, padding=0, bn=False, act="none",
+        node_id="shortcut")
+    _residual_output(cell, x, shortcut, act="none")
+    return cell
+
+
+def preact_bottleneck_block(c_in: int, planes: int, stride: int) -> Cell:
+    """Pre-activation bottleneck (He et al. 2016): BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1 (x4)."""
+    cell = Cell(f"preact_bottleneck_{c_in}_{planes}_s{stride}")
+    h0 = cell.input(0)
+    pre = cell.op("bn_act", h0, node_id="bn1")
+    x = cell.op("conv", pre, channels=planes, kernel=1, padding=0, bn=False, act="none",
+                node_id="conv1")
+    x = cell.op("bn_act_conv", x, stride=stride, channels=planes, kernel=3, node_id="conv2")
+    x = cell.op("bn_act_conv", x, channels=planes * 4, kernel=1, padding=0, node_id="conv3")
+    shortcut = h0 if stride == 1 and c_in == planes * 4 else cell.op(
+        "conv", pre, stride=stride, channels=planes * 4, kernel=1, padding=0, bn=False,
+        act="none", node_id="shortcut")
+    _residual_output(cell, x, shortcut, act="none")
+    return cell
+
+
+def cifar_resnet(depth: int, num_classes: int = 10) -> CellChain:
+    """He et al. 2016 CIFAR ResNet (6n+2 layers, widths 16/32/64); projection shortcuts
+    (option B) where the shape changes, instead of the paper's zero padding (option A)."""
+    n = (depth - 2) // 6
+    cells, c_in = [cifar_stem(16)], 16
+    for stage, width in enumerate((16, 32, 64)):
+        for j in range(n):
+            cells.append(basic_block(c_in, width, 2 if stage and j == 0 else 1))
+            c_in = width
+    cells.append(classifier_head(num_classes))
+    return CellChain(cells, name=f"resnet{depth}", family="ResNet")
+
+
+def _closing_bn_relu() -> Cell:
+    cell = Cell("final_bn")
+    cell.set_output([cell.op("bn_act", cell.input(0), node_id="bn")])
+    return cell
+
+
+def preact_resnet(depth: int, num_classes: int = 10) -> CellChain:
+    """Pre-activation bottleneck ResNet for CIFAR (9n+2 layers, widths 16/32/64 x 4)."""
+    n = (depth - 2) // 9
+    cells, c_in = [cifar_stem(16, act="none")], 16
+    for stage, planes in enumerate((16, 32, 64)):
+        for j in range(n):
+            cells.append(preact_bottleneck_block(c_in, planes, 2 if stage and j == 0 else 1))
+            c_in = planes * 4
+    cells += [_closing_bn_relu(), classifier_head(num_classes)]
+    return CellChain(cells, name=f"preact_resnet{depth}", family="ResNet")
+
+
+def wide_resnet(depth: int, widen: int, num_classes: int = 10,
+                dropout: float = 0.0) -> CellChain:
+    """Zagoruyko & Komodakis 2016, WRN-depth-widen (pre-activation basic blocks)."""
+    n = (depth - 4) // 6
+    cells, c_in = [cifar_stem(16, act="none")], 16
+    for stage, width in enumerate((16 * widen, 32 * widen, 64 * widen)):
+        for j in range(n):
+            cells.append(preact_basic_block(c_in, width, 2 if stage and j == 0 else 1, dropout))
+            c_in = width
+    cells += [_closing_bn_relu(), classifier_head(num_classes)]
+    return CellChain(cells, name=f"wrn_{depth}_{widen}", family="WideResNet")
+
+
+IMAGENET = {"imagenet": {}}
+for _name, _layers, _bottleneck, _kw in [
+        ("resnet18", (2, 2, 2, 2), False, {}), ("resnet34", (3, 4, 6, 3), False, {}),
+        ("resnet50", (3, 4, 6, 3), True, {}), ("resnet101", (3, 4, 23, 3), True, {}),
+        ("resnext50_32x4d", (3, 4, 6, 3), True, dict(groups=32, width_per_group=4)),
+        ("wide_resnet50_2", (3, 4, 6, 3), True, dict(width_per_group=128))]:
+    register_model(ZooEntry(
+        _name, "ResNeXt" if "resnext" in _name else "ResNet", settings=IMAGENET,
+        build_chain=partial(resnet, _layers, _bottleneck, name=_name, **_kw),
+        doc="He et al. 2016 / Xie et al. 2017 / Zagoruyko & Komodakis 2016, torchvision layout"))
+
+register_model(ZooEntry("resnet110", "ResNet", settings={"cifar": {}},
+                        build_chain=partial(cifar_resnet, 110), doc="He et al. 2016, CIFAR"))
+register_model(ZooEntry("preact_resnet164", "ResNet", settings={"cifar": {}},
+                        build_chain=partial(preact_resnet, 164),
+                        doc="He et al. 2016 (identity mappings), CIFAR, bottleneck"))
+register_model(ZooEntry("wrn_28_10", "WideResNet", settings={"cifar": {}},
+                        build_chain=partial(wide_resnet, 28, 10),
+                        doc="Zagoruyko & Komodakis 2016, CIFAR"))

@@ -1,0 +1,60 @@
+"""Hand-designed baselines against torchvision (random weights, no download) and papers."""
+import pytest
+import torch
+import torchvision
+
+from nasforge.api import build_model
+from nasforge.cli.info import model_info
+from nasforge.flops import count_params
+from nasforge.weights import WeightImportError, load_torchvision_resnet
+
+TORCHVISION_PARITY = ["resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
+                      "wide_resnet50_2"]
+
+
+@pytest.mark.parametrize("name", TORCHVISION_PARITY)
+def test_parameter_parity_with_torchvision(name):
+    reference = getattr(torchvision.models, name)(weights=None)
+    assert model_info(name)["params"] == count_params(reference)
+
+
+def _randomize_bn(model):
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d"])
+def test_same_function_after_torchvision_import(name):
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)(weights=None).eval()
+    _randomize_bn(reference)
+    model = load_torchvision_resnet(build_model(name).eval(), reference.state_dict())
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    assert expected.abs().max() > 0.1
+    assert (expected - got).abs().max().item() < 1e-4
+
+
+def test_import_rejects_another_depth():
+    with pytest.raises(WeightImportError):
+        load_torchvision_resnet(build_model("resnet50"),
+                                torchvision.models.resnet101(weights=None).state_dict())
+
+
+@pytest.mark.parametrize("name,mult_adds", [("resnet50", 4.1e9)])
+def test_mult_adds_within_three_percent(name, mult_adds):
+    assert abs(model_info(name)["mult_adds"] - mult_adds) / mult_adds < 0.03
+
+
+@pytest.mark.parametrize("name,params", [
+    ("resnet110", 1.7e6), ("preact_resnet164", 1.7e6), ("wrn_28_10", 36.5e6)])
+def test_cifar_baselines_match_their_papers(name, params):
+    info = model_info(name)
+    assert abs(info["params"] - params) / params < 0.03
+    assert info["input_size"] == 32 and info["output_shape"] == [1, 10]
