@@ -39,7 +39,7 @@ def test_json_round_trip_cell_and_pair_is_lossless():
     assert json.loads(text)["format"] == "nasforge.cell/1"
     back = Cell.from_json(text)
     assert back == c and back.to_json() == text
-    for entry in ZOO.values():
+    for entry in (e for e in ZOO.values() if e.build_pair):
         pair = entry.build_pair()
         again = CellPair.from_json(pair.to_json())
         assert again == pair and again.to_json() == pair.to_json()

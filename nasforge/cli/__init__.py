@@ -12,6 +12,7 @@ from importlib import import_module
 COMMANDS: dict[str, str] = {
     "info": "nasforge.cli.info",
     "zoo": "nasforge.cli.zoo",
+    "bench": "nasforge.cli.bench",
 }
 
 

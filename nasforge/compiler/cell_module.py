@@ -69,7 +69,7 @@ class CompiledGraph(nn.Module):
                     if levels[s] < top or reshape:
                         width = filters or channels[s]
                         self.adapt[module_key(s)] = FactorizedReduction(
-                            channels[s], width, 2 if levels[s] < top else 1)
+                            channels[s], width, top // levels[s])
                         channels[s] = width
                 self.out_channels = sum(channels[s] for s in srcs)
                 self.output_states = srcs

@@ -178,7 +178,7 @@ class Cell(_JsonRecord):
     def output_level(self) -> int:
         """How many times the cell halves the resolution (0 normal, 1 reduction)."""
         levels = self._check_resolution()
-        return max(levels[s] for s in self.operands(self.output_node))
+        return max(levels[s] for s in self.operands(self.output_node)).bit_length() - 1
 
     def __repr__(self):
         return f"Cell({self.name!r}, reduction={self.reduction}, nodes={len(self.graph)})"
@@ -216,8 +216,10 @@ class Cell(_JsonRecord):
                     raise CellError(f"unknown op {d.get('op')!r}", n, name)
                 if arity != 1:
                     raise CellError(f"op takes exactly 1 input, got {arity}", n, name)
-                if d.get("stride") not in (1, 2):
-                    raise CellError(f"stride must be 1 or 2, got {d.get('stride')!r}", n, name)
+                stride = d.get("stride")
+                if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+                    raise CellError(f"stride must be a positive integer, got {stride!r}", n,
+                                    name)
                 channels = d.get("channels")
                 if channels is not None and (not isinstance(channels, int) or channels < 1):
                     raise CellError(f"channels must be a positive integer, got {channels!r}",
@@ -241,24 +243,26 @@ class Cell(_JsonRecord):
         self._check_resolution()
         return self
 
-    def _check_resolution(self):
-        """Every merge must see one resolution: track the stride-2 count along each path."""
+    def _check_resolution(self) -> dict[str, int]:
+        """Every merge must see one resolution: the downsampling factor (product of strides)
+        of each node relative to the cell inputs."""
         level: dict[str, int] = {}
         for n in self.topological_order():
             d, srcs = self.graph.nodes[n], self.operands(n)
             if d["kind"] == "input":
-                level[n] = 0
+                level[n] = 1
             elif d["kind"] == "op":
-                level[n] = level[srcs[0]] + (d["stride"] == 2)
+                level[n] = level[srcs[0]] * d["stride"]
             elif d["kind"] == "combine":
                 levels = {level[s] for s in srcs}
                 if len(levels) > 1:
                     raise CellError(f"merges inputs of different resolutions "
                                     f"({', '.join(srcs)})", n, self.name)
                 level[n] = levels.pop()
-            else:  # output: lower-resolution states are reduced once by the compiler
-                if max(level[s] for s in srcs) - min(level[s] for s in srcs) > 1:
-                    raise CellError("output states differ by more than one reduction", n,
+            else:  # output: states at twice the resolution are reduced by the compiler
+                if max(level[s] for s in srcs) not in (min(level[s] for s in srcs),
+                                                       2 * min(level[s] for s in srcs)):
+                    raise CellError("output states differ by more than one 2x reduction", n,
                                     self.name)
         return level
 
