@@ -112,11 +112,13 @@ def load_reference_state(model: Network, state: dict) -> Network:
     return copy_matched(model, state, _module_pairs(model, state))
 
 
-def load_torchvision_resnet(model, state: dict):
-    """Copy a torchvision ResNet/ResNeXt/wide ResNet state dict into the zoo's DSL version.
+def load_resnet_state(model, state: dict):
+    """Copy a torchvision ResNet/ResNeXt/wide ResNet (or timm SE-ResNet) state dict into the
+    zoo's DSL version.
 
-    Our op ``convN`` holds torchvision's ``convN`` + ``bnN``; other op ids are torchvision's
-    names; residual cells are named ``layerS.J`` like torchvision's blocks.
+    Our op ``convN`` holds the reference's ``convN`` + ``bnN``; other op ids are the
+    reference's names (``downsample``, ``se``, ``fc``); residual cells are named ``layerS.J``
+    like the reference's blocks.
     """
     pairs = []
     for i, block in enumerate(model.blocks):

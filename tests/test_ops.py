@@ -48,6 +48,7 @@ CLASSIC_EXAMPLES = {
     "channel_shuffle": [(8, 8, 1, {"groups": 4}, (8, 9, 9))],
     "channel_split": [(8, 4, 1, {"parts": 2, "index": 1}, (4, 9, 9))],
     "squeeze_excite": [(8, 8, 1, {"squeeze": 2}, (8, 9, 9))],
+    "pad_channels": [(8, 12, 1, {}, (12, 9, 9))],
 }
 
 

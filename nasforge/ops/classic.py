@@ -207,3 +207,20 @@ def _broadcast_channels(channels):
 MULTIPLY = register_combine(CombineSpec(
     "multiply", apply=_multiply, channels=_broadcast_channels, commutative=True,
     doc="element-wise product (broadcasting, e.g. attention gates)"))
+
+
+class PadChannels(nn.Module):
+    def __init__(self, extra):
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x):
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+@register_op("pad_channels", family="classic", parameter_free=True)
+def pad_channels(c_in, c_out, stride):
+    """Append zero channels up to c_out (PyramidNet's parameter-free shortcut)."""
+    if c_out < c_in:
+        raise ValueError(f"pad_channels cannot shrink {c_in} -> {c_out} channels")
+    return PadChannels(c_out - c_in)

@@ -5,6 +5,7 @@ Blocks are cells with one input; op node ids follow torchvision's module names (
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
 from nasforge.dsl import Cell, CellChain
@@ -52,13 +53,17 @@ def basic_block(c_in: int, c_out: int, stride: int) -> Cell:
     return cell
 
 
-def bottleneck_block(c_in: int, width: int, c_out: int, stride: int, groups: int = 1) -> Cell:
-    """1x1 -> 3x3 (stride, groups) -> 1x1, ResNet v1.5 as in torchvision."""
+def bottleneck_block(c_in: int, width: int, c_out: int, stride: int, groups: int = 1,
+                     se_reduction: int | None = None) -> Cell:
+    """1x1 -> 3x3 (stride, groups) -> 1x1 (-> squeeze-excite), ResNet v1.5 as in torchvision
+    and timm's SE-ResNet."""
     cell = Cell(f"bottleneck_{c_in}_{width}x{groups}_{c_out}_s{stride}")
     h0 = cell.input(0)
     x = _conv(cell, h0, width, 1, padding=0, node_id="conv1")
     x = _conv(cell, x, width, 3, stride, groups=groups, node_id="conv2")
     x = _conv(cell, x, c_out, 1, act="none", padding=0, node_id="conv3")
+    if se_reduction:
+        x = cell.op("squeeze_excite", x, reduction=se_reduction, node_id="se")
     shortcut = h0 if stride == 1 and c_in == c_out else \
         _conv(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
     _residual_output(cell, x, shortcut)
@@ -66,8 +71,9 @@ def bottleneck_block(c_in: int, width: int, c_out: int, stride: int, groups: int
 
 
 def resnet(layers, bottleneck: bool, num_classes: int = 1000, groups: int = 1,
-           width_per_group: int = 64, name: str = "resnet") -> CellChain:
-    """torchvision's ResNet/ResNeXt/wide ResNet layout."""
+           width_per_group: int = 64, se_reduction: int | None = None,
+           name: str = "resnet") -> CellChain:
+    """torchvision's ResNet/ResNeXt/wide ResNet layout (timm's SE-ResNet with se_reduction)."""
     cells, c_in = [imagenet_stem()], 64
     for stage, blocks in enumerate(layers):
         planes = 64 * 2 ** stage
@@ -75,7 +81,7 @@ def resnet(layers, bottleneck: bool, num_classes: int = 1000, groups: int = 1,
             stride = 2 if stage > 0 and j == 0 else 1
             if bottleneck:
                 width = int(planes * width_per_group / 64) * groups
-                cell = bottleneck_block(c_in, width, planes * 4, stride, groups)
+                cell = bottleneck_block(c_in, width, planes * 4, stride, groups, se_reduction)
                 c_in = planes * 4
             else:
                 cell = basic_block(c_in, planes, stride)
@@ -173,16 +179,55 @@ def wide_resnet(depth: int, widen: int, num_classes: int = 10,
     return CellChain(cells, name=f"wrn_{depth}_{widen}", family="WideResNet")
 
 
+def pyramid_block(c_in: int, c_out: int, stride: int) -> Cell:
+    """PyramidNet basic unit (Han et al. 2017): BN-conv3x3(stride)-BN-ReLU-conv3x3-BN; the
+    shortcut is parameter-free: 2x2 average pool when striding, zero-padded channels."""
+    cell = Cell(f"pyramid_{c_in}_{c_out}_s{stride}")
+    h0 = cell.input(0)
+    x = cell.op("bn_act", h0, act="none", node_id="bn1")
+    x = cell.op("conv", x, stride=stride, channels=c_out, kernel=3, act="relu", node_id="conv1")
+    x = cell.op("conv", x, channels=c_out, kernel=3, act="none", node_id="conv2")
+    shortcut = h0
+    if stride != 1:
+        shortcut = cell.op("avg_pool", shortcut, stride=2, kernel=2, ceil_mode=True,
+                           node_id="downsample")
+    if c_out != c_in:
+        shortcut = cell.op("pad_channels", shortcut, channels=c_out, node_id="pad")
+    _residual_output(cell, x, shortcut, act="none")
+    return cell
+
+
+def pyramidnet(depth: int, alpha: float, num_classes: int = 10) -> CellChain:
+    """Additive PyramidNet for CIFAR: unit k has floor(16 + alpha * k / 3n) channels.
+
+    Floor, as the authors' Torch code, whose counts the paper reports (1.7M for 110/alpha=48,
+    3.8M for alpha=84); their later PyTorch port rounds instead (1.77M / 3.90M).
+    """
+    n = (depth - 2) // 6
+    cells, c_in = [cifar_stem(16, act="none")], 16
+    for stage in range(3):
+        for j in range(n):
+            k = stage * n + j + 1
+            width = math.floor(16 + alpha * k / (3 * n) + 1e-9)  # 1e-9: no 63.999... -> 63
+            cells.append(pyramid_block(c_in, width, 2 if stage and j == 0 else 1))
+            c_in = width
+    cells += [_closing_bn_relu(), classifier_head(num_classes)]
+    return CellChain(cells, name=f"pyramidnet{depth}_a{alpha:g}", family="PyramidNet")
+
+
 IMAGENET = {"imagenet": {}}
 for _name, _layers, _bottleneck, _kw in [
         ("resnet18", (2, 2, 2, 2), False, {}), ("resnet34", (3, 4, 6, 3), False, {}),
         ("resnet50", (3, 4, 6, 3), True, {}), ("resnet101", (3, 4, 23, 3), True, {}),
         ("resnext50_32x4d", (3, 4, 6, 3), True, dict(groups=32, width_per_group=4)),
-        ("wide_resnet50_2", (3, 4, 6, 3), True, dict(width_per_group=128))]:
+        ("wide_resnet50_2", (3, 4, 6, 3), True, dict(width_per_group=128)),
+        ("seresnet50", (3, 4, 6, 3), True, dict(se_reduction=16))]:
     register_model(ZooEntry(
-        _name, "ResNeXt" if "resnext" in _name else "ResNet", settings=IMAGENET,
+        _name, {"resnext": "ResNeXt", "seresn": "SENet"}.get(_name[:6], "ResNet"),
+        settings=IMAGENET,
         build_chain=partial(resnet, _layers, _bottleneck, name=_name, **_kw),
-        doc="He et al. 2016 / Xie et al. 2017 / Zagoruyko & Komodakis 2016, torchvision layout"))
+        doc="He et al. 2016 / Xie et al. 2017 / Zagoruyko & Komodakis 2016 / Hu et al. 2018; "
+            "torchvision layout (timm's for seresnet50)"))
 
 register_model(ZooEntry("resnet110", "ResNet", settings={"cifar": {}},
                         build_chain=partial(cifar_resnet, 110), doc="He et al. 2016, CIFAR"))
@@ -192,3 +237,6 @@ register_model(ZooEntry("preact_resnet164", "ResNet", settings={"cifar": {}},
 register_model(ZooEntry("wrn_28_10", "WideResNet", settings={"cifar": {}},
                         build_chain=partial(wide_resnet, 28, 10),
                         doc="Zagoruyko & Komodakis 2016, CIFAR"))
+register_model(ZooEntry("pyramidnet110_a48", "PyramidNet", settings={"cifar": {}},
+                        build_chain=partial(pyramidnet, 110, 48),
+                        doc="Han et al. 2017, additive PyramidNet-110 (alpha=48), CIFAR"))
