@@ -6,7 +6,7 @@ instead of editing if-chains.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
@@ -23,6 +23,9 @@ class OpSpec:
     family: str = "nasnet"  # which paper/code base defines it
     doc: str = ""
     parameter_free: bool = False  # True when the op has no weights at c_in == c_out, stride 1
+    # True when permuting the input channels changes the result beyond a permutation of the
+    # op's own weights (channel shuffle/split): then the order of concatenations matters.
+    channel_order_sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,9 @@ class CombineSpec:
 
     ``channels`` maps the input channel counts to the output channel count (and raises
     ValueError when they cannot be merged); ``apply`` does the merge on tensors;
-    ``commutative`` lets the canonical hash ignore input order (concat counts as commutative:
-    reordering its inputs only permutes channels).
+    ``commutative``: input order never matters (add); ``permutes_channels``: input order only
+    permutes output channels (concat), which the canonical hash ignores unless the cell has a
+    channel-order-sensitive op.
     """
 
     name: str
@@ -42,20 +46,22 @@ class CombineSpec:
     min_inputs: int = 2
     max_inputs: int | None = None
     doc: str = ""
-    extra: dict = field(default_factory=dict)
+    permutes_channels: bool = False
 
 
 OPS: dict[str, OpSpec] = {}
 COMBINES: dict[str, CombineSpec] = {}
 
 
-def register_op(name: str, *, family: str = "nasnet", parameter_free: bool = False):
+def register_op(name: str, *, family: str = "nasnet", parameter_free: bool = False,
+                channel_order_sensitive: bool = False):
     """Decorator: register ``factory(c_in, c_out, stride, **args)`` under ``name``."""
 
     def wrap(factory: OpFactory) -> OpFactory:
         if name in OPS:
             raise ValueError(f"op {name!r} is already registered")
-        OPS[name] = OpSpec(name, factory, family, (factory.__doc__ or "").strip(), parameter_free)
+        OPS[name] = OpSpec(name, factory, family, (factory.__doc__ or "").strip(), parameter_free,
+                           channel_order_sensitive)
         return factory
 
     return wrap

@@ -112,6 +112,26 @@ def load_reference_state(model: Network, state: dict) -> Network:
     return copy_matched(model, state, _module_pairs(model, state))
 
 
+def load_chain_state(model, state: dict, theirs) -> "torch.nn.Module":
+    """Copy ``state`` into a ChainNetwork: every op holding weights is paired with the
+    reference modules ``theirs(cell_name, module_key, op)`` names (a module key is the op's
+    node id with ``.`` turned into ``_``), then ``copy_matched`` does the checked copy."""
+    pairs = []
+    named = [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
+    if getattr(model, "aux", None) is not None:
+        named.append(("aux", model.aux))
+    for ours, block in named:
+        for key, op in block.ops.items():
+            if any(True for _ in op.parameters()):
+                pairs.append((f"{ours}.ops.{key}", theirs(block.cell_name, key, op)))
+    return copy_matched(model, state, pairs)
+
+
+def cell_prefix(cell_name: str) -> str:
+    """Reference module prefix of a residual-style cell: its name, or none for stem/head."""
+    return "" if cell_name in ("stem", "head") else cell_name + "."
+
+
 def load_resnet_state(model, state: dict):
     """Copy a torchvision ResNet/ResNeXt/wide ResNet (or timm SE-ResNet) state dict into the
     zoo's DSL version.
@@ -120,13 +140,9 @@ def load_resnet_state(model, state: dict):
     reference's names (``downsample``, ``se``, ``fc``); residual cells are named ``layerS.J``
     like the reference's blocks.
     """
-    pairs = []
-    for i, block in enumerate(model.blocks):
-        prefix = "" if block.cell_name in ("stem", "head") else block.cell_name + "."
-        for key, op in block.ops.items():
-            if not any(True for _ in op.parameters()):
-                continue
-            theirs = [f"{prefix}{key}", f"{prefix}bn{key[4:]}"] if key.startswith("conv") \
-                else [f"{prefix}{key}"]
-            pairs.append((f"blocks.{i}.ops.{key}", theirs))
-    return copy_matched(model, state, pairs)
+    def theirs(cell, key, op):
+        prefix = cell_prefix(cell)
+        return [prefix + key, f"{prefix}bn{key[4:]}"] if key.startswith("conv") else [
+            prefix + key]
+
+    return load_chain_state(model, state, theirs)

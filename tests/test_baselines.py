@@ -9,6 +9,7 @@ from nasforge.cli.info import model_info
 from nasforge.flops import count_params
 from nasforge.weights import WeightImportError, load_resnet_state
 from nasforge.zoo.densenet import load_torchvision_densenet
+from reference_utils import randomize_bn
 
 TORCHVISION_PARITY = ["resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
                       "wide_resnet50_2", "densenet121", "vgg16", "alexnet"]
@@ -27,16 +28,6 @@ def test_parameter_parity_with_timm_seresnet50():
     assert model_info("seresnet50")["params"] == count_params(reference) == 28_088_024
 
 
-def _randomize_bn(model):
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
-
-
 IMPORTS = {
     "resnet50": (lambda: torchvision.models.resnet50(weights=None), load_resnet_state),
     "resnext50_32x4d": (lambda: torchvision.models.resnext50_32x4d(weights=None),
@@ -52,7 +43,7 @@ def test_same_function_after_weight_import(name):
     make, load = IMPORTS[name]
     torch.manual_seed(0)
     reference = make().eval()
-    _randomize_bn(reference)
+    randomize_bn(reference)
     model = load(build_model(name).eval(), reference.state_dict())
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -122,3 +122,15 @@ def test_dot_text_and_svg():
     svg = render(dot, "svg")
     assert b"<svg" in svg
     assert render(small_cell().to_dot(), "png").startswith(b"\x89PNG")
+
+
+def test_concat_order_counts_only_where_channel_positions_matter():
+    def cell(order, shuffle):
+        c = Cell("s")
+        h0, h1 = c.inputs()
+        a, b = c.op("conv_1x1", h0), c.op("conv_3x3", h1)
+        x = c.combine("concat", *((a, b) if order else (b, a)))
+        c.set_output([c.op("channel_shuffle", x, groups=2) if shuffle else x])
+        return c
+    assert cell(True, False).canonical_hash() == cell(False, False).canonical_hash()
+    assert cell(True, True).canonical_hash() != cell(False, True).canonical_hash()

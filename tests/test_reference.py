@@ -9,6 +9,7 @@ from nasforge.cli.info import model_info
 from nasforge.compiler import Network
 from nasforge.flops import count_params
 from nasforge.weights import WeightImportError, load_reference_state, timm_compatible
+from reference_utils import randomize_bn
 
 
 def _nasnetamobile():
@@ -28,21 +29,12 @@ PUBLISHED_PARAMS = {"nasnetalarge": 88_753_150, "pnasnet5large": 86_057_668,
                     "nasnetamobile": 5_289_978}
 
 
-def _randomize_bn(model):
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            for t, lo, hi in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.5, 1.5),
-                              (m.weight.data, 0.5, 1.5), (m.bias.data, -0.5, 0.5)):
-                t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
-
-
 @pytest.fixture(scope="module", params=sorted(REFERENCES))
 def reference(request):
     make, name, setting, size, compat = REFERENCES[request.param]
     torch.manual_seed(0)
     ref = make().eval()
-    _randomize_bn(ref)
+    randomize_bn(ref)
     return request.param, ref, name, setting, size, compat
 
 

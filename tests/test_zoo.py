@@ -23,12 +23,12 @@ def test_every_zoo_model(name, tmp_path):
     # forward and backward at a small input (a few cells/blocks keep it quick)
     small = dict(N=1, filters=8) if isinstance(arch, CellPair) else {}
     model = build_model(name, setting, **small)
-    size = 32 if config.input_size <= 32 else 64
+    size = max(32 if config.input_size <= 32 else 64, getattr(config, "min_input_size", 0))
     model.train()
     out = model(torch.randn(2, 3, size, size))
-    logits = out[0] if isinstance(out, tuple) else out
-    assert logits.shape == (2, config.num_classes)
-    logits.square().mean().backward()
+    outputs = out if isinstance(out, tuple) else (out,)  # (logits, aux_logits) with aux heads
+    assert all(o.shape == (2, config.num_classes) for o in outputs)
+    sum(o.square().mean() for o in outputs).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     if not isinstance(arch, CellPair):

@@ -20,7 +20,7 @@ from torch import nn
 
 from nasforge.compiler.cell_module import NasNetCell
 from nasforge.dsl.cell import CellError, CellPair
-from nasforge.ops.layers import ReLUConvBN, batch_norm
+from nasforge.ops.layers import batch_norm
 
 
 @dataclass(frozen=True)

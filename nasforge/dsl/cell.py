@@ -267,9 +267,18 @@ class Cell(_JsonRecord):
         return level
 
     # --------------------------------------------------------------- hashing
-    def node_hashes(self) -> dict[str, str]:
-        """Merkle hash of each node: its label plus its inputs' hashes (sorted when the merge
-        is commutative). Independent of node ids and insertion order."""
+    def channel_order_matters(self) -> bool:
+        """True when an op of this cell sees channel positions (see OpSpec)."""
+        return any(OPS[d["op"]].channel_order_sensitive
+                   for _, d in self.graph.nodes(data=True) if d["kind"] == "op")
+
+    def node_hashes(self, ordered_concat: bool | None = None) -> dict[str, str]:
+        """Merkle hash of each node: its label plus its inputs' hashes, sorted when the merge
+        is commutative, or only permutes channels (concat, the output) and channel order does
+        not matter (``ordered_concat``; default: ``channel_order_matters()``). Independent of
+        node ids and insertion order."""
+        if ordered_concat is None:
+            ordered_concat = self.channel_order_matters()
         out: dict[str, str] = {}
         for n in self.topological_order():
             d = self.graph.nodes[n]
@@ -281,17 +290,20 @@ class Cell(_JsonRecord):
                          sorted(d.get("args", {}).items()))
             elif d["kind"] == "combine":
                 label = ("combine", d["combine"])
-                if COMBINES[d["combine"]].commutative:
+                spec = COMBINES[d["combine"]]
+                if spec.commutative or (spec.permutes_channels and not ordered_concat):
                     srcs = sorted(srcs)
             else:
-                label, srcs = ("output",), sorted(srcs)
+                label = ("output",)
+                if not ordered_concat:
+                    srcs = sorted(srcs)
             out[n] = _sha(json.dumps([label, srcs], default=str))
         return out
 
-    def canonical_hash(self) -> str:
+    def canonical_hash(self, ordered_concat: bool | None = None) -> str:
         """Equal for isomorphic cells: the output's Merkle hash plus the multiset of node hashes
         (which tells a shared op from two identical ones)."""
-        hashes = self.node_hashes()
+        hashes = self.node_hashes(ordered_concat)
         return _sha(json.dumps([hashes[self.output_node], sorted(hashes.values())]))
 
     # ------------------------------------------------------------------ JSON

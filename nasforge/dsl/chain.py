@@ -33,9 +33,12 @@ class CellChain(_JsonRecord):
         return self
 
     def canonical_hash(self) -> str:
-        parts = [c.canonical_hash() for c in self.cells]
+        """Hash of the cells in order; concat order counts everywhere when any cell's ops see
+        channel positions (a cell's output order reaches the next cell)."""
+        ordered = any(c.channel_order_matters() for c in self.cells)
+        parts = [c.canonical_hash(ordered) for c in self.cells]
         if self.aux:
-            parts.append(f"aux@{self.aux_after}:{self.aux.canonical_hash()}")
+            parts.append(f"aux@{self.aux_after}:{self.aux.canonical_hash(ordered)}")
         return _sha(json.dumps(parts))
 
     def to_dict(self) -> dict:

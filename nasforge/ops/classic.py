@@ -145,7 +145,8 @@ class ChannelShuffle(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-@register_op("channel_shuffle", family="classic", parameter_free=True)
+@register_op("channel_shuffle", family="classic", parameter_free=True,
+             channel_order_sensitive=True)
 def channel_shuffle(c_in, c_out, stride, groups=2):
     """ShuffleNet's channel shuffle: (groups, C/groups) -> (C/groups, groups)."""
     _same_channels("channel_shuffle", c_in, c_out)
@@ -161,7 +162,8 @@ class ChannelSlice(nn.Module):
         return x[:, self.start:self.stop]
 
 
-@register_op("channel_split", family="classic", parameter_free=True)
+@register_op("channel_split", family="classic", parameter_free=True,
+             channel_order_sensitive=True)
 def channel_split(c_in, c_out, stride, parts=2, index=0):
     """Part ``index`` of ``parts`` equal channel groups (ShuffleNet v2's split)."""
     if c_in % parts or c_out != c_in // parts:

@@ -24,5 +24,6 @@ ADD = register_combine(CombineSpec(
     doc="element-wise sum"))
 
 CONCAT = register_combine(CombineSpec(
-    "concat", apply=lambda tensors: torch.cat(tensors, 1), channels=sum, commutative=True,
+    "concat", apply=lambda tensors: torch.cat(tensors, 1), channels=sum, commutative=False,
+    permutes_channels=True,
     min_inputs=1, doc="concatenation along the channel dimension"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import partial
 
 from nasforge.dsl import Cell, CellChain
-from nasforge.weights import copy_matched
+from nasforge.weights import load_chain_state
 from nasforge.zoo.registry import ZooEntry, register_model
 from nasforge.zoo.resnet import classifier_head
 
@@ -66,26 +66,17 @@ def densenet(blocks, growth=32, init=64, bn_size=4, compression=0.5, num_classes
 
 def load_torchvision_densenet(model, state: dict):
     """Copy a torchvision DenseNet state dict (``features.*``, ``classifier``)."""
-    pairs = []
-    for i, block in enumerate(model.blocks):
-        for key in block.ops:
-            if not any(True for _ in block.ops[key].parameters()):
-                continue
-            ours = f"blocks.{i}.ops.{key}"
-            if key == "conv0":
-                theirs = ["features.conv0", "features.norm0"]
-            elif key.startswith("denselayer"):
-                layer, part = key.rsplit("_", 1)
-                prefix = f"features.{block.cell_name}.{layer}"
-                theirs = [f"{prefix}.norm{part}", f"{prefix}.conv{part}"]
-            elif key == "transition":
-                theirs = [f"features.{block.cell_name}.norm", f"features.{block.cell_name}.conv"]
-            elif key == "norm5":
-                theirs = ["features.norm5"]
-            else:  # fc
-                theirs = ["classifier"]
-            pairs.append((ours, theirs))
-    return copy_matched(model, state, pairs)
+    def theirs(cell, key, op):
+        if key == "conv0":
+            return ["features.conv0", "features.norm0"]
+        if key.startswith("denselayer"):
+            layer, part = key.rsplit("_", 1)
+            return [f"features.{cell}.{layer}.norm{part}", f"features.{cell}.{layer}.conv{part}"]
+        if key == "transition":
+            return [f"features.{cell}.norm", f"features.{cell}.conv"]
+        return ["features.norm5"] if key == "norm5" else ["classifier"]
+
+    return load_chain_state(model, state, theirs)
 
 
 register_model(ZooEntry("densenet121", "DenseNet", settings={"imagenet": {}},

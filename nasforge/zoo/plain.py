@@ -1,8 +1,6 @@
 """Plain stacks without shortcuts: VGG and AlexNet (torchvision layouts)."""
 from __future__ import annotations
 
-from functools import partial
-
 from nasforge.dsl import Cell, CellChain
 from nasforge.zoo.registry import ZooEntry, register_model
 

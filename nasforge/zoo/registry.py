@@ -9,7 +9,7 @@ ImageNet (1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from nasforge.compiler.network import NetworkConfig
@@ -33,6 +33,7 @@ class ChainConfig:
     input_size: int = 224  # pixels (square); used by `info` and flop counting
     num_classes: int = 1000
     in_channels: int = 3
+    min_input_size: int = 32  # pixels: the smallest input it can train on (unpadded stems)
     options: tuple[tuple[str, Any], ...] = ()  # builder keyword options, e.g. aux_logits
 
     def describe(self) -> dict:
