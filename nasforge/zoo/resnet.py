@@ -216,15 +216,16 @@ def pyramidnet(depth: int, alpha: float, num_classes: int = 10) -> CellChain:
 
 
 IMAGENET = {"imagenet": {}}
-for _name, _layers, _bottleneck, _kw in [
-        ("resnet18", (2, 2, 2, 2), False, {}), ("resnet34", (3, 4, 6, 3), False, {}),
-        ("resnet50", (3, 4, 6, 3), True, {}), ("resnet101", (3, 4, 23, 3), True, {}),
-        ("resnext50_32x4d", (3, 4, 6, 3), True, dict(groups=32, width_per_group=4)),
-        ("wide_resnet50_2", (3, 4, 6, 3), True, dict(width_per_group=128)),
-        ("seresnet50", (3, 4, 6, 3), True, dict(se_reduction=16))]:
+for _name, _family, _layers, _bottleneck, _kw in [
+        ("resnet18", "ResNet", (2, 2, 2, 2), False, {}),
+        ("resnet34", "ResNet", (3, 4, 6, 3), False, {}),
+        ("resnet50", "ResNet", (3, 4, 6, 3), True, {}),
+        ("resnet101", "ResNet", (3, 4, 23, 3), True, {}),
+        ("resnext50_32x4d", "ResNeXt", (3, 4, 6, 3), True, dict(groups=32, width_per_group=4)),
+        ("wide_resnet50_2", "WideResNet", (3, 4, 6, 3), True, dict(width_per_group=128)),
+        ("seresnet50", "SENet", (3, 4, 6, 3), True, dict(se_reduction=16))]:
     register_model(ZooEntry(
-        _name, {"resnext": "ResNeXt", "seresn": "SENet"}.get(_name[:6], "ResNet"),
-        settings=IMAGENET,
+        _name, _family, settings=IMAGENET,
         build_chain=partial(resnet, _layers, _bottleneck, name=_name, **_kw),
         doc="He et al. 2016 / Xie et al. 2017 / Zagoruyko & Komodakis 2016 / Hu et al. 2018; "
             "torchvision layout (timm's for seresnet50)"))
