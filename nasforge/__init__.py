@@ -15,17 +15,19 @@ if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "search_spaces")
 
 
 def build_model(name_or_path, setting: str | None = None, num_classes: int | None = None,
-                **overrides):
+                weights: dict | None = None, **overrides):
     """Build a ``torch.nn.Module`` from a zoo name or a cell-pair / cell-chain JSON file.
 
     ``setting`` is ``cifar``, ``mobile`` or ``large`` for searched cells (``imagenet`` or
     ``cifar`` for hand-designed networks; default: the model's first setting). ``overrides``
     are NetworkConfig fields (``N``, ``filters``/``penultimate``, ``drop_path_keep_prob``,
-    ``aux_head``, ...) or a hand-designed model's options.
+    ``aux_head``, ...) or a hand-designed model's options. ``weights``: a state dict of the
+    model's reference implementation (torchvision/timm/pretrainedmodels) to import.
     """
     from nasforge.api import build_model as _build
 
-    return _build(name_or_path, setting=setting, num_classes=num_classes, **overrides)
+    return _build(name_or_path, setting=setting, num_classes=num_classes, weights=weights,
+                  **overrides)
 
 
 __all__ = ["build_model", "__version__"]

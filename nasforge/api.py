@@ -9,7 +9,7 @@ from torch import nn
 from nasforge.compiler.chain import ChainNetwork
 from nasforge.compiler.network import Network, NetworkConfig
 from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
-from nasforge.zoo import CHAIN_SETTINGS, SETTINGS, ChainConfig, get_entry
+from nasforge.zoo import CHAIN_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
 
@@ -146,6 +146,17 @@ def compile_architecture(arch: CellPair | CellChain, config) -> nn.Module:
 
 
 def build_model(name_or_path: str | CellPair | CellChain, setting: str | None = None,
-                num_classes: int | None = None, **overrides) -> nn.Module:
+                num_classes: int | None = None, weights: dict | None = None,
+                **overrides) -> nn.Module:
+    """``weights``: a state dict of the zoo entry's reference implementation (torchvision,
+    timm, pretrainedmodels; see ``nasforge zoo`` docs), imported with its ``import_weights``."""
     arch, config = resolve(name_or_path, setting, num_classes=num_classes, **overrides)
-    return compile_architecture(arch, config)
+    model = compile_architecture(arch, config)
+    if weights is not None:
+        entry = get_entry(name_or_path) if isinstance(name_or_path, str) and \
+            name_or_path in ZOO else None
+        if entry is None or entry.import_weights is None:
+            raise ArchitectureError(f"no weight import for {name_or_path!r}: load a nasforge "
+                                    f"state dict with model.load_state_dict instead")
+        entry.import_weights(model, weights)
+    return model

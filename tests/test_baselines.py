@@ -79,3 +79,14 @@ def test_densenet_bc_matches_the_paper_to_its_precision():
     # 3.9% under the rounded figure, so the check is the paper's own rounding.
     params = model_info("densenet_bc_100_12")["params"]
     assert round(params / 1e6, 1) == 0.8
+
+
+def test_build_model_imports_reference_weights():
+    reference = torchvision.models.resnet18(weights=None).eval()
+    randomize_bn(reference)
+    model = build_model("resnet18", weights=reference.state_dict()).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    with pytest.raises(ValueError, match="no weight import for 'resnet110'"):
+        build_model("resnet110", weights={})

@@ -81,6 +81,8 @@ def load_torchvision_densenet(model, state: dict):
 
 register_model(ZooEntry("densenet121", "DenseNet", settings={"imagenet": {}},
                         build_chain=partial(densenet, (6, 12, 24, 16), name="densenet121"),
+                        import_weights=load_torchvision_densenet,
+                        reference="torchvision.models.densenet121",
                         doc="Huang et al. 2017, torchvision layout"))
 register_model(ZooEntry("densenet_bc_100_12", "DenseNet", settings={"cifar": {}},
                         build_chain=partial(densenet, (16, 16, 16), growth=12, init=24,

@@ -323,16 +323,19 @@ def load_timm_xception(model, state: dict):
 # ---------------------------------------------------------------------------------- zoo
 register_model(ZooEntry(
     "googlenet", "Inception", settings={"imagenet": {"input_size": 224}},
-    build_chain=googlenet,
+    build_chain=googlenet, import_weights=load_torchvision_googlenet,
+    reference="torchvision.models.googlenet(aux_logits=False)",
     doc="Szegedy et al. 2015, torchvision layout (BN, 3x3 in the '5x5' branch), no aux heads"))
 register_model(ZooEntry(
     "inception_v3", "Inception",
     # the auxiliary head's 5x5 conv needs the 17x17 map of a 299 px input
     settings={"imagenet": {"input_size": 299, "min_input_size": 299,
                            "options": {"aux_logits": True}}},
-    build_chain=inception_v3,
+    build_chain=inception_v3, import_weights=load_torchvision_inception_v3,
+    reference="torchvision.models.inception_v3",
     doc="Szegedy et al. 2016, torchvision layout, auxiliary head after Mixed_6e"))
 register_model(ZooEntry(
     "xception", "Xception", settings={"imagenet": {"input_size": 299}},
-    build_chain=xception,
+    build_chain=xception, import_weights=load_timm_xception,
+    reference="timm legacy_xception",
     doc="Chollet 2017, timm legacy_xception layout"))

@@ -1,6 +1,7 @@
 """Zoo entries of the searched cells, with the settings their papers report."""
 from functools import partial
 
+from nasforge.weights import load_reference_state
 from nasforge.zoo.cells import AMOEBANET_A, DARTS_V2, NASNET_A, PNASNET_5, pair_from_blocks
 from nasforge.zoo.registry import ZooEntry, register_model
 
@@ -9,7 +10,8 @@ register_model(ZooEntry(
     settings={"cifar": dict(N=6, filters=32),  # 6@768
               "mobile": dict(N=4, filters=44),  # 4@1056
               "large": dict(N=6, filters=168)},  # 6@4032
-    doc="Zoph et al. 2018, NASNet-A"))
+    doc="Zoph et al. 2018, NASNet-A", import_weights=load_reference_state,
+    reference="timm nasnetalarge (large), pretrainedmodels nasnetamobile (mobile)"))
 
 register_model(ZooEntry(
     "amoebanet_a", "AmoebaNet",
@@ -24,7 +26,8 @@ register_model(ZooEntry(
             network={"reduction_layout": "replace", "skip_reduction_layer_input": True}),
     settings={"cifar": dict(N=3, filters=48), "mobile": dict(N=3, filters=54),
               "large": dict(N=4, filters=216)},
-    doc="Liu et al. 2018, PNASNet-5"))
+    doc="Liu et al. 2018, PNASNet-5", import_weights=load_reference_state,
+    reference="timm pnasnet5large (large)"))
 
 register_model(ZooEntry(
     "darts_v2", "DARTS", build_pair=partial(pair_from_blocks, "darts_v2", DARTS_V2),

@@ -59,6 +59,10 @@ class ZooEntry:
     build_pair: Callable[[], CellPair] | None = None
     build_chain: Callable[..., CellChain] | None = None
     doc: str = ""
+    # import_weights(model, reference_state_dict) -> model, for the reference implementation
+    # named by ``reference`` (random or pretrained weights alike)
+    import_weights: Callable | None = None
+    reference: str = ""
 
     @property
     def default_setting(self) -> str:

@@ -9,6 +9,7 @@ import math
 from functools import partial
 
 from nasforge.dsl import Cell, CellChain
+from nasforge.weights import load_resnet_state
 from nasforge.zoo.registry import ZooEntry, register_model
 
 
@@ -225,7 +226,8 @@ for _name, _family, _layers, _bottleneck, _kw in [
         ("wide_resnet50_2", "WideResNet", (3, 4, 6, 3), True, dict(width_per_group=128)),
         ("seresnet50", "SENet", (3, 4, 6, 3), True, dict(se_reduction=16))]:
     register_model(ZooEntry(
-        _name, _family, settings=IMAGENET,
+        _name, _family, settings=IMAGENET, import_weights=load_resnet_state,
+        reference=f"timm {_name}" if _name == "seresnet50" else f"torchvision.models.{_name}",
         build_chain=partial(resnet, _layers, _bottleneck, name=_name, **_kw),
         doc="He et al. 2016 / Xie et al. 2017 / Zagoruyko & Komodakis 2016 / Hu et al. 2018; "
             "torchvision layout (timm's for seresnet50)"))
