@@ -1,0 +1,77 @@
+"""Data containers shared by the data readers, the device loader and the trainer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class DataError(ValueError):
+    """Bad data input: a missing path, an unknown or corrupt format, unusable images.
+
+    The message is one line that names the problem and the path; the CLI prints it and exits 2.
+    """
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A whole image set in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"ImageData.images must be a uint8 (N, C, H, W) tensor, got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            raise ValueError(f"ImageData.labels must be an int64 (N,) tensor, got "
+                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"ImageData has {len(self.images)} images but "
+                             f"{len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"ImageData({len(self)} x {tuple(self.images.shape[1:])} uint8)"
+
+
+@dataclass(frozen=True, eq=False)
+class DataSplits:
+    """What :func:`nasforge.data.load_data` returns.
+
+    ``split="search"``: ``train`` + ``val`` (held out of the training set), ``test`` is None.
+    ``split="final"``: ``train`` = the whole training set, ``test`` = the test set, ``val`` None.
+    ``mean``/``std`` are per-channel statistics of ``train`` in 0..1 units (population std),
+    the values to hand to :class:`~nasforge.data.DeviceLoader`.
+    """
+
+    train: ImageData
+    val: ImageData | None
+    test: ImageData | None
+    classes: tuple[str, ...]
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    format: str
+    split: str = "search"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    def __repr__(self) -> str:
+        parts = [f"train={len(self.train)}"]
+        if self.val is not None:
+            parts.append(f"val={len(self.val)}")
+        if self.test is not None:
+            parts.append(f"test={len(self.test)}")
+        return (f"DataSplits({self.format} {self.source!r}, {', '.join(parts)}, "
+                f"{self.num_classes} classes, {self.image_size[0]}x{self.image_size[1]})")
