@@ -1,0 +1,59 @@
+"""``nasforge bench searchers``: a small fast run (exit code, JSON keys, table), and bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nasforge.cli import main
+from nasforge.cli.bench import BENCH_RL_LR
+
+KEYS = {"median_best", "best_per_seed", "evals_to_random_best", "evals_to_random_best_per_seed",
+        "random_median_best", "ms_per_proposal", "ms_per_proposal_max",
+        "ms_per_proposal_last100", "cache_hits_median", "wall_s", "settings"}
+
+
+def test_bench_searchers_json(capsys):
+    code = main(["bench", "searchers", "--budget", "30", "--seeds", "2", "--blocks", "2",
+                 "--workers", "3", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    data = json.loads(out.out)
+    assert list(data) == ["random", "rl", "evolution", "optuna"]
+    for name, entry in data.items():
+        assert KEYS <= set(entry), name
+        assert len(entry["best_per_seed"]) == 2
+        assert entry["random_median_best"] == data["random"]["median_best"]
+        assert entry["settings"]["budget"] == 30 and entry["settings"]["blocks"] == 2
+        assert 0.5 <= entry["median_best"] <= 0.96 and entry["ms_per_proposal"] > 0
+    assert data["rl"]["settings"]["learning_rate"] == BENCH_RL_LR
+    assert data["optuna"]["settings"]["sampler"] == "auto"
+    # progress on stderr, one line per searcher and seed
+    assert out.err.count("bench: ") == 8
+
+
+def test_bench_searchers_table(capsys):
+    assert main(["bench", "searchers", "--budget", "12", "--seeds", "1", "--blocks", "1",
+                 "--searchers", "evolution", "--quiet"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    assert lines[0].startswith("planted-cell benchmark: budget 12, 1 seeds")
+    assert [ln.split("|")[1].strip() for ln in lines[3:]] == ["random", "evolution"]
+    assert out.err == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench"],
+    ["bench", "searchers", "--budget", "0"],
+    ["bench", "searchers", "--seeds", "-1"],
+    ["bench", "searchers", "--searchers", "rl,bayes"],
+    ["bench", "searchers", "--searchers", ","],
+    ["bench", "searchers", "--fail-rate", "1.5"],
+    ["bench", "searchers", "--optuna-sampler-kwargs", "[1, 2]"],
+    ["bench", "searchers", "--budget", "ten"],
+    ["bench", "nope"],
+])
+def test_bench_bad_input_exits_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nasforge: error:") and len(err.strip().splitlines()) == 1
