@@ -13,7 +13,7 @@ The cell schedule follows the TF reference builders literally (``_build_nasnet_b
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -42,9 +42,6 @@ class NetworkConfig:
     dropout: float = 0.0  # probability of dropping a penultimate feature
     input_size: int = 32  # pixels (square); used by `info` and flop counting
     in_channels: int = 3
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,3 @@ class Network(nn.Module):
         features, aux = self.forward_features(x)
         logits = self.classifier(self.dropout(torch.flatten(features.mean((2, 3)), 1)))
         return (logits, aux) if aux is not None else logits
-
-
-def with_config(config: NetworkConfig, **overrides) -> NetworkConfig:
-    return replace(config, **overrides)

@@ -4,5 +4,6 @@ from nasforge.dsl.chain import CHAIN_FORMAT, CellChain
 from nasforge.dsl.cell import (CELL_FORMAT, PAIR_FORMAT, Cell, CellError, CellPair,
                                load_architecture, render)
 
-__all__ = ["Cell", "CellPair", "CellChain", "CHAIN_FORMAT", "CellError", "CELL_FORMAT", "PAIR_FORMAT", "cell_from_blocks",
-           "state_id", "unused_from_used", "load_architecture", "render"]
+__all__ = ["Cell", "CellPair", "CellChain", "CellError", "CELL_FORMAT", "PAIR_FORMAT",
+           "CHAIN_FORMAT", "cell_from_blocks", "state_id", "unused_from_used",
+           "load_architecture", "render"]

@@ -16,22 +16,18 @@ from torch import nn
 from nasforge.dsl import Cell, CellChain
 from nasforge.weights import cell_prefix, load_chain_state
 from nasforge.zoo.registry import ZooEntry, register_model
-
-
-def _conv(cell, src, channels, kernel, stride=1, act="relu", node_id=None, **kw):
-    return cell.op("conv", src, stride=stride, channels=channels, node_id=node_id,
-                   kernel=kernel, act=act, **kw)
+from nasforge.zoo.resnet import conv_bn_act
 
 
 def _dw(cell, src, channels, stride=1, act="relu", node_id=None, kernel=3):
     """Depthwise k x k conv -> BN -> act (channels = its input's)."""
-    return _conv(cell, src, channels, kernel, stride, act=act, groups="depthwise",
+    return conv_bn_act(cell, src, channels, kernel, stride, act=act, groups="depthwise",
                  node_id=node_id)
 
 
 def _pw(cell, src, channels, act="relu", node_id=None, groups=1):
     """Pointwise (1x1, optionally grouped) conv -> BN -> act."""
-    return _conv(cell, src, channels, 1, act=act, padding=0, groups=groups, node_id=node_id)
+    return conv_bn_act(cell, src, channels, 1, act=act, padding=0, groups=groups, node_id=node_id)
 
 
 def _head(num_classes: int, dropout: float = 0.0, fc: str = "fc", bias: bool = True,
@@ -69,7 +65,7 @@ def mobilenet_v1(num_classes: int = 1000, act: str = "relu") -> CellChain:
     the output is 7x7), as in every implementation. ``act="relu6"`` is TF-slim's/timm's variant.
     """
     stem = Cell("stem")
-    stem.set_output([_conv(stem, stem.input(0), 32, 3, 2, act=act, node_id="conv1")])
+    stem.set_output([conv_bn_act(stem, stem.input(0), 32, 3, 2, act=act, node_id="conv1")])
     cells, c_in = [stem], 32
     for i, (c_out, stride) in enumerate(MOBILENET_V1_LAYERS):
         cell = depthwise_separable(c_in, c_out, stride, act)
@@ -108,7 +104,7 @@ def mobilenet_v2(num_classes: int = 1000, dropout: float = 0.2) -> CellChain:
     """Sandler et al. 2018, width 1.0, torchvision's layout (cells ``features.1`` ..
     ``features.17``; the 1x1 conv to 1280 (``features.18``) opens the head)."""
     stem = Cell("stem")
-    stem.set_output([_conv(stem, stem.input(0), 32, 3, 2, act="relu6", node_id="features.0")])
+    stem.set_output([conv_bn_act(stem, stem.input(0), 32, 3, 2, act="relu6", node_id="features.0")])
     cells, c_in = [stem], 32
     for t, c, n, s in MOBILENET_V2_SETTING:
         for j in range(n):
@@ -168,7 +164,7 @@ def shufflenet_v1(groups: int = 3, num_classes: int = 1000) -> CellChain:
     stage_channels = SHUFFLENET_V1_CHANNELS[groups]
     stem_width = 24
     stem = Cell("stem")
-    x = _conv(stem, stem.input(0), stem_width, 3, 2, node_id="first_conv")
+    x = conv_bn_act(stem, stem.input(0), stem_width, 3, 2, node_id="first_conv")
     stem.set_output([stem.op("max_pool", x, stride=2, kernel=3, padding=1, node_id="maxpool")])
     cells, c_in = [stem], stem_width
     for stage, (c_out, repeats) in enumerate(zip(stage_channels, (4, 8, 4))):
@@ -216,7 +212,7 @@ def shufflenet_v2(width: float = 1.0, num_classes: int = 1000) -> CellChain:
     """torchvision's ShuffleNetV2 (stages of 4/8/4 units; cells ``stage2.0`` .. ``stage4.3``)."""
     channels = SHUFFLENET_V2_CHANNELS[width]
     stem = Cell("stem")
-    x = _conv(stem, stem.input(0), channels[0], 3, 2, node_id="conv1")
+    x = conv_bn_act(stem, stem.input(0), channels[0], 3, 2, node_id="conv1")
     stem.set_output([stem.op("max_pool", x, stride=2, kernel=3, padding=1, node_id="maxpool")])
     cells, c_in = [stem], channels[0]
     for stage, (c_out, repeats) in enumerate(zip(channels[1:4], (4, 8, 4))):

@@ -36,10 +36,6 @@ class ChainConfig:
     min_input_size: int = 32  # pixels: the smallest input it can train on (unpadded stems)
     options: tuple[tuple[str, Any], ...] = ()  # builder keyword options, e.g. aux_logits
 
-    def describe(self) -> dict:
-        return {"input_size": self.input_size, "num_classes": self.num_classes,
-                "in_channels": self.in_channels, **dict(self.options)}
-
 
 CHAIN_SETTINGS: dict[str, ChainConfig] = {
     "imagenet": ChainConfig(input_size=224, num_classes=1000),

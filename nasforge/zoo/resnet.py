@@ -13,7 +13,8 @@ from nasforge.weights import load_resnet_state
 from nasforge.zoo.registry import ZooEntry, register_model
 
 
-def _conv(cell, src, channels, kernel, stride=1, act="relu", node_id=None, **kw):
+def conv_bn_act(cell, src, channels, kernel, stride=1, act="relu", node_id=None, **kw):
+    """Add a ``conv`` op node (conv -> BN -> act) to ``cell``; returns its id."""
     return cell.op("conv", src, stride=stride, channels=channels, node_id=node_id,
                    kernel=kernel, act=act, **kw)
 
@@ -22,7 +23,7 @@ def imagenet_stem(width: int = 64) -> Cell:
     """7x7/2 conv -> BN -> ReLU -> 3x3/2 max pool."""
     cell = Cell("stem")
     h0 = cell.input(0)
-    x = _conv(cell, h0, width, 7, stride=2, padding=3, node_id="conv1")
+    x = conv_bn_act(cell, h0, width, 7, stride=2, padding=3, node_id="conv1")
     cell.set_output([cell.op("max_pool", x, stride=2, kernel=3, padding=1, node_id="maxpool")])
     return cell
 
@@ -46,10 +47,10 @@ def basic_block(c_in: int, c_out: int, stride: int) -> Cell:
     """Two 3x3 convs; projection shortcut (1x1 conv + BN) when shape changes."""
     cell = Cell(f"basic_{c_in}_{c_out}_s{stride}")
     h0 = cell.input(0)
-    x = _conv(cell, h0, c_out, 3, stride, node_id="conv1")
-    x = _conv(cell, x, c_out, 3, act="none", node_id="conv2")
+    x = conv_bn_act(cell, h0, c_out, 3, stride, node_id="conv1")
+    x = conv_bn_act(cell, x, c_out, 3, act="none", node_id="conv2")
     shortcut = h0 if stride == 1 and c_in == c_out else \
-        _conv(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
+        conv_bn_act(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
     _residual_output(cell, x, shortcut)
     return cell
 
@@ -60,13 +61,13 @@ def bottleneck_block(c_in: int, width: int, c_out: int, stride: int, groups: int
     and timm's SE-ResNet."""
     cell = Cell(f"bottleneck_{c_in}_{width}x{groups}_{c_out}_s{stride}")
     h0 = cell.input(0)
-    x = _conv(cell, h0, width, 1, padding=0, node_id="conv1")
-    x = _conv(cell, x, width, 3, stride, groups=groups, node_id="conv2")
-    x = _conv(cell, x, c_out, 1, act="none", padding=0, node_id="conv3")
+    x = conv_bn_act(cell, h0, width, 1, padding=0, node_id="conv1")
+    x = conv_bn_act(cell, x, width, 3, stride, groups=groups, node_id="conv2")
+    x = conv_bn_act(cell, x, c_out, 1, act="none", padding=0, node_id="conv3")
     if se_reduction:
         x = cell.op("squeeze_excite", x, reduction=se_reduction, node_id="se")
     shortcut = h0 if stride == 1 and c_in == c_out else \
-        _conv(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
+        conv_bn_act(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
     _residual_output(cell, x, shortcut)
     return cell
 
@@ -96,7 +97,7 @@ def resnet(layers, bottleneck: bool, num_classes: int = 1000, groups: int = 1,
 # ------------------------------------------------------------------------------ CIFAR nets
 def cifar_stem(width: int, act: str = "relu") -> Cell:
     cell = Cell("stem")
-    cell.set_output([_conv(cell, cell.input(0), width, 3, act=act, bn=act != "none",
+    cell.set_output([conv_bn_act(cell, cell.input(0), width, 3, act=act, bn=act != "none",
                            node_id="conv1")])
     return cell
 
