@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "info": "nasforge.cli.info",
     "zoo": "nasforge.cli.zoo",
     "bench": "nasforge.cli.bench",
+    "train": "nasforge.cli.train",
 }
 
 
@@ -36,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     from nasforge.api import ArchitectureError
+    from nasforge.data import DataError
     from nasforge.dsl import CellError
 
-    return (UsageError, ArchitectureError, CellError, FileNotFoundError)
+    return (UsageError, ArchitectureError, CellError, DataError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
