@@ -1,0 +1,184 @@
+"""``nasforge train``: train a zoo model or a cell-pair JSON with a named recipe.
+
+Writes ``<runs-dir>/<name>/``: ``config.json`` (resolved recipe, model, data, version),
+``metrics.jsonl`` (one line per epoch), TensorBoard event files and ``checkpoint.pt``; running
+again with the same ``--name`` resumes from the checkpoint. Progress goes to stderr; ``--json``
+prints one final JSON object on stdout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub):
+    from nasforge.train.recipes import RECIPES
+
+    p = sub.add_parser("train", help="train a model with a named recipe")
+    p.add_argument("model", nargs="?",
+                   help="zoo name or cell-pair JSON file (default: the recipe's model)")
+    p.add_argument("--recipe", default="smoke", choices=sorted(RECIPES),
+                   help="training recipe (default: smoke)")
+    p.add_argument("--data", help="data: a path (CIFAR-10 folder/.tar.gz, ImageFolder tree), "
+                                  "'cifar10' or 'synthetic' (default: the recipe's)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (>= 1)")
+    p.add_argument("--setting", help="model setting (default: the recipe's for its own model, "
+                                     "else the model's first)")
+    p.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
+    p.add_argument("--name", help="run folder name (default: <model>-<recipe>-<time>); an "
+                                  "existing run with a checkpoint is resumed")
+    p.add_argument("--val-size", type=int,
+                   help="images held out for validation on a search split (default: the "
+                        "recipe's, 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the model's "
+                                                       "initialisation and training")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--cache-dir", help="data cache folder (default: $NASFORGE_CACHE or "
+                                       "~/.cache/nasforge)")
+    p.add_argument("--threads", type=int, help="torch intra-op CPU threads (default: torch's; "
+                                               "1 avoids stalls on busy shared cores)")
+    p.add_argument("--json", action="store_true", help="print one final JSON object")
+    p.set_defaults(run=run)
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60}:{s % 60:02d}"
+
+
+def _build(model_name: str, setting, recipe, data, arch):
+    """The model for ``data`` (its classes, channels and image size); drop-path and the
+    auxiliary head of the recipe apply to cell networks, the recipe's model overrides only to
+    its own default model."""
+    from nasforge import build_model
+    from nasforge.dsl import CellChain
+
+    if isinstance(arch, CellChain):  # chains: no drop-path/aux options
+        is_file = os.path.exists(model_name) or model_name.endswith(".json")
+        overrides = {"input_size": data.image_size[0]}
+        num_classes = None if is_file else data.num_classes  # a chain file fixes its head
+    else:
+        overrides = dict(recipe.model_overrides) if model_name == recipe.model else {}
+        if recipe.drop_path_keep_prob < 1.0:
+            overrides["drop_path_keep_prob"] = recipe.drop_path_keep_prob
+        if recipe.aux_weight > 0:
+            overrides["aux_head"] = True
+        overrides.update(input_size=data.image_size[0], in_channels=data.channels)
+        num_classes = data.num_classes
+    return build_model(model_name, setting, num_classes=num_classes, **overrides), overrides
+
+
+def run(args) -> int:
+    import torch
+
+    import nasforge
+    from nasforge.cli import UsageError
+    from nasforge.data import load_data
+    from nasforge.train import get_recipe, train
+    from nasforge.train.trainer import CHECKPOINT_NAME
+
+    recipe = get_recipe(args.recipe)
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    epochs = recipe.epochs if args.epochs is None else args.epochs
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    model_name = args.model or recipe.model
+    setting = args.setting if args.setting is not None else (
+        recipe.setting if model_name == recipe.model else None)
+    source = args.data or recipe.data
+    if args.model and not os.path.exists(args.model) and args.model.endswith(".json"):
+        raise UsageError(f"model file {args.model} does not exist")
+    from nasforge.api import resolve
+
+    arch, _ = resolve(model_name, setting)  # bad model names fail before the data loads
+
+    val_size = recipe.val_size if args.val_size is None else args.val_size
+    data = load_data(source, split=recipe.split, val_size=val_size, seed=args.seed,
+                     cache_dir=args.cache_dir)
+    torch.manual_seed(args.seed)
+    model, overrides = _build(model_name, setting, recipe, data, arch)
+
+    stem = Path(model_name).stem if os.path.exists(model_name) else model_name
+    name = args.name or f"{stem}-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.runs_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = (run_dir / CHECKPOINT_NAME).exists()
+    config = {"nasforge_version": nasforge.__version__, "recipe": recipe.to_dict(),
+              "epochs": epochs, "seed": args.seed,
+              "model": {"name": model_name, "setting": setting, "overrides": overrides,
+                        "params": sum(p.numel() for p in model.parameters())},
+              "data": {"source": data.source, "format": data.format, "split": data.split,
+                       "train": len(data.train),
+                       "val": None if data.val is None else len(data.val),
+                       "test": None if data.test is None else len(data.test),
+                       "classes": list(data.classes), "image_size": list(data.image_size)},
+              "torch_version": torch.__version__}
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(log_dir=str(run_dir))
+    except ImportError:  # tensorboard is a dependency; a broken install still trains
+        _progress("warning: tensorboard is not installed: no event files are written")
+        writer = None
+    metrics_path = run_dir / "metrics.jsonl"
+    done_history = []
+    if resuming:  # metrics.jsonl = the checkpoint's epochs (a kill may have cut it short)
+        done_history = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu",
+                                  weights_only=False).get("history", [])
+        _progress(f"resuming {run_dir} after epoch {len(done_history)}")
+    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in done_history))
+    t_start = time.perf_counter()
+    first_epoch = []
+
+    def report(epoch: int, m: dict) -> None:
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(m) + "\n")
+        if writer is not None:
+            for k, v in m.items():
+                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(k, v, epoch)
+            writer.flush()
+        if not first_epoch:
+            first_epoch.append(epoch - 1)
+        done = epoch - first_epoch[0]
+        elapsed = time.perf_counter() - t_start
+        eta = elapsed / max(done, 1) * (epochs - epoch)
+        parts = [f"epoch {epoch}/{epochs}", f"loss {m['train_loss']:.4f}",
+                 f"acc {m['train_acc']:.4f}"]
+        for k in ("val_acc", "test_acc"):
+            if k in m:
+                parts.append(f"{k} {m[k]:.4f}")
+        parts += [f"elapsed {_fmt_s(elapsed)}", f"ETA {_fmt_s(eta)}"]
+        _progress("  ".join(parts))
+
+    _progress(f"training {model_name} ({config['model']['params']:,} params) with recipe "
+              f"{recipe.name} on {data!r} for {epochs} epochs -> {run_dir}")
+    try:
+        result = train(model, data, recipe, report=report, checkpoint_dir=run_dir,
+                       device=args.device, seed=args.seed, epochs=epochs)
+    finally:
+        if writer is not None:
+            writer.close()
+    summary = {k: v for k, v in result.items() if k != "history"}
+    summary.setdefault("test_acc", None)
+    summary.update(run_dir=str(run_dir), recipe=recipe.name, model=model_name)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _progress(f"{result['status']}: " + ", ".join(
+            f"{k} {summary[k]:.4f}" for k in ("val_acc", "test_acc")
+            if summary.get(k) is not None) + f" in {_fmt_s(result['wall_s'])}")
+    return 0 if result["status"] == "ok" else 1

@@ -1,0 +1,130 @@
+"""Named, frozen training recipes: one :class:`Recipe` per use (search trial, final run, ...).
+
+A recipe is everything :func:`nasforge.train.train` needs besides the model and the data:
+optimiser, schedule, regularisation, augmentation and device flags, plus the defaults the CLI
+uses to pick a model and a data set. ``RECIPES`` maps names to recipes; ``get_recipe(name)``
+looks one up and ``dataclasses.replace(recipe, ...)`` derives a variant.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training configuration. Units in comments."""
+
+    name: str
+    # --- defaults used by the CLI (train() itself takes the model and data as arguments) ---
+    model: str = "nasnet_a"  # zoo name or cell-pair JSON used when no MODEL is given
+    setting: str | None = "cifar"  # zoo setting for the default model
+    model_overrides: tuple[tuple[str, object], ...] = ()  # (field, value) for the default model
+    data: str = "cifar10"  # data source when no --data is given (see nasforge.data.load_data)
+    split: str = "search"  # "search": train/val (test unused); "final": train/test
+    val_size: int = 5000  # images held out of the training set for validation (search split)
+    train_subset: int | None = None  # images: use only the first n training images (smoke)
+    # --- schedule ---
+    epochs: int = 20  # full passes over the training split
+    batch_size: int = 128  # images per step (clamped to the training set size)
+    eval_batch_size: int = 500  # images per evaluation step
+    lr: float = 0.025  # peak learning rate (after warm-up)
+    min_lr: float = 0.0  # learning rate at the end of the cosine
+    warmup_epochs: float = 0.0  # epochs of linear warm-up from 0 to lr (per iteration)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 coefficient on all parameters (SGD weight_decay)
+    # --- regularisation ---
+    label_smoothing: float = 0.0  # F.cross_entropy(label_smoothing=)
+    grad_clip: float | None = 5.0  # max global gradient L2 norm; None: no clipping
+    drop_path_keep_prob: float = 1.0  # ScheduledDropPath keep prob (cell networks; 1 = off)
+    aux_weight: float = 0.0  # auxiliary-head loss weight (0 = no auxiliary head)
+    # --- augmentation (nasforge.data.DeviceLoader) ---
+    crop_padding: int = 4  # pixels of random-crop padding
+    pad_mode: str = "zero"  # "zero" (NASNet/DARTS) or "reflect" (airbench)
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # pixels: side of the cutout square (0 = off)
+    # --- speed ---
+    bf16: bool = True  # bf16 autocast (CUDA only unless device_flags_on_cpu)
+    channels_last: bool = True  # channels_last memory format (CUDA only unless ...on_cpu)
+    device_flags_on_cpu: bool = False  # apply bf16/channels_last on CPU too (tests)
+    compile: bool = False  # torch.compile the model
+    divergence_check_every: int = 1  # steps between non-finite-loss checks on CUDA (syncs)
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"recipe {self.name}: epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"recipe {self.name}: batch sizes must be >= 1")
+        if self.split not in ("search", "final"):
+            raise ValueError(f"recipe {self.name}: split must be 'search' or 'final'")
+        if not 0.0 < self.drop_path_keep_prob <= 1.0:
+            raise ValueError(f"recipe {self.name}: drop_path_keep_prob must be in (0, 1]")
+        if self.warmup_epochs < 0 or self.lr <= 0:
+            raise ValueError(f"recipe {self.name}: need lr > 0 and warmup_epochs >= 0")
+
+    @property
+    def overrides(self) -> dict:
+        """The default model's build overrides, including drop-path and the auxiliary head."""
+        out = dict(self.model_overrides)
+        if self.drop_path_keep_prob < 1.0:
+            out.setdefault("drop_path_keep_prob", self.drop_path_keep_prob)
+        if self.aux_weight > 0:
+            out.setdefault("aux_head", True)
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model_overrides"] = dict(self.model_overrides)
+        return d
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str | Recipe) -> Recipe:
+    if isinstance(name, Recipe):
+        return name
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(f"unknown recipe {name!r} (known: {', '.join(sorted(RECIPES))})") from None
+
+
+register_recipe(Recipe(
+    name="search",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 2),),
+    data="cifar10", split="search", val_size=5000,
+    epochs=20, batch_size=32, lr=0.025, weight_decay=5e-4, grad_clip=5.0,
+    notes="NASNet child training (Zoph et al. 2018): N=2, 20 epochs, cosine; a search passes "
+          "its own model and F; accuracy on the 5,000 held-out images is the reward."))
+
+register_recipe(Recipe(
+    name="final-cifar",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 6), ("filters", 32)),
+    data="cifar10", split="final",
+    epochs=600, batch_size=32, lr=0.025, momentum=0.9, weight_decay=5e-4, grad_clip=5.0,
+    drop_path_keep_prob=0.6, aux_weight=0.4, cutout=16,
+    notes="NASNet-A 6@768 CIFAR-10 final training, REFERENCE.md section 4 ([TF] config)."))
+
+register_recipe(Recipe(
+    name="cifar-fast",
+    model="resnet110", setting="cifar",
+    data="cifar10", split="final",
+    epochs=10, batch_size=256, lr=0.2, warmup_epochs=1.0, nesterov=True, weight_decay=5e-4,
+    label_smoothing=0.1, grad_clip=None, pad_mode="reflect",
+    notes="PLACEHOLDER until benchmarked: the fast CPU CIFAR-10 recipe (85% in 30 min on 2 "
+          "cores) is not tuned yet; model and hyper-parameters are a sensible start only."))
+
+register_recipe(Recipe(
+    name="smoke",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
+    data="synthetic", split="final", train_subset=1000,
+    epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
+    drop_path_keep_prob=0.8, aux_weight=0.4, cutout=8,
+    notes="A CPU run of a minute or two on synthetic data that exercises every code path."))

@@ -1,0 +1,231 @@
+"""``train``: the one training loop for search trials, final runs, baselines and smoke runs."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nasforge.data import DataSplits, DeviceLoader, ImageData
+from nasforge.train.recipes import Recipe, get_recipe
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+class _Diverged(Exception):
+    pass
+
+
+def cosine_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """LR multiplier at iteration ``step`` (0-based): linear warm-up from 1/warmup to 1 over
+    ``warmup_steps``, then a half cosine from 1 to ``min_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (a temporary file in the same folder, then
+    ``os.replace``): a run killed while saving keeps its previous checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _subset(data: ImageData, n: int | None) -> ImageData:
+    if n is None or n >= len(data):
+        return data
+    return ImageData(data.images[:n], data.labels[:n])
+
+
+def _split_output(out):
+    if isinstance(out, (tuple, list)):
+        return out[0], (out[1] if len(out) > 1 else None)
+    return out, None
+
+
+@torch.no_grad()
+def evaluate(model, loader: DeviceLoader, amp: bool, device: torch.device) -> dict:
+    """``{"loss", "acc"}`` (mean cross-entropy, top-1 fraction) of ``model`` on ``loader``."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = 0
+    for x, y in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, _ = _split_output(model(x))
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1)}
+
+
+def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
+          report: Callable[[int, dict], None] | None = None, checkpoint_dir=None,
+          device=None, seed: int = 0, epochs: int | None = None) -> dict:
+    """Train ``model`` on ``data.train`` with ``recipe``; return the run's metrics.
+
+    Per epoch: one pass of augmented batches (DeviceLoader, generator seeded by ``seed``),
+    SGD (momentum, optional Nesterov, weight decay) with a per-iteration cosine schedule after
+    a linear warm-up, label-smoothed cross-entropy plus ``aux_weight`` x the auxiliary head's
+    loss, global gradient-norm clipping, ``set_drop_path_progress(epoch fraction)`` on models
+    that have it; then evaluation on ``data.val`` (if any) and on ``data.test`` when
+    ``data.split == "final"``; then the checkpoint (``checkpoint_dir/checkpoint.pt``,
+    atomic) and ``report(epoch, metrics)`` (1-based epoch; the metrics of the history entry).
+
+    ``seed`` seeds torch's global RNG (drop-path, dropout) and the loader's generator; build
+    the model under your own seed before calling. With a checkpoint in ``checkpoint_dir``, the
+    run resumes after its last epoch (model, optimiser, schedule, loader and RNG states) and
+    ends with the same metrics and weights as an uninterrupted run. A non-finite training loss
+    ends the run with ``status="diverged"``. ``epochs`` overrides ``recipe.epochs``.
+
+    Returns ``{"status", "epochs", "train_loss", "train_acc", "val_acc"/"val_loss" (with a
+    validation split), "test_acc"/"test_loss" (final split), "wall_s", "params", "history"}``.
+    """
+    recipe = get_recipe(recipe)
+    total_epochs = int(recipe.epochs if epochs is None else epochs)
+    if total_epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {total_epochs}")
+    device = torch.device(device if device is not None else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_accel = device.type == "cuda" or recipe.device_flags_on_cpu
+    amp = recipe.bf16 and on_accel
+    channels_last = recipe.channels_last and on_accel
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+
+    torch.manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    train_data = _subset(data.train, recipe.train_subset)
+    batch = min(recipe.batch_size, len(train_data))
+    common = dict(device=device, mean=data.mean, std=data.std, channels_last=channels_last)
+    train_loader = DeviceLoader(train_data, batch, train=True, crop_padding=recipe.crop_padding,
+                                pad_mode=recipe.pad_mode, flip=recipe.flip,
+                                cutout=recipe.cutout, generator=gen, **common)
+    eval_sets = {}
+    if data.val is not None:
+        eval_sets["val"] = DeviceLoader(data.val, recipe.eval_batch_size, train=False, **common)
+    if data.test is not None and data.split == "final":
+        eval_sets["test"] = DeviceLoader(data.test, recipe.eval_batch_size, train=False,
+                                         **common)
+
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * total_epochs
+    warmup_steps = int(round(recipe.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov and recipe.momentum > 0,
+                                weight_decay=recipe.weight_decay)
+    min_ratio = recipe.min_lr / recipe.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio))
+
+    history: list[dict] = []
+    start_epoch, elapsed_before, status = 0, 0.0, "ok"
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("total_epochs") != total_epochs:
+            log.warning("checkpoint %s was written for %s epochs, this run has %s",
+                        ckpt_path, state.get("total_epochs"), total_epochs)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        train_loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        elapsed_before, status = float(state.get("wall_s", 0.0)), state.get("status", "ok")
+        log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
+
+    fwd = torch.compile(model) if recipe.compile else model
+    has_drop_path = hasattr(model, "set_drop_path_progress")
+    check_every = 1 if device.type != "cuda" else max(1, recipe.divergence_check_every)
+    t0 = time.perf_counter()
+
+    for epoch in range(start_epoch, total_epochs):
+        if status != "ok":
+            break
+        t_epoch = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        try:
+            for i, (x, y) in enumerate(train_loader):
+                if has_drop_path:
+                    model.set_drop_path_progress((epoch + i / steps_per_epoch) / total_epochs)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits, aux = _split_output(fwd(x))
+                    loss = F.cross_entropy(logits.float(), y,
+                                           label_smoothing=recipe.label_smoothing)
+                    if aux is not None and recipe.aux_weight > 0:
+                        loss = loss + recipe.aux_weight * F.cross_entropy(
+                            aux.float(), y, label_smoothing=recipe.label_smoothing)
+                if (i + 1) % check_every == 0 and not torch.isfinite(loss):
+                    raise _Diverged
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+            if not math.isfinite(float(loss_sum)):
+                raise _Diverged
+        except _Diverged:
+            status = "diverged"
+            log.warning("non-finite training loss in epoch %d: run diverged", epoch + 1)
+        entry = {"epoch": epoch + 1,
+                 "train_loss": float(loss_sum) / max(seen, 1) if status == "ok" else math.nan,
+                 "train_acc": int(correct) / max(seen, 1),
+                 "lr": optimizer.param_groups[0]["lr"]}
+        if status == "ok":
+            for name, loader in eval_sets.items():
+                m = evaluate(fwd, loader, amp, device)
+                entry[f"{name}_loss"], entry[f"{name}_acc"] = m["loss"], m["acc"]
+        entry["epoch_s"] = time.perf_counter() - t_epoch
+        entry["elapsed_s"] = elapsed_before + time.perf_counter() - t0
+        history.append(entry)
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "version": CHECKPOINT_VERSION, "epoch": epoch + 1, "total_epochs": total_epochs,
+                "status": status, "history": history, "wall_s": entry["elapsed_s"],
+                "recipe": recipe.to_dict(), "seed": seed,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "loader": train_loader.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            })
+        log.info("epoch %d/%d %s", epoch + 1, total_epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
+        if report is not None:
+            report(epoch + 1, dict(entry))
+
+    result = {"status": status, "epochs": len(history), "params": params,
+              "wall_s": elapsed_before + time.perf_counter() - t0, "history": history}
+    last = history[-1] if history else {}
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+        if key in last:
+            result[key] = last[key]
+        elif key.startswith("val") and "val" in eval_sets or \
+                key.startswith("test") and "test" in eval_sets:
+            result[key] = None  # diverged before this split was evaluated
+    return result
