@@ -34,16 +34,6 @@ def test_mobilenet_v1_parameters():
     assert count_params(timm.create_model("mobilenetv1_100", pretrained=False)) == 4_231_976
 
 
-@pytest.fixture
-def one_thread():
-    """These nets are many small ops: on shared CPU cores, OpenMP's thread barriers cost far
-    more than two threads gain (measured: 7-9 s instead of 0.6 s per logits test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def _calibrate_bn(model, x):
     """Running statistics = the batch statistics of ``x`` (after ``randomize_bn``): random

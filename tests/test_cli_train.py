@@ -7,19 +7,13 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from data_fixtures import make_images, write_cifar_archive, write_cifar_folder, write_imagefolder
 from PIL import Image
 
 from nasforge.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

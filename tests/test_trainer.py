@@ -18,13 +18,7 @@ from nasforge.train.trainer import CHECKPOINT_NAME
 SIZE = 12
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on shared cores: one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Stop(Exception):
