@@ -42,6 +42,7 @@ CLASSIC_EXAMPLES = {
                  (8, 8, 2, {"kernel": 3, "padding": 1}, (8, 5, 5))],
     "avg_pool": [(8, 8, 2, {"kernel": 2}, (8, 4, 4))],
     "global_avg_pool": [(8, 8, 1, {}, (8, 1, 1))],
+    "global_max_pool": [(8, 8, 1, {}, (8, 1, 1))],
     "linear": [(8, 10, 1, {"spatial": 9}, (10, 1, 1))],
     "dropout": [(8, 8, 1, {"p": 0.2}, (8, 9, 9))],
     "lrn": [(8, 8, 1, {"size": 5}, (8, 9, 9))],

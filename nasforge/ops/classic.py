@@ -121,6 +121,13 @@ def linear(c_in, c_out, stride, spatial=1, bias=True):
     return Linear(c_in * spatial * spatial, c_out, bias)
 
 
+@register_op("global_max_pool", family="classic", parameter_free=True)
+def global_max_pool(c_in, c_out, stride):
+    """Global max pool to 1 x 1."""
+    _same_channels("global_max_pool", c_in, c_out)
+    return nn.AdaptiveMaxPool2d(1)
+
+
 @register_op("dropout", family="classic", parameter_free=True)
 def dropout(c_in, c_out, stride, p=0.5):
     """Dropout with probability ``p``."""

@@ -217,6 +217,28 @@ def pyramidnet(depth: int, alpha: float, num_classes: int = 10) -> CellChain:
     return CellChain(cells, name=f"pyramidnet{depth}_a{alpha:g}", family="PyramidNet")
 
 
+def resnet9(num_classes: int = 10, width: float = 1.0) -> CellChain:
+    """Page's DAWNBench ResNet-9 for CIFAR (widths 64/128/256/512 x ``width``): prep conv,
+    then three conv + 2x2 max-pool stages, residual pairs of convs after the first and last;
+    global max pool and a linear classifier."""
+    w = [max(8, int(c * width)) for c in (64, 128, 256, 512)]
+    cells = [cifar_stem(w[0])]
+    for stage, (c_in, c_out) in enumerate(zip(w, w[1:])):
+        cell = Cell(f"layer{stage + 1}")
+        x = conv_bn_act(cell, cell.input(0), c_out, 3, node_id="conv")
+        x = cell.op("max_pool", x, stride=2, kernel=2, node_id="pool")
+        if stage != 1:
+            r = conv_bn_act(cell, x, c_out, 3, node_id="res1")
+            r = conv_bn_act(cell, r, c_out, 3, node_id="res2")
+            x = cell.combine("add", x, r, node_id="add")
+        cell.set_output([x])
+        cells.append(cell)
+    head = Cell("head")
+    x = head.op("global_max_pool", head.input(0), node_id="pool")
+    head.set_output([head.op("linear", x, channels=num_classes, bias=False, node_id="fc")])
+    return CellChain(cells + [head], name="resnet9", family="ResNet")
+
+
 IMAGENET = {"imagenet": {}}
 for _name, _family, _layers, _bottleneck, _kw in [
         ("resnet18", "ResNet", (2, 2, 2, 2), False, {}),
@@ -241,6 +263,10 @@ register_model(ZooEntry("preact_resnet164", "ResNet", settings={"cifar": {}},
 register_model(ZooEntry("wrn_28_10", "WideResNet", settings={"cifar": {}},
                         build_chain=partial(wide_resnet, 28, 10),
                         doc="Zagoruyko & Komodakis 2016, CIFAR"))
+register_model(ZooEntry("resnet9", "ResNet", settings={"cifar": {"options": {"width": 0.25}}},
+                        build_chain=resnet9,
+                        doc="Page 2018 (DAWNBench) ResNet-9 for CIFAR; default width 0.25 "
+                            "(16/32/64/128 channels) for fast CPU training (cifar-fast)"))
 register_model(ZooEntry("pyramidnet110_a48", "PyramidNet", settings={"cifar": {}},
                         build_chain=partial(pyramidnet, 110, 48),
                         doc="Han et al. 2017, additive PyramidNet-110 (alpha=48), CIFAR"))
