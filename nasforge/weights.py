@@ -57,11 +57,12 @@ def _module_pairs(model: Network, state: dict) -> list[tuple[str, list[str]]]:
     if len(ref_cells) != len(model.schedule.slots):
         raise WeightImportError(f"the state dict has {len(ref_cells)} cells, the model "
                                 f"{len(model.schedule.slots)} (architecture mismatch?)")
+    modules = _prefixes(state)
     for i, ref in enumerate(ref_cells):
         ours = f"cells.{i}"
         pairs.append((f"{ours}.pre0", [f"{ref}.conv_1x1"]))
         if model.cells[i].pre1 is not None:
-            pre1 = [f"{ref}.conv_prev_1x1"] if f"{ref}.conv_prev_1x1" in _prefixes(state) else \
+            pre1 = [f"{ref}.conv_prev_1x1"] if f"{ref}.conv_prev_1x1" in modules else \
                 [f"{ref}.path_1", f"{ref}.path_2", f"{ref}.final_path_bn"]
             pairs.append((f"{ours}.pre1", pre1))
         for key in model.cells[i].body.ops:
