@@ -136,6 +136,11 @@ class Searcher(abc.ABC):
         """Proposals asked and not yet told (also restored by ``load_state_dict``)."""
         return []
 
+    def stats(self) -> dict[str, float]:
+        """Called after a tell by whoever logs the search (TensorBoard): flat scalar
+        statistics of the searcher's model (controller reward/entropy, population scores)."""
+        return {}
+
 
 class SearcherBase(Searcher):
     """Bookkeeping shared by the concrete searchers: ids, proposals in flight, result counts,
@@ -197,6 +202,9 @@ class SearcherBase(Searcher):
 
     def in_flight(self) -> list[Proposal]:
         return list(self._pending.values())
+
+    def stats(self) -> dict[str, float]:
+        return {f"{status}_results": float(n) for status, n in self.counts.items()}
 
     def best(self) -> tuple[Proposal, Result] | None:
         """The best ``ok`` result told so far (first one on ties), or None."""

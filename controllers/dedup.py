@@ -77,6 +77,9 @@ class DedupCache(Searcher):
     def in_flight(self) -> list[Proposal]:
         return self.inner.in_flight()
 
+    def stats(self) -> dict[str, float]:
+        return {**self.inner.stats(), "duplicate_hits": float(self.hits)}
+
     def lookup(self, proposal: Proposal) -> Result | None:
         """The cached result of an architecture isomorphic to ``proposal``, if any."""
         return self.cache.get(proposal.hash)

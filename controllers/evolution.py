@@ -74,6 +74,18 @@ class RegularizedEvolution(SearcherBase):
             self.population.popleft()
             self.removed += 1
 
+    def stats(self) -> dict[str, float]:
+        """Population size and score spread, and the mean age (in proposals) of its members."""
+        out = super().stats()
+        if self.population:
+            scores = [m["score"] for m in self.population]
+            out.update(population=float(len(scores)), population_best=max(scores),
+                       population_mean=sum(scores) / len(scores), population_worst=min(scores),
+                       population_mean_age=self._next_id - sum(
+                           m["id"] for m in self.population) / len(scores),
+                       removed=float(self.removed))
+        return out
+
     def _get_state(self) -> dict:
         return {"population": [dict(m) for m in self.population],
                 "initial_in_flight": self._initial_in_flight, "removed": self.removed}

@@ -244,6 +244,13 @@ class RLController(SearcherBase):
         }
         self.history.append(self.last_stats)
 
+    def stats(self) -> dict[str, float]:
+        """The last policy update's statistics (mean reward, baseline, entropy, loss, KL)."""
+        out = super().stats()
+        if self.last_stats is not None:
+            out.update({k: float(v) for k, v in self.last_stats.items()})
+        return out
+
     # ---------------------------------------------------------------- state
     def _get_state(self) -> dict:
         return {"policy": {k: v.clone() for k, v in self.policy.state_dict().items()},

@@ -14,6 +14,9 @@ COMMANDS: dict[str, str] = {
     "zoo": "nasforge.cli.zoo",
     "bench": "nasforge.cli.bench",
     "train": "nasforge.cli.train",
+    "export": "nasforge.cli.export",
+    "search": "nasforge.cli.search",
+    "compare": "nasforge.cli.compare",
 }
 
 
@@ -39,8 +42,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from nasforge.api import ArchitectureError
     from nasforge.data import DataError
     from nasforge.dsl import CellError
+    from nasforge.search import SearchError
 
-    return (UsageError, ArchitectureError, CellError, DataError, FileNotFoundError)
+    return (UsageError, ArchitectureError, CellError, DataError, SearchError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

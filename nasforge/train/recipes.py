@@ -47,6 +47,9 @@ class Recipe:
     bf16: bool = True  # bf16 autocast (CUDA only unless device_flags_on_cpu)
     channels_last: bool = True  # channels_last memory format (CUDA only unless ...on_cpu)
     device_flags_on_cpu: bool = False  # apply bf16/channels_last on CPU too (tests)
+    # channels_last on CPU as well: NASNet children train 2-2.5x faster on CPU with it (oneDNN's
+    # NHWC max/avg pools are vectorized, NCHW ones are not; measured N=1 F=8, batch 64)
+    cpu_channels_last: bool = False
     compile: bool = False  # torch.compile the model
     divergence_check_every: int = 1  # steps between non-finite-loss checks on CUDA (syncs)
     notes: str = field(default="", compare=False)
@@ -101,6 +104,7 @@ register_recipe(Recipe(
     model="nasnet_a", setting="cifar", model_overrides=(("N", 2),),
     data="cifar10", split="search", val_size=5000,
     epochs=20, batch_size=32, lr=0.025, weight_decay=5e-4, grad_clip=5.0,
+    cpu_channels_last=True,
     notes="NASNet child training (Zoph et al. 2018): N=2, 20 epochs, cosine; a search passes "
           "its own model and F; accuracy on the 5,000 held-out images is the reward."))
 
@@ -127,5 +131,5 @@ register_recipe(Recipe(
     model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
     data="synthetic", split="final", train_subset=1000,
     epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
-    drop_path_keep_prob=0.8, aux_weight=0.4, cutout=8,
+    drop_path_keep_prob=0.8, aux_weight=0.4, cutout=8, cpu_channels_last=True,
     notes="A CPU run of a minute or two on synthetic data that exercises every code path."))

@@ -103,7 +103,7 @@ def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     on_accel = device.type == "cuda" or recipe.device_flags_on_cpu
     amp = recipe.bf16 and on_accel
-    channels_last = recipe.channels_last and on_accel
+    channels_last = recipe.channels_last and (on_accel or recipe.cpu_channels_last)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,0 +1,140 @@
+"""``nasforge search``: run an architecture search on Ray Tune into ``runs/<name>/``."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub):
+    from nasforge.search.config import SCHEDULERS, SearchConfig
+
+    d = SearchConfig()
+    p = sub.add_parser("search", help="search architectures on Ray Tune (one trial per child)")
+    p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
+    p.add_argument("--searcher", default=d.searcher,
+                   help=f"rl | evolution | optuna | random (default: {d.searcher})")
+    p.add_argument("--searcher-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the searcher's config, VALUE as JSON (repeatable), e.g. "
+                        "population_size=50 or storage='\"sqlite:///s.db\"'")
+    p.add_argument("--trials", type=int, default=d.trials,
+                   help=f"finished trials to run (default: {d.trials})")
+    p.add_argument("--recipe", default=d.recipe, help=f"child training recipe (default: "
+                                                       f"{d.recipe})")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs per child")
+    p.add_argument("--data", help="data path or name (default: the recipe's); split into "
+                                  "train/validation, the test set is never used")
+    p.add_argument("--val-size", type=int, help="validation images (default: the recipe's)")
+    p.add_argument("--cache-dir", help="data cache folder")
+    p.add_argument("--gpus", type=float,
+                   help="GPUs to use (default: every GPU of the Ray cluster; 0 = CPU)")
+    p.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial,
+                   help="GPUs per child, fractions share a GPU (default: 1)")
+    p.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial,
+                   help="CPU cores per child (default: 1)")
+    p.add_argument("--scheduler", default=d.scheduler, choices=SCHEDULERS,
+                   help="fifo: every child trains to the end; asha: stop weak children early")
+    p.add_argument("--max-retries", type=int, default=d.max_retries,
+                   help="re-runs of a trial whose worker died (default: 2)")
+    p.add_argument("--seed", type=int, default=d.seed, help="search seed (default: 0)")
+    p.add_argument("--address", help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:PORT' "
+                                     "(default: start a local Ray)")
+    p.add_argument("--storage", help="Ray storage for trial checkpoints, shared by all nodes "
+                                     "(a path or s3://, gs://; default: RUN/ray)")
+    p.add_argument("--name", help="run folder name (default: <space>-<searcher>-<time>)")
+    p.add_argument("--runs-dir", default="runs", help="parent of run folders (default: runs)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the search in RUN_DIR with its saved settings (other search "
+                        "flags are ignored)")
+    p.add_argument("--json", action="store_true", help="print one final JSON summary")
+    p.set_defaults(run=run)
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60}:{s % 60:02d}"
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _options(items: list[str]) -> dict:
+    from nasforge.cli import UsageError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--searcher-option needs KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string
+    return out
+
+
+def progress_line(p) -> str:
+    width = len(str(p.budget))
+    parts = [f"[{p.finished:>{width}}/{p.budget}]"]
+    if p.last is not None:
+        r = p.last
+        acc = r["metrics"].get("val_acc")
+        what = f"val_acc {acc:.4f}" if r["status"] == "ok" and acc is not None else \
+            (r.get("error") or r["status"])
+        parts.append(f"trial {r['trial']} {r['status']}: {what} ({r['wall_s']:.0f} s)")
+    parts.append(f"running {p.running}, failed {p.failed}" +
+                 (f", pruned {p.pruned}" if p.pruned else ""))
+    if p.best is not None:
+        parts.append(f"best {p.best:.4f} (trial {p.best_trial})")
+    parts.append(f"elapsed {_fmt_s(p.elapsed_s)}, ETA {_fmt_s(p.eta_s)}")
+    return " | ".join(parts)
+
+
+def run(args) -> int:
+    from nasforge.cli import UsageError
+    from nasforge.search import SearchConfig
+    from nasforge.search.faults import ENV_VAR, parse_faults
+    from nasforge.search.runner import run_search
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = None
+    else:
+        try:
+            faults = parse_faults(os.environ.get(ENV_VAR))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        config = SearchConfig(
+            space=args.space, searcher=args.searcher,
+            searcher_options=_options(args.searcher_option), trials=args.trials,
+            recipe=args.recipe, epochs=args.epochs,
+            data=os.path.abspath(args.data) if args.data and os.path.exists(args.data)
+            else args.data,
+            val_size=args.val_size, cache_dir=args.cache_dir, gpus=args.gpus,
+            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+            scheduler=args.scheduler, max_retries=args.max_retries, seed=args.seed,
+            address=args.address, storage=args.storage, faults=faults)
+        name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(args.runs_dir) / name
+
+    def on_start(note: str) -> None:
+        verb = "resuming" if args.resume else "searching"
+        _say(f"{verb} -> {run_dir}: {note}")
+        _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
+
+    summary = run_search(config, run_dir, resume=bool(args.resume),
+                         on_progress=lambda p: _say(progress_line(p)), on_start=on_start)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        best = summary["best_val_acc"]
+        _say(f"done: {summary['finished']} trials ({summary['failed']} failed), best "
+             f"{'none' if best is None else f'{best:.4f}'} (trial {summary['best_trial']}) in "
+             f"{_fmt_s(summary['wall_s'])}; best cell: {run_dir / 'best_cell.json'}")
+    return 0

@@ -1,0 +1,20 @@
+"""Distributed architecture search on Ray Tune (``nasforge search``).
+
+``run_search(SearchConfig(...), "runs/name")`` runs a searcher (nasforge.controllers) over a
+search space, one Ray Tune trial per child training (nasforge.train), and keeps the run folder
+(``run_folder.py``): trials.jsonl, best_cell.json, the searcher's state, TensorBoard events.
+Ray is imported only when a search runs.
+"""
+from nasforge.search.config import SearchConfig, SearchError
+from nasforge.search.run_folder import RunFolder, best_trial, is_run, read_trials
+
+__all__ = ["SearchConfig", "SearchError", "RunFolder", "read_trials", "best_trial", "is_run",
+           "run_search", "SearchProgress"]
+
+
+def __getattr__(name):  # run_search imports Ray: only when asked for
+    if name in ("run_search", "SearchProgress"):
+        from nasforge.search import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)

@@ -1,0 +1,168 @@
+"""The one adapter between nasforge's ask/tell ``Searcher`` protocol and Ray Tune.
+
+Ray Tune drives search algorithms through ``ray.tune.search.Searcher`` (``suggest`` when a trial
+slot is free, ``on_trial_result`` per report, ``on_trial_complete`` at the end); Ray's own
+``OptunaSearch`` is the model. This class maps Ray trial ids to proposals, turns a trial's last
+report into a ``Result`` (ok / failed / pruned) and a ``trials.jsonl`` record, and calls the
+recorder at the points where the run folder must change (see ``run_folder``'s crash order).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Protocol
+
+from ray.tune.search import Searcher as TuneSearcher
+
+from nasforge.controllers import Proposal, Result
+from nasforge.search.trial import FINAL_KEYS
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "epoch")
+
+
+class Recorder(Protocol):
+    """What the adapter reports to (``runner.SearchRecorder``)."""
+
+    def asked(self, searcher, proposal: Proposal, ray_trial_id: str) -> None:
+        """After ``searcher.ask``, before the trial is handed to Ray."""
+
+    def epoch(self, proposal: Proposal, metrics: dict) -> None:
+        """Per intermediate report of a running trial."""
+
+    def finished(self, record: dict) -> None:
+        """A trial ended: append its record (before the searcher is told)."""
+
+    def told(self, searcher, record: dict) -> None:
+        """After ``searcher.tell``: save the searcher, update best/TensorBoard/progress."""
+
+
+class TuneSearcherAdapter(TuneSearcher):
+    """Ray Tune search algorithm backed by a nasforge searcher.
+
+    ``budget``: trials this Ray experiment may start; ``requeue``: proposals asked before a
+    driver crash and never finished, handed out first on resume; ``resources``: per-trial
+    ``{"cpu": c, "gpu": g}`` recorded with each trial."""
+
+    def __init__(self, searcher, space, recorder: Recorder, budget: int,
+                 resources: dict, requeue: list[Proposal] = (), metric: str = "val_acc"):
+        super().__init__(metric=metric, mode="max")
+        self.nasforge_searcher = searcher
+        self.space = space
+        self.recorder = recorder
+        self.budget = int(budget)
+        self.resources = dict(resources)
+        self.requeue = list(requeue)
+        self.issued = 0
+        self.live: dict[str, tuple[Proposal, float]] = {}  # ray trial id -> (proposal, t0)
+        self.last: dict[str, dict] = {}  # ray trial id -> last intermediate report
+
+    @staticmethod
+    def trial_config(proposal: Proposal) -> dict:
+        """The Tune config of a trial (``trial.run_trial`` decodes the tokens)."""
+        return {"nasforge": {"trial": proposal.id, "tokens": list(proposal.tokens)}}
+
+    # ------------------------------------------------------------ Ray's API
+    def suggest(self, trial_id: str):
+        if self.issued >= self.budget:
+            return TuneSearcher.FINISHED
+        proposal = self.requeue.pop(0) if self.requeue else self.nasforge_searcher.ask(1)[0]
+        self.issued += 1
+        self.live[trial_id] = (proposal, time.time())
+        self.recorder.asked(self.nasforge_searcher, proposal, trial_id)
+        return self.trial_config(proposal)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.live:
+            self.last[trial_id] = result
+            self.recorder.epoch(self.live[trial_id][0], _metrics(result))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.live:
+            log.warning("Ray reported an unknown trial %s complete: ignored", trial_id)
+            return
+        proposal, t0 = self.live.pop(trial_id)
+        result = result or self.last.get(trial_id) or {}
+        self.last.pop(trial_id, None)
+        record, outcome = self.make_record(proposal, trial_id, result, error, t0)
+        self.recorder.finished(record)
+        self.nasforge_searcher.tell(proposal, outcome)
+        self.recorder.told(self.nasforge_searcher, record)
+
+    def __getstate__(self):
+        # Ray pickles the Tuner (for Tuner.restore, which nasforge does not use: see
+        # runner.py); the recorder's TensorBoard writers and a database-backed Optuna study
+        # cannot be pickled; the searcher's state reaches Ray through get_state() instead.
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("recorder", "nasforge_searcher", "space")}
+
+    # Ray checkpoints its search algorithm with its experiment state; nasforge's own resume
+    # uses the run folder (run_folder.py), so these only keep Ray's copy complete.
+    def get_state(self) -> dict:
+        return {"searcher": self.nasforge_searcher.state_dict(), "issued": self.issued}
+
+    def set_state(self, state: dict) -> None:
+        self.nasforge_searcher.load_state_dict(state["searcher"])
+        self.issued = int(state["issued"])
+
+    def save(self, checkpoint_path: str) -> None:
+        import torch
+
+        torch.save(self.get_state(), checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import torch
+
+        self.set_state(torch.load(checkpoint_path, weights_only=True))
+
+    # --------------------------------------------------------------- records
+    def make_record(self, proposal: Proposal, ray_trial_id: str, result: dict, error: bool,
+                    t0: float) -> tuple[dict, Result]:
+        """The ``trials.jsonl`` line and the searcher's ``Result`` of a finished trial."""
+        metrics = _metrics(result)
+        final = result.get("final_status")
+        if error:
+            status, reason = "failed", "the trial's worker failed on every attempt (see Ray's " \
+                                       "error file in the trial folder)"
+        elif final is None:
+            status, reason = "pruned", None  # the scheduler stopped it before its last epoch
+        else:
+            status, reason = final, result.get("error")
+        if status == "ok":
+            outcome = Result.ok(**{k: v for k, v in metrics.items() if k != "epoch"},
+                                mult_adds=float(result.get("mult_adds") or 0),
+                                params=float(result.get("params") or 0))
+        elif status == "pruned":
+            outcome = Result.pruned(**{k: v for k, v in metrics.items() if k != "epoch"})
+        else:
+            outcome = Result.failed(reason)
+        now = time.time()
+        record = {
+            "trial": proposal.id, "ray_trial_id": ray_trial_id, "status": status,
+            "hash": proposal.hash, "tokens": list(proposal.tokens),
+            "origin": dict(proposal.meta),
+            "arch": self.space.to_graph(proposal.arch).to_dict(),
+            "metrics": metrics, "epochs": int(metrics.get("epoch") or 0),
+            "params": result.get("params"), "mult_adds": result.get("mult_adds"),
+            "wall_s": now - t0, "train_s": result.get("train_s"),
+            "restored_epoch": result.get("restored_epoch", 0),
+            "resources": self.resources, "error": reason,
+            "started_at": t0, "finished_at": now,
+        }
+        return record, outcome
+
+
+def _metrics(result: dict) -> dict:
+    """The child's metrics in a Ray report (finite numbers only; Ray's own keys dropped)."""
+    out = {}
+    for key in METRIC_KEYS:
+        v = result.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            out[key] = v
+    return out
+
+
+__all__ = ["TuneSearcherAdapter", "Recorder", "FINAL_KEYS"]

@@ -1,0 +1,71 @@
+"""The configuration of one search run (what ``nasforge search`` resolves its flags into)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+
+class SearchError(ValueError):
+    """Bad search input (unknown space or searcher, impossible resources, not a run folder):
+    the CLI prints it as one line and exits with code 2."""
+
+
+SCHEDULERS = ("fifo", "asha")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs; saved as ``config.json`` in the run folder and reloaded by
+    ``--resume`` (so a resumed search runs with exactly the original settings)."""
+
+    space: str = "nasnet"  # search_spaces registry name
+    searcher: str = "evolution"  # controllers registry name: rl | evolution | optuna | random
+    searcher_options: dict = field(default_factory=dict)  # fields of the searcher's config
+    trials: int = 100  # finished trials (ok + failed + pruned) the search runs to
+    recipe: str = "search"  # nasforge.train recipe for each child
+    epochs: int | None = None  # override of the recipe's epochs per child
+    data: str | None = None  # data source (default: the recipe's); always split for search
+    val_size: int | None = None  # images held out for validation (default: the recipe's)
+    cache_dir: str | None = None  # nasforge data cache folder
+    gpus: float | None = None  # GPUs the search may use; None = all GPUs of the cluster
+    gpus_per_trial: float = 1.0  # GPUs per child when gpus > 0 (fractions share a GPU)
+    cpus_per_trial: float = 1.0  # CPU cores per child (its torch threads)
+    scheduler: str = "fifo"  # fifo (every child trains to the end) | asha (early stopping)
+    max_retries: int = 2  # re-runs of a trial whose worker process died
+    seed: int = 0  # seeds the searcher, the data split and every child
+    address: str | None = None  # Ray cluster: None = start a local one, "auto", "ray://h:p"
+    storage: str | None = None  # Ray storage for trial checkpoints (default: <run>/ray)
+    faults: tuple[tuple[str, int], ...] = ()  # chaos testing: (kind, trial id), see faults.py
+
+    def __post_init__(self):
+        if isinstance(self.trials, bool) or int(self.trials) < 1:
+            raise SearchError(f"--trials must be at least 1, got {self.trials}")
+        if self.epochs is not None and self.epochs < 1:
+            raise SearchError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.scheduler not in SCHEDULERS:
+            raise SearchError(f"unknown scheduler {self.scheduler!r} "
+                              f"(known: {', '.join(SCHEDULERS)})")
+        if self.gpus is not None and (self.gpus < 0 or not math.isfinite(self.gpus)):
+            raise SearchError(f"--gpus must be >= 0, got {self.gpus}")
+        if not 0 < self.gpus_per_trial <= 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise SearchError(f"--gpus-per-trial must be a fraction of one GPU or a whole "
+                              f"number, got {self.gpus_per_trial}")
+        if self.gpus_per_trial <= 0 or self.cpus_per_trial <= 0:
+            raise SearchError("--gpus-per-trial and --cpus-per-trial must be positive")
+        if self.max_retries < 0:
+            raise SearchError(f"--max-retries must be >= 0, got {self.max_retries}")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SearchError(f"unknown search config fields {unknown}")
+        data = dict(data)
+        data["faults"] = tuple((str(k), int(t)) for k, t in data.get("faults", ()))
+        return cls(**data)

@@ -1,0 +1,164 @@
+"""The run folder ``runs/<name>/`` of a search: the files a user reads and ``--resume`` trusts.
+
+    config.json       SearchConfig + nasforge version, git commit, start time
+    trials.jsonl      append-only, one JSON line per finished trial (the source of truth)
+    best_cell.json    the best trial's cell pair (``nasforge train``/``info``-able), replaced
+                      atomically when the best changes
+    searcher.pt       the searcher's state_dict, replaced atomically after every ask and tell
+    events.out.tfevents.*   search-level TensorBoard scalars and images
+    trials/<id>/      per-trial TensorBoard events (learning curve, HParams)
+    ray/              Ray Tune's experiment state and trial checkpoints (unless --storage)
+
+Crash consistency: a finished trial is first appended to ``trials.jsonl`` (one ``write`` of a
+whole line, then fsync), then told to the searcher, then the searcher state is saved. A driver
+killed anywhere in between leaves a line whose proposal is still "in flight" in the saved state;
+``--resume`` tells it from the line instead of training it again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from nasforge.search.config import SearchError
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+TRIALS = "trials.jsonl"
+BEST = "best_cell.json"
+SEARCHER_STATE = "searcher.pt"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_trials(run_dir) -> list[dict]:
+    """The finished-trial records of a run, in file order, each trial id once.
+
+    A line cut short by a killed writer (only ever the last one) is skipped with a warning."""
+    path = Path(run_dir) / TRIALS
+    records, seen = [], set()
+    if not path.exists():
+        return records
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not complete JSON (a killed writer?): skipped", path, n)
+            continue
+        if rec.get("trial") in seen:
+            log.warning("%s line %d repeats trial %s: skipped", path, n, rec.get("trial"))
+            continue
+        seen.add(rec.get("trial"))
+        records.append(rec)
+    return records
+
+
+def best_trial(records: list[dict], objective: str = "val_acc") -> dict | None:
+    """The ``ok`` record with the highest ``metrics[objective]`` (lowest trial id on ties)."""
+    ok = [r for r in records if r.get("status") == "ok"
+          and isinstance(r.get("metrics", {}).get(objective), (int, float))]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["metrics"][objective], -int(r["trial"])))
+
+
+def device_seconds(record: dict) -> float:
+    """A trial's device time: wall seconds x its GPUs (x 1 for a CPU-only trial)."""
+    gpu = float(record.get("resources", {}).get("gpu") or 0)
+    return float(record.get("wall_s") or 0) * (gpu if gpu > 0 else 1.0)
+
+
+def is_run(path) -> bool:
+    path = Path(path)
+    return (path / CONFIG).is_file() and (path / TRIALS).is_file()
+
+
+class RunFolder:
+    """Reads and writes one run folder; every write is atomic or a single appended line."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------ lifecycle
+    def create(self, config: dict) -> "RunFolder":
+        """Called once when a new search starts; refuses a folder that already holds a run."""
+        if is_run(self.path):
+            raise SearchError(f"{self.path} already holds a search run: use --resume {self.path}"
+                              f" or another --name")
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path / CONFIG, (json.dumps(config, indent=2) + "\n").encode())
+        (self.path / TRIALS).touch()
+        return self
+
+    @classmethod
+    def open(cls, path) -> "RunFolder":
+        """Called by ``--resume``: the existing run, its torn last line (if any) removed."""
+        run = cls(path)
+        if not Path(path).is_dir():
+            raise SearchError(f"--resume {path}: no such folder")
+        if not is_run(path):
+            raise SearchError(f"--resume {path}: not a search run folder (needs {CONFIG} and "
+                              f"{TRIALS})")
+        run._drop_torn_tail()
+        return run
+
+    def _drop_torn_tail(self) -> None:
+        path = self.path / TRIALS
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s ends in a partial line (%d bytes): removed", path, len(data) - keep)
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+
+    # -------------------------------------------------------------- reading
+    def config(self) -> dict:
+        return json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+
+    def trials(self) -> list[dict]:
+        return read_trials(self.path)
+
+    def trial_dir(self, trial_id: int) -> Path:
+        return self.path / "trials" / f"{int(trial_id):05d}"
+
+    # -------------------------------------------------------------- writing
+    def append_trial(self, record: dict) -> None:
+        """Called once per finished trial, before the searcher hears of it."""
+        line = (json.dumps(record, allow_nan=True) + "\n").encode()
+        fd = os.open(self.path / TRIALS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write of a whole line: a kill cannot split it
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write_best(self, cell_pair_json: str) -> None:
+        _atomic_write(self.path / BEST, cell_pair_json.encode())
+
+    def save_searcher(self, state: dict) -> None:
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        _atomic_write(self.path / SEARCHER_STATE, buf.getvalue())
+
+    def load_searcher(self) -> dict | None:
+        import torch
+
+        path = self.path / SEARCHER_STATE
+        if not path.exists():
+            return None
+        return torch.load(path, weights_only=True)

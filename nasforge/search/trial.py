@@ -1,0 +1,138 @@
+"""One search trial = one child training, run by Ray Tune in a worker process.
+
+``run_trial`` is the Ray Tune function trainable. The driver hands it the data set and the
+``TrialSettings`` once through ``tune.with_parameters`` (Ray's object store: shipped to each
+node once, not once per trial) and each trial's architecture in its Tune config (see
+``adapter.trial_config``). Per epoch it reports the trainer's metrics and a checkpoint, so ASHA
+can stop weak children and a retried trial (its worker died) resumes from its last epoch; the
+last epoch is reported together with the trial's summary (``final_status``, ``params``,
+``mult_adds``, ``train_s``), which is how the adapter tells a finished child from one the
+scheduler stopped. A child that raises, diverges or runs out of memory is reported as
+``final_status="failed"``, not raised: a deterministic failure would only fail again on retry;
+Ray's retries are for dead workers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+FINAL_KEYS = ("final_status", "error", "params", "mult_adds", "train_s", "restored_epoch")
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a search shares (shipped once per node through the object store)."""
+
+    space: object  # the SearchSpace: decodes each trial's decision tokens
+    recipe: object  # nasforge.train.Recipe
+    epochs: int  # epochs per child
+    setting: str  # network setting of the child (cifar)
+    overrides: tuple[tuple[str, object], ...]  # NetworkConfig overrides (N, filters, ...)
+    seed: int  # search seed; each child's seed derives from it and the trial id
+    threads: int  # torch intra-op threads of a CPU child
+    faults: tuple[tuple[str, int], ...] = ()  # chaos testing (faults.py)
+
+
+def child_seed(seed: int, trial_id: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(trial_id)]).generate_state(1)[0])
+
+
+def _device():
+    import ray
+    import torch
+
+    if torch.cuda.is_available() and ray.get_gpu_ids():
+        return torch.device("cuda")  # Ray set CUDA_VISIBLE_DEVICES to this trial's GPU(s)
+    return torch.device("cpu")
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def run_trial(config: dict, data=None, settings: TrialSettings | None = None) -> None:
+    """The Ray Tune trainable; ``config["nasforge"]`` holds the trial id and the decision
+    tokens of its architecture (Ray copies the config into every result: kept small)."""
+    import torch
+    from ray import tune
+
+    from nasforge.api import build_model
+    from nasforge.flops import count_mult_adds
+    from nasforge.search.faults import FaultPlan
+    from nasforge.train import train
+    from nasforge.train.trainer import CHECKPOINT_NAME
+
+    spec = config["nasforge"]
+    trial_id = int(spec["trial"])
+    device = _device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, settings.threads))
+    seed = child_seed(settings.seed, trial_id)
+    work = tempfile.mkdtemp(prefix=f"nasforge-trial-{trial_id}-")
+    summary = {"final_status": "failed", "error": None, "params": None, "mult_adds": None,
+               "train_s": 0.0, "restored_epoch": 0}
+    held: dict = {}
+    try:
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as d:
+                shutil.copy(os.path.join(d, CHECKPOINT_NAME), os.path.join(work, CHECKPOINT_NAME))
+            summary["restored_epoch"] = int(torch.load(
+                os.path.join(work, CHECKPOINT_NAME), map_location="cpu",
+                weights_only=False)["epoch"])
+        faults = FaultPlan(settings.faults, trial_id, restored is not None)
+
+        torch.manual_seed(seed)
+        pair = settings.space.to_graph(settings.space.decode(spec["tokens"]))
+        model = build_model(pair, settings.setting, num_classes=data.num_classes,
+                            input_size=data.image_size[0], in_channels=data.channels,
+                            **dict(settings.overrides))
+        summary["params"] = sum(p.numel() for p in model.parameters())
+        summary["mult_adds"] = count_mult_adds(model, data.image_size[0], data.channels)[0]
+        faults.before_training(model)
+
+        def report(epoch: int, metrics: dict) -> None:
+            metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            metrics.setdefault("val_acc", float("nan"))  # Ray wants the metric in every report
+            if epoch >= settings.epochs:
+                held.update(metrics)  # sent with the summary, after train() returns
+                return
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+            faults.after_epoch(epoch)
+
+        t0 = time.perf_counter()
+        try:
+            result = train(model, data, settings.recipe, report=report, checkpoint_dir=work,
+                           device=device, seed=seed, epochs=settings.epochs)
+            if result["status"] == "ok":
+                summary["final_status"] = "ok"
+            else:
+                summary["error"] = f"training {result['status']}"
+            held.setdefault("epoch", result["epochs"])
+            for key in ("val_acc", "val_loss", "train_acc", "train_loss"):
+                if key in result and key not in held:
+                    held[key] = result[key]
+        finally:
+            summary["train_s"] = time.perf_counter() - t0
+    except Exception as e:  # the child failed; the search goes on (see the module docstring)
+        summary["error"] = f"{type(e).__name__}: {e}"[:500]
+        log.warning("trial %d failed: %s", trial_id, summary["error"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    final = dict(held)
+    final.update(summary)
+    final["val_acc"] = _finite(final.get("val_acc")) if final["final_status"] == "ok" \
+        else float("nan")
+    if final["val_acc"] is None:
+        final.update(final_status="failed", val_acc=float("nan"),
+                     error=final["error"] or "no validation accuracy")
+    tune.report(final)

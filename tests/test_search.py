@@ -1,0 +1,384 @@
+"""nasforge search: run folder, adapter, resume, faults, GPU scheduling, TensorBoard, CLI.
+
+The Ray tests share one local Ray instance (2 CPUs and 2 GPUs declared on this CPU machine, so
+GPU scheduling is exercised without GPUs) and train tiny children on synthetic data, one torch
+thread each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasforge.controllers import Result, get_searcher
+from nasforge.search import RunFolder, SearchConfig, SearchError, best_trial, read_trials
+from nasforge.search.adapter import TuneSearcherAdapter
+from nasforge.search.faults import parse_faults
+from nasforge.search.run_folder import device_seconds
+from nasforge.search.runner import _reconcile, plan_resources
+from nasforge.search_spaces import get_space
+from nasforge.train import get_recipe
+from nasforge.train.recipes import register_recipe
+
+from conftest import run_cli
+
+# tiny children: NASNet N=1 F=8 on 256 synthetic images, 2 epochs, 200 validation images
+TINY = register_recipe(replace(get_recipe("smoke"), name="search-test", train_subset=256,
+                               epochs=2, batch_size=64, val_size=200, eval_batch_size=200,
+                               cutout=0))
+TINY_ARGS = ["--recipe", "smoke", "--epochs", "1", "--data", "synthetic", "--val-size", "200"]
+
+
+def tiny_config(**kw) -> SearchConfig:
+    base = dict(searcher="random", trials=4, recipe="search-test", data="synthetic",
+                gpus=0, cpus_per_trial=1, seed=0)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+# ------------------------------------------------------------------------------ run folder
+def test_trials_jsonl_append_read_and_torn_tail(tmp_path):
+    run = RunFolder(tmp_path / "r").create({"format": "x"})
+    for i, acc in enumerate([0.5, 0.7, 0.7]):
+        run.append_trial({"trial": i, "status": "ok", "metrics": {"val_acc": acc},
+                          "wall_s": 10.0, "resources": {"gpu": 0.5}})
+    run.append_trial({"trial": 3, "status": "failed", "metrics": {}, "wall_s": 4.0,
+                      "resources": {"gpu": 0}})
+    with open(run.path / "trials.jsonl", "ab") as f:
+        f.write(b'{"trial": 4, "status": "o')  # a writer killed mid-line
+    records = read_trials(run.path)
+    assert [r["trial"] for r in records] == [0, 1, 2, 3]
+    assert best_trial(records)["trial"] == 1  # ties: the earlier trial
+    assert [device_seconds(r) for r in records] == [5.0, 5.0, 5.0, 4.0]
+    RunFolder.open(run.path)  # resume removes the torn tail, appends start on a fresh line
+    assert (run.path / "trials.jsonl").read_bytes().endswith(b"\n")
+    run.append_trial({"trial": 5, "status": "ok", "metrics": {"val_acc": 0.1}})
+    assert [r["trial"] for r in read_trials(run.path)] == [0, 1, 2, 3, 5]
+
+
+def test_create_refuses_an_existing_run_and_open_refuses_a_non_run(tmp_path):
+    RunFolder(tmp_path / "r").create({})
+    with pytest.raises(SearchError, match="already holds"):
+        RunFolder(tmp_path / "r").create({})
+    with pytest.raises(SearchError, match="not a search run"):
+        RunFolder.open(tmp_path)
+    with pytest.raises(SearchError, match="no such folder"):
+        RunFolder.open(tmp_path / "nope")
+
+
+def test_fault_spec_parsing():
+    assert parse_faults("raise:3, kill:7,nan:0") == (("raise", 3), ("kill", 7), ("nan", 0))
+    assert parse_faults(None) == ()
+    with pytest.raises(ValueError, match="bad entry"):
+        parse_faults("explode:1")
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(trials=0), "--trials"), (dict(scheduler="hyperband"), "unknown scheduler"),
+    (dict(gpus_per_trial=1.5), "gpus-per-trial"), (dict(max_retries=-1), "max-retries"),
+    (dict(epochs=0), "--epochs")])
+def test_search_config_rejects_bad_values(bad, match):
+    with pytest.raises(SearchError, match=match):
+        SearchConfig(**bad)
+
+
+# ---------------------------------------------------------------------------------- resources
+@pytest.mark.parametrize("cluster,kw,per_trial,concurrency", [
+    ({"CPU": 16, "GPU": 8}, dict(), {"cpu": 1, "gpu": 1}, 8),
+    ({"CPU": 16, "GPU": 2}, dict(gpus_per_trial=0.5), {"cpu": 1, "gpu": 0.5}, 4),
+    ({"CPU": 2, "GPU": 2}, dict(gpus_per_trial=0.5), {"cpu": 1, "gpu": 0.5}, 2),  # CPU-bound
+    ({"CPU": 2}, dict(), {"cpu": 1, "gpu": 0.0}, 2),
+    ({"CPU": 8, "GPU": 4}, dict(gpus=0, cpus_per_trial=4), {"cpu": 4, "gpu": 0.0}, 2),
+])
+def test_plan_resources(cluster, kw, per_trial, concurrency):
+    got, n, note = plan_resources(SearchConfig(**kw), cluster)
+    assert got == per_trial and n == concurrency
+    assert ("CPU" in note) == (per_trial["gpu"] == 0)
+
+
+def test_plan_resources_refuses_more_gpus_than_the_cluster_has():
+    with pytest.raises(SearchError, match="--gpus 8 asked for, but the Ray cluster has 0"):
+        plan_resources(SearchConfig(gpus=8), {"CPU": 2})
+
+
+# ------------------------------------------------------------------------------------ adapter
+class _Recorder:
+    def __init__(self):
+        self.events = []
+
+    def asked(self, searcher, proposal, ray_trial_id):
+        self.events.append(("asked", proposal.id))
+
+    def epoch(self, proposal, metrics):
+        self.events.append(("epoch", proposal.id, metrics["epoch"]))
+
+    def finished(self, record):
+        self.events.append(("finished", record["trial"], record["status"]))
+
+    def told(self, searcher, record):
+        self.events.append(("told", record["trial"]))
+
+
+def test_adapter_maps_ray_results_to_results_and_records():
+    space = get_space("nasnet")
+    searcher = get_searcher("evolution", space, seed=0, population_size=4, sample_size=2)
+    rec = _Recorder()
+    ad = TuneSearcherAdapter(searcher, space, rec, budget=4, resources={"cpu": 1, "gpu": 0.5})
+    configs = [ad.suggest(f"r{i}") for i in range(4)]
+    assert ad.suggest("r4") == "FINISHED"  # the budget
+    assert [c["nasforge"]["trial"] for c in configs] == [0, 1, 2, 3]
+    assert len(searcher.in_flight()) == 4
+    ad.on_trial_result("r2", {"epoch": 1, "val_acc": 0.3, "training_iteration": 1})
+    ad.on_trial_complete("r2", None)  # stopped by the scheduler after one report: pruned
+    ad.on_trial_complete("r0", {"epoch": 2, "val_acc": 0.61, "final_status": "ok",
+                                "params": 10, "mult_adds": 20, "train_s": 1.0})
+    ad.on_trial_complete("r1", {"val_acc": float("nan"), "final_status": "failed",
+                                "error": "training diverged"})
+    ad.on_trial_complete("r3", None, error=True)  # the worker died on every attempt
+    assert searcher.in_flight() == []
+    assert searcher.counts == {"ok": 1, "failed": 2, "pruned": 1}
+    assert [e for e in rec.events if e[0] == "finished"] == [
+        ("finished", 2, "pruned"), ("finished", 0, "ok"), ("finished", 1, "failed"),
+        ("finished", 3, "failed")]
+    # the searcher hears of a trial only after its record was written
+    order = [e[:2] for e in rec.events if e[0] in ("finished", "told")]
+    assert order[::2] == [("finished", t) for t in (2, 0, 1, 3)]
+    assert searcher.best()[1].metrics["val_acc"] == 0.61
+
+
+def test_reconcile_tells_recorded_trials_and_requeues_the_rest():
+    space = get_space("nasnet")
+    searcher = get_searcher("random", space, seed=3)
+    ps = searcher.ask(3)
+    records = [{"trial": ps[1].id, "status": "ok", "metrics": {"val_acc": 0.4, "epoch": 2},
+                "params": 5, "mult_adds": 6}]
+    requeue = _reconcile(searcher, records)
+    assert [p.id for p in requeue] == [ps[0].id, ps[2].id]
+    assert searcher.counts["ok"] == 1 and len(searcher.in_flight()) == 2
+
+
+# ------------------------------------------------------------------------------ Ray searches
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faulty_run(ray_cluster, tmp_path_factory):
+    """6 trials: trial 1 raises, trial 2 diverges (NaN weights), trial 3's worker is killed
+    after its first epoch (Ray retries it from that epoch's checkpoint)."""
+    from nasforge.search.runner import run_search
+
+    run_dir = tmp_path_factory.mktemp("search") / "faulty"
+    progress = []
+    summary = run_search(tiny_config(trials=6, searcher="evolution",
+                                     searcher_options={"population_size": 4, "sample_size": 2},
+                                     faults=(("raise", 1), ("nan", 2), ("kill", 3))),
+                         run_dir, on_progress=progress.append)
+    return run_dir, summary, progress
+
+
+def test_faulty_search_records_every_trial_once(faulty_run):
+    run_dir, summary, progress = faulty_run
+    records = read_trials(run_dir)
+    lines = (run_dir / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == len(records) == 6  # every line complete JSON, each trial once
+    by_id = {r["trial"]: r for r in records}
+    assert sorted(by_id) == list(range(6))
+    assert by_id[1]["status"] == "failed" and "InjectedFault" in by_id[1]["error"]
+    assert by_id[2]["status"] == "failed" and by_id[2]["error"] == "training diverged"
+    assert by_id[3]["status"] == "ok" and by_id[3]["restored_epoch"] == 1
+    for t in (0, 3, 4, 5):
+        r = by_id[t]
+        assert r["status"] == "ok" and 0 <= r["metrics"]["val_acc"] <= 1
+        assert r["epochs"] == 2 and r["params"] > 0 and r["mult_adds"] > 0
+        assert r["train_s"] > 0 and r["wall_s"] >= r["train_s"]
+        assert r["resources"] == {"cpu": 1, "gpu": 0.0}
+    assert summary["finished"] == 6 and summary["failed"] == 2
+    assert [p.finished for p in progress] == list(range(1, 7))
+    assert progress[-1].eta_s == 0
+
+
+def test_search_writes_the_run_folder(faulty_run):
+    from nasforge.api import load_file
+    from nasforge.controllers import load_state
+
+    run_dir, summary, _ = faulty_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["search"]["trials"] == 6 and config["nasforge_version"]
+    assert config["recipe"]["name"] == "search-test" and config["data"]["val"] == 200
+    best = best_trial(read_trials(run_dir))
+    assert summary["best_trial"] == best["trial"]
+    pair = load_file(str(run_dir / "best_cell.json"))
+    from nasforge.search_spaces import get_space
+
+    assert pair.canonical_hash() == best["hash"]
+    space = get_space("nasnet")
+    searcher = load_state(get_searcher("evolution", space, seed=0, population_size=4,
+                                       sample_size=2), run_dir / "searcher.pt")
+    assert searcher.in_flight() == [] and sum(searcher.counts.values()) == 6
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert len(list((run_dir / "trials").glob("*/events.out.tfevents.*"))) == 6
+    assert list((run_dir / "ray").glob("part-1/experiment_state*.json"))
+
+
+def test_fractional_gpus_run_four_trials_at_once(ray_cluster, tmp_path):
+    from nasforge.search.runner import run_search
+
+    run_search(tiny_config(trials=4, gpus=2, gpus_per_trial=0.5, cpus_per_trial=0.5),
+               tmp_path / "gpus")
+    records = read_trials(tmp_path / "gpus")
+    assert all(r["resources"] == {"cpu": 0.5, "gpu": 0.5} for r in records)
+    events = sorted([(r["started_at"], 1) for r in records] +
+                    [(r["finished_at"], -1) for r in records])
+    live, peak = 0, 0
+    for _, d in events:
+        live += d
+        peak = max(peak, live)
+    assert peak == 4
+
+
+def test_asha_scheduler_runs(ray_cluster, tmp_path):
+    from nasforge.search.runner import run_search
+
+    summary = run_search(tiny_config(trials=4, scheduler="asha", epochs=3), tmp_path / "asha")
+    records = read_trials(tmp_path / "asha")
+    assert len(records) == 4 and summary["finished"] == 4
+    assert {r["status"] for r in records} <= {"ok", "pruned"}
+    assert all(r["epochs"] == 3 for r in records if r["status"] == "ok")
+
+
+def test_resume_of_a_finished_run_runs_nothing(faulty_run, ray_cluster):
+    from nasforge.search.runner import run_search
+
+    run_dir, _, _ = faulty_run
+    before = (run_dir / "trials.jsonl").read_bytes()
+    summary = run_search(None, run_dir, resume=True)
+    assert summary["finished"] == 6 and (run_dir / "trials.jsonl").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------ TensorBoard
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, data: bytes | None = None):
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_tensorboard_serves_scalars_and_hparams(faulty_run, tmp_path):
+    run_dir, _, _ = faulty_run
+    port = _free_port()
+    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
+                           str(run_dir), "--host", "127.0.0.1", "--port", str(port),
+                           "--reload_interval", "0"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        tags = None
+        while time.time() < deadline:
+            try:
+                tags = _get(f"{base}/data/plugin/scalars/tags")
+                if "." in tags and any("val_acc" in t for r in tags.values() for t in r):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert tags is not None, "tensorboard did not answer"
+        search_tags = set(tags["."])
+        assert {"search/best_val_acc", "search/best_val_acc_by_device_s", "search/failed",
+                "searcher/population_best", "searcher/duplicate_hits"} <= search_tags
+        trial_runs = [r for r in tags if r.startswith("trials/")]
+        assert len(trial_runs) == 6
+        assert {"val_acc", "train_loss", "hparams/val_acc"} <= set(tags["trials/00000"])
+        exp = _get(f"{base}/data/plugin/hparams/experiment",
+                   json.dumps({"experimentName": ""}).encode())
+        names = {h["name"] for h in exp["hparamInfos"]}
+        assert {"searcher", "hash", "params", "mult_adds"} <= names
+        assert [m["name"]["tag"] for m in exp["metricInfos"]] == ["hparams/val_acc"]
+        images = _get(f"{base}/data/plugin/images/tags")
+        assert {"search/val_acc_vs_mult_adds", "search/best_cell"} <= set(images["."])
+    finally:
+        tb.kill()
+        tb.wait()
+
+
+# -------------------------------------------------------------------------------------- CLI
+@pytest.mark.parametrize("args,match", [
+    (["--space", "darts"], "unknown search space 'darts'"),
+    (["--searcher", "bayes"], "unknown searcher 'bayes'"),
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--resume", "."], "not a search run folder"),
+    (["--address", "127.0.0.1:9"], "cannot connect to the Ray cluster"),
+    (["--gpus", "8"], "--gpus 8 asked for"),
+])
+def test_search_cli_bad_input(args, match, tmp_path):
+    r = run_cli("search", *TINY_ARGS, "--runs-dir", tmp_path, *args, timeout=180)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], r.stderr
+    assert not list(tmp_path.glob("*/config.json"))  # nothing written for bad input
+
+
+def test_driver_sigkill_then_resume(tmp_path):
+    """The whole process group (driver and its local Ray) is SIGKILLed mid-search; --resume
+    finishes the budget with every finished trial recorded once and none trained twice."""
+    args = ["search", *TINY_ARGS, "--searcher", "rl", "--trials", "6", "--runs-dir",
+            tmp_path, "--name", "killed", "--cpus-per-trial", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "nasforge", *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    trials = tmp_path / "killed" / "trials.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if trials.exists() and len(trials.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {r["trial"]: r for r in read_trials(tmp_path / "killed")}
+    assert 2 <= len(done_before) < 6
+    r = run_cli("search", "--resume", tmp_path / "killed", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    records = read_trials(tmp_path / "killed")
+    lines = trials.read_text().splitlines()
+    assert len(lines) == len(records) == 6
+    assert len({rec["trial"] for rec in records}) == 6
+    for t, rec in done_before.items():  # finished trials were not trained again
+        assert [x for x in records if x["trial"] == t] == [rec]
+    assert json.loads(r.stdout)["finished"] == 6
+    assert len(list((tmp_path / "killed" / "ray").glob("part-*"))) == 2
+
+
+def test_compare_cli(faulty_run, tmp_path):
+    run_dir, summary, _ = faulty_run
+    r = run_cli("compare", run_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    row, = json.loads(r.stdout)
+    assert row["finished"] == 6 and row["failed"] == 2 and row["searcher"] == "evolution"
+    assert row["best_val_acc"] == summary["best_val_acc"]
+    assert 1 <= row["trials_to_best"] <= 6 and row["device_hours_to_best"] > 0
+    r = run_cli("compare", run_dir)
+    assert "tensorboard --logdir" in r.stdout and "evolution" in r.stdout
+    r = run_cli("compare", run_dir, tmp_path)
+    assert r.returncode == 2 and "not a search run folder" in r.stderr
