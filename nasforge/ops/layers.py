@@ -41,11 +41,26 @@ def _static_padding(kernel, stride, dilation) -> tuple[int, int] | None:
     return tuple(pads)
 
 
+def _same_total(size, effective: int, stride: int):
+    """``same_padding``'s total as integer arithmetic with no control flow on ``size``, so
+    that torch.fx can trace it (``nasforge.export``) with identical results.
+
+    ``ceil(size / stride) * stride - size == (-size) % stride``, so the total is
+    ``max((-size) % stride + effective - stride, 0)``. The max can only bind when
+    ``effective < stride``, which is known without the input; then it is ``(t + |t|) // 2``.
+    """
+    total = (-size) % stride + effective - stride
+    if effective < stride:
+        total = (total + abs(total)) // 2
+    return total
+
+
 def _dynamic_pads(x: torch.Tensor, kernel, stride, dilation) -> tuple[int, int, int, int]:
+    """F.pad's (left, right, top, bottom) of TF 'SAME' for ``x`` (see ``same_padding``)."""
     k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
-    top, bottom = same_padding(x.shape[-2], k[0], s[0], d[0])
-    left, right = same_padding(x.shape[-1], k[1], s[1], d[1])
-    return left, right, top, bottom
+    height = _same_total(x.shape[-2], (k[0] - 1) * d[0] + 1, s[0])
+    width = _same_total(x.shape[-1], (k[1] - 1) * d[1] + 1, s[1])
+    return width // 2, width - width // 2, height // 2, height - height // 2
 
 
 class Conv2dSame(nn.Conv2d):
@@ -100,7 +115,7 @@ class AvgPool2dSame(nn.Module):
             return F.avg_pool2d(F.pad(x, pads), self.kernel, self.stride)
         # Sum over the window, divided by the number of real (unpadded) inputs in it.
         summed = F.avg_pool2d(F.pad(x, pads), self.kernel, self.stride, divisor_override=1)
-        ones = torch.ones((1, 1) + tuple(x.shape[-2:]), dtype=x.dtype, device=x.device)
+        ones = torch.ones_like(x[:1, :1])
         count = F.avg_pool2d(F.pad(ones, pads), self.kernel, self.stride, divisor_override=1)
         return summed / count
 

@@ -1,0 +1,243 @@
+"""``nasforge export``: write an architecture as JSON, a drawing, standalone PyTorch, ONNX or
+TorchScript.
+
+WHAT is a zoo name, a cell-pair/chain JSON file, or ``best_cell`` with ``--run RUN_DIR`` (the
+best finished trial of a search run; ``--trial ID`` picks one trial, ``--top K`` the K best).
+What was written goes to stderr; the output paths, one per line, to stdout.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BEST = "best_cell"
+
+
+def register(sub):
+    from nasforge.export import EXPORTERS
+    from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
+
+    formats = ", ".join(f"{name} ({e.suffix})" for name, e in EXPORTERS.items())
+    p = sub.add_parser("export", help="write an architecture as json, a drawing, PyTorch "
+                                      "source, ONNX or TorchScript")
+    p.add_argument("what", nargs="?", metavar="WHAT",
+                   help=f"zoo name, cell-pair JSON file, or {BEST} (with --run)")
+    p.add_argument("--format", "-f", metavar="FMT",
+                   help=f"one of: {formats} (default: from -o's suffix)")
+    p.add_argument("--output", "-o", metavar="PATH",
+                   help=f"output file (with --top: output folder); default "
+                        f"RUN_DIR/export/{BEST}.EXT for runs, else NAME.EXT here")
+    p.add_argument("--run", dest="run_dir", metavar="RUN_DIR",  # args.run: the command handler
+                   help=f"search run folder (config.json, trials.jsonl) for {BEST}")
+    p.add_argument("--trial", type=int, metavar="ID",
+                   help="export this trial of the run instead of the best (trial_ID.EXT)")
+    p.add_argument("--top", type=int, metavar="K",
+                   help=f"export the K best finished trials ({BEST}_top1.EXT, ...)")
+    p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
+                   help="network setting (default: the run's config 'setting', else the "
+                        "model's first; cifar for cell files)")
+    p.add_argument("--input-size", type=int, metavar="PX",
+                   help="input pixels of the traced formats (py, onnx, torchscript; default: "
+                        "the setting's)")
+    p.set_defaults(run=run)
+
+
+# ------------------------------------------------------------------ run folders
+# A private minimal reader of the search runner's run folder (to be replaced by
+# nasforge.search.run_folder.read_trials / best_trial).
+
+def _load_trials(run_dir: Path) -> list[dict]:
+    """The trial records of ``run_dir/trials.jsonl`` (one JSON object per line, unique
+    ``trial`` ids: a repeated id is skipped, as ``nasforge.search.run_folder.read_trials``
+    does). Unparsable lines, e.g. a last line cut short by a killed writer, are skipped with
+    a warning."""
+    from nasforge.cli import UsageError
+
+    if not run_dir.is_dir():
+        raise UsageError(f"--run {run_dir}: no such folder")
+    missing = [n for n in ("config.json", "trials.jsonl") if not (run_dir / n).is_file()]
+    if missing:
+        raise UsageError(f"{run_dir} is not a run folder (no {' and no '.join(missing)})")
+    records: dict[int, dict] = {}
+    text = (run_dir / "trials.jsonl").read_text(encoding="utf-8", errors="replace")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s/trials.jsonl line %d is not JSON (a cut-short write?): skipped",
+                        run_dir, lineno)
+            continue
+        trial = record.get("trial") if isinstance(record, dict) else None
+        if not isinstance(trial, int) or isinstance(trial, bool):
+            log.warning("%s/trials.jsonl line %d has no integer 'trial': skipped", run_dir,
+                        lineno)
+            continue
+        if trial in records:
+            log.warning("%s/trials.jsonl line %d repeats trial %d: skipped", run_dir, lineno,
+                        trial)
+            continue
+        records[trial] = record
+    return list(records.values())
+
+
+def _val_acc(record: dict) -> float | None:
+    metrics = record.get("metrics")
+    value = metrics.get("val_acc") if isinstance(metrics, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _ranked(records: list[dict]) -> list[dict]:
+    """Finished trials, best first: highest metrics.val_acc, ties to the lowest trial id."""
+    ok = [r for r in records if r.get("status") == "ok" and _val_acc(r) is not None]
+    return sorted(ok, key=lambda r: (-_val_acc(r), r["trial"]))
+
+
+def _run_setting(run_dir: Path) -> str | None:
+    """The run config's top-level ``setting`` when it names a known setting."""
+    from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
+
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("%s/config.json is not readable JSON: its settings are ignored", run_dir)
+        return None
+    setting = config.get("setting") if isinstance(config, dict) else None
+    return setting if isinstance(setting, str) and setting in {*SETTINGS, *CHAIN_SETTINGS} \
+        else None
+
+
+def _trial_arch(record: dict, run_dir: Path):
+    from nasforge.cli import UsageError
+    from nasforge.dsl import Cell, load_architecture
+
+    if not isinstance(record.get("arch"), dict):
+        raise UsageError(f"trial {record['trial']} of {run_dir} has no architecture ('arch')")
+    arch = load_architecture(json.dumps(record["arch"]))
+    if isinstance(arch, Cell):
+        raise UsageError(f"trial {record['trial']} of {run_dir} holds a single cell, not a "
+                         f"cell pair")
+    return arch.validate()
+
+
+def _describe_trial(record: dict) -> str:
+    acc = _val_acc(record)
+    return (f"trial {record['trial']} ({record.get('status', '?')}"
+            + (f", val_acc {acc:.4f}" if acc is not None else "") + ")")
+
+
+def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
+    """(architecture, description, output path) for each trial to export from --run."""
+    from nasforge.cli import UsageError
+
+    run_dir = Path(args.run_dir)
+    records = _load_trials(run_dir)
+    out_dir = run_dir / "export"
+    if args.trial is not None:
+        record = next((r for r in records if r["trial"] == args.trial), None)
+        if record is None:
+            ids = sorted(r["trial"] for r in records)
+            known = f"{ids[0]}..{ids[-1]}" if ids else "none"
+            raise UsageError(f"{run_dir} has no trial {args.trial} (trial ids: {known})")
+        path = Path(args.output) if args.output else out_dir / f"trial_{args.trial}{suffix}"
+        return [(_trial_arch(record, run_dir), _describe_trial(record), path)]
+    ranked = _ranked(records)
+    if not ranked:
+        raise UsageError(f"{run_dir} has no finished trial (status 'ok' with metrics.val_acc; "
+                         f"{len(records)} trial record(s))")
+    if args.top is None:
+        path = Path(args.output) if args.output else out_dir / f"{BEST}{suffix}"
+        return [(_trial_arch(ranked[0], run_dir), f"{BEST}: {_describe_trial(ranked[0])}",
+                 path)]
+    if args.top > len(ranked):
+        print(f"note: {run_dir} has only {len(ranked)} finished trial(s); exporting "
+              f"{len(ranked)}, not {args.top}", file=sys.stderr)
+    folder = Path(args.output) if args.output else out_dir
+    return [(_trial_arch(r, run_dir), f"top {i}: {_describe_trial(r)}",
+             folder / f"{BEST}_top{i}{suffix}") for i, r in enumerate(ranked[:args.top], 1)]
+
+
+# ------------------------------------------------------------------ command
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n / 2 ** 20:.1f} MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:.1f} KiB" \
+        if n >= 2 ** 10 else f"{n} bytes"
+
+
+def _check_args(args) -> str:
+    """The format; UsageError for every bad combination of arguments."""
+    from nasforge.cli import UsageError
+    from nasforge.export import EXPORTERS
+
+    fmt = args.format
+    if fmt is None and args.output and args.top is None:
+        fmt = next((n for n, e in EXPORTERS.items() if args.output.endswith(e.suffix)), None)
+    if fmt is None:
+        raise UsageError(f"export: give --format ({', '.join(EXPORTERS)})")
+    if fmt not in EXPORTERS:
+        raise UsageError(f"export: unknown format {fmt!r} (known: {', '.join(EXPORTERS)})")
+    if args.input_size is not None and args.input_size < 1:
+        raise UsageError(f"--input-size must be at least 1, got {args.input_size}")
+    if args.top is not None and args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    what = args.what or (BEST if args.run_dir else None)
+    if what is None:
+        raise UsageError(f"export: give WHAT (a zoo name, a cell-pair JSON file, or {BEST} "
+                         f"with --run RUN_DIR)")
+    if what == BEST:
+        if not args.run_dir:
+            raise UsageError(f"{BEST} needs --run RUN_DIR (a search run folder)")
+        if args.trial is not None and args.top is not None:
+            raise UsageError("--trial and --top exclude each other")
+    else:
+        given = [o for o, v in (("--run", args.run_dir), ("--trial", args.trial),
+                                ("--top", args.top)) if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to {BEST}, not to {what!r}")
+    args.what = what
+    return fmt
+
+
+def run(args) -> int:
+    from nasforge.cli import UsageError
+    from nasforge.export import ExportError, default_name, export_source, get_exporter
+
+    fmt = _check_args(args)
+    exporter = get_exporter(fmt)
+    if args.what == BEST:
+        jobs = _run_jobs(args, exporter.suffix)
+        setting = args.setting or _run_setting(Path(args.run_dir))
+    else:
+        stem = default_name(args.what)
+        path = Path(args.output) if args.output else Path(stem + exporter.suffix)
+        if os.path.isfile(args.what) and path.exists() and path.samefile(args.what):
+            raise UsageError(f"export would overwrite its input {args.what}; give -o PATH")
+        jobs = [(args.what, args.what, path)]
+        setting = args.setting
+    written = []
+    for arch, what, path in jobs:
+        source = export_source(arch, setting, args.input_size,
+                               name=path.stem if args.what == BEST else None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            exporter(source, path)
+        except ExportError as e:
+            print(f"nasforge: error: cannot export {what} as {fmt}: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote {what} as {fmt}"
+              + (f" (setting {setting})" if setting and fmt in ("py", "onnx", "torchscript")
+                 else "") + f": {path} ({_size(path)})", file=sys.stderr)
+        written.append(path)
+    for path in written:
+        print(path)
+    return 0
