@@ -344,7 +344,7 @@ def test_cli_best_cell_picks_the_best_finished_trial(tmp_path, capsys, caplog):
     assert load_file(str(path)) == pairs[2]  # 1 failed, 4 pruned; 2 beats 3 on the tie
     warnings = [r.getMessage() for r in caplog.records]
     assert any("line 6 repeats trial 0" in w for w in warnings)
-    assert any("line 7 is not JSON" in w for w in warnings)
+    assert any("line 7 is not complete JSON" in w for w in warnings)
 
 
 def test_cli_trial_and_top(tmp_path, capsys):
@@ -405,7 +405,7 @@ BAD_CLI = [
     (["nasnet_a"], "give --format"),
     (["best_cell", "--format", "json"], "best_cell needs --run"),
     (["best_cell", "--run", "{tmp}/nowhere", "-f", "json"], "no such folder"),
-    (["best_cell", "--run", "{tmp}/notrun", "-f", "json"], "is not a run folder (no trials.jsonl)"),
+    (["best_cell", "--run", "{tmp}/notrun", "-f", "json"], "is not a run folder (needs config.json and trials.jsonl)"),
     (["best_cell", "--run", "{tmp}/unfinished", "-f", "json"], "has no finished trial"),
     (["best_cell", "--run", "{tmp}/run", "--trial", "42", "-f", "json"], "has no trial 42"),
     (["best_cell", "--run", "{tmp}/run", "--top", "0", "-f", "json"], "--top must be at least 1"),

@@ -234,6 +234,9 @@ def test_search_writes_the_run_folder(faulty_run):
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert len(list((run_dir / "trials").glob("*/events.out.tfevents.*"))) == 6
     assert list((run_dir / "ray").glob("part-1/experiment_state*.json"))
+    ray_trials = sorted(p.name for p in (run_dir / "ray" / "part-1").glob("trial_*"))
+    assert ray_trials == [f"trial_{i:05d}" for i in range(6)]
+    assert not list((run_dir / "ray").glob("part-1/trial_*/checkpoint_*"))  # dropped at the end
 
 
 def test_fractional_gpus_run_four_trials_at_once(ray_cluster, tmp_path):

@@ -49,57 +49,20 @@ def register(sub):
 
 
 # ------------------------------------------------------------------ run folders
-# A private minimal reader of the search runner's run folder (to be replaced by
-# nasforge.search.run_folder.read_trials / best_trial).
-
 def _load_trials(run_dir: Path) -> list[dict]:
-    """The trial records of ``run_dir/trials.jsonl`` (one JSON object per line, unique
-    ``trial`` ids: a repeated id is skipped, as ``nasforge.search.run_folder.read_trials``
-    does). Unparsable lines, e.g. a last line cut short by a killed writer, are skipped with
-    a warning."""
     from nasforge.cli import UsageError
+    from nasforge.search.run_folder import is_run, read_trials
 
     if not run_dir.is_dir():
         raise UsageError(f"--run {run_dir}: no such folder")
-    missing = [n for n in ("config.json", "trials.jsonl") if not (run_dir / n).is_file()]
-    if missing:
-        raise UsageError(f"{run_dir} is not a run folder (no {' and no '.join(missing)})")
-    records: dict[int, dict] = {}
-    text = (run_dir / "trials.jsonl").read_text(encoding="utf-8", errors="replace")
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s/trials.jsonl line %d is not JSON (a cut-short write?): skipped",
-                        run_dir, lineno)
-            continue
-        trial = record.get("trial") if isinstance(record, dict) else None
-        if not isinstance(trial, int) or isinstance(trial, bool):
-            log.warning("%s/trials.jsonl line %d has no integer 'trial': skipped", run_dir,
-                        lineno)
-            continue
-        if trial in records:
-            log.warning("%s/trials.jsonl line %d repeats trial %d: skipped", run_dir, lineno,
-                        trial)
-            continue
-        records[trial] = record
-    return list(records.values())
+    if not is_run(run_dir):
+        raise UsageError(f"{run_dir} is not a run folder (needs config.json and trials.jsonl)")
+    return read_trials(run_dir)
 
 
 def _val_acc(record: dict) -> float | None:
-    metrics = record.get("metrics")
-    value = metrics.get("val_acc") if isinstance(metrics, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _ranked(records: list[dict]) -> list[dict]:
-    """Finished trials, best first: highest metrics.val_acc, ties to the lowest trial id."""
-    ok = [r for r in records if r.get("status") == "ok" and _val_acc(r) is not None]
-    return sorted(ok, key=lambda r: (-_val_acc(r), r["trial"]))
+    value = record.get("metrics", {}).get("val_acc")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _run_setting(run_dir: Path) -> str | None:
@@ -138,6 +101,7 @@ def _describe_trial(record: dict) -> str:
 def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
     """(architecture, description, output path) for each trial to export from --run."""
     from nasforge.cli import UsageError
+    from nasforge.search.run_folder import ranked_trials
 
     run_dir = Path(args.run_dir)
     records = _load_trials(run_dir)
@@ -150,7 +114,7 @@ def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
             raise UsageError(f"{run_dir} has no trial {args.trial} (trial ids: {known})")
         path = Path(args.output) if args.output else out_dir / f"trial_{args.trial}{suffix}"
         return [(_trial_arch(record, run_dir), _describe_trial(record), path)]
-    ranked = _ranked(records)
+    ranked = ranked_trials(records)
     if not ranked:
         raise UsageError(f"{run_dir} has no finished trial (status 'ok' with metrics.val_acc; "
                          f"{len(records)} trial record(s))")

@@ -81,7 +81,7 @@ def _options(items: list[str]) -> dict:
 
 def progress_line(p) -> str:
     width = len(str(p.budget))
-    parts = [f"[{p.finished:>{width}}/{p.budget}]"]
+    parts = []
     if p.last is not None:
         r = p.last
         acc = r["metrics"].get("val_acc")
@@ -93,7 +93,7 @@ def progress_line(p) -> str:
     if p.best is not None:
         parts.append(f"best {p.best:.4f} (trial {p.best_trial})")
     parts.append(f"elapsed {_fmt_s(p.elapsed_s)}, ETA {_fmt_s(p.eta_s)}")
-    return " | ".join(parts)
+    return f"[{p.finished:>{width}}/{p.budget}] " + " | ".join(parts)
 
 
 def run(args) -> int:

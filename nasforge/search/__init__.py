@@ -6,10 +6,11 @@ search space, one Ray Tune trial per child training (nasforge.train), and keeps 
 Ray is imported only when a search runs.
 """
 from nasforge.search.config import SearchConfig, SearchError
-from nasforge.search.run_folder import RunFolder, best_trial, is_run, read_trials
+from nasforge.search.run_folder import (RunFolder, best_trial, is_run, ranked_trials,
+                                        read_trials)
 
 __all__ = ["SearchConfig", "SearchError", "RunFolder", "read_trials", "best_trial", "is_run",
-           "run_search", "SearchProgress"]
+           "ranked_trials", "run_search", "SearchProgress"]
 
 
 def __getattr__(name):  # run_search imports Ray: only when asked for

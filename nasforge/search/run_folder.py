@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -56,7 +57,10 @@ def read_trials(run_dir) -> list[dict]:
         except json.JSONDecodeError:
             log.warning("%s line %d is not complete JSON (a killed writer?): skipped", path, n)
             continue
-        if rec.get("trial") in seen:
+        if not isinstance(rec, dict) or type(rec.get("trial")) is not int:
+            log.warning("%s line %d has no integer 'trial': skipped", path, n)
+            continue
+        if rec["trial"] in seen:
             log.warning("%s line %d repeats trial %s: skipped", path, n, rec.get("trial"))
             continue
         seen.add(rec.get("trial"))
@@ -64,13 +68,21 @@ def read_trials(run_dir) -> list[dict]:
     return records
 
 
+def ranked_trials(records: list[dict], objective: str = "val_acc") -> list[dict]:
+    """The ``ok`` records with a finite ``metrics[objective]``, best first (ties: lowest id)."""
+    def value(r):
+        v = r.get("metrics", {}).get(objective)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) \
+            and math.isfinite(v) else None
+
+    ok = [r for r in records if r.get("status") == "ok" and value(r) is not None]
+    return sorted(ok, key=lambda r: (-value(r), int(r["trial"])))
+
+
 def best_trial(records: list[dict], objective: str = "val_acc") -> dict | None:
-    """The ``ok`` record with the highest ``metrics[objective]`` (lowest trial id on ties)."""
-    ok = [r for r in records if r.get("status") == "ok"
-          and isinstance(r.get("metrics", {}).get(objective), (int, float))]
-    if not ok:
-        return None
-    return max(ok, key=lambda r: (r["metrics"][objective], -int(r["trial"])))
+    """The best ``ok`` record (see ``ranked_trials``), or None."""
+    ranked = ranked_trials(records, objective)
+    return ranked[0] if ranked else None
 
 
 def device_seconds(record: dict) -> float:

@@ -304,6 +304,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                         "nasforge_version": nasforge.__version__, "git_commit": _git_commit(),
                         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         "recipe": recipe.to_dict(), "epochs": epochs,
+                        "setting": recipe.setting or "cifar",  # of the children (export)
                         "data": {"source": data.source, "format": data.format,
                                  "train": len(data.train), "val": len(data.val),
                                  "classes": list(data.classes),
@@ -346,12 +347,15 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             trainable,
             tune_config=tune.TuneConfig(search_alg=adapter, num_samples=remaining,
                                         max_concurrent_trials=concurrency, scheduler=scheduler,
-                                        metric="val_acc", mode="max", reuse_actors=True),
+                                        metric="val_acc", mode="max", reuse_actors=True,
+                                        trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=f"part-{part}", storage_path=storage, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=config.max_retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]))
+                callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                           _make_drop_checkpoints_callback()]))
         # Ray Tune prints its own tables on stdout whatever the verbosity; stdout belongs to
         # the CLI (--json), so they go to a log file in the run folder
         with open(run.path / "ray_console.log", "a", encoding="utf-8") as console, \
@@ -365,6 +369,30 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             import ray
 
             ray.shutdown()
+
+
+def _trial_name(trial) -> str:
+    """Ray's trial folder: nasforge's trial id (Ray's default name spells out the config)."""
+    return f"trial_{int(trial.config['nasforge']['trial']):05d}"
+
+
+def _make_drop_checkpoints_callback():
+    from ray.tune import Callback
+
+    class DropFinishedCheckpoints(Callback):
+        """A trial's epoch checkpoints only serve retries while it runs (a child's result is
+        its trials.jsonl line); kept, they would add up to the model size x every trial."""
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            checkpoint = trial.checkpoint
+            if checkpoint is None:
+                return
+            try:
+                checkpoint.filesystem.delete_dir(checkpoint.path)
+            except Exception as e:  # storage hiccup: a leftover checkpoint is harmless
+                log.warning("could not delete %s: %s", checkpoint.path, e)
+
+    return DropFinishedCheckpoints()
 
 
 @contextlib.contextmanager

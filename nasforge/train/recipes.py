@@ -22,7 +22,7 @@ class Recipe:
     data: str = "cifar10"  # data source when no --data is given (see nasforge.data.load_data)
     split: str = "search"  # "search": train/val (test unused); "final": train/test
     val_size: int = 5000  # images held out of the training set for validation (search split)
-    train_subset: int | None = None  # images: use only the first n training images (smoke)
+    train_subset: int | None = None  # images: train on a fixed random n of them (smoke)
     # --- schedule ---
     epochs: int = 20  # full passes over the training split
     batch_size: int = 128  # images per step (clamped to the training set size)
@@ -129,7 +129,9 @@ register_recipe(Recipe(
 register_recipe(Recipe(
     name="smoke",
     model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
-    data="synthetic", split="final", train_subset=1000,
-    epochs=2, batch_size=64, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
+    data="synthetic", split="final", train_subset=2000, val_size=1000,
+    epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
     drop_path_keep_prob=0.8, aux_weight=0.4, cutout=8, cpu_channels_last=True,
-    notes="A CPU run of a minute or two on synthetic data that exercises every code path."))
+    notes="A CPU run of a minute or two that exercises every code path; as a search recipe "
+          "(nasforge search --recipe smoke) a child learns enough in 125 steps to rank "
+          "above chance on real CIFAR-10."))

@@ -45,9 +45,12 @@ def save_checkpoint(path, state: dict) -> None:
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
+    """``n`` images drawn without replacement by a fixed seed (source order kept): the first
+    ``n`` of an ImageFolder tree would all be of its first class."""
     if n is None or n >= len(data):
         return data
-    return ImageData(data.images[:n], data.labels[:n])
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return ImageData(data.images[pick], data.labels[pick])
 
 
 def _split_output(out):
