@@ -30,7 +30,10 @@ class Recipe:
     lr: float = 0.025  # peak learning rate (after warm-up)
     min_lr: float = 0.0  # learning rate at the end of the cosine
     warmup_epochs: float = 0.0  # epochs of linear warm-up from 0 to lr (per iteration)
-    momentum: float = 0.9  # SGD momentum
+    optimizer: str = "sgd"  # "sgd" or "rmsprop" (TF-style: decay, momentum, epsilon below)
+    momentum: float = 0.9  # SGD / RMSProp momentum
+    rmsprop_decay: float = 0.9  # RMSProp moving-average decay (torch's alpha)
+    rmsprop_eps: float = 1.0  # RMSProp epsilon
     nesterov: bool = False  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 coefficient on all parameters (SGD weight_decay)
     # --- regularisation ---
@@ -43,6 +46,12 @@ class Recipe:
     pad_mode: str = "zero"  # "zero" (NASNet/DARTS) or "reflect" (airbench)
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # pixels: side of the cutout square (0 = off)
+    # --- large-image pipeline (nasforge.data.stream: ImageFolder trees of any size) ---
+    image_size: int = 224  # pixels: RandomResizedCrop side (train), CenterCrop side (eval)
+    eval_crop_ratio: float = 0.875  # eval: resize the short side to image_size / ratio first
+    min_crop_scale: float = 0.08  # RandomResizedCrop's smallest area fraction
+    data_workers: int = 4  # DataLoader worker processes per training process
+    eval_subset: int | None = None  # images: evaluate on a fixed random n of them (short runs)
     # --- speed ---
     bf16: bool = True  # bf16 autocast (CUDA only unless device_flags_on_cpu)
     channels_last: bool = True  # channels_last memory format (CUDA only unless ...on_cpu)
@@ -63,6 +72,11 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: split must be 'search' or 'final'")
         if not 0.0 < self.drop_path_keep_prob <= 1.0:
             raise ValueError(f"recipe {self.name}: drop_path_keep_prob must be in (0, 1]")
+        if self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"recipe {self.name}: optimizer must be 'sgd' or 'rmsprop'")
+        if self.image_size < 8 or not 0.0 < self.eval_crop_ratio <= 1.0:
+            raise ValueError(f"recipe {self.name}: need image_size >= 8 and eval_crop_ratio "
+                             f"in (0, 1]")
         if self.warmup_epochs < 0 or self.lr <= 0:
             raise ValueError(f"recipe {self.name}: need lr > 0 and warmup_epochs >= 0")
 
@@ -135,3 +149,41 @@ register_recipe(Recipe(
     notes="A CPU run of a minute or two that exercises every code path; as a search recipe "
           "(nasforge search --recipe smoke) a child learns enough in 125 steps to rank "
           "above chance on real CIFAR-10."))
+
+# --- ImageNet transfer (nasforge transfer): REFERENCE.md sections 4 and 6 ---------------------
+# The NASNet ImageNet recipes follow the paper's setting as far as it is documented: RMSProp
+# (decay 0.9, momentum 0.9, epsilon 1.0: the TF-slim optimiser the NASNet ImageNet models were
+# trained with), label smoothing 0.1, the auxiliary head (loss weight 0.4), weight decay 4e-5
+# (mobile) / 5e-5 (large), ScheduledDropPath keep 0.7 for large and none for mobile; the
+# schedule (cosine with warm-up), learning rate and epochs are nasforge's choice, since the
+# paper's TPU/GPU-cluster schedule does not transfer to other batch sizes. ``nasforge transfer
+# --epochs E --image-size S`` shortens either.
+register_recipe(Recipe(
+    name="imagenet-nasnet-mobile",
+    model="nasnet_a", setting="mobile", data="imagenet", split="final",
+    epochs=150, batch_size=256, eval_batch_size=256, optimizer="rmsprop", lr=0.064,
+    warmup_epochs=2.0, momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1.0, weight_decay=4e-5,
+    label_smoothing=0.1, grad_clip=10.0, aux_weight=0.4, drop_path_keep_prob=1.0,
+    image_size=224, eval_crop_ratio=0.875, cpu_channels_last=True,
+    notes="NASNet-A mobile setting on ImageNet (N@P e.g. 4@1056, 224 px): RMSProp, label "
+          "smoothing 0.1, auxiliary head, no drop-path, wd 4e-5."))
+
+register_recipe(Recipe(
+    name="imagenet-nasnet-large",
+    model="nasnet_a", setting="large", data="imagenet", split="final",
+    epochs=150, batch_size=256, eval_batch_size=128, optimizer="rmsprop", lr=0.064,
+    warmup_epochs=2.0, momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1.0, weight_decay=5e-5,
+    label_smoothing=0.1, grad_clip=10.0, aux_weight=0.4, drop_path_keep_prob=0.7,
+    image_size=331, eval_crop_ratio=0.911, cpu_channels_last=True,
+    notes="NASNet-A large setting on ImageNet (6@4032, 331 px): RMSProp, label smoothing 0.1, "
+          "auxiliary head, ScheduledDropPath keep 0.7, wd 5e-5."))
+
+register_recipe(Recipe(
+    name="imagenet-baseline",
+    model="resnet50", setting=None, data="imagenet", split="final",
+    epochs=90, batch_size=256, eval_batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9,
+    nesterov=True, warmup_epochs=2.0, weight_decay=1e-4, label_smoothing=0.1, grad_clip=None,
+    image_size=224, eval_crop_ratio=0.875,
+    notes="Hand-designed ImageNet baselines (ResNet, MobileNet, ...): the usual SGD recipe "
+          "(lr 0.1 per 256 images, Nesterov momentum 0.9, wd 1e-4, cosine with warm-up), with "
+          "the same label smoothing 0.1 as the NASNet recipes."))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from nasforge.data import DataSplits, DeviceLoader, ImageData
@@ -59,12 +60,63 @@ def _split_output(out):
     return out, None
 
 
+class _GlobalBatchShard:
+    """Data parallelism over a :class:`DeviceLoader`: every rank draws the same global batches
+    (same generator seed) and trains on its contiguous slice ``rank * b .. (rank + 1) * b`` of
+    each, ``b = global batch / world``; the union over ranks of a step is the global batch."""
+
+    def __init__(self, loader, rank: int, world: int):
+        self.loader, self.rank, self.world = loader, rank, world
+        if loader.batch_size % world:
+            raise ValueError(f"global batch {loader.batch_size} is not divisible by "
+                             f"{world} data-parallel workers")
+        self.local = loader.batch_size // world
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        lo = self.rank * self.local
+        for x, y in self.loader:
+            yield x[lo:lo + self.local], y[lo:lo + self.local]
+
+    def state_dict(self):
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state):
+        self.loader.load_state_dict(state)
+
+
+class _EvalShard:
+    """Evaluation batches ``rank, rank + world, ...`` of a loader (sums are all-reduced)."""
+
+    def __init__(self, loader, rank: int, world: int):
+        self.loader, self.rank, self.world = loader, rank, world
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i % self.world == self.rank:
+                yield batch
+
+
+def _all_reduce_sum(values: list[torch.Tensor], device) -> list[float]:
+    """Sums over ranks (one collective) when a process group is up, else the values."""
+    t = torch.stack([v.to(device, torch.float64) for v in values])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return [float(v) for v in t.cpu()]
+
+
 @torch.no_grad()
-def evaluate(model, loader: DeviceLoader, amp: bool, device: torch.device) -> dict:
-    """``{"loss", "acc"}`` (mean cross-entropy, top-1 fraction) of ``model`` on ``loader``."""
+def evaluate(model, loader, amp: bool, device: torch.device, *,
+             distributed: bool = False) -> dict:
+    """``{"loss", "acc", "top5"}`` (mean cross-entropy, top-1 and top-5 fractions) of
+    ``model`` on ``loader``; with ``distributed``, ``loader`` gives this rank's share and the
+    sums are all-reduced, so every rank returns the figures of the whole split."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
     n = 0
     for x, y in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -72,22 +124,67 @@ def evaluate(model, loader: DeviceLoader, amp: bool, device: torch.device) -> di
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
+        k = min(5, logits.shape[1])
+        top5 += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
         n += len(y)
-    return {"loss": float(loss_sum) / max(n, 1), "acc": int(correct) / max(n, 1)}
+    if distributed:
+        loss, c, c5, n = _all_reduce_sum([loss_sum, correct, top5, torch.tensor(float(n))],
+                                         device)
+    else:
+        loss, c, c5 = float(loss_sum), int(correct), int(top5)
+    n = max(n, 1)
+    return {"loss": loss / n, "acc": c / n, "top5": c5 / n}
 
 
-def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
+def _optimizer(model, recipe: Recipe):
+    if recipe.optimizer == "rmsprop":
+        # TF-style RMSProp as used for NASNet on ImageNet: decay (alpha) 0.9, momentum 0.9,
+        # epsilon 1.0 (torch adds eps outside the square root, TF inside; with eps = 1 both
+        # denominators are ~1 for small second moments)
+        return torch.optim.RMSprop(model.parameters(), lr=recipe.lr, alpha=recipe.rmsprop_decay,
+                                   eps=recipe.rmsprop_eps, momentum=recipe.momentum,
+                                   weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.nesterov and recipe.momentum > 0,
+                           weight_decay=recipe.weight_decay)
+
+
+def _seed_epoch(seed: int, rank: int, epoch: int) -> None:
+    """Data-parallel runs: torch's global RNG (dropout, drop-path) per rank and epoch, so
+    ranks draw different masks and a resumed run draws the same ones without saving every
+    rank's RNG state."""
+    torch.manual_seed((seed * 1_000_003 + rank * 10_007 + epoch) % (2 ** 63))
+
+
+def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
           report: Callable[[int, dict], None] | None = None, checkpoint_dir=None,
-          device=None, seed: int = 0, epochs: int | None = None) -> dict:
+          device=None, seed: int = 0, epochs: int | None = None,
+          distributed: bool = False) -> dict:
     """Train ``model`` on ``data.train`` with ``recipe``; return the run's metrics.
 
     Per epoch: one pass of augmented batches (DeviceLoader, generator seeded by ``seed``),
-    SGD (momentum, optional Nesterov, weight decay) with a per-iteration cosine schedule after
+    SGD (momentum, optional Nesterov, weight decay; or RMSProp with ``recipe.optimizer``)
+    with a per-iteration cosine schedule after
     a linear warm-up, label-smoothed cross-entropy plus ``aux_weight`` x the auxiliary head's
     loss, global gradient-norm clipping, ``set_drop_path_progress(epoch fraction)`` on models
     that have it; then evaluation on ``data.val`` (if any) and on ``data.test`` when
     ``data.split == "final"``; then the checkpoint (``checkpoint_dir/checkpoint.pt``,
-    atomic) and ``report(epoch, metrics)`` (1-based epoch; the metrics of the history entry).
+    atomic) and ``report(epoch, metrics)`` (1-based epoch; the metrics of the history entry
+    plus ``train_s``, the seconds of the training pass, and ``train_images_per_s``).
+
+    ``data`` is a :class:`~nasforge.data.DataSplits` (small images, device-resident loader)
+    or a streaming source with ``make_loaders(recipe, device=, seed=, rank=, world=,
+    channels_last=) -> (train_loader, {"val": loader, ...})`` such as
+    :class:`nasforge.data.stream.ImageFolderStream` (large images, DataLoader workers).
+
+    ``distributed=True``: data-parallel training in an initialised ``torch.distributed``
+    process group (Ray Train's TorchTrainer sets one up: gloo on CPU, NCCL on GPU). The model
+    is wrapped in ``DistributedDataParallel``; ``recipe.batch_size`` stays the *global* batch
+    and each rank trains on its ``1 / world`` share of every global batch, so the same recipe
+    gives the same steps on any number of workers; training and evaluation sums are
+    all-reduced (every rank returns the same metrics), BN buffers are taken from rank 0
+    before evaluation, and only rank 0 writes the checkpoint (``checkpoint_dir`` must be
+    readable by every rank for a resume: one machine or a shared file system).
 
     ``seed`` seeds torch's global RNG (drop-path, dropout) and the loader's generator; build
     the model under your own seed before calling. With a checkpoint in ``checkpoint_dir``, the
@@ -95,13 +192,21 @@ def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
     ends with the same metrics and weights as an uninterrupted run. A non-finite training loss
     ends the run with ``status="diverged"``. ``epochs`` overrides ``recipe.epochs``.
 
-    Returns ``{"status", "epochs", "train_loss", "train_acc", "val_acc"/"val_loss" (with a
-    validation split), "test_acc"/"test_loss" (final split), "wall_s", "params", "history"}``.
+    Returns ``{"status", "epochs", "train_loss", "train_acc", "val_acc"/"val_loss"/"val_top5"
+    (with a validation split), "test_acc"/"test_loss"/"test_top5" (final split), "wall_s",
+    "train_s", "train_images", "params", "history"}``.
     """
     recipe = get_recipe(recipe)
     total_epochs = int(recipe.epochs if epochs is None else epochs)
     if total_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {total_epochs}")
+    if distributed:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("train(distributed=True) needs an initialised torch.distributed "
+                               "process group")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
     device = torch.device(device if device is not None else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     on_accel = device.type == "cuda" or recipe.device_flags_on_cpu
@@ -113,32 +218,47 @@ def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
     params = sum(p.numel() for p in model.parameters())
 
     torch.manual_seed(seed)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    train_data = _subset(data.train, recipe.train_subset)
-    batch = min(recipe.batch_size, len(train_data))
-    common = dict(device=device, mean=data.mean, std=data.std, channels_last=channels_last)
-    train_loader = DeviceLoader(train_data, batch, train=True, crop_padding=recipe.crop_padding,
-                                pad_mode=recipe.pad_mode, flip=recipe.flip,
-                                cutout=recipe.cutout, generator=gen, **common)
-    eval_sets = {}
-    if data.val is not None:
-        eval_sets["val"] = DeviceLoader(data.val, recipe.eval_batch_size, train=False, **common)
-    if data.test is not None and data.split == "final":
-        eval_sets["test"] = DeviceLoader(data.test, recipe.eval_batch_size, train=False,
-                                         **common)
+    if hasattr(data, "make_loaders"):  # a streaming source (large images, worker processes)
+        train_loader, eval_sets = data.make_loaders(
+            recipe, device=device, seed=seed, rank=rank, world=world,
+            channels_last=channels_last)
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        train_data = _subset(data.train, recipe.train_subset)
+        batch = min(recipe.batch_size, len(train_data))
+        batch -= batch % world
+        if batch < 1:
+            raise ValueError(f"{len(train_data)} training images cannot be shared by "
+                             f"{world} workers")
+        common = dict(device=device, mean=data.mean, std=data.std, channels_last=channels_last)
+        train_loader = DeviceLoader(train_data, batch, train=True,
+                                    crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode,
+                                    flip=recipe.flip, cutout=recipe.cutout, generator=gen,
+                                    **common)
+        eval_sets = {}
+        if data.val is not None:
+            eval_sets["val"] = DeviceLoader(data.val, recipe.eval_batch_size, train=False,
+                                            **common)
+        if data.test is not None and data.split == "final":
+            eval_sets["test"] = DeviceLoader(data.test, recipe.eval_batch_size, train=False,
+                                             **common)
+        if world > 1:
+            train_loader = _GlobalBatchShard(train_loader, rank, world)
+            eval_sets = {k: _EvalShard(v, rank, world) for k, v in eval_sets.items()}
 
     steps_per_epoch = len(train_loader)
+    if steps_per_epoch < 1:
+        raise ValueError("the training split is smaller than one batch")
     total_steps = steps_per_epoch * total_epochs
     warmup_steps = int(round(recipe.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov and recipe.momentum > 0,
-                                weight_decay=recipe.weight_decay)
+    optimizer = _optimizer(model, recipe)
     min_ratio = recipe.min_lr / recipe.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio))
 
     history: list[dict] = []
     start_epoch, elapsed_before, status = 0, 0.0, "ok"
+    train_s_before, images_before = 0.0, 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -150,20 +270,35 @@ def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
         scheduler.load_state_dict(state["scheduler"])
         train_loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
+        if device.type == "cuda" and state.get("cuda_rng") is not None and not distributed:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         start_epoch, history = int(state["epoch"]), list(state["history"])
         elapsed_before, status = float(state.get("wall_s", 0.0)), state.get("status", "ok")
+        train_s_before = float(state.get("train_s", 0.0))
+        images_before = int(state.get("train_images", 0))
         log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
 
-    fwd = torch.compile(model) if recipe.compile else model
+    fwd = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        fwd = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if recipe.compile:
+        fwd = torch.compile(fwd)
+    eval_fwd = fwd  # data-parallel evaluation skips DDP (its forward syncs buffers)
+    if distributed:
+        eval_fwd = torch.compile(model) if recipe.compile else model
     has_drop_path = hasattr(model, "set_drop_path_progress")
     check_every = 1 if device.type != "cuda" else max(1, recipe.divergence_check_every)
     t0 = time.perf_counter()
+    train_s_total, images_total = train_s_before, images_before
 
     for epoch in range(start_epoch, total_epochs):
         if status != "ok":
             break
+        if distributed:
+            _seed_epoch(seed, rank, epoch)
         t_epoch = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -180,8 +315,13 @@ def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
                     if aux is not None and recipe.aux_weight > 0:
                         loss = loss + recipe.aux_weight * F.cross_entropy(
                             aux.float(), y, label_smoothing=recipe.label_smoothing)
-                if (i + 1) % check_every == 0 and not torch.isfinite(loss):
-                    raise _Diverged
+                if (i + 1) % check_every == 0:
+                    check = loss.detach().float()
+                    if distributed:  # every rank must agree, or the collectives hang
+                        check = check.clone()
+                        dist.all_reduce(check)
+                    if not torch.isfinite(check):
+                        raise _Diverged
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if recipe.grad_clip is not None:
@@ -191,41 +331,61 @@ def train(model: torch.nn.Module, data: DataSplits, recipe: Recipe | str, *,
                 loss_sum += loss.detach().double() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
+            if distributed:
+                loss_f, correct_f, seen = _all_reduce_sum(
+                    [loss_sum, correct, torch.tensor(float(seen))], device)
+                loss_sum = torch.tensor(loss_f, dtype=torch.float64)
+                correct, seen = torch.tensor(int(correct_f)), int(seen)
             if not math.isfinite(float(loss_sum)):
                 raise _Diverged
         except _Diverged:
             status = "diverged"
             log.warning("non-finite training loss in epoch %d: run diverged", epoch + 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t_epoch
+        train_s_total += train_s
+        images_total += seen
         entry = {"epoch": epoch + 1,
                  "train_loss": float(loss_sum) / max(seen, 1) if status == "ok" else math.nan,
                  "train_acc": int(correct) / max(seen, 1),
                  "lr": optimizer.param_groups[0]["lr"]}
         if status == "ok":
+            if distributed:  # rank 0's BN statistics, as DDP's forward would broadcast them
+                for b in model.buffers():
+                    dist.broadcast(b, 0)
             for name, loader in eval_sets.items():
-                m = evaluate(fwd, loader, amp, device)
+                m = evaluate(eval_fwd, loader, amp, device, distributed=distributed)
                 entry[f"{name}_loss"], entry[f"{name}_acc"] = m["loss"], m["acc"]
+                entry[f"{name}_top5"] = m["top5"]
         entry["epoch_s"] = time.perf_counter() - t_epoch
         entry["elapsed_s"] = elapsed_before + time.perf_counter() - t0
         history.append(entry)
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:
             save_checkpoint(ckpt_path, {
                 "version": CHECKPOINT_VERSION, "epoch": epoch + 1, "total_epochs": total_epochs,
                 "status": status, "history": history, "wall_s": entry["elapsed_s"],
-                "recipe": recipe.to_dict(), "seed": seed,
+                "train_s": train_s_total, "train_images": images_total,
+                "recipe": recipe.to_dict(), "seed": seed, "world_size": world,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "loader": train_loader.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             })
+        if distributed and ckpt_path is not None:
+            dist.barrier()  # the checkpoint exists on every rank's return from this epoch
         log.info("epoch %d/%d %s", epoch + 1, total_epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
         if report is not None:
-            report(epoch + 1, dict(entry))
+            report(epoch + 1, dict(entry, train_s=train_s,
+                                   train_images_per_s=seen / max(train_s, 1e-9)))
 
     result = {"status": status, "epochs": len(history), "params": params,
-              "wall_s": elapsed_before + time.perf_counter() - t0, "history": history}
+              "wall_s": elapsed_before + time.perf_counter() - t0, "history": history,
+              "train_s": train_s_total, "train_images": images_total}
     last = history[-1] if history else {}
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "test_loss",
+                "test_acc", "test_top5"):
         if key in last:
             result[key] = last[key]
         elif key.startswith("val") and "val" in eval_sets or \
