@@ -1,6 +1,6 @@
 """Search-runner overhead on Ray Tune: per-trial overhead and whole-search efficiency.
 
-    python benchmarks/bench_search.py [--trials 20] [--epochs 4] [--train-subset 2000]
+    python benchmarks/bench_search.py [--trials 20] [--epochs 2] [--train-subset 2000]
 
 Runs a random search of ``--trials`` tiny NASNet children (N=1, F=8, synthetic data; about 20 s
 each on one core of this 2-core machine with the defaults) with one CPU per trial on a local
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-subset", type=int, default=2000, help="training images per child")
     p.add_argument("--val-size", type=int, default=1000)
     p.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray (one per trial)")

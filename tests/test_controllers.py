@@ -363,6 +363,29 @@ def test_optuna_define_by_run_and_trial_states():
     assert [p.meta["trial_number"] for p in ps] == [0, 1, 2]
 
 
+def test_memoized_tpe_samples_exactly_what_optuna_tpe_samples():
+    """The memoized TPE (the default) is a cache over Optuna's own TPESampler: with trials in
+    flight (constant liar), failures and prunes, it proposes exactly what stock TPE proposes."""
+    def run(memoize):
+        s = get_searcher("optuna", SPACE, seed=3, dedup=False, memoize_tpe=memoize,
+                         sampler_kwargs={"n_startup_trials": 5})
+        rng = np.random.default_rng(0)
+        seen, flight = [], []
+        for i in range(60):
+            flight += s.ask(1)
+            if len(flight) >= 3:
+                p = flight.pop(int(rng.integers(len(flight))))
+                seen.append(p.tokens)
+                r = Result.failed("x") if i % 11 == 0 else Result.pruned() if i % 13 == 0 \
+                    else Result.ok(val_acc=sum(p.tokens) / 100)
+                s.tell(p, r)
+        return seen, type(s.sampler).__name__
+
+    stock, memo = run(False), run(True)
+    assert stock[1] == "TPESampler" and memo[1] == "MemoizedTPESampler"
+    assert stock[0] == memo[0]
+
+
 def test_optuna_multi_objective_uses_nsga2():
     import optuna
 

@@ -17,10 +17,9 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from nasforge.controllers import Result, get_searcher
+from nasforge.controllers import get_searcher
 from nasforge.search import RunFolder, SearchConfig, SearchError, best_trial, read_trials
 from nasforge.search.adapter import TuneSearcherAdapter
 from nasforge.search.faults import parse_faults
@@ -242,7 +241,7 @@ def test_search_writes_the_run_folder(faulty_run):
 def test_fractional_gpus_run_four_trials_at_once(ray_cluster, tmp_path):
     from nasforge.search.runner import run_search
 
-    run_search(tiny_config(trials=4, gpus=2, gpus_per_trial=0.5, cpus_per_trial=0.5),
+    run_search(tiny_config(trials=4, gpus=2, gpus_per_trial=0.5, cpus_per_trial=0.5, epochs=1),
                tmp_path / "gpus")
     records = read_trials(tmp_path / "gpus")
     assert all(r["resources"] == {"cpu": 0.5, "gpu": 0.5} for r in records)
@@ -258,11 +257,12 @@ def test_fractional_gpus_run_four_trials_at_once(ray_cluster, tmp_path):
 def test_asha_scheduler_runs(ray_cluster, tmp_path):
     from nasforge.search.runner import run_search
 
-    summary = run_search(tiny_config(trials=4, scheduler="asha", epochs=3), tmp_path / "asha")
+    summary = run_search(tiny_config(trials=3, scheduler="asha", epochs=2), tmp_path / "asha")
     records = read_trials(tmp_path / "asha")
-    assert len(records) == 4 and summary["finished"] == 4
+    assert len(records) == 3 and summary["finished"] == 3
     assert {r["status"] for r in records} <= {"ok", "pruned"}
-    assert all(r["epochs"] == 3 for r in records if r["status"] == "ok")
+    assert all(r["epochs"] == 2 for r in records if r["status"] == "ok")
+    assert all(r["epochs"] == 1 for r in records if r["status"] == "pruned")
 
 
 def test_resume_of_a_finished_run_runs_nothing(faulty_run, ray_cluster):
@@ -342,35 +342,45 @@ def test_search_cli_bad_input(args, match, tmp_path):
     assert not list(tmp_path.glob("*/config.json"))  # nothing written for bad input
 
 
+DRIVER = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]  # the tests and the checkout (like `python -m`)
+from test_search import tiny_config   # registers the tiny recipe
+from nasforge.search.runner import run_search
+run_search(tiny_config(trials=5, searcher="rl"), {run!r})
+"""
+
+
 def test_driver_sigkill_then_resume(tmp_path):
-    """The whole process group (driver and its local Ray) is SIGKILLed mid-search; --resume
-    finishes the budget with every finished trial recorded once and none trained twice."""
-    args = ["search", *TINY_ARGS, "--searcher", "rl", "--trials", "6", "--runs-dir",
-            tmp_path, "--name", "killed", "--cpus-per-trial", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "nasforge", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    trials = tmp_path / "killed" / "trials.jsonl"
+    """A search driver and its local Ray (one process group) are SIGKILLed mid-search;
+    `nasforge search --resume` (the saved recipe, not the registry's) finishes the budget with
+    every finished trial recorded once and none trained twice."""
+    run_dir = tmp_path / "killed"
+    script = tmp_path / "driver.py"
+    here = Path(__file__).resolve().parent
+    script.write_text(DRIVER.format(tests=str(here), root=str(here.parent), run=str(run_dir)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    trials = run_dir / "trials.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if trials.exists() and len(trials.read_text().splitlines()) >= 2:
+        if trials.exists() and len(trials.read_text().splitlines()) >= 1:
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.stderr.read().decode()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = {r["trial"]: r for r in read_trials(tmp_path / "killed")}
-    assert 2 <= len(done_before) < 6
-    r = run_cli("search", "--resume", tmp_path / "killed", "--json", timeout=300)
+    done_before = {r["trial"]: r for r in read_trials(run_dir)}
+    assert 1 <= len(done_before) < 5
+    r = run_cli("search", "--resume", run_dir, "--json", timeout=300)
     assert r.returncode == 0, r.stderr
-    records = read_trials(tmp_path / "killed")
-    lines = trials.read_text().splitlines()
-    assert len(lines) == len(records) == 6
-    assert len({rec["trial"] for rec in records}) == 6
+    records = read_trials(run_dir)
+    assert len(trials.read_text().splitlines()) == len(records) == 5
+    assert len({rec["trial"] for rec in records}) == 5
     for t, rec in done_before.items():  # finished trials were not trained again
         assert [x for x in records if x["trial"] == t] == [rec]
-    assert json.loads(r.stdout)["finished"] == 6
-    assert len(list((tmp_path / "killed" / "ray").glob("part-*"))) == 2
+    assert json.loads(r.stdout)["finished"] == 5
+    assert len(list((run_dir / "ray").glob("part-*"))) == 2
 
 
 def test_compare_cli(faulty_run, tmp_path):

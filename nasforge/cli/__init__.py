@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "export": "nasforge.cli.export",
     "search": "nasforge.cli.search",
     "compare": "nasforge.cli.compare",
+    "transfer": "nasforge.cli.transfer",
 }
 
 

@@ -41,7 +41,9 @@ def summarize(run_dir) -> dict:
 def tensorboard_command(runs: list[str]) -> str:
     parents = {str(Path(r).resolve().parent) for r in runs}
     if len(parents) == 1:
-        return f"tensorboard --logdir {os.path.relpath(parents.pop())}"
+        parent = parents.pop()
+        rel = os.path.relpath(parent)
+        return f"tensorboard --logdir {parent if rel.startswith('..') else rel}"
     spec = ",".join(f"{Path(r).name}:{r}" for r in runs)
     return f"tensorboard --logdir_spec {spec}"
 

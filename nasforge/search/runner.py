@@ -269,7 +269,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     from nasforge.search.adapter import TuneSearcherAdapter
     from nasforge.search.board import SearchBoard
     from nasforge.search.trial import TrialSettings, run_trial
-    from nasforge.train import get_recipe
+    from nasforge.train import Recipe, get_recipe
 
     if resume:
         run = RunFolder.open(run_dir)
@@ -283,8 +283,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             raise SearchError("run_search needs a SearchConfig")
         run, records = RunFolder(run_dir), []
     space, searcher = make_searcher(config)
-    try:
-        recipe = get_recipe(config.recipe)
+    try:  # a resumed search trains with the recipe it saved
+        recipe = Recipe.from_dict(saved["recipe"]) if resume else get_recipe(config.recipe)
     except KeyError as e:
         raise SearchError(str(e.args[0])) from None
     epochs = config.epochs or recipe.epochs

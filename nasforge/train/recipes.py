@@ -95,6 +95,14 @@ class Recipe:
         d["model_overrides"] = dict(self.model_overrides)
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        """Inverse of ``to_dict`` (a run resumes with the recipe it saved, even if the
+        registry's recipe of that name has changed since)."""
+        data = dict(data)
+        data["model_overrides"] = tuple(dict(data.get("model_overrides", {})).items())
+        return cls(**data)
+
 
 RECIPES: dict[str, Recipe] = {}
 
