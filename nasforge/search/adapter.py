@@ -16,7 +16,6 @@ from typing import Protocol
 from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
-from nasforge.search.trial import FINAL_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +130,6 @@ class TuneSearcherAdapter(TuneSearcher):
             status, reason = "pruned", None  # the scheduler stopped it before its last epoch
         else:
             status, reason = final, result.get("error")
-        if status == "ok":
-            outcome = Result.ok(**{k: v for k, v in metrics.items() if k != "epoch"},
-                                mult_adds=float(result.get("mult_adds") or 0),
-                                params=float(result.get("params") or 0))
-        elif status == "pruned":
-            outcome = Result.pruned(**{k: v for k, v in metrics.items() if k != "epoch"})
-        else:
-            outcome = Result.failed(reason)
         now = time.time()
         record = {
             "trial": proposal.id, "ray_trial_id": ray_trial_id, "status": status,
@@ -152,7 +143,18 @@ class TuneSearcherAdapter(TuneSearcher):
             "resources": self.resources, "error": reason,
             "started_at": t0, "finished_at": now,
         }
-        return record, outcome
+        return record, result_from_record(record)
+
+
+def result_from_record(record: dict) -> Result:
+    """The searcher's ``Result`` of a ``trials.jsonl`` record (also used by ``--resume``)."""
+    metrics = {k: v for k, v in record["metrics"].items() if k != "epoch"}
+    if record["status"] == "ok":
+        return Result.ok(**metrics, mult_adds=float(record.get("mult_adds") or 0),
+                         params=float(record.get("params") or 0))
+    if record["status"] == "pruned":
+        return Result.pruned(**metrics)
+    return Result.failed(record.get("error"))
 
 
 def _metrics(result: dict) -> dict:
@@ -165,4 +167,4 @@ def _metrics(result: dict) -> dict:
     return out
 
 
-__all__ = ["TuneSearcherAdapter", "Recorder", "FINAL_KEYS"]
+__all__ = ["TuneSearcherAdapter", "Recorder", "result_from_record"]

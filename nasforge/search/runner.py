@@ -230,7 +230,7 @@ def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]
 def _reconcile(searcher, records: list[dict]) -> list:
     """After a crash: tell the searcher the recorded results it never heard of; return the
     proposals it still has in flight without a record (they are trained again)."""
-    from nasforge.controllers import Result
+    from nasforge.search.adapter import result_from_record
 
     by_id = {int(r["trial"]): r for r in records}
     requeue = []
@@ -239,15 +239,7 @@ def _reconcile(searcher, records: list[dict]) -> list:
         if rec is None:
             requeue.append(p)
             continue
-        metrics = {k: v for k, v in rec["metrics"].items() if k != "epoch"}
-        if rec["status"] == "ok":
-            metrics.update(mult_adds=float(rec.get("mult_adds") or 0),
-                           params=float(rec.get("params") or 0))
-            result = Result.ok(**metrics)
-        elif rec["status"] == "pruned":
-            result = Result.pruned(**metrics)
-        else:
-            result = Result.failed(rec.get("error"))
+        result = result_from_record(rec)
         searcher.tell(p, result)
         log.info("resume: told the searcher trial %d from trials.jsonl", p.id)
     return requeue

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-FINAL_KEYS = ("final_status", "error", "params", "mult_adds", "train_s", "restored_epoch")
-
 
 @dataclass(frozen=True)
 class TrialSettings:
@@ -66,7 +64,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
     from ray import tune
 
     from nasforge.api import build_model
-    from nasforge.flops import count_mult_adds
+    from nasforge.flops import count_mult_adds, count_params
     from nasforge.search.faults import FaultPlan
     from nasforge.train import train
     from nasforge.train.trainer import CHECKPOINT_NAME
@@ -96,7 +94,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         model = build_model(pair, settings.setting, num_classes=data.num_classes,
                             input_size=data.image_size[0], in_channels=data.channels,
                             **dict(settings.overrides))
-        summary["params"] = sum(p.numel() for p in model.parameters())
+        summary["params"] = count_params(model)
         summary["mult_adds"] = count_mult_adds(model, data.image_size[0], data.channels)[0]
         faults.before_training(model)
 
