@@ -81,6 +81,8 @@ def _recipe_for(spec: ModelSpec, config: TransferConfig):
     changes = {}
     if config.epochs is not None:
         changes["epochs"] = int(config.epochs)
+        if config.epochs < recipe.epochs:  # short schedule: warm-up <= 10% of it
+            changes["warmup_epochs"] = min(recipe.warmup_epochs, 0.1 * config.epochs)
     if config.image_size is not None:
         changes["image_size"] = int(config.image_size)
     if config.batch_size is not None:
