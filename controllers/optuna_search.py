@@ -102,8 +102,11 @@ def _memoized_tpe_class():
 
     class MemoizedTPESampler(TPESampler):
         def _get_internal_repr(self, trials, search_space, study):
+            # keyed by parameter names: hashing and comparing the distributions themselves
+            # costs more than it saves, and OptunaSearcher never changes a name's choices
             space = tuple(search_space.items())
-            cache = self.__dict__.setdefault("_nasforge_rows", {}).setdefault(space, {})
+            cache = self.__dict__.setdefault("_nasforge_rows", {}).setdefault(
+                tuple(search_space), {})
             rows = []
             for trial in trials:
                 finished = trial.state.is_finished()
