@@ -8,7 +8,6 @@ prints one final JSON object on stdout.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -84,6 +83,7 @@ def run(args) -> int:
     from nasforge.cli import UsageError
     from nasforge.data import load_data
     from nasforge.train import get_recipe, train
+    from nasforge.train.epoch_log import log_epoch
     from nasforge.train.trainer import CHECKPOINT_NAME
 
     recipe = get_recipe(args.recipe)
@@ -144,13 +144,7 @@ def run(args) -> int:
     first_epoch = []
 
     def report(epoch: int, m: dict) -> None:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(m) + "\n")
-        if writer is not None:
-            for k, v in m.items():
-                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
-                    writer.add_scalar(k, v, epoch)
-            writer.flush()
+        log_epoch(metrics_path, writer, epoch, m)
         if not first_epoch:
             first_epoch.append(epoch - 1)
         done = epoch - first_epoch[0]

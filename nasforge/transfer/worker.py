@@ -11,7 +11,6 @@ continues after its last epoch.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 FAIL_ENV = "NASFORGE_TRANSFER_FAIL"  # tests: "LABEL:EPOCH" -> one injected crash
@@ -104,6 +103,7 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
 
     from nasforge.data.stream import ImageFolderStream
     from nasforge.train import Recipe, train
+    from nasforge.train.epoch_log import log_epoch
     from nasforge.transfer.models import ModelSpec, build
 
     recipe_d = dict(entry["recipe"])
@@ -133,13 +133,7 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
 
     def report(epoch: int, m: dict) -> None:
         if rank == 0:
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(m) + "\n")
-            if writer is not None:
-                for k, v in m.items():
-                    if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
-                        writer.add_scalar(k, v, epoch)
-                writer.flush()
+            log_epoch(metrics_path, writer, epoch, m)
         ray.train.report({k: v for k, v in m.items() if isinstance(v, (int, float))})
 
     try:
