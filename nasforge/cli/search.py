@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.timefmt import format_duration
+
 
 def register(sub):
     from nasforge.search.config import SCHEDULERS, SearchConfig
@@ -53,11 +55,7 @@ def register(sub):
 
 
 def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"{s // 60}:{s % 60:02d}"
+    return "?" if s is None else format_duration(s)
 
 
 def _say(msg: str) -> None:

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.timefmt import format_duration
+
 
 def register(sub):
     from nasforge.train.recipes import RECIPES
@@ -48,21 +50,16 @@ def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"{s // 60}:{s % 60:02d}"
-
-
 def _build(model_name: str, setting, recipe, data, arch):
     """The model for ``data`` (its classes, channels and image size); drop-path and the
     auxiliary head of the recipe apply to cell networks, the recipe's model overrides only to
     its own default model."""
     from nasforge import build_model
+    from nasforge.api import is_file_reference
     from nasforge.dsl import CellChain
 
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
-        is_file = os.path.exists(model_name) or model_name.endswith(".json")
+        is_file = is_file_reference(model_name)
         overrides = {"input_size": data.image_size[0]}
         num_classes = None if is_file else data.num_classes  # a chain file fixes its head
     else:
@@ -155,7 +152,7 @@ def run(args) -> int:
         for k in ("val_acc", "test_acc"):
             if k in m:
                 parts.append(f"{k} {m[k]:.4f}")
-        parts += [f"elapsed {_fmt_s(elapsed)}", f"ETA {_fmt_s(eta)}"]
+        parts += [f"elapsed {format_duration(elapsed)}", f"ETA {format_duration(eta)}"]
         _progress("  ".join(parts))
 
     _progress(f"training {model_name} ({config['model']['params']:,} params) with recipe "
@@ -174,5 +171,5 @@ def run(args) -> int:
     else:
         _progress(f"{result['status']}: " + ", ".join(
             f"{k} {summary[k]:.4f}" for k in ("val_acc", "test_acc")
-            if summary.get(k) is not None) + f" in {_fmt_s(result['wall_s'])}")
+            if summary.get(k) is not None) + f" in {format_duration(result['wall_s'])}")
     return 0 if result["status"] == "ok" else 1

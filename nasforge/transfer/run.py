@@ -22,10 +22,11 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.timefmt import format_duration
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
 
@@ -297,9 +298,7 @@ def _fmt_pct(v) -> str:
 
 
 def _fmt_s(s) -> str:
-    s = int(round(s or 0))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"{s // 60}:{s % 60:02d}"
+    return format_duration(s or 0)
 
 
 def table_markdown(rows: list[dict]) -> str:
