@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from nasforge.data.imagefolder import IMG_EXTENSIONS, class_folders
-from nasforge.data.types import DataError
+from nasforge.data.types import DataError, fixed_subset_indices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -205,12 +205,10 @@ class ImageFolderStream:
 def _fixed_subset(dataset, n: int | None):
     """``n`` items drawn without replacement by a fixed seed (source order kept), the same
     on every rank; the whole set when ``n`` is None or not smaller."""
-    if n is None or n >= len(dataset):
-        return dataset
     from torch.utils.data import Subset
 
-    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
-    return Subset(dataset, pick.sort().values.tolist())
+    pick = fixed_subset_indices(len(dataset), n)
+    return dataset if pick is None else Subset(dataset, pick.tolist())
 
 
 def _rgb_loader(path: str):

@@ -13,6 +13,15 @@ class DataError(ValueError):
     """
 
 
+def fixed_subset_indices(length: int, n: int | None):
+    """Sorted indices of ``n`` of ``length`` items drawn without replacement by a fixed seed
+    (the same in every process and rank, source order kept), or None for all of them. Not
+    the first ``n``: those of an ImageFolder tree would all be of its first class."""
+    if n is None or n >= length:
+        return None
+    return torch.randperm(length, generator=torch.Generator().manual_seed(0))[:n].sort().values
+
+
 @dataclass(frozen=True, eq=False)
 class ImageData:
     """A whole image set in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""

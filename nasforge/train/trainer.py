@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from nasforge.data import DataSplits, DeviceLoader, ImageData
+from nasforge.data import DeviceLoader, ImageData
+from nasforge.data.types import fixed_subset_indices
 from nasforge.train.recipes import Recipe, get_recipe
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,9 @@ def save_checkpoint(path, state: dict) -> None:
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
-    """``n`` images drawn without replacement by a fixed seed (source order kept): the first
-    ``n`` of an ImageFolder tree would all be of its first class."""
-    if n is None or n >= len(data):
-        return data
-    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n].sort().values
-    return ImageData(data.images[pick], data.labels[pick])
+    """``n`` images of ``data`` (``fixed_subset_indices``)."""
+    pick = fixed_subset_indices(len(data), n)
+    return data if pick is None else ImageData(data.images[pick], data.labels[pick])
 
 
 def _split_output(out):
