@@ -32,6 +32,12 @@ def load_file(path: str) -> CellPair | CellChain:
     return arch.validate()
 
 
+def is_file_reference(ref: str) -> bool:
+    """Whether a model reference names a JSON file (an existing path or ``*.json``) rather
+    than a zoo entry."""
+    return os.path.exists(ref) or ref.endswith(".json")
+
+
 def resolve(name_or_path: str | CellPair | CellChain, setting: str | None = None,
             **overrides) -> tuple[CellPair | CellChain, NetworkConfig | ChainConfig]:
     """(architecture, config) for a zoo name, a JSON path, or an architecture object.
@@ -42,7 +48,7 @@ def resolve(name_or_path: str | CellPair | CellChain, setting: str | None = None
     """
     if isinstance(name_or_path, (CellPair, CellChain)):
         arch, config = name_or_path.validate(), None
-    elif os.path.exists(name_or_path) or name_or_path.endswith(".json"):
+    elif is_file_reference(name_or_path):
         arch, config = load_file(name_or_path), None
     else:
         try:

@@ -33,8 +33,9 @@ def default_name(arch_or_name) -> str:
     if isinstance(arch_or_name, (CellPair, CellChain)):
         return arch_or_name.name or "arch"
     arch_or_name = os.fspath(arch_or_name)
-    return Path(arch_or_name).stem if os.path.exists(arch_or_name) or \
-        str(arch_or_name).endswith(".json") else str(arch_or_name)
+    from nasforge.api import is_file_reference
+
+    return Path(arch_or_name).stem if is_file_reference(arch_or_name) else arch_or_name
 
 
 def export_source(arch_or_name, setting: str | None = None, input_size: int | None = None,

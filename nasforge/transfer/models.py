@@ -7,7 +7,6 @@ JSON file, a setting, overrides), so the table's params and multiply-adds are ex
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -156,6 +155,3 @@ def build(spec: ModelSpec, num_classes: int, image_size: int, recipe=None):
     return build_model(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,
                        **spec.overrides, **extra)
 
-
-def is_file_ref(ref: str) -> bool:
-    return os.path.exists(ref) or ref.endswith(".json")
