@@ -149,7 +149,10 @@ def summarize(records: dict[str, list[RunRecord]], reference: str = "random") ->
             "ms_per_proposal": float(np.median([r.ms_per_proposal for r in runs])),
             "ms_per_proposal_max": float(max(r.ms_per_proposal for r in runs)),
             "ms_per_proposal_last100": float(np.median([r.ms_last(100) for r in runs])),
+            "ms_per_proposal_last100_max": float(max(r.ms_last(100) for r in runs)),
+            "ms_per_proposal_last100_per_seed": [round(r.ms_last(100), 2) for r in runs],
             "cache_hits_median": float(np.median([r.cache_hits for r in runs])),
+            "cache_hits_per_seed": [r.cache_hits for r in runs],
             "wall_s": round(sum(r.wall_s for r in runs), 2),
         }
     return out

@@ -10,7 +10,9 @@ from nasforge.cli.bench import BENCH_RL_LR
 
 KEYS = {"median_best", "best_per_seed", "evals_to_random_best", "evals_to_random_best_per_seed",
         "random_median_best", "ms_per_proposal", "ms_per_proposal_max",
-        "ms_per_proposal_last100", "cache_hits_median", "wall_s", "settings"}
+        "ms_per_proposal_last100", "ms_per_proposal_last100_max",
+        "ms_per_proposal_last100_per_seed", "cache_hits_median", "cache_hits_per_seed", "wall_s",
+        "settings"}
 
 
 def test_bench_searchers_json(capsys):
@@ -40,6 +42,18 @@ def test_bench_searchers_table(capsys):
     assert lines[0].startswith("planted-cell benchmark: budget 12, 1 seeds")
     assert [ln.split("|")[1].strip() for ln in lines[3:]] == ["random", "evolution"]
     assert out.err == ""
+
+
+def test_bench_stock_tpe_proposes_the_same(capsys):
+    """--optuna-stock-tpe swaps in Optuna's own TPESampler: same scores, only slower."""
+    runs = []
+    for extra in ([], ["--optuna-stock-tpe"]):
+        assert main(["bench", "searchers", "--budget", "60", "--seeds", "2", "--blocks", "2",
+                     "--searchers", "optuna", "--json", "--quiet"] + extra) == 0
+        runs.append(json.loads(capsys.readouterr().out)["optuna"])
+    assert [r["settings"]["fast_tpe"] for r in runs] == [True, False]
+    assert runs[0]["best_per_seed"] == runs[1]["best_per_seed"]
+    assert runs[0]["evals_to_random_best_per_seed"] == runs[1]["evals_to_random_best_per_seed"]
 
 
 @pytest.mark.parametrize("argv", [

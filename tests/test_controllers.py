@@ -363,27 +363,86 @@ def test_optuna_define_by_run_and_trial_states():
     assert [p.meta["trial_number"] for p in ps] == [0, 1, 2]
 
 
-def test_memoized_tpe_samples_exactly_what_optuna_tpe_samples():
-    """The memoized TPE (the default) is a cache over Optuna's own TPESampler: with trials in
-    flight (constant liar), failures and prunes, it proposes exactly what stock TPE proposes."""
-    def run(memoize):
-        s = get_searcher("optuna", SPACE, seed=3, dedup=False, memoize_tpe=memoize,
+def test_fast_tpe_proposes_exactly_what_optuna_tpe_proposes():
+    """The default TPE (FastTPESampler) is Optuna's TPESampler computing faster: with 8
+    trials in flight (constant liar), failures and prunes, over the full 50-decision space,
+    it proposes exactly what stock TPE proposes."""
+    def run(fast):
+        s = get_searcher("optuna", NasNetSpace(), seed=3, dedup=False, fast_tpe=fast,
                          sampler_kwargs={"n_startup_trials": 5})
         rng = np.random.default_rng(0)
         seen, flight = [], []
-        for i in range(60):
+        for i in range(120):
             flight += s.ask(1)
-            if len(flight) >= 3:
+            if len(flight) >= 8:
                 p = flight.pop(int(rng.integers(len(flight))))
                 seen.append(p.tokens)
                 r = Result.failed("x") if i % 11 == 0 else Result.pruned() if i % 13 == 0 \
-                    else Result.ok(val_acc=sum(p.tokens) / 100)
+                    else Result.ok(val_acc=objective(p.tokens) + 1e-3 * (i % 7))
                 s.tell(p, r)
         return seen, type(s.sampler).__name__
 
-    stock, memo = run(False), run(True)
-    assert stock[1] == "TPESampler" and memo[1] == "MemoizedTPESampler"
-    assert stock[0] == memo[0]
+    stock, fast = run(False), run(True)
+    assert stock[1] == "TPESampler" and fast[1] == "FastTPESampler"
+    assert len(fast[0]) == 113 and stock[0] == fast[0]
+    # states pickled under the class's former name still load
+    from nasforge.controllers import optuna_search, optuna_tpe
+
+    assert optuna_search.MemoizedTPESampler is optuna_tpe.FastTPESampler
+
+
+def test_optuna_falls_back_to_stock_tpe_without_the_private_hooks(monkeypatch):
+    from nasforge.controllers import optuna_tpe
+
+    monkeypatch.setattr(optuna_tpe, "fast_tpe_available", lambda: False)
+    s = get_searcher("optuna", SPACE, seed=0, dedup=False)
+    assert type(s.sampler).__name__ == "TPESampler"
+
+
+@pytest.mark.parametrize("n_observations", [0, 1, 30, 600])
+@pytest.mark.parametrize("predetermined, prior_weight", [(False, 1.0), (False, 0.3),
+                                                         (True, 2.5)])
+def test_categorical_parzen_estimator_matches_optunas(n_observations, predetermined,
+                                                      prior_weight):
+    """Same log density as Optuna's own _ParzenEstimator (to float rounding) and bitwise the
+    same samples from the same RandomState."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.samplers import TPESampler
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
+
+    from nasforge.controllers.optuna_tpe import CategoricalParzenEstimator
+
+    rng = np.random.default_rng(n_observations)
+    space = {f"d{i:02d}": CategoricalDistribution(list(range(n)))
+             for i, n in enumerate(NasNetSpace().decisions())}
+    observed = {k: rng.integers(len(d.choices), size=n_observations).astype(float)
+                for k, d in space.items()}
+    parameters = TPESampler()._parzen_estimator_parameters._replace(prior_weight=prior_weight)
+    weights = rng.uniform(0.5, 2.0, n_observations) if predetermined else None
+    ours = CategoricalParzenEstimator(observed, space, parameters, weights)
+    theirs = _ParzenEstimator(observed, space, parameters, weights)
+    samples = theirs.sample(np.random.RandomState(n_observations), 64)
+    np.testing.assert_allclose(ours.log_pdf(samples), theirs.log_pdf(samples),
+                               rtol=1e-12, atol=1e-10)
+    mine = ours.sample(np.random.RandomState(n_observations), 64)
+    assert all(np.array_equal(mine[k], samples[k]) for k in space)
+
+
+def test_categorical_parzen_estimator_leaves_other_spaces_to_optuna():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.samplers import TPESampler
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
+
+    from nasforge.controllers.optuna_tpe import CategoricalParzenEstimator
+
+    space = {"a": CategoricalDistribution([0, 1, 2]), "x": FloatDistribution(0.0, 1.0)}
+    observed = {"a": np.array([0.0, 2.0, 2.0]), "x": np.array([0.1, 0.5, 0.9])}
+    parameters = TPESampler()._parzen_estimator_parameters
+    ours = CategoricalParzenEstimator(observed, space, parameters)
+    theirs = _ParzenEstimator(observed, space, parameters)
+    samples = theirs.sample(np.random.RandomState(0), 8)
+    assert not ours._fast
+    np.testing.assert_array_equal(ours.log_pdf(samples), theirs.log_pdf(samples))
 
 
 def test_optuna_multi_objective_uses_nsga2():
