@@ -140,6 +140,8 @@ def summarize(records: dict[str, list[RunRecord]], reference: str = "random") ->
     out = {}
     for name, runs in records.items():
         reach = [evals_to_reach(r.trace, ref_best) for r in runs]
+        last100 = [r.ms_last(100) for r in runs]
+        hits = [r.cache_hits for r in runs]
         out[name] = {
             "median_best": float(np.median([r.best for r in runs])),
             "best_per_seed": [round(r.best, 6) for r in runs],
@@ -148,11 +150,11 @@ def summarize(records: dict[str, list[RunRecord]], reference: str = "random") ->
             "random_median_best": ref_best,
             "ms_per_proposal": float(np.median([r.ms_per_proposal for r in runs])),
             "ms_per_proposal_max": float(max(r.ms_per_proposal for r in runs)),
-            "ms_per_proposal_last100": float(np.median([r.ms_last(100) for r in runs])),
-            "ms_per_proposal_last100_max": float(max(r.ms_last(100) for r in runs)),
-            "ms_per_proposal_last100_per_seed": [round(r.ms_last(100), 2) for r in runs],
-            "cache_hits_median": float(np.median([r.cache_hits for r in runs])),
-            "cache_hits_per_seed": [r.cache_hits for r in runs],
+            "ms_per_proposal_last100": float(np.median(last100)),
+            "ms_per_proposal_last100_max": float(max(last100)),
+            "ms_per_proposal_last100_per_seed": [round(v, 2) for v in last100],
+            "cache_hits_median": float(np.median(hits)),
+            "cache_hits_per_seed": hits,
             "wall_s": round(sum(r.wall_s for r in runs), 2),
         }
     return out

@@ -54,13 +54,14 @@ except ImportError:  # pragma: no cover - depends on the installed Optuna
 def fast_tpe_available() -> bool:
     """Whether this Optuna has the private hooks FastTPESampler relies on."""
     hook = getattr(TPESampler, "_get_internal_repr", None)
+    stock = TPESampler()
     return (_ParzenEstimator is not None and hook is not None
             and list(inspect.signature(hook).parameters) == ["self", "trials", "search_space",
                                                               "study"]
             and hasattr(TPESampler, "_get_params") and hasattr(TPESampler, "_is_multivariate")
             and hasattr(Study, "_get_trials")
-            and getattr(TPESampler(), "_parzen_estimator_cls", None) is _ParzenEstimator
-            and hasattr(TPESampler(), "_group"))
+            and getattr(stock, "_parzen_estimator_cls", None) is _ParzenEstimator
+            and hasattr(stock, "_group"))
 
 
 _INTERSECTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # as TPE's include_pruned=True
@@ -92,10 +93,9 @@ class CategoricalParzenEstimator(_ParzenEstimator or object):
         weights = np.array([1.0]) if n == 0 else np.append(weights, [parameters.prior_weight])
         weights /= weights.sum()
         self._weights, self._log_weights = weights, np.log(weights)
-        self._prior_weight = parameters.prior_weight
         # kernel k at choice j of parameter p: (prior / n_kernels + [j == chosen_kp]) / row_sum
         sizes = np.array([len(d.choices) for d in search_space.values()])
-        low = parameters.prior_weight / (n + 1)
+        self._low = low = parameters.prior_weight / (n + 1)
         row_sum = low * sizes + 1.0
         log_low, log_high = np.log(low / row_sum), np.log((low + 1.0) / row_sum)
         self._base = float(log_low.sum())           # every parameter off its kernel's choice
@@ -116,19 +116,18 @@ class CategoricalParzenEstimator(_ParzenEstimator or object):
         active = rng.choice(len(self._weights), p=self._weights, size=size)
         quantiles = rng.rand(len(self._gain), size)
         n = len(self._chosen)
-        observed = active < n  # the last kernel is the prior
+        draws = np.flatnonzero(active < n)  # draws of observation kernels (the prior is last)
+        drawn_choices = self._chosen[active[draws]]  # (draws, parameters)
         sampled = np.empty((size, len(self._gain)))
         for choices, params in self._params_by_size:
             if n == 0:
                 weights = np.full((len(params), size, choices), 1.0 / choices)
             else:
-                weights = np.full((len(params), size, choices), self._prior_weight / (n + 1))
-                # +1 at each observed kernel's choice, for draws of observation kernels
-                draws = np.flatnonzero(observed)
-                hit = self._chosen[active[draws]][:, params].T  # (params, draws)
-                weights[np.arange(len(params))[:, None], draws[None, :], hit] += 1
-                row_sums = weights.sum(axis=-1, keepdims=True)
-                weights /= np.where(row_sums == 0, 1, row_sums)
+                weights = np.full((len(params), size, choices), self._low)
+                # +1 at each drawn observation kernel's choice; rows sum to > 0 (prior > 0)
+                weights[np.arange(len(params))[:, None], draws[None, :],
+                        drawn_choices[:, params].T] += 1
+                weights /= weights.sum(axis=-1, keepdims=True)
             cumulative = np.cumsum(weights, axis=-1)
             cumulative[..., -1] = 1.0  # as Optuna: no rounding error past the last choice
             sampled[:, params] = (cumulative < quantiles[params, :, None]).sum(axis=-1).T
@@ -149,11 +148,9 @@ class CategoricalParzenEstimator(_ParzenEstimator or object):
             weighted[:, :n] = self._base + candidates @ kernels.T
         weighted[:, n] = self._prior
         weighted += self._log_weights
-        # log-sum-exp over kernels, as Optuna does
+        # log-sum-exp over kernels, as Optuna does; the prior kernel keeps every row finite
         top = weighted.max(axis=1)
-        top[np.isneginf(top)] = 0
-        with np.errstate(divide="ignore"):
-            return np.log(np.exp(weighted - top[:, None]).sum(axis=1)) + top
+        return np.log(np.exp(weighted - top[:, None]).sum(axis=1)) + top
 
 
 class FastTPESampler(TPESampler):
