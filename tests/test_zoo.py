@@ -34,3 +34,30 @@ def test_every_zoo_model(name, tmp_path):
     if not isinstance(arch, CellPair):
         same = compile_architecture(*resolve(str(path), setting))
         assert count_params(same) == count_params(build_model(name, setting))
+
+
+def readme_zoo_rows() -> list[list[str]]:
+    """The cells of README's generated zoo table, one list per row (header excluded)."""
+    from pathlib import Path
+
+    from nasforge.cli.zoo import README_BEGIN, README_END
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index(README_BEGIN) + len(README_BEGIN):text.index(README_END)]
+    lines = [line for line in block.strip().splitlines()[2:]]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_readme_zoo_table_lists_every_entry_with_its_reference():
+    expected = {(name, setting, entry.reference or "") for name, entry in ZOO.items()
+                for setting in entry.settings}
+    listed = {(row[0], row[2].split(" (")[0], row[6]) for row in readme_zoo_rows()}
+    assert listed == expected
+
+
+@pytest.mark.slow
+def test_readme_zoo_table_is_the_output_of_nasforge_zoo():
+    from nasforge.cli.zoo import format_table, zoo_rows
+
+    lines = format_table(zoo_rows()).splitlines()[2:]
+    assert [[c.strip() for c in line.strip("|").split("|")] for line in lines] == readme_zoo_rows()

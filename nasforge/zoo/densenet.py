@@ -87,4 +87,5 @@ register_model(ZooEntry("densenet121", "DenseNet", settings={"imagenet": {}},
 register_model(ZooEntry("densenet_bc_100_12", "DenseNet", settings={"cifar": {}},
                         build_chain=partial(densenet, (16, 16, 16), growth=12, init=24,
                                             cifar=True, name="densenet_bc_100_12"),
-                        doc="Huang et al. 2017, DenseNet-BC (L=100, k=12), CIFAR"))
+                        doc="Huang et al. 2017, DenseNet-BC (L=100, k=12), CIFAR",
+                        reference="paper: Huang et al. 2017, Table 2 (0.8M)"))

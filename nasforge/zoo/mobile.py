@@ -257,14 +257,16 @@ def load_torchvision_shufflenet_v2(model, state: dict):
 # ------------------------------------------------------------------------------ zoo entries
 IMAGENET = {"imagenet": {}}
 register_model(ZooEntry("mobilenet_v1", "MobileNet", settings=IMAGENET, build_chain=mobilenet_v1,
-                        doc="Howard et al. 2017, 1.0 width, 224 px (Table 1)"))
+                        doc="Howard et al. 2017, 1.0 width, 224 px (Table 1)",
+                        reference="timm mobilenetv1_100"))
 register_model(ZooEntry("mobilenet_v2", "MobileNet", settings=IMAGENET, build_chain=mobilenet_v2,
                         import_weights=load_torchvision_mobilenet_v2,
                         reference="torchvision.models.mobilenet_v2",
                         doc="Sandler et al. 2018, 1.0 width, torchvision layout"))
 register_model(ZooEntry("shufflenet_v1_g3", "ShuffleNet", settings=IMAGENET,
                         build_chain=partial(shufflenet_v1, 3),
-                        doc="Zhang et al. 2017, 1x, g = 3, Megvii ShuffleNet-Series layout"))
+                        doc="Zhang et al. 2017, 1x, g = 3, Megvii ShuffleNet-Series layout",
+                        reference="Megvii ShuffleNet-Series ShuffleNetV1(group=3)"))
 register_model(ZooEntry("shufflenet_v2_x1_0", "ShuffleNet", settings=IMAGENET,
                         build_chain=partial(shufflenet_v2, 1.0),
                         import_weights=load_torchvision_shufflenet_v2,

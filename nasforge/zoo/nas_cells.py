@@ -18,7 +18,8 @@ register_model(ZooEntry(
     build_pair=partial(pair_from_blocks, "amoebanet_a", AMOEBANET_A),
     settings={"cifar": dict(N=6, filters=36), "mobile": dict(N=4, filters=50),
               "large": dict(N=6, filters=190)},  # 6@190: 86.7M [A]
-    doc="Real et al. 2019, AmoebaNet-A (cells from the TPU reference code)"))
+    doc="Real et al. 2019, AmoebaNet-A (cells from the TPU reference code)",
+    reference="paper: Real et al. 2019 (CIFAR 3.2M; large 86.7M, 23.1G)"))
 
 register_model(ZooEntry(
     "pnasnet_5", "PNASNet",
@@ -32,4 +33,5 @@ register_model(ZooEntry(
 register_model(ZooEntry(
     "darts_v2", "DARTS", build_pair=partial(pair_from_blocks, "darts_v2", DARTS_V2),
     settings={"cifar": dict(N=6, filters=36), "mobile": dict(N=4, filters=48)},
-    doc="Liu et al. 2019, DARTS (second order), compiled with nasforge's TF-style macro"))
+    doc="Liu et al. 2019, DARTS (second order), compiled with nasforge's TF-style macro",
+    reference="paper: Liu et al. 2019 genotype (quark0/darts genotypes.py)"))

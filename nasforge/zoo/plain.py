@@ -60,6 +60,8 @@ def alexnet(num_classes: int = 1000) -> CellChain:
 
 
 register_model(ZooEntry("vgg16", "VGG", settings={"imagenet": {}}, build_chain=vgg,
-                        doc="Simonyan & Zisserman 2015, configuration D, torchvision layout"))
+                        doc="Simonyan & Zisserman 2015, configuration D, torchvision layout",
+                        reference="torchvision.models.vgg16"))
 register_model(ZooEntry("alexnet", "AlexNet", settings={"imagenet": {}}, build_chain=alexnet,
-                        doc="Krizhevsky et al. 2012, torchvision layout"))
+                        doc="Krizhevsky et al. 2012, torchvision layout",
+                        reference="torchvision.models.alexnet"))

@@ -256,17 +256,21 @@ for _name, _family, _layers, _bottleneck, _kw in [
             "torchvision layout (timm's for seresnet50)"))
 
 register_model(ZooEntry("resnet110", "ResNet", settings={"cifar": {}},
-                        build_chain=partial(cifar_resnet, 110), doc="He et al. 2016, CIFAR"))
+                        build_chain=partial(cifar_resnet, 110), doc="He et al. 2016, CIFAR",
+                        reference="paper: He et al. 2016, Table 6 (1.7M)"))
 register_model(ZooEntry("preact_resnet164", "ResNet", settings={"cifar": {}},
                         build_chain=partial(preact_resnet, 164),
-                        doc="He et al. 2016 (identity mappings), CIFAR, bottleneck"))
+                        doc="He et al. 2016 (identity mappings), CIFAR, bottleneck",
+                        reference="paper: He et al. 2016b, Table 3 (1.7M)"))
 register_model(ZooEntry("wrn_28_10", "WideResNet", settings={"cifar": {}},
                         build_chain=partial(wide_resnet, 28, 10),
-                        doc="Zagoruyko & Komodakis 2016, CIFAR"))
+                        doc="Zagoruyko & Komodakis 2016, CIFAR",
+                        reference="paper: Zagoruyko & Komodakis 2016, Table 5 (36.5M)"))
 register_model(ZooEntry("resnet9", "ResNet", settings={"cifar": {"options": {"width": 0.25}}},
                         build_chain=resnet9,
                         doc="Page 2018 (DAWNBench) ResNet-9 for CIFAR; default width 0.25 "
                             "(16/32/64/128 channels) for fast CPU training (cifar-fast)"))
 register_model(ZooEntry("pyramidnet110_a48", "PyramidNet", settings={"cifar": {}},
                         build_chain=partial(pyramidnet, 110, 48),
-                        doc="Han et al. 2017, additive PyramidNet-110 (alpha=48), CIFAR"))
+                        doc="Han et al. 2017, additive PyramidNet-110 (alpha=48), CIFAR",
+                        reference="paper: Han et al. 2017, Table 4 (1.7M)"))
