@@ -78,9 +78,9 @@ def _without_batch_norm(model):
 
 
 @pytest.mark.parametrize("name,paper,digits,counts_batch_norm", [
-    ("condensenet86", 0.52e6, 2, True),  # Huang et al. 2018, Table 1: 0.52M
-    ("dmrnet56", 1.7e6, 1, True),  # Zhao et al. 2018, Table 2: 1.7M
-    # Zhang et al. 2017, Table 5: 24.1M, the convolution and fc weights of the authors' code
+    ("condensenet86", 0.52e6, 2, True),  # Huang et al. 2018, CIFAR table: 0.52M
+    ("dmrnet56", 1.7e6, 1, True),  # Zhao et al. 2018, CIFAR table: 1.7M
+    # Zhang et al. 2017, CIFAR comparison: 24.1M, the convolution and fc weights of the authors' code
     # (their BN scales and shifts, another 81,536, bring it to 24.2M)
     ("igc_l32m26", 24.1e6, 1, False),
 ])
@@ -92,7 +92,7 @@ def test_count_matches_the_paper_at_its_rounding(name, paper, digits, counts_bat
 
 
 def test_igc_l16m32_matches_the_papers_count_too():
-    # the same builder at the paper's other width (Table 5: 17.7M), as a check of the rule
+    # the same builder at the paper's other width (same table: 17.7M), as a check of the rule
     assert round(igc_reference_params(16, 32, with_bn=False) / 1e6, 1) == 17.7
     from nasforge.compiler import ChainNetwork
     from nasforge.zoo.cifar_families import igc_resnet
@@ -140,12 +140,12 @@ def test_igc_permutations_make_the_block_dense_across_partitions():
     the interleaving permutation connect every output channel to every input channel. Without
     the permutation, the two grouped convs would leave most pairs unconnected."""
     from nasforge.compiler import CompiledGraph
-    from nasforge.zoo.cifar_families import _igc
+    from nasforge.zoo.cifar_families import igc_unit
     from nasforge.dsl import Cell
 
     def jacobian_support(shuffle):
         cell = Cell("igc")
-        x = _igc(cell, cell.input(0), 8, 1, primary=2, secondary=4, act="none", name="u")
+        x = igc_unit(cell, cell.input(0), 8, 1, primary=2, secondary=4, act="none", name="u")
         cell.set_output([x])
         if not shuffle:
             for n in cell.nodes("op"):

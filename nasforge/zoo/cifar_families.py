@@ -160,7 +160,7 @@ def dmrnet(depth: int = 56, num_classes: int = 10, widths=(16, 32, 64)) -> CellC
 IGC_BN_EPS = 2e-5  # the authors' MXNet BatchNorm eps
 
 
-def _igc(cell, x, c_out, stride, primary, secondary, act, name):
+def igc_unit(cell, x, c_out, stride, primary, secondary, act, name):
     """Primary grouped 3x3 conv (``primary`` partitions), permutation, secondary grouped 1x1
     conv (``secondary`` partitions), permutation back, BN (-> ReLU): the authors' get_igc,
     whose Reorder(branch_factor=g) is ShuffleNet's channel shuffle with g groups."""
@@ -180,8 +180,8 @@ def igc_block(c_in: int, c_out: int, primary: int) -> Cell:
     stride = 1 if c_in == c_out else 2
     cell = Cell(f"igc_{c_in}_{c_out}_L{primary}")
     h0 = cell.input(0)
-    x = _igc(cell, h0, c_out, stride, primary, c_in // primary, "relu", "two1")
-    x = _igc(cell, x, c_out, 1, primary, c_out // primary, "none", "two2")
+    x = igc_unit(cell, h0, c_out, stride, primary, c_in // primary, "relu", "two1")
+    x = igc_unit(cell, x, c_out, 1, primary, c_out // primary, "none", "two2")
     shortcut = h0 if stride == 1 else conv_bn_act(
         cell, h0, c_out, 1, stride, groups=primary, padding=0, act="none", bn_eps=IGC_BN_EPS,
         node_id="line")
@@ -217,15 +217,15 @@ register_model(ZooEntry(
 register_model(ZooEntry(
     "condensenet86", "CondenseNet", settings=CIFAR, build_chain=condensenet,
     reference="ShichenLiu/CondenseNet models/condensenet_converted.py (--stages 14-14-14 "
-              "--growth 8-16-32, G=C=4); paper: Huang et al. 2018, Table 1 (0.52M, 65M FLOPs)",
+              "--growth 8-16-32, G=C=4); paper: Huang et al. 2018, CIFAR table (0.52M, 65M FLOPs)",
     doc="Huang et al. 2018, CondenseNet-86 (G=C=4), converted test-time network, CIFAR"))
 register_model(ZooEntry(
     "dmrnet56", "DMRNet", settings=CIFAR, build_chain=partial(dmrnet, 56),
     reference="paper: Zhao et al. 2018, Deep Convolutional Neural Networks with "
-              "Merge-and-Run Mappings, Table 2 (DMRNet, depth 56, 1.7M)",
+              "Merge-and-Run Mappings, CIFAR table (DMRNet, depth 56, 1.7M)",
     doc="Zhao et al. 2018, merge-and-run network DMRNet-56, CIFAR"))
 register_model(ZooEntry(
     "igc_l32m26", "IGC", settings=CIFAR, build_chain=partial(igc_resnet, 32, 26),
     reference="hellozting/InterleavedGroupConvolutions network/resnet_igc.py (depth 20, "
-              "L=32, M=26); paper: Zhang et al. 2017, Table 5 (24.1M)",
+              "L=32, M=26); paper: Zhang et al. 2017, state-of-the-art comparison on CIFAR (24.1M)",
     doc="Zhang et al. 2017, IGC-L32M26 residual network (depth 20), CIFAR"))
