@@ -80,8 +80,8 @@ def _without_batch_norm(model):
 @pytest.mark.parametrize("name,paper,digits,counts_batch_norm", [
     ("condensenet86", 0.52e6, 2, True),  # Huang et al. 2018, CIFAR table: 0.52M
     ("dmrnet56", 1.7e6, 1, True),  # Zhao et al. 2018, CIFAR table: 1.7M
-    # Zhang et al. 2017, CIFAR comparison: 24.1M, the convolution and fc weights of the authors' code
-    # (their BN scales and shifts, another 81,536, bring it to 24.2M)
+    # Zhang et al. 2017, CIFAR comparison: 24.1M, the convolution and fc weights of the
+    # authors' code (their BN scales and shifts, another 81,536, bring it to 24.2M)
     ("igc_l32m26", 24.1e6, 1, False),
 ])
 def test_count_matches_the_paper_at_its_rounding(name, paper, digits, counts_batch_norm):
@@ -273,3 +273,11 @@ def test_mean_and_highway_combines_follow_their_papers_formulas():
     # Srivastava et al. 2015, eq. 3: y = H T + x (1 - T)
     assert torch.allclose(COMBINES["highway"].apply([h, t, x]), h * t + x * (1 - t))
     assert torch.allclose(COMBINES["mean"].apply([h, x, a]), (h + x + a) / 3)
+
+
+def test_recipe_rejects_a_survival_probability_outside_0_1():
+    from nasforge.train import Recipe
+
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="stochastic_depth"):
+            Recipe(name="bad", stochastic_depth=bad)

@@ -161,9 +161,10 @@ IGC_BN_EPS = 2e-5  # the authors' MXNet BatchNorm eps
 
 
 def igc_unit(cell, x, c_out, stride, primary, secondary, act, name):
-    """Primary grouped 3x3 conv (``primary`` partitions), permutation, secondary grouped 1x1
-    conv (``secondary`` partitions), permutation back, BN (-> ReLU): the authors' get_igc,
-    whose Reorder(branch_factor=g) is ShuffleNet's channel shuffle with g groups."""
+    """Adds one interleaved group convolution after node ``x`` of ``cell``; returns its
+    output node. Primary grouped 3x3 conv (``primary`` partitions), permutation, secondary
+    grouped 1x1 conv (``secondary`` partitions), permutation back, BN (-> ReLU): the authors'
+    get_igc, whose Reorder(branch_factor=g) is ShuffleNet's channel shuffle with g groups."""
     x = cell.op("conv", x, stride=stride, channels=c_out, kernel=3, groups=primary, bn=False,
                 act="none", node_id=f"{name}_conv1")
     x = cell.op("channel_shuffle", x, groups=primary, node_id=f"{name}_reorder1")
