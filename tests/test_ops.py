@@ -50,6 +50,12 @@ CLASSIC_EXAMPLES = {
     "channel_split": [(8, 4, 1, {"parts": 2, "index": 1}, (4, 9, 9))],
     "squeeze_excite": [(8, 8, 1, {"squeeze": 2}, (8, 9, 9))],
     "pad_channels": [(8, 12, 1, {}, (12, 9, 9))],
+    "fractal_conv": [(8, 16, 1, {"dropout": 0.1}, (16, 9, 9)), (8, 16, 2, {}, (16, 5, 5))],
+    "highway_gate": [(8, 8, 1, {"bias_init": -1.0}, (8, 9, 9))],
+    "condense_conv": [(8, 16, 1, {"groups": 4, "condense_factor": 4}, (16, 9, 9)),
+                      (8, 16, 1, {"groups": 2, "condense_factor": 4}, (16, 9, 9))],
+    "condense_linear": [(8, 10, 1, {"keep": 0.5}, (10, 1, 1))],
+    "stochastic_depth": [(8, 8, 1, {"survival": 0.5}, (8, 9, 9))],
 }
 
 

@@ -52,8 +52,8 @@ def _progress(msg: str) -> None:
 
 def _build(model_name: str, setting, recipe, data, arch):
     """The model for ``data`` (its classes, channels and image size); drop-path and the
-    auxiliary head of the recipe apply to cell networks, the recipe's model overrides only to
-    its own default model."""
+    auxiliary head of the recipe apply to cell networks, stochastic depth to zoo chains, the
+    recipe's model overrides only to its own default model."""
     from nasforge import build_model
     from nasforge.api import is_file_reference
     from nasforge.dsl import CellChain
@@ -61,6 +61,8 @@ def _build(model_name: str, setting, recipe, data, arch):
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
         is_file = is_file_reference(model_name)
         overrides = {"input_size": data.image_size[0]}
+        if recipe.stochastic_depth < 1.0 and not is_file:  # builders that take it (resnet110)
+            overrides["stochastic_depth"] = recipe.stochastic_depth
         num_classes = None if is_file else data.num_classes  # a chain file fixes its head
     else:
         overrides = dict(recipe.model_overrides) if model_name == recipe.model else {}

@@ -41,6 +41,10 @@ class Recipe:
     grad_clip: float | None = 5.0  # max global gradient L2 norm; None: no clipping
     drop_path_keep_prob: float = 1.0  # ScheduledDropPath keep prob (cell networks; 1 = off)
     aux_weight: float = 0.0  # auxiliary-head loss weight (0 = no auxiliary head)
+    # stochastic depth p_L (Huang et al. 2016): survival probability of the last residual
+    # block of a chain model whose builder takes the ``stochastic_depth`` option (resnet110),
+    # decaying linearly from 1 at the first block; 1 = off
+    stochastic_depth: float = 1.0
     # --- augmentation (nasforge.data.DeviceLoader) ---
     crop_padding: int = 4  # pixels of random-crop padding
     pad_mode: str = "zero"  # "zero" (NASNet/DARTS) or "reflect" (airbench)
@@ -72,6 +76,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: split must be 'search' or 'final'")
         if not 0.0 < self.drop_path_keep_prob <= 1.0:
             raise ValueError(f"recipe {self.name}: drop_path_keep_prob must be in (0, 1]")
+        if not 0.0 < self.stochastic_depth <= 1.0:
+            raise ValueError(f"recipe {self.name}: stochastic_depth must be in (0, 1]")
         if self.optimizer not in ("sgd", "rmsprop"):
             raise ValueError(f"recipe {self.name}: optimizer must be 'sgd' or 'rmsprop'")
         if self.image_size < 8 or not 0.0 < self.eval_crop_ratio <= 1.0:
@@ -147,6 +153,17 @@ register_recipe(Recipe(
     notes="Fast CPU CIFAR-10: a quarter-width DAWNBench ResNet-9 (0.41M params, 24M "
           "mult-adds), 16 epochs, Nesterov SGD with warm-up and cosine, label smoothing 0.2, "
           "reflect-pad crops and flips (airbench-style)."))
+
+register_recipe(Recipe(
+    name="cifar-stochastic-depth",
+    model="resnet110", setting="cifar",
+    data="cifar10", split="final",
+    epochs=500, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+    grad_clip=None, stochastic_depth=0.5,
+    notes="ResNet-110 with stochastic depth on CIFAR-10 (Huang et al. 2016, section 4): "
+          "p_L = 0.5 with linear decay, 500 epochs, batch 128, Nesterov SGD lr 0.1, wd 1e-4; "
+          "the paper divides the learning rate by 10 at epochs 250 and 375, this trainer "
+          "anneals it with a cosine."))
 
 register_recipe(Recipe(
     name="smoke",

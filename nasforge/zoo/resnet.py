@@ -43,12 +43,15 @@ def _residual_output(cell, branch, shortcut, act="relu"):
     cell.set_output([cell.op("act", total, act=act, node_id="relu") if act != "none" else total])
 
 
-def basic_block(c_in: int, c_out: int, stride: int) -> Cell:
-    """Two 3x3 convs; projection shortcut (1x1 conv + BN) when shape changes."""
+def basic_block(c_in: int, c_out: int, stride: int, survival: float = 1.0) -> Cell:
+    """Two 3x3 convs; projection shortcut (1x1 conv + BN) when shape changes. ``survival``
+    < 1 ends the residual branch in a ``stochastic_depth`` op (Huang et al. 2016)."""
     cell = Cell(f"basic_{c_in}_{c_out}_s{stride}")
     h0 = cell.input(0)
     x = conv_bn_act(cell, h0, c_out, 3, stride, node_id="conv1")
     x = conv_bn_act(cell, x, c_out, 3, act="none", node_id="conv2")
+    if survival < 1.0:
+        x = cell.op("stochastic_depth", x, survival=survival, node_id="stochastic_depth")
     shortcut = h0 if stride == 1 and c_in == c_out else \
         conv_bn_act(cell, h0, c_out, 1, stride, act="none", padding=0, node_id="downsample")
     _residual_output(cell, x, shortcut)
@@ -137,14 +140,24 @@ def preact_bottleneck_block(c_in: int, planes: int, stride: int) -> Cell:
     return cell
 
 
-def cifar_resnet(depth: int, num_classes: int = 10) -> CellChain:
+def stochastic_depth_survival(block: int, blocks: int, final_survival: float) -> float:
+    """Huang et al. 2016's linear decay rule: block l of L (1-based) survives with
+    probability p_l = 1 - l / L * (1 - p_L)."""
+    return 1.0 - block / blocks * (1.0 - final_survival)
+
+
+def cifar_resnet(depth: int, num_classes: int = 10, stochastic_depth: float = 1.0) -> CellChain:
     """He et al. 2016 CIFAR ResNet (6n+2 layers, widths 16/32/64); projection shortcuts
-    (option B) where the shape changes, instead of the paper's zero padding (option A)."""
+    (option B) where the shape changes, instead of the paper's zero padding (option A).
+
+    ``stochastic_depth`` = p_L < 1 trains it with stochastic depth (Huang et al. 2016): the
+    residual branch of block l survives with probability ``stochastic_depth_survival``."""
     n = (depth - 2) // 6
     cells, c_in = [cifar_stem(16)], 16
     for stage, width in enumerate((16, 32, 64)):
         for j in range(n):
-            cells.append(basic_block(c_in, width, 2 if stage and j == 0 else 1))
+            survival = stochastic_depth_survival(stage * n + j + 1, 3 * n, stochastic_depth)
+            cells.append(basic_block(c_in, width, 2 if stage and j == 0 else 1, survival))
             c_in = width
     cells.append(classifier_head(num_classes))
     return CellChain(cells, name=f"resnet{depth}", family="ResNet")
@@ -256,7 +269,9 @@ for _name, _family, _layers, _bottleneck, _kw in [
             "torchvision layout (timm's for seresnet50)"))
 
 register_model(ZooEntry("resnet110", "ResNet", settings={"cifar": {}},
-                        build_chain=partial(cifar_resnet, 110), doc="He et al. 2016, CIFAR",
+                        build_chain=partial(cifar_resnet, 110),
+                        doc="He et al. 2016, CIFAR; option stochastic_depth=p_L (Huang et al. "
+                            "2016; the recipe cifar-stochastic-depth sets p_L = 0.5)",
                         reference="paper: He et al. 2016, Table 6 (1.7M)"))
 register_model(ZooEntry("preact_resnet164", "ResNet", settings={"cifar": {}},
                         build_chain=partial(preact_resnet, 164),
