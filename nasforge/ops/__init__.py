@@ -1,5 +1,6 @@
 """Registered ops and combines. Importing this package fills the registries."""
-from nasforge.ops import classic, classic_more, combines, nasnet  # noqa: F401  (registration side effects)
+from nasforge.ops import (  # noqa: F401  (registration side effects)
+    classic, classic_more, combines, nasnet)
 from nasforge.ops.nasnet import NASNET_OPS
 from nasforge.registry import COMBINES, OPS, create_op, register_combine, register_op
 
