@@ -50,6 +50,11 @@ CLASSIC_EXAMPLES = {
     "channel_split": [(8, 4, 1, {"parts": 2, "index": 1}, (4, 9, 9))],
     "squeeze_excite": [(8, 8, 1, {"squeeze": 2}, (8, 9, 9))],
     "pad_channels": [(8, 12, 1, {}, (12, 9, 9))],
+    "connection_table_conv": [(8, 3, 1, {"table": [[0, 1], [2, 7], [0, 3, 5]], "kernel": 3},
+                               (3, 7, 7))],
+    "trainable_subsample": [(8, 8, 2, {"act": "lecun_tanh"}, (8, 4, 4))],
+    "rbf_output": [(8, 10, 1, {}, (10, 9, 9))],
+    "soft_mask_branch": [(8, 8, 1, {"pools": 2, "act": "tanh"}, (8, 9, 9))],
 }
 
 

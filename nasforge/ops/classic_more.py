@@ -110,11 +110,12 @@ def trainable_subsample(c_in, c_out, stride, act="none"):
 
 
 class RBFOutput(nn.Module):
-    """Euclidean radial basis function units: y_i = sum_j (x_j - w_ij)^2, returned negated as
-    logits (the smallest distance wins). The prototypes w_i are fixed +-1 codes, a buffer, not
-    parameters: LeCun et al. 1998 (section II.B) chose them by hand (stylized 7x12 bitmaps) and
-    kept them fixed; they are drawn here from a seeded generator, as the bitmaps are not
-    published as data."""
+    """Euclidean radial basis function units: y_i = sum_j (x_j - w_ij)^2 over the channels j
+    (at each position; LeNet-5 applies it to a 1 x 1 map), returned negated as logits (the
+    smallest distance wins). The prototypes w_i are fixed +-1 codes, a buffer, not parameters:
+    LeCun et al. 1998 (section II.B) chose them by hand (stylized 7x12 bitmaps) and kept them
+    fixed; they are drawn here from a seeded generator, as the bitmaps are not published as
+    data."""
 
     def __init__(self, in_features: int, units: int, seed: int):
         super().__init__()
@@ -123,9 +124,8 @@ class RBFOutput(nn.Module):
         self.register_buffer("prototypes", codes)
 
     def forward(self, x):
-        x = torch.flatten(x, 1)
-        distance = (x[:, None, :] - self.prototypes[None]).square().sum(-1)
-        return -distance[:, :, None, None]
+        difference = x[:, None] - self.prototypes[None, :, :, None, None]
+        return -difference.square().sum(2)
 
 
 @register_op("rbf_output", family="classic")
