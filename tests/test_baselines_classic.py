@@ -67,7 +67,7 @@ def test_rbf_output_prefers_the_nearest_fixed_prototype():
     assert count_params(op) == 0  # the paper's prototypes are fixed
     prototypes = op.prototypes
     assert set(prototypes.unique().tolist()) == {-1.0, 1.0}
-    logits = op(prototypes[3][None, :, None, None]).flatten(1)
+    logits = op(prototypes[3][None]).flatten(1)
     assert logits.argmax().item() == 3 and logits[0, 3].item() == 0.0
 
 

@@ -59,8 +59,8 @@ class ConnectionTableConv(nn.Module):
         if any(not 0 <= i < c_in for _, i in pairs):
             raise ValueError(f"connection table names an input map outside 0..{c_in - 1}")
         self.c_in, self.kernel, self.stride = c_in, kernel, stride
-        self.register_buffer("out_index", torch.tensor([j for j, _ in pairs]), persistent=False)
-        self.register_buffer("in_index", torch.tensor([i for _, i in pairs]), persistent=False)
+        self.register_buffer("out_index", torch.tensor([j for j, _ in pairs]))
+        self.register_buffer("in_index", torch.tensor([i for _, i in pairs]))
         self.weight = nn.Parameter(torch.empty(len(pairs), kernel, kernel))
         self.bias = nn.Parameter(torch.empty(c_out))
         fan_in = len(pairs) / c_out * kernel * kernel  # mean connections per output map
@@ -121,11 +121,12 @@ class RBFOutput(nn.Module):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         codes = torch.randint(0, 2, (units, in_features), generator=generator) * 2.0 - 1.0
-        self.register_buffer("prototypes", codes)
+        # units x C x 1 x 1, broadcast against N x 1 x C x H x W: the buffer is used as is, so
+        # torch.fx (the py export) sees the buffer rather than a derived constant
+        self.register_buffer("prototypes", codes[:, :, None, None])
 
     def forward(self, x):
-        difference = x[:, None] - self.prototypes[None, :, :, None, None]
-        return -difference.square().sum(2)
+        return -(torch.unsqueeze(x, 1) - self.prototypes).square().sum(2)
 
 
 @register_op("rbf_output", family="classic")
