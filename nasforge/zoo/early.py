@@ -51,7 +51,7 @@ def lenet5(num_classes: int = 10) -> CellChain:
     x = head.op("linear", head.input(0), channels=84, node_id="F6")
     x = head.op("act", x, act=LENET5_ACT, node_id="F6_act")
     head.set_output([head.op("rbf_output", x, channels=num_classes, node_id="output")])
-    return CellChain([features, head], name="lenet5", family="LeNet", in_channels=1)
+    return CellChain([features, head], name="lenet5", family="LeNet")
 
 
 def zfnet(num_classes: int = 1000) -> CellChain:

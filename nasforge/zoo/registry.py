@@ -81,7 +81,9 @@ class ZooEntry:
     def architecture(self, config) -> CellPair | CellChain:
         if self.build_pair is not None:
             return self.build_pair()
-        return self.build_chain(num_classes=config.num_classes, **dict(config.options))
+        chain = self.build_chain(num_classes=config.num_classes, **dict(config.options))
+        chain.in_channels = config.in_channels  # the setting's (or the data's) image channels
+        return chain
 
 
 ZOO: dict[str, ZooEntry] = {}
