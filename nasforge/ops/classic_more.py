@@ -23,7 +23,7 @@ LECUN_TANH_SLOPE = 2.0 / 3.0  # S
 class LeCunTanh(nn.Module):
     """LeNet-5's squashing function f(a) = 1.7159 tanh(2a/3)."""
 
-    def __init__(self, inplace: bool = False):
+    def __init__(self, inplace: bool = False):  # ``inplace``: the ACTIVATIONS signature
         super().__init__()
 
     def forward(self, x):
