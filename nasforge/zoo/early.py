@@ -8,8 +8,9 @@
   60,000 (C1 156, S2 12, C3 1,516, S4 32, C5 48,120, F6 10,164; the RBF prototypes are fixed
   and not counted). 32 x 32 grayscale input (MNIST's 28 x 28 digits padded), 10 classes.
 * ``zfnet``: Zeiler & Fergus 2014 (arXiv 2013; "Visualizing and understanding convolutional
-  networks"), Fig. 3: 96 @ 7x7/2 - 3x3/2 max pool - contrast normalization - 256 @ 5x5/2 - pool - norm -
-  384, 384, 256 @ 3x3 - pool - FC 4096 - FC 4096 - 1000, dense (single-column) connections.
+  networks"), Fig. 3: 96 @ 7x7/2 - 3x3/2 max pool - contrast normalization - 256 @ 5x5/2 -
+  pool - norm - 384, 384, 256 @ 3x3 - pool - FC 4096 - FC 4096 - 1000, dense (single-column)
+  connections.
   Paddings and ceil-mode pools reproduce the figure's 110 / 55 / 26 / 13 / 6 map sizes;
   normalization is AlexNet's local response normalization (size 5), dropout 0.5 in the FC
   layers (as AlexNet, which the paper follows). 62,357,608 parameters: Caffe's bvlc_alexnet
