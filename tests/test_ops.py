@@ -56,6 +56,11 @@ CLASSIC_EXAMPLES = {
                       (8, 16, 1, {"groups": 2, "condense_factor": 4}, (16, 9, 9))],
     "condense_linear": [(8, 10, 1, {"keep": 0.5}, (10, 1, 1))],
     "stochastic_depth": [(8, 8, 1, {"survival": 0.5}, (8, 9, 9))],
+    "connection_table_conv": [(8, 3, 1, {"table": [[0, 1], [2, 7], [0, 3, 5]], "kernel": 3},
+                               (3, 7, 7))],
+    "trainable_subsample": [(8, 8, 2, {"act": "lecun_tanh"}, (8, 4, 4))],
+    "rbf_output": [(8, 10, 1, {}, (10, 9, 9))],
+    "soft_mask_branch": [(8, 8, 1, {"pools": 2, "act": "tanh"}, (8, 9, 9))],
 }
 
 

@@ -25,7 +25,7 @@ def test_every_zoo_model(name, tmp_path):
     model = build_model(name, setting, **small)
     size = max(32 if config.input_size <= 32 else 64, getattr(config, "min_input_size", 0))
     model.train()
-    out = model(torch.randn(2, 3, size, size))
+    out = model(torch.randn(2, config.in_channels, size, size))
     outputs = out if isinstance(out, tuple) else (out,)  # (logits, aux_logits) with aux heads
     assert all(o.shape == (2, config.num_classes) for o in outputs)
     sum(o.square().mean() for o in outputs).backward()

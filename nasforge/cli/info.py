@@ -44,6 +44,8 @@ def model_info(model_name, setting=None, **overrides) -> dict:
     if isinstance(arch, CellPair):
         info.update(N=config.N, filters=config.filters,
                     penultimate=penultimate_filters(arch, config))
+    else:
+        info["output_stride"] = arch.output_stride()
     return info
 
 
@@ -77,5 +79,7 @@ def run(args) -> int:
               f"  params      {info['params']:,}\n"
               f"  mult-adds   {info['mult_adds']:,} at {info['input_size']}x"
               f"{info['input_size']}\n"
-              f"  output      {tuple(info['output_shape'])}")
+              f"  output      {tuple(info['output_shape'])}"
+              + (f"\n  output stride {info['output_stride']}" if "output_stride" in info
+                 else ""))
     return 0

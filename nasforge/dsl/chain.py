@@ -32,6 +32,16 @@ class CellChain(_JsonRecord):
             raise CellError(f"aux_after {self.aux_after} out of range", None, self.name)
         return self
 
+    def output_stride(self) -> int:
+        """Input pixels per pixel of the final feature map: the product of each cell's
+        downsampling (its op strides along the way to its output), e.g. 32 for ResNet-50, 8
+        for a dilated residual network. Global pools and unpadded convolutions shrink maps
+        without a stride and are not counted."""
+        stride = 1
+        for cell in self.cells:
+            stride *= 2 ** cell.output_level()
+        return stride
+
     def canonical_hash(self) -> str:
         """Hash of the cells in order; concat order counts everywhere when any cell's ops see
         channel positions (a cell's output order reaches the next cell)."""

@@ -5,7 +5,7 @@ macro, configured by ``NetworkConfig``) and hand-designed networks (a ``CellChai
 function of the options in ``ChainConfig``).
 NASNet settings: ``cifar`` (32 px, 10 classes), ``mobile`` (224 px) and ``large`` (331 px)
 ImageNet (1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config``/
-``large_imagenet_config``. Hand-designed settings: ``imagenet`` and ``cifar``.
+``large_imagenet_config``. Hand-designed settings: ``imagenet``, ``cifar`` and ``mnist``.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class ChainConfig:
 CHAIN_SETTINGS: dict[str, ChainConfig] = {
     "imagenet": ChainConfig(input_size=224, num_classes=1000),
     "cifar": ChainConfig(input_size=32, num_classes=10),
+    # LeNet-5's input: MNIST's 28 x 28 digits centred in a 32 x 32 field, grayscale
+    "mnist": ChainConfig(input_size=32, num_classes=10, in_channels=1),
 }
 
 
@@ -79,7 +81,9 @@ class ZooEntry:
     def architecture(self, config) -> CellPair | CellChain:
         if self.build_pair is not None:
             return self.build_pair()
-        return self.build_chain(num_classes=config.num_classes, **dict(config.options))
+        chain = self.build_chain(num_classes=config.num_classes, **dict(config.options))
+        chain.in_channels = config.in_channels  # the setting's (or the data's) image channels
+        return chain
 
 
 ZOO: dict[str, ZooEntry] = {}
