@@ -555,6 +555,24 @@ def test_ctrl_c_stops_the_search_and_says_how_to_resume(tmp_path):
     assert "best_cell" not in err
 
 
+def test_compare_follows_the_best_trial_rule(tmp_path):
+    """A failed trial with a high val_acc never counts, NaN never counts, and the trials to the
+    best count up to the first trial that reached the best score (in finishing order)."""
+    from nasforge.cli.compare import summarize
+
+    run = RunFolder(tmp_path / "r").create({"search": {"searcher": "random", "trials": 5}})
+    for trial, status, acc, finished in [(0, "ok", 0.5, 1), (1, "failed", 0.9, 2),
+                                         (3, "ok", 0.7, 3), (4, "ok", float("nan"), 4),
+                                         (2, "ok", 0.7, 5)]:
+        run.append_trial({"trial": trial, "status": status, "metrics": {"val_acc": acc},
+                          "wall_s": 3600.0, "resources": {"gpu": 0}, "started_at": 0,
+                          "finished_at": finished})
+    assert best_trial(read_trials(run.path))["trial"] == 2  # ties: the lowest id
+    row = summarize(run.path)
+    assert row["best_val_acc"] == 0.7 and row["trials_to_best"] == 3
+    assert row["device_hours_to_best"] == 3.0
+
+
 # ---------------------------------------------------------------- Ray token authentication
 TOKEN_CASES = {  # (environment, token in ~/.ray/auth_token, where the token is taken from)
     "RAY_AUTH_TOKEN first": ({"RAY_AUTH_TOKEN": "t" * 32, "RAY_AUTH_TOKEN_PATH": "FILE"},

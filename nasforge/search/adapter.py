@@ -72,7 +72,7 @@ class TuneSearcherAdapter(TuneSearcher):
                  resources: dict, requeue: list[Proposal] = (), metric: str = "val_acc",
                  stop: StopRequest | None = None):
         super().__init__(metric=metric, mode="max")
-        self.stop = stop if stop is not None else StopRequest()
+        self.stop_request = stop if stop is not None else StopRequest()
         self.nasforge_searcher = searcher
         self.space = space
         self.recorder = recorder
@@ -90,7 +90,7 @@ class TuneSearcherAdapter(TuneSearcher):
 
     # ------------------------------------------------------------ Ray's API
     def suggest(self, trial_id: str):
-        if self.issued >= self.budget or self.stop:
+        if self.issued >= self.budget or self.stop_request:
             return TuneSearcher.FINISHED
         proposal = self.requeue.pop(0) if self.requeue else self.nasforge_searcher.ask(1)[0]
         self.issued += 1
@@ -111,7 +111,7 @@ class TuneSearcherAdapter(TuneSearcher):
         proposal, t0 = self.live.pop(trial_id)
         result = result or self.last.get(trial_id) or {}
         self.last.pop(trial_id, None)
-        if self.stop and (error or result.get("final_status") is None):
+        if self.stop_request and (error or result.get("final_status") is None):
             log.info("trial %d ended with the search: left for --resume", proposal.id)
             return
         record, outcome = self.make_record(proposal, trial_id, result, error, t0)

@@ -264,14 +264,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             run.save_searcher(searcher.state_dict())
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
                                           requeue=requeue, stop=stop)
-            tuner = _make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
-                                concurrency, remaining, stop)
-            # Ray Tune prints its own tables on stdout whatever the verbosity; stdout belongs
-            # to the CLI (--json), so they go to a log file in the run folder
-            with open(run.path / "ray_console.log", "a", encoding="utf-8") as console, \
-                    contextlib.redirect_stdout(console), _no_ray_tensorboard(), \
-                    _stop_on_interrupt(stop):
-                tuner.fit()
+            _fit(_make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
+                             concurrency, remaining, stop), run, stop)
         return _summary(run, recorder, config, stop)
     finally:
         if board is not None:
@@ -367,6 +361,16 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
                        _make_drop_checkpoints_callback()]))
+
+
+def _fit(tuner, run: RunFolder, stop) -> None:
+    """Run the Ray experiment until its trials are done or the search is stopped."""
+    # Ray Tune prints its own tables on stdout whatever the verbosity; stdout belongs to the
+    # CLI (--json), so they go to a log file in the run folder
+    with open(run.path / "ray_console.log", "a", encoding="utf-8") as console, \
+            contextlib.redirect_stdout(console), _no_ray_tensorboard(), \
+            _stop_on_interrupt(stop):
+        tuner.fit()
 
 
 def _trial_name(trial) -> str:
