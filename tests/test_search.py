@@ -606,6 +606,53 @@ def test_find_auth_token_follows_rays_precedence(environ, home_token, expected, 
     assert find_auth_token(environ, home) == want
 
 
+@pytest.mark.parametrize("home_token", [True, False], ids=["wrong token", "no token"])
+def test_refused_connection_is_one_line_about_the_token(home_token, tmp_path, monkeypatch,
+                                                         capfd):
+    """A cluster that refuses the client (Ray's client logs InvalidAuthToken to fd 2 once a
+    second, then raises ConnectionError): token mode was turned on when a token was found, the
+    flood is not shown, and the one error names token authentication and how to give one."""
+    import ray
+
+    from nasforge import cluster
+
+    home = tmp_path / "home"
+    if home_token:
+        (home / ".ray").mkdir(parents=True)
+        (home / ".ray" / "auth_token").write_text("w" * 64)
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    token_mode = []
+    monkeypatch.setattr(cluster, "_use_token_auth", lambda: token_mode.append(True))
+
+    def refused(**kwargs):
+        for _ in range(20):
+            os.write(2, b"gcs_client.cc:210: Failed to get cluster ID from GCS server: "
+                        b"Unauthenticated: RPC error: InvalidAuthToken: Authentication token "
+                        b"is missing or incorrect\n")
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refused)
+    with socket.socket() as server:  # something listening at the address
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = "127.0.0.1:%d" % server.getsockname()[1]
+        with pytest.raises(cluster.ClusterError) as err:
+            cluster.connect_ray(address)
+    message = str(err.value)
+    assert token_mode == ([True] if home_token else [])
+    assert "\n" not in message and message.startswith(f"cannot connect to the Ray cluster at "
+                                                      f"'{address}': the cluster uses token "
+                                                      f"authentication")
+    assert ("rejected the token from " + str(home / ".ray" / "auth_token") in message) \
+        == home_token
+    assert ("no token was found" in message) != home_token
+    assert "RAY_AUTH_TOKEN_PATH" in message and "RAY_AUTH_TOKEN" in message
+    assert "InvalidAuthToken" not in capfd.readouterr().err
+
+
 @pytest.fixture
 def token_auth_head(tmp_path):
     """A Ray head started the way `ray start --head` starts one when a token exists (Ray turns
