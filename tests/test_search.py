@@ -85,7 +85,8 @@ def test_fault_spec_parsing():
 @pytest.mark.parametrize("bad,match", [
     (dict(trials=0), "--trials"), (dict(scheduler="hyperband"), "unknown scheduler"),
     (dict(gpus_per_trial=1.5), "gpus-per-trial"), (dict(max_retries=-1), "max-retries"),
-    (dict(epochs=0), "--epochs")])
+    (dict(epochs=0), "--epochs"),
+    (dict(max_consecutive_failures=-1), "--max-consecutive-failures")])
 def test_search_config_rejects_bad_values(bad, match):
     with pytest.raises(SearchError, match=match):
         SearchConfig(**bad)
