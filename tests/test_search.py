@@ -85,7 +85,8 @@ def test_fault_spec_parsing():
 @pytest.mark.parametrize("bad,match", [
     (dict(trials=0), "--trials"), (dict(scheduler="hyperband"), "unknown scheduler"),
     (dict(gpus_per_trial=1.5), "gpus-per-trial"), (dict(max_retries=-1), "max-retries"),
-    (dict(epochs=0), "--epochs")])
+    (dict(epochs=0), "--epochs"),
+    (dict(max_consecutive_failures=-1), "--max-consecutive-failures")])
 def test_search_config_rejects_bad_values(bad, match):
     with pytest.raises(SearchError, match=match):
         SearchConfig(**bad)
@@ -121,7 +122,7 @@ class _Recorder:
     def epoch(self, proposal, metrics):
         self.events.append(("epoch", proposal.id, metrics["epoch"]))
 
-    def finished(self, record):
+    def finished(self, record, traceback=None):
         self.events.append(("finished", record["trial"], record["status"]))
 
     def told(self, searcher, record):
@@ -395,3 +396,340 @@ def test_compare_cli(faulty_run, tmp_path):
     assert "tensorboard --logdir" in r.stdout and "evolution" in r.stdout
     r = run_cli("compare", run_dir, tmp_path)
     assert r.returncode == 2 and "not a search run folder" in r.stderr
+
+
+# ------------------------------------------------------------------ broken and stopped searches
+def _rec(trial, status="failed", error="ValueError: no weights for cell 3", failure="error"):
+    if status != "failed":
+        return {"trial": trial, "status": status, "metrics": {"val_acc": 0.5}}
+    return {"trial": trial, "status": status, "error": error, "failure": failure}
+
+
+A, B, C = "ValueError: cell 3 has 2 inputs", "KeyError: 'sep_conv_9x9'", "OSError: [Errno 5] I/O"
+# (records in finishing order, limit, index of the record after which the search is broken or
+# None, True when the first-trials rule decided)
+WATCH_CASES = {
+    "three alike in a row": ([_rec(0, "ok"), _rec(1), _rec(2), _rec(3)], 3, 3, False),
+    "numbers differ, same error": (
+        [_rec(0, "ok")] + [_rec(i, error=f"ValueError: trial {i} needs {i * 1.5} GB at 0x{i:x}")
+                           for i in range(1, 4)], 3, 3, False),
+    "an ok trial restarts the count": (
+        [_rec(0), _rec(1), _rec(2, "ok"), _rec(3), _rec(4)], 3, None, None),
+    "a pruned trial restarts the count": (
+        [_rec(0, "ok"), _rec(1), _rec(2), _rec(3, "pruned"), _rec(4), _rec(5)], 3, None, None),
+    "first three all fail, differently": (
+        [_rec(0, error=A), _rec(1, error=B), _rec(2, error=C)], 3, 2, True),
+    "three different errors later": (
+        [_rec(0, "ok"), _rec(1, error=A), _rec(2, error=B), _rec(3, error=C)], 3, None, None),
+    "divergence and OOM do not count": (
+        [_rec(i, error="training diverged", failure="diverged") for i in range(3)]
+        + [_rec(i + 3, error="OutOfMemoryError: CUDA out of memory", failure="out_of_memory")
+           for i in range(3)], 3, None, None),
+    "nor reset the count": (
+        [_rec(0), _rec(1, error="training diverged", failure="diverged"), _rec(2),
+         _rec(3, failure="out_of_memory"), _rec(4)], 3, 4, False),
+    "dead workers do not count": ([_rec(i, failure="worker_died") for i in range(6)], 3,
+                                  None, None),
+    "limit 0: never": ([_rec(i) for i in range(8)], 0, None, None),
+}
+
+
+@pytest.mark.parametrize("records,limit,fires_after,first", WATCH_CASES.values(),
+                         ids=WATCH_CASES.keys())
+def test_failure_watch_tells_a_broken_search_from_an_unlucky_one(records, limit, fires_after,
+                                                                   first):
+    from nasforge.search.failures import FailureWatch
+
+    watch = FailureWatch(limit)
+    verdicts = [watch.observe(r) for r in records]
+    fired = [i for i, v in enumerate(verdicts) if v is not None]
+    assert fired[:1] == ([] if fires_after is None else [fires_after])
+    if fires_after is not None:
+        broken = verdicts[fires_after]
+        assert broken.trial == records[fires_after]["trial"]
+        assert broken.error == records[fires_after]["error"]
+        assert broken.first_trials is first and broken.count == limit
+
+
+def test_failure_kind_tells_out_of_memory_from_errors():
+    import torch
+
+    from nasforge.search.failures import failure_kind
+
+    assert failure_kind(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")) \
+        == "out_of_memory"
+    assert failure_kind(MemoryError()) == "out_of_memory"
+    assert failure_kind(RuntimeError("CUDA error: out of memory")) == "out_of_memory"
+    assert failure_kind(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) == "error"
+    assert failure_kind(FileNotFoundError("/data/train")) == "error"
+
+
+def test_broken_search_stops_after_k_alike_failures(ray_cluster, tmp_path, monkeypatch,
+                                                    capsys):
+    """Every child raises the same error (the numbers in its message differ): the search stops
+    after K trials with exit code 1 and one line naming the error and the traceback to read;
+    trials.jsonl holds the K records and --resume keeps K."""
+    from nasforge.cli import main
+
+    k = 3
+    monkeypatch.setenv("NASFORGE_INJECT_FAULTS", "broken:*")
+    # --cpus-per-trial 2: one trial at a time on the fixture's 2 CPUs, so exactly K finish
+    code = main(["search", *TINY_ARGS, "--searcher", "random", "--trials", "10", "--gpus", "0",
+                 "--cpus-per-trial", "2", "--max-consecutive-failures", str(k),
+                 "--runs-dir", str(tmp_path), "--name", "broken"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    run_dir = tmp_path / "broken"
+    records = read_trials(run_dir)
+    assert [r["trial"] for r in records] == list(range(k))
+    assert all(r["status"] == "failed" and r["failure"] == "error" for r in records)
+    stop_lines = [line for line in err if "stopped" in line]
+    assert stop_lines == [err[-1]], err
+    line = err[-1]
+    assert f"{k} trials in a row failed with InjectedFault: injected fault: trial " in line
+    traceback_file = run_dir / "trials" / f"{records[-1]['trial']:05d}" / "traceback.txt"
+    assert str(traceback_file) in line and f"nasforge search --resume {run_dir}" in line
+    text = traceback_file.read_text()
+    assert text.startswith("Traceback") and "InjectedFault" in text and "before_training" in text
+    saved = json.loads((run_dir / "config.json").read_text())["search"]
+    assert SearchConfig.from_dict(saved).max_consecutive_failures == k
+
+
+@pytest.mark.parametrize("best", [None, 0.61])
+def test_done_line_names_the_best_cell_only_when_there_is_one(best, tmp_path, capsys):
+    from nasforge.cli.search import _report_end
+
+    cell = tmp_path / "best_cell.json"
+    summary = {"stopped": None, "broken": None, "finished": 4, "budget": 4, "failed": 1,
+               "best_val_acc": best, "best_trial": None if best is None else 2,
+               "best_cell": None if best is None else str(cell), "wall_s": 60.0}
+    assert _report_end(summary, tmp_path) == 0
+    err = capsys.readouterr().err
+    assert ("best_cell.json" in err) == (best is not None), err
+
+
+CLI_DRIVER = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]  # the tests and the checkout (like `python -m`)
+import test_search  # registers the tiny recipe
+from nasforge.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def tiny_cli(tmp_path, *args) -> list[str]:
+    """The command line of `nasforge search ARGS` with the tiny children (recipe search-test,
+    registered by this module)."""
+    here = Path(__file__).resolve().parent
+    script = tmp_path / "nasforge_cli.py"
+    script.write_text(CLI_DRIVER.format(
+        tests=str(here), root=str(here.parent),
+        argv=["search", "--recipe", TINY.name, "--epochs", "1", "--data", "synthetic",
+              "--searcher", "random", "--gpus", "0", *map(str, args)]))
+    return [sys.executable, str(script)]
+
+
+def test_ctrl_c_stops_the_search_and_says_how_to_resume(tmp_path):
+    """SIGINT to the search's process group (what a terminal's Ctrl-C does) after the first
+    trial: exit code 130, 'interrupted after k of T trials' and the exact --resume command; the
+    children it interrupted are not recorded (as failed or otherwise)."""
+    run_dir = tmp_path / "ctrl-c"
+    proc = subprocess.Popen(
+        tiny_cli(tmp_path, "--trials", "6", "--runs-dir", tmp_path, "--name", "ctrl-c"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    trials = run_dir / "trials.jsonl"
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if trials.exists() and trials.read_text().strip():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    assert trials.read_text().strip(), "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    records = read_trials(run_dir)
+    k = len(records)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (f"nasforge: interrupted after {k} of 6 trials; "
+                                            f"continue with: nasforge search --resume {run_dir}")
+    assert 1 <= k < 6 and all(r["status"] == "ok" for r in records), records
+    assert "best_cell" not in err
+
+
+def test_compare_follows_the_best_trial_rule(tmp_path):
+    """A failed trial with a high val_acc never counts, NaN never counts, and the trials to the
+    best count up to the first trial that reached the best score (in finishing order)."""
+    from nasforge.cli.compare import summarize
+
+    run = RunFolder(tmp_path / "r").create({"search": {"searcher": "random", "trials": 5}})
+    for trial, status, acc, finished in [(0, "ok", 0.5, 1), (1, "failed", 0.9, 2),
+                                         (3, "ok", 0.7, 3), (4, "ok", float("nan"), 4),
+                                         (2, "ok", 0.7, 5)]:
+        run.append_trial({"trial": trial, "status": status, "metrics": {"val_acc": acc},
+                          "wall_s": 3600.0, "resources": {"gpu": 0}, "started_at": 0,
+                          "finished_at": finished})
+    assert best_trial(read_trials(run.path))["trial"] == 2  # ties: the lowest id
+    row = summarize(run.path)
+    assert row["best_val_acc"] == 0.7 and row["trials_to_best"] == 3
+    assert row["device_hours_to_best"] == 3.0
+
+
+# ---------------------------------------------------------------- Ray token authentication
+TOKEN_CASES = {  # (environment, token in ~/.ray/auth_token, where the token is taken from)
+    "RAY_AUTH_TOKEN first": ({"RAY_AUTH_TOKEN": "t" * 32, "RAY_AUTH_TOKEN_PATH": "FILE"},
+                             "h" * 32, "RAY_AUTH_TOKEN"),
+    "then RAY_AUTH_TOKEN_PATH": ({"RAY_AUTH_TOKEN_PATH": "FILE"}, "h" * 32,
+                                "FILE (RAY_AUTH_TOKEN_PATH)"),
+    "then ~/.ray/auth_token": ({}, "h" * 32, "HOME/.ray/auth_token"),
+    "an empty RAY_AUTH_TOKEN is none": ({"RAY_AUTH_TOKEN": ""}, "h" * 32,
+                                        "HOME/.ray/auth_token"),
+    "a blank token file is none": ({}, " \n", None),
+    "no token anywhere": ({}, None, None),
+}
+
+
+@pytest.mark.parametrize("environ,home_token,expected", TOKEN_CASES.values(),
+                         ids=TOKEN_CASES.keys())
+def test_find_auth_token_follows_rays_precedence(environ, home_token, expected, tmp_path):
+    """Ray's documented order: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
+    ~/.ray/auth_token (docs.ray.io, ray-security/token-auth)."""
+    from nasforge.cluster import find_auth_token
+
+    home = tmp_path / "home"
+    named = tmp_path / "token"
+    named.write_text("p" * 32)
+    if home_token is not None:
+        (home / ".ray").mkdir(parents=True)
+        (home / ".ray" / "auth_token").write_text(home_token)
+    environ = {k: v.replace("FILE", str(named)) for k, v in environ.items()}
+    want = None if expected is None else \
+        expected.replace("FILE", str(named)).replace("HOME", str(home))
+    assert find_auth_token(environ, home) == want
+
+
+@pytest.mark.parametrize("home_token", [True, False], ids=["wrong token", "no token"])
+def test_refused_connection_is_one_line_about_the_token(home_token, tmp_path, monkeypatch,
+                                                         capfd):
+    """A cluster that refuses the client (Ray's client logs InvalidAuthToken to fd 2 once a
+    second, then raises ConnectionError): token mode was turned on when a token was found, the
+    flood is not shown, and the one error names token authentication and how to give one."""
+    import ray
+
+    from nasforge import cluster
+
+    home = tmp_path / "home"
+    if home_token:
+        (home / ".ray").mkdir(parents=True)
+        (home / ".ray" / "auth_token").write_text("w" * 64)
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    token_mode = []
+    monkeypatch.setattr(cluster, "_use_token_auth", lambda: token_mode.append(True))
+
+    def refused(**kwargs):
+        for _ in range(20):
+            os.write(2, b"gcs_client.cc:210: Failed to get cluster ID from GCS server: "
+                        b"Unauthenticated: RPC error: InvalidAuthToken: Authentication token "
+                        b"is missing or incorrect\n")
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refused)
+    with socket.socket() as server:  # something listening at the address
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = "127.0.0.1:%d" % server.getsockname()[1]
+        with pytest.raises(cluster.ClusterError) as err:
+            cluster.connect_ray(address)
+    message = str(err.value)
+    assert token_mode == ([True] if home_token else [])
+    assert "\n" not in message and message.startswith(f"cannot connect to the Ray cluster at "
+                                                      f"'{address}': the cluster uses token "
+                                                      f"authentication")
+    assert ("rejected the token from " + str(home / ".ray" / "auth_token") in message) \
+        == home_token
+    assert ("no token was found" in message) != home_token
+    assert "RAY_AUTH_TOKEN_PATH" in message and "RAY_AUTH_TOKEN" in message
+    assert "InvalidAuthToken" not in capfd.readouterr().err
+
+
+@pytest.fixture
+def token_auth_head(tmp_path):
+    """A Ray head started the way `ray start --head` starts one when a token exists (Ray turns
+    token authentication on by itself), with its own HOME and temp dir; yields (address, env
+    of a client with the same HOME and no auth variables). Stopped by killing its process
+    group: `ray stop` would stop every Ray cluster of this user on the machine."""
+    import secrets
+    import shutil
+    import tempfile
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")}
+    env["HOME"] = str(home)
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
+    port = _free_port()
+    head = subprocess.Popen(  # the client server's default port is taken by any other head
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+         "--port", str(port), "--ray-client-server-port", str(_free_port()),
+         "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard=false",
+         "--temp-dir", temp_dir],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        output = []
+        for line in head.stdout:  # --block: the head prints its banner, then waits
+            output.append(line)
+            if "Ray runtime started" in line:
+                break
+        assert "Ray runtime started" in "".join(output), "".join(output)
+        assert "Token authentication is enabled" in "".join(output), "".join(output)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(head.pid, sig)
+                head.wait(timeout=wait_s)
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # what --block left behind (Ray's processes stay in the head's group)
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow  # 5 min on 2 busy cores: a Ray head, 2 trials, Ray's 20 s of retries
+def test_search_joins_a_cluster_with_token_authentication(token_auth_head, tmp_path):
+    """`nasforge search --address` finds the token in ~/.ray/auth_token with no RAY_AUTH_*
+    variable set, runs 2 trials on the cluster; with another token the one error line names
+    authentication."""
+    import secrets
+
+    address, env = token_auth_head
+    r = subprocess.run(tiny_cli(tmp_path, "--trials", "2", "--address", address,
+                                "--runs-dir", tmp_path, "--name", "joined", "--json"),
+                       env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr
+    records = read_trials(tmp_path / "joined")
+    assert sorted(rec["trial"] for rec in records) == [0, 1]
+    assert all(rec["status"] == "ok" for rec in records), records
+    assert "InvalidAuthToken" not in r.stderr
+
+    other = tmp_path / "other-home"
+    (other / ".ray").mkdir(parents=True)
+    (other / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    r = subprocess.run(tiny_cli(tmp_path, "--trials", "2", "--address", address,
+                                "--runs-dir", tmp_path, "--name", "refused"),
+                       env={**env, "HOME": str(other)}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "token authentication" in lines[0] and "rejected the token" in lines[0], lines[0]
+    assert str(other / ".ray" / "auth_token") in lines[0]

@@ -41,11 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     from nasforge.api import ArchitectureError
+    from nasforge.cluster import ClusterError
     from nasforge.data import DataError
     from nasforge.dsl import CellError
     from nasforge.search import SearchError
 
-    return (UsageError, ArchitectureError, CellError, DataError, SearchError, FileNotFoundError)
+    return (UsageError, ArchitectureError, CellError, DataError, SearchError, ClusterError,
+            FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

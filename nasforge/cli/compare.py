@@ -16,17 +16,18 @@ def register(sub):
 def summarize(run_dir) -> dict:
     """One row: searcher, finished/failed trials, best accuracy, trials and device-hours
     needed to reach the best (in finishing order), wall time (first start to last finish)."""
-    from nasforge.search.run_folder import RunFolder, device_seconds
+    from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
 
     run = RunFolder.open(run_dir)
     config = run.config()
     records = sorted(run.trials(), key=lambda r: r.get("finished_at", 0))
-    best, best_at, device_at_best, device_s = None, None, None, 0.0
+    best_record = best_trial(records)
+    best = None if best_record is None else trial_score(best_record)
+    best_at, device_at_best, device_s = None, None, 0.0
     for i, r in enumerate(records, 1):
         device_s += device_seconds(r)
-        acc = r["metrics"].get("val_acc") if r["status"] == "ok" else None
-        if acc is not None and (best is None or acc > best):
-            best, best_at, device_at_best = acc, i, device_s
+        if best_at is None and best is not None and trial_score(r) == best:
+            best_at, device_at_best = i, device_s  # the first trial to reach the best score
     wall = (max(r["finished_at"] for r in records) - min(r["started_at"] for r in records)) \
         if records else 0.0
     return {"run": str(run_dir), "searcher": config.get("search", {}).get("searcher"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -60,11 +59,6 @@ def _load_trials(run_dir: Path) -> list[dict]:
     return read_trials(run_dir)
 
 
-def _val_acc(record: dict) -> float | None:
-    value = record.get("metrics", {}).get("val_acc")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def _run_setting(run_dir: Path) -> str | None:
     """The run config's top-level ``setting`` when it names a known setting."""
     from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
@@ -93,7 +87,9 @@ def _trial_arch(record: dict, run_dir: Path):
 
 
 def _describe_trial(record: dict) -> str:
-    acc = _val_acc(record)
+    from nasforge.search.run_folder import trial_score
+
+    acc = trial_score(record)
     return (f"trial {record['trial']} ({record.get('status', '?')}"
             + (f", val_acc {acc:.4f}" if acc is not None else "") + ")")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,11 @@ def register(sub):
                    help="fifo: every child trains to the end; asha: stop weak children early")
     p.add_argument("--max-retries", type=int, default=d.max_retries,
                    help="re-runs of a trial whose worker died (default: 2)")
+    p.add_argument("--max-consecutive-failures", type=int, metavar="K",
+                   default=d.max_consecutive_failures,
+                   help=f"stop the search as broken when K trials in a row fail with the same "
+                        f"error, or the first K all fail (children that diverge or run out of "
+                        f"memory do not count; 0: never; default: {d.max_consecutive_failures})")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (default: 0)")
     p.add_argument("--address", help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:PORT' "
                                      "(default: start a local Ray)")
@@ -116,7 +122,8 @@ def run(args) -> int:
             else args.data,
             val_size=args.val_size, cache_dir=args.cache_dir, gpus=args.gpus,
             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-            scheduler=args.scheduler, max_retries=args.max_retries, seed=args.seed,
+            scheduler=args.scheduler, max_retries=args.max_retries,
+            max_consecutive_failures=args.max_consecutive_failures, seed=args.seed,
             address=args.address, storage=args.storage, faults=faults)
         name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
@@ -130,9 +137,28 @@ def run(args) -> int:
                          on_progress=lambda p: _say(progress_line(p)), on_start=on_start)
     if args.json:
         print(json.dumps(summary))
-    else:
-        best = summary["best_val_acc"]
-        _say(f"done: {summary['finished']} trials ({summary['failed']} failed), best "
-             f"{'none' if best is None else f'{best:.4f}'} (trial {summary['best_trial']}) in "
-             f"{_fmt_s(summary['wall_s'])}; best cell: {run_dir / 'best_cell.json'}")
+    return _report_end(summary, run_dir, done_line=not args.json)
+
+
+def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
+    """The last line of a search and its exit code: 0 done, 1 broken, 130 interrupted."""
+    resume = f"nasforge search --resume {shlex.quote(str(run_dir))}"
+    if summary["stopped"] == "broken":
+        broken = summary["broken"]
+        where = f"traceback: {broken['traceback']}" if broken["traceback"] else \
+            f"trial {broken['trial']} in {run_dir / 'trials.jsonl'}"
+        _say(f"nasforge: error: search stopped: {broken['message']} ({where}); after a fix, "
+             f"continue with: {resume}")
+        return 1
+    if summary["stopped"] == "interrupted":
+        _say(f"nasforge: interrupted after {summary['finished']} of {summary['budget']} "
+             f"trials; continue with: {resume}")
+        return 130
+    if not done_line:
+        return 0
+    best = summary["best_val_acc"]
+    outcome = "no trial finished ok, so there is no best cell" if best is None else \
+        f"best {best:.4f} (trial {summary['best_trial']}); best cell: {summary['best_cell']}"
+    _say(f"done: {summary['finished']} trials ({summary['failed']} failed) in "
+         f"{_fmt_s(summary['wall_s'])}; {outcome}")
     return 0

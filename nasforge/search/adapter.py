@@ -5,6 +5,11 @@ slot is free, ``on_trial_result`` per report, ``on_trial_complete`` at the end);
 ``OptunaSearch`` is the model. This class maps Ray trial ids to proposals, turns a trial's last
 report into a ``Result`` (ok / failed / pruned) and a ``trials.jsonl`` record, and calls the
 recorder at the points where the run folder must change (see ``run_folder``'s crash order).
+
+A search can end before its budget (``StopRequest``: the failure rule, Ctrl-C): from then on no
+trial is started, and a trial that Ray ends without its final report (stopped or killed with
+the experiment) is not recorded: its proposal stays in flight in the searcher's saved state,
+so ``--resume`` trains it again.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Protocol
 from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
+from nasforge.search.failures import WORKER_DIED
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +37,28 @@ class Recorder(Protocol):
     def epoch(self, proposal: Proposal, metrics: dict) -> None:
         """Per intermediate report of a running trial."""
 
-    def finished(self, record: dict) -> None:
-        """A trial ended: append its record (before the searcher is told)."""
+    def finished(self, record: dict, traceback: str | None = None) -> None:
+        """A trial ended: append its record (before the searcher is told); ``traceback``: the
+        child's, when it raised."""
 
     def told(self, searcher, record: dict) -> None:
         """After ``searcher.tell``: save the searcher, update best/TensorBoard/progress."""
+
+
+class StopRequest:
+    """Set once, by whoever ends a search before its budget (the failure rule, Ctrl-C); read by
+    the adapter and by Ray Tune's stopper (``runner``)."""
+
+    def __init__(self):
+        self.reason: str | None = None  # "broken" | "interrupted"
+        self.broken = None  # failures.BrokenSearch when reason == "broken"
+
+    def set(self, reason: str, broken=None) -> None:
+        if self.reason is None:  # the first reason is the one to report
+            self.reason, self.broken = reason, broken
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
 
 
 class TuneSearcherAdapter(TuneSearcher):
@@ -43,11 +66,13 @@ class TuneSearcherAdapter(TuneSearcher):
 
     ``budget``: trials this Ray experiment may start; ``requeue``: proposals asked before a
     driver crash and never finished, handed out first on resume; ``resources``: per-trial
-    ``{"cpu": c, "gpu": g}`` recorded with each trial."""
+    ``{"cpu": c, "gpu": g}`` recorded with each trial; ``stop``: ends the search early."""
 
     def __init__(self, searcher, space, recorder: Recorder, budget: int,
-                 resources: dict, requeue: list[Proposal] = (), metric: str = "val_acc"):
+                 resources: dict, requeue: list[Proposal] = (), metric: str = "val_acc",
+                 stop: StopRequest | None = None):
         super().__init__(metric=metric, mode="max")
+        self.stop_request = stop if stop is not None else StopRequest()
         self.nasforge_searcher = searcher
         self.space = space
         self.recorder = recorder
@@ -65,7 +90,7 @@ class TuneSearcherAdapter(TuneSearcher):
 
     # ------------------------------------------------------------ Ray's API
     def suggest(self, trial_id: str):
-        if self.issued >= self.budget:
+        if self.issued >= self.budget or self.stop_request:
             return TuneSearcher.FINISHED
         proposal = self.requeue.pop(0) if self.requeue else self.nasforge_searcher.ask(1)[0]
         self.issued += 1
@@ -86,8 +111,11 @@ class TuneSearcherAdapter(TuneSearcher):
         proposal, t0 = self.live.pop(trial_id)
         result = result or self.last.get(trial_id) or {}
         self.last.pop(trial_id, None)
+        if self.stop_request and (error or result.get("final_status") is None):
+            log.info("trial %d ended with the search: left for --resume", proposal.id)
+            return
         record, outcome = self.make_record(proposal, trial_id, result, error, t0)
-        self.recorder.finished(record)
+        self.recorder.finished(record, result.get("traceback"))
         self.nasforge_searcher.tell(proposal, outcome)
         self.recorder.told(self.nasforge_searcher, record)
 
@@ -123,13 +151,16 @@ class TuneSearcherAdapter(TuneSearcher):
         """The ``trials.jsonl`` line and the searcher's ``Result`` of a finished trial."""
         metrics = _metrics(result)
         final = result.get("final_status")
+        failure = None
         if error:
             status, reason = "failed", "the trial's worker failed on every attempt (see Ray's " \
                                        "error file in the trial folder)"
+            failure = WORKER_DIED
         elif final is None:
             status, reason = "pruned", None  # the scheduler stopped it before its last epoch
         else:
             status, reason = final, result.get("error")
+            failure = result.get("failure") if status == "failed" else None
         now = time.time()
         record = {
             "trial": proposal.id, "ray_trial_id": ray_trial_id, "status": status,
@@ -140,7 +171,7 @@ class TuneSearcherAdapter(TuneSearcher):
             "params": result.get("params"), "mult_adds": result.get("mult_adds"),
             "wall_s": now - t0, "train_s": result.get("train_s"),
             "restored_epoch": result.get("restored_epoch", 0),
-            "resources": self.resources, "error": reason,
+            "resources": self.resources, "error": reason, "failure": failure,
             "started_at": t0, "finished_at": now,
         }
         return record, result_from_record(record)
@@ -167,4 +198,4 @@ def _metrics(result: dict) -> dict:
     return out
 
 
-__all__ = ["TuneSearcherAdapter", "Recorder", "result_from_record"]
+__all__ = ["TuneSearcherAdapter", "Recorder", "StopRequest", "result_from_record"]

@@ -34,6 +34,8 @@ class SearchConfig:
     cpus_per_trial: float = 1.0  # CPU cores per child (its torch threads)
     scheduler: str = "fifo"  # fifo (every child trains to the end) | asha (early stopping)
     max_retries: int = 2  # re-runs of a trial whose worker process died
+    max_consecutive_failures: int = 5  # trials failing alike in a row that stop the search
+    #   as broken (failures.FailureWatch; 0 = never stop)
     seed: int = 0  # seeds the searcher, the data split and every child
     address: str | None = None  # Ray cluster: None = start a local one, "auto", "ray://h:p"
     storage: str | None = None  # Ray storage for trial checkpoints (default: <run>/ray)
@@ -56,6 +58,9 @@ class SearchConfig:
             raise SearchError("--gpus-per-trial and --cpus-per-trial must be positive")
         if self.max_retries < 0:
             raise SearchError(f"--max-retries must be >= 0, got {self.max_retries}")
+        if isinstance(self.max_consecutive_failures, bool) or self.max_consecutive_failures < 0:
+            raise SearchError(f"--max-consecutive-failures must be >= 0 (0: never stop), got "
+                              f"{self.max_consecutive_failures}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -6,7 +6,8 @@
                       atomically when the best changes
     searcher.pt       the searcher's state_dict, replaced atomically after every ask and tell
     events.out.tfevents.*   search-level TensorBoard scalars and images
-    trials/<id>/      per-trial TensorBoard events (learning curve, HParams)
+    trials/<id>/      per-trial TensorBoard events (learning curve, HParams) and, for a child
+                      that raised, its traceback.txt
     ray/              Ray Tune's experiment state and trial checkpoints (unless --storage)
 
 Crash consistency: a finished trial is first appended to ``trials.jsonl`` (one ``write`` of a
@@ -30,6 +31,7 @@ CONFIG = "config.json"
 TRIALS = "trials.jsonl"
 BEST = "best_cell.json"
 SEARCHER_STATE = "searcher.pt"
+TRACEBACK = "traceback.txt"  # in a trial's folder
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -68,19 +70,27 @@ def read_trials(run_dir) -> list[dict]:
     return records
 
 
-def ranked_trials(records: list[dict], objective: str = "val_acc") -> list[dict]:
-    """The ``ok`` records with a finite ``metrics[objective]``, best first (ties: lowest id)."""
-    def value(r):
-        v = r.get("metrics", {}).get(objective)
-        return v if isinstance(v, (int, float)) and not isinstance(v, bool) \
-            and math.isfinite(v) else None
+def trial_score(record: dict, objective: str = "val_acc") -> float | None:
+    """The value a trial competes with for "best": its finite ``metrics[objective]`` when its
+    status is ``ok``, else None (failed and pruned trials never count as best)."""
+    if record.get("status") != "ok":
+        return None
+    v = record.get("metrics", {}).get(objective)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) \
+        and math.isfinite(v) else None
 
-    ok = [r for r in records if r.get("status") == "ok" and value(r) is not None]
-    return sorted(ok, key=lambda r: (-value(r), int(r["trial"])))
+
+def ranked_trials(records: list[dict], objective: str = "val_acc") -> list[dict]:
+    """The records with a ``trial_score``, best first (ties: lowest trial id).
+
+    The one best-trial rule of nasforge: the search's progress and ``best_cell.json``,
+    ``nasforge compare`` and ``nasforge export best_cell`` all rank trials with it."""
+    scored = [r for r in records if trial_score(r, objective) is not None]
+    return sorted(scored, key=lambda r: (-trial_score(r, objective), int(r["trial"])))
 
 
 def best_trial(records: list[dict], objective: str = "val_acc") -> dict | None:
-    """The best ``ok`` record (see ``ranked_trials``), or None."""
+    """The best record (see ``ranked_trials``), or None."""
     ranked = ranked_trials(records, objective)
     return ranked[0] if ranked else None
 
@@ -144,6 +154,13 @@ class RunFolder:
     def trial_dir(self, trial_id: int) -> Path:
         return self.path / "trials" / f"{int(trial_id):05d}"
 
+    def traceback_path(self, trial_id: int) -> Path:
+        return self.trial_dir(trial_id) / TRACEBACK
+
+    @property
+    def best_path(self) -> Path:
+        return self.path / BEST
+
     # -------------------------------------------------------------- writing
     def append_trial(self, record: dict) -> None:
         """Called once per finished trial, before the searcher hears of it."""
@@ -154,6 +171,12 @@ class RunFolder:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def write_traceback(self, trial_id: int, text: str) -> None:
+        """Called when a failed child's record comes with the traceback of its exception."""
+        path = self.traceback_path(trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, text.encode("utf-8", "replace"))
 
     def write_best(self, cell_pair_json: str) -> None:
         _atomic_write(self.path / BEST, cell_pair_json.encode())

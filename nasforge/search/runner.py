@@ -12,6 +12,12 @@ train them again; ``trials.jsonl`` and ``searcher.pt`` are written at every ask 
 finish (in the order ``run_folder`` documents), so ``--resume`` knows exactly which trials
 finished, tells the searcher any it missed, re-runs only proposals that never finished, and
 runs the rest of the budget as a new Ray experiment (``ray/part-<k>``) in the same folder.
+
+A search ends before its budget when it is broken (``failures.FailureWatch``: the same error
+``max_consecutive_failures`` times in a row, or in every one of the first trials) or
+interrupted (the first Ctrl-C; a second one stops at once). Either way the trials that finished
+are recorded, the ones still running are left for ``--resume``, and the summary says why
+(``stopped``).
 """
 from __future__ import annotations
 
@@ -20,15 +26,19 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import nasforge
+from nasforge.cluster import connect_ray
 from nasforge.search.config import SearchConfig, SearchError
-from nasforge.search.run_folder import RunFolder, device_seconds
+from nasforge.search.failures import BrokenSearch, FailureWatch
+from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +66,12 @@ class SearchRecorder:
     """The adapter's ``Recorder``: run folder, TensorBoard and progress (see adapter.py)."""
 
     def __init__(self, run: RunFolder, board, records: list[dict], budget: int,
-                 concurrency: int, on_progress: Callable[[SearchProgress], None] | None):
-        from nasforge.search.run_folder import best_trial
-
+                 concurrency: int, on_progress: Callable[[SearchProgress], None] | None,
+                 watch: FailureWatch | None = None, stop=None):
         self.run, self.board, self.budget = run, board, budget
         self.concurrency = max(1, concurrency)
         self.on_progress = on_progress
+        self.watch, self.stop = watch, stop  # the failure rule; adapter.StopRequest
         self.counts = {"ok": 0, "failed": 0, "pruned": 0}
         self.device_s = 0.0
         for r in records:
@@ -84,18 +94,23 @@ class SearchRecorder:
         if self.board is not None:
             self.board.epoch(proposal.id, metrics)
 
-    def finished(self, record: dict) -> None:
+    def finished(self, record: dict, traceback: str | None = None) -> None:
+        if traceback:
+            self.run.write_traceback(record["trial"], traceback)
         self.run.append_trial(record)
         self.running -= 1
         self.counts[record["status"]] += 1
         self.device_s += device_seconds(record)
         self.walls.append(record["wall_s"])
-        acc = record["metrics"].get("val_acc") if record["status"] == "ok" else None
-        self._best_changed = acc is not None and (
-            self.best is None or acc > self.best["metrics"]["val_acc"])
+        best = best_trial([record] if self.best is None else [self.best, record])
+        self._best_changed = best is record
         if self._best_changed:
             self.best = record
             self.run.write_best(_pair_json(record["arch"]))
+        broken = self.watch.observe(record) if self.watch is not None else None
+        if broken is not None and self.stop is not None:
+            log.info("the search is broken: %s", describe_broken(broken))  # the CLI says it
+            self.stop.set("broken", broken)
 
     def told(self, searcher, record: dict) -> None:
         self.run.save_searcher(searcher.state_dict())
@@ -115,7 +130,7 @@ class SearchRecorder:
         return SearchProgress(
             budget=self.budget, finished=self.n_finished, failed=self.counts["failed"],
             pruned=self.counts["pruned"], running=max(0, self.running),
-            best=self.best["metrics"]["val_acc"] if self.best else None,
+            best=trial_score(self.best) if self.best else None,
             best_trial=self.best["trial"] if self.best else None,
             elapsed_s=time.time() - self.t0, eta_s=eta, device_s=self.device_s, last=last)
 
@@ -156,45 +171,6 @@ def make_searcher(config: SearchConfig):
     except (TypeError, ValueError) as e:
         raise SearchError(f"searcher {config.searcher!r}: {e}") from None
     return space, searcher
-
-
-def connect_ray(address: str | None):
-    """``ray.init`` (a local cluster when ``address`` is None); SearchError when unreachable.
-    Returns True when this call started Ray (and so should shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address not in (None, "auto", "local"):
-        _check_reachable(address)
-    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR,
-                  log_to_driver=bool(os.environ.get("NASFORGE_DEBUG")))
-    try:
-        if address is None:
-            ray.init(**kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-        raise SearchError(f"cannot connect to the Ray cluster at {address!r}: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return True
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """A TCP connect to HOST:PORT first: ``ray.init`` keeps retrying an unreachable address
-    for minutes before it gives up."""
-    import socket
-
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise SearchError(f"--address {address!r} is not 'auto', 'HOST:PORT' or "
-                          f"'ray://HOST:PORT'")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise SearchError(f"cannot connect to the Ray cluster at {address!r}: "
-                          f"{e.strerror or e}") from None
 
 
 def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]:
@@ -253,32 +229,15 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
 
     ``on_start`` receives one sentence about the resources used; ``on_progress`` a
     ``SearchProgress`` after every finished trial. Raises SearchError (or nasforge.data's
-    DataError) for bad input before anything is written."""
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
+    DataError, nasforge.cluster's ClusterError) for bad input before anything is written. A
+    search that ends before its budget returns normally; its summary's ``stopped`` says why
+    ("broken" with ``broken`` = ``failure_report``, or "interrupted")."""
     from nasforge.data import load_data
-    from nasforge.search.adapter import TuneSearcherAdapter
+    from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
     from nasforge.search.board import SearchBoard
-    from nasforge.search.trial import TrialSettings, run_trial
-    from nasforge.train import Recipe, get_recipe
 
-    if resume:
-        run = RunFolder.open(run_dir)
-        saved = run.config()
-        if saved.get("format") != FORMAT:
-            raise SearchError(f"--resume {run_dir}: config.json is not a nasforge search config")
-        config = SearchConfig.from_dict(saved["search"])
-        records = run.trials()
-    else:
-        if config is None:
-            raise SearchError("run_search needs a SearchConfig")
-        run, records = RunFolder(run_dir), []
+    run, config, records, recipe = _open_run(config, run_dir, resume)
     space, searcher = make_searcher(config)
-    try:  # a resumed search trains with the recipe it saved
-        recipe = Recipe.from_dict(saved["recipe"]) if resume else get_recipe(config.recipe)
-    except KeyError as e:
-        raise SearchError(str(e.args[0])) from None
     epochs = config.epochs or recipe.epochs
     val_size = recipe.val_size if config.val_size is None else config.val_size
     remaining = config.trials - len(records)
@@ -292,68 +251,22 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
         data = load_data(config.data or recipe.data, split="search", val_size=val_size,
                          seed=config.seed, cache_dir=config.cache_dir)
         if not resume:
-            run.create({"format": FORMAT, "search": config.to_dict(),
-                        "nasforge_version": nasforge.__version__, "git_commit": _git_commit(),
-                        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "recipe": recipe.to_dict(), "epochs": epochs,
-                        "setting": recipe.setting or "cifar",  # of the children (export)
-                        "data": {"source": data.source, "format": data.format,
-                                 "train": len(data.train), "val": len(data.val),
-                                 "classes": list(data.classes),
-                                 "image_size": list(data.image_size)},
-                        "ray_version": ray.__version__})
-        state = run.load_searcher()
-        if state is not None:
-            searcher.load_state_dict(state)
-        elif records:
-            log.warning("%s has trials but no searcher state: the searcher starts afresh",
-                        run.path)
-        requeue = _reconcile(searcher, records)
+            run.create(_run_description(config, recipe, epochs, data))
+        requeue = _restore_searcher(run, searcher, records)
         if on_start is not None:
             on_start(note)
+        stop = StopRequest()
         recorder = SearchRecorder(run, SearchBoard(run, config.searcher), records,
-                                  config.trials, concurrency, on_progress)
+                                  config.trials, concurrency, on_progress,
+                                  FailureWatch(config.max_consecutive_failures), stop)
         board = recorder.board
-        if remaining <= 0:
-            return _summary(run, recorder, config)
-        run.save_searcher(searcher.state_dict())
-
-        adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
-                                      requeue=requeue)
-        settings = TrialSettings(space=space, recipe=recipe, epochs=epochs, setting=recipe.setting or "cifar",
-                                 overrides=tuple(recipe.overrides.items()),
-                                 seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
-                                 faults=config.faults)
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, data=data, settings=settings), per_trial)
-        scheduler = None
-        if config.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
-                                      grace_period=max(1, epochs // 4), reduction_factor=3)
-        storage = config.storage or str((run.path / "ray").resolve())
-        part = 1 + sum(1 for p in Path(storage).glob("part-*")) if "://" not in storage else \
-            int(time.time())
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=adapter, num_samples=remaining,
-                                        max_concurrent_trials=concurrency, scheduler=scheduler,
-                                        metric="val_acc", mode="max", reuse_actors=True,
-                                        trial_name_creator=_trial_name,
-                                        trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(
-                name=f"part-{part}", storage_path=storage, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=config.max_retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                           _make_drop_checkpoints_callback()]))
-        # Ray Tune prints its own tables on stdout whatever the verbosity; stdout belongs to
-        # the CLI (--json), so they go to a log file in the run folder
-        with open(run.path / "ray_console.log", "a", encoding="utf-8") as console, \
-                contextlib.redirect_stdout(console), _no_ray_tensorboard():
-            tuner.fit()
-        return _summary(run, recorder, config)
+        if remaining > 0:
+            run.save_searcher(searcher.state_dict())
+            adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
+                                          requeue=requeue, stop=stop)
+            _fit(_make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
+                             concurrency, remaining, stop), run, stop)
+        return _summary(run, recorder, config, stop)
     finally:
         if board is not None:
             board.close()
@@ -361,6 +274,103 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             import ray
 
             ray.shutdown()
+
+
+def _open_run(config: SearchConfig | None, run_dir, resume: bool):
+    """(run folder, config, finished records, recipe) of a new or a resumed search."""
+    from nasforge.train import Recipe, get_recipe
+
+    if resume:
+        run = RunFolder.open(run_dir)
+        saved = run.config()
+        if saved.get("format") != FORMAT:
+            raise SearchError(f"--resume {run_dir}: config.json is not a nasforge search config")
+        config = SearchConfig.from_dict(saved["search"])
+        records = run.trials()
+    else:
+        if config is None:
+            raise SearchError("run_search needs a SearchConfig")
+        run, records = RunFolder(run_dir), []
+    try:  # a resumed search trains with the recipe it saved
+        recipe = Recipe.from_dict(saved["recipe"]) if resume else get_recipe(config.recipe)
+    except KeyError as e:
+        raise SearchError(str(e.args[0])) from None
+    return run, config, records, recipe
+
+
+def _run_description(config: SearchConfig, recipe, epochs: int, data) -> dict:
+    """The run's ``config.json``: the search's settings and what they resolved to."""
+    import ray
+
+    return {"format": FORMAT, "search": config.to_dict(),
+            "nasforge_version": nasforge.__version__, "git_commit": _git_commit(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "recipe": recipe.to_dict(), "epochs": epochs,
+            "setting": recipe.setting or "cifar",  # of the children (export)
+            "data": {"source": data.source, "format": data.format,
+                     "train": len(data.train), "val": len(data.val),
+                     "classes": list(data.classes), "image_size": list(data.image_size)},
+            "ray_version": ray.__version__}
+
+
+def _restore_searcher(run: RunFolder, searcher, records: list[dict]) -> list:
+    """Load the searcher's saved state (if any) and reconcile it with ``records``; return
+    the proposals to train again (see ``_reconcile``)."""
+    state = run.load_searcher()
+    if state is not None:
+        searcher.load_state_dict(state)
+    elif records:
+        log.warning("%s has trials but no searcher state: the searcher starts afresh", run.path)
+    return _reconcile(searcher, records)
+
+
+def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epochs: int,
+                space, per_trial: dict, concurrency: int, remaining: int, stop):
+    """The Ray Tune experiment of the ``remaining`` trials: ``ray/part-<k>`` of the run."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from nasforge.search.trial import TrialSettings, run_trial
+
+    settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
+                             setting=recipe.setting or "cifar",
+                             overrides=tuple(recipe.overrides.items()),
+                             seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
+                             faults=config.faults)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=data, settings=settings), per_trial)
+    scheduler = None
+    if config.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
+                                  grace_period=max(1, epochs // 4), reduction_factor=3)
+    storage = config.storage or str((run.path / "ray").resolve())
+    part = 1 + sum(1 for p in Path(storage).glob("part-*")) if "://" not in storage else \
+        int(time.time())
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=adapter, num_samples=remaining,
+                                    max_concurrent_trials=concurrency, scheduler=scheduler,
+                                    metric="val_acc", mode="max", reuse_actors=True,
+                                    trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(
+            name=f"part-{part}", storage_path=storage, verbose=0, stop=_make_stopper(stop),
+            failure_config=tune.FailureConfig(max_failures=config.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                       _make_drop_checkpoints_callback()]))
+
+
+def _fit(tuner, run: RunFolder, stop) -> None:
+    """Run the Ray experiment until its trials are done or the search is stopped."""
+    # Ray Tune prints its own tables on stdout whatever the verbosity; stdout belongs to the
+    # CLI (--json), so they go to a log file in the run folder
+    with open(run.path / "ray_console.log", "a", encoding="utf-8") as console, \
+            contextlib.redirect_stdout(console), _no_ray_tensorboard(), \
+            _stop_on_interrupt(stop):
+        tuner.fit()
 
 
 def _trial_name(trial) -> str:
@@ -387,14 +397,47 @@ def _make_drop_checkpoints_callback():
     return DropFinishedCheckpoints()
 
 
+def _make_stopper(stop):
+    from ray.tune import Stopper
+
+    class StopWhenRequested(Stopper):
+        """Ends the Ray experiment once the search is stopped (``adapter.StopRequest``)."""
+
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return bool(stop)
+
+    return StopWhenRequested()
+
+
 @contextlib.contextmanager
-def _no_ray_tensorboard():
-    """Ray Tune adds a TensorBoard logger of its own unless this variable is set; its event
-    files (every config key as an HParam) would sit beside nasforge's in the run folder and
-    confuse ``tensorboard --logdir runs``. Ray's CSV and JSON trial logs are passed explicitly."""
-    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+def _stop_on_interrupt(stop):
+    """The first Ctrl-C (SIGINT) asks the search to stop (finished trials stay recorded, the
+    running ones are left for --resume); a second one raises KeyboardInterrupt at once. Ray
+    Tune's own SIGINT handler (which ends the experiment without telling the search) is off."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum, frame):
+        stop.set("interrupted")
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        with _environ("TUNE_DISABLE_SIGINT_HANDLER", "1"):
+            yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _environ(key: str, value: str):
     old = os.environ.get(key)
-    os.environ[key] = "1"
+    os.environ[key] = value
     try:
         yield
     finally:
@@ -404,11 +447,38 @@ def _no_ray_tensorboard():
             os.environ[key] = old
 
 
-def _summary(run: RunFolder, recorder: SearchRecorder, config: SearchConfig) -> dict:
+@contextlib.contextmanager
+def _no_ray_tensorboard():
+    """Ray Tune adds a TensorBoard logger of its own unless this variable is set; its event
+    files (every config key as an HParam) would sit beside nasforge's in the run folder and
+    confuse ``tensorboard --logdir runs``. Ray's CSV and JSON trial logs are passed explicitly."""
+    with _environ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"):
+        yield
+
+
+def describe_broken(broken: BrokenSearch) -> str:
+    """One sentence: why the search was stopped as broken."""
+    if broken.first_trials:
+        return f"the first {broken.count} trials all failed, the last with {broken.error}"
+    return f"{broken.count} trials in a row failed with {broken.error}"
+
+
+def failure_report(run: RunFolder, broken: BrokenSearch) -> dict:
+    """The summary's ``broken``: the error, its trial and that trial's traceback file."""
+    path = run.traceback_path(broken.trial)
+    return {"message": describe_broken(broken), "error": broken.error, "trial": broken.trial,
+            "count": broken.count, "first_trials": broken.first_trials,
+            "traceback": str(path) if path.is_file() else None}
+
+
+def _summary(run: RunFolder, recorder: SearchRecorder, config: SearchConfig, stop) -> dict:
     p = recorder.progress()
     best = recorder.best
     return {"run_dir": str(run.path), "searcher": config.searcher, "budget": config.trials,
             "finished": p.finished, "failed": p.failed, "pruned": p.pruned,
             "best_val_acc": p.best, "best_trial": p.best_trial,
             "best_hash": best["hash"] if best else None,
+            "best_cell": str(run.best_path) if run.best_path.is_file() else None,
+            "stopped": stop.reason,
+            "broken": failure_report(run, stop.broken) if stop.broken else None,
             "wall_s": p.elapsed_s, "device_s": p.device_s}

@@ -9,7 +9,8 @@ last epoch is reported together with the trial's summary (``final_status``, ``pa
 ``mult_adds``, ``train_s``), which is how the adapter tells a finished child from one the
 scheduler stopped. A child that raises, diverges or runs out of memory is reported as
 ``final_status="failed"``, not raised: a deterministic failure would only fail again on retry;
-Ray's retries are for dead workers.
+Ray's retries are for dead workers. Its summary says why (``failure``, see ``failures.py``) and,
+when it raised, carries the traceback for the driver to save in the run folder.
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
+
+from nasforge.search.failures import DIVERGED, ERROR, failure_kind
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,8 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         torch.set_num_threads(max(1, settings.threads))
     seed = child_seed(settings.seed, trial_id)
     work = tempfile.mkdtemp(prefix=f"nasforge-trial-{trial_id}-")
-    summary = {"final_status": "failed", "error": None, "params": None, "mult_adds": None,
-               "train_s": 0.0, "restored_epoch": 0}
+    summary = {"final_status": "failed", "error": None, "failure": None, "traceback": None,
+               "params": None, "mult_adds": None, "train_s": 0.0, "restored_epoch": 0}
     held: dict = {}
     try:
         restored = tune.get_checkpoint()
@@ -115,6 +119,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
                 summary["final_status"] = "ok"
             else:
                 summary["error"] = f"training {result['status']}"
+                summary["failure"] = DIVERGED if result["status"] == "diverged" else ERROR
             held.setdefault("epoch", result["epochs"])
             for key in ("val_acc", "val_loss", "train_acc", "train_loss"):
                 if key in result and key not in held:
@@ -123,6 +128,8 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
             summary["train_s"] = time.perf_counter() - t0
     except Exception as e:  # the child failed; the search goes on (see the module docstring)
         summary["error"] = f"{type(e).__name__}: {e}"[:500]
+        summary["failure"] = failure_kind(e)
+        summary["traceback"] = traceback.format_exc()[-20000:]  # the innermost frames
         log.warning("trial %d failed: %s", trial_id, summary["error"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -132,5 +139,6 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         else float("nan")
     if final["val_acc"] is None:
         final.update(final_status="failed", val_acc=float("nan"),
-                     error=final["error"] or "no validation accuracy")
+                     error=final["error"] or "no validation accuracy",
+                     failure=final["failure"] or ERROR)
     tune.report(final)

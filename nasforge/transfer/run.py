@@ -353,7 +353,7 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                  on_message: Callable[[str], None] | None = None) -> dict:
     """Run (``resume=True``: continue) a transfer in ``run_dir``; return
     ``{"run_dir", "rows", "table"}``."""
-    from nasforge.search.runner import connect_ray
+    from nasforge.cluster import connect_ray
 
     say = on_message or (lambda msg: log.info("%s", msg))
     run_dir = Path(run_dir)
