@@ -1,5 +1,5 @@
 """Registered ops and combines. Importing this package fills the registries."""
-from nasforge.ops import classic, combines, nasnet  # noqa: F401  (registration side effects)
+from nasforge.ops import classic, classic_ext, combines, nasnet  # noqa: F401  (registration side effects)
 from nasforge.ops.nasnet import NASNET_OPS
 from nasforge.registry import COMBINES, OPS, create_op, register_combine, register_op
 
