@@ -52,7 +52,7 @@ def _chain(cell, src, convs, branch):
     return src
 
 
-def _k(kernel, stride=1, padding=0):
+def _conv_args(kernel, stride=1, padding=0):
     return dict(kernel=kernel, stride=stride, padding=padding)
 
 
@@ -102,8 +102,8 @@ def mixed_4a(name: str) -> Cell:
     """Fig. 3: 1x1 64 - 3x3 96 (V) | 1x1 64 - 7x1 64 - 1x7 64 - 3x3 96 (V) (timm: 1x7 first)."""
     cell = Cell(name)
     h0 = cell.input(0)
-    b0 = _chain(cell, h0, [(64, _k(1)), (96, _k(3))], "branch0")
-    b1 = _chain(cell, h0, [(64, _k(1)), (64, ROW7), (64, COL7), (96, _k(3))], "branch1")
+    b0 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3))], "branch0")
+    b1 = _chain(cell, h0, [(64, _conv_args(1)), (64, ROW7), (64, COL7), (96, _conv_args(3))], "branch1")
     cell.set_output([b0, b1])
     return cell
 
@@ -121,8 +121,8 @@ def v4_inception_a(name: str) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, 96, 1, "branch0")
-    b1 = _chain(cell, h0, [(64, _k(1)), (96, _k(3, padding=1))], "branch1")
-    b2 = _chain(cell, h0, [(64, _k(1)), (96, _k(3, padding=1)), (96, _k(3, padding=1))],
+    b1 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3, padding=1))], "branch1")
+    b2 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3, padding=1)), (96, _conv_args(3, padding=1))],
                 "branch2")
     cell.set_output([b0, b1, b2, _avg_pool_branch(cell, h0, 96, "branch3")])
     return cell
@@ -134,7 +134,7 @@ def reduction_a(name: str, k: int, l: int, m: int, n: int) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, n, 3, "branch0", stride=2)
-    b1 = _chain(cell, h0, [(k, _k(1)), (l, _k(3, padding=1)), (m, _k(3, stride=2))], "branch1")
+    b1 = _chain(cell, h0, [(k, _conv_args(1)), (l, _conv_args(3, padding=1)), (m, _conv_args(3, stride=2))], "branch1")
     cell.set_output([b0, b1, _max_pool(cell, h0, "branch2")])
     return cell
 
@@ -145,8 +145,8 @@ def v4_inception_b(name: str) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, 384, 1, "branch0")
-    b1 = _chain(cell, h0, [(192, _k(1)), (224, ROW7), (256, COL7)], "branch1")
-    b2 = _chain(cell, h0, [(192, _k(1)), (192, COL7), (224, ROW7), (224, COL7), (256, ROW7)],
+    b1 = _chain(cell, h0, [(192, _conv_args(1)), (224, ROW7), (256, COL7)], "branch1")
+    b2 = _chain(cell, h0, [(192, _conv_args(1)), (192, COL7), (224, ROW7), (224, COL7), (256, ROW7)],
                 "branch2")
     cell.set_output([b0, b1, b2, _avg_pool_branch(cell, h0, 128, "branch3")])
     return cell
@@ -156,8 +156,8 @@ def v4_reduction_b(name: str) -> Cell:
     """Fig. 8 (17 -> 8): 1x1 192-3x3/2 192 | 1x1 256-1x7 256-7x1 320-3x3/2 320 | max pool."""
     cell = Cell(name)
     h0 = cell.input(0)
-    b0 = _chain(cell, h0, [(192, _k(1)), (192, _k(3, stride=2))], "branch0")
-    b1 = _chain(cell, h0, [(256, _k(1)), (256, ROW7), (320, COL7), (320, _k(3, stride=2))],
+    b0 = _chain(cell, h0, [(192, _conv_args(1)), (192, _conv_args(3, stride=2))], "branch0")
+    b1 = _chain(cell, h0, [(256, _conv_args(1)), (256, ROW7), (320, COL7), (320, _conv_args(3, stride=2))],
                 "branch1")
     cell.set_output([b0, b1, _max_pool(cell, h0, "branch2")])
     return cell
@@ -213,8 +213,8 @@ def block35(name: str, c_in: int, widths: tuple, scale: float) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, a, 1, "branch0")
-    b1 = _chain(cell, h0, [(a, _k(1)), (b, _k(3, padding=1))], "branch1")
-    b2 = _chain(cell, h0, [(a, _k(1)), (c, _k(3, padding=1)), (d, _k(3, padding=1))], "branch2")
+    b1 = _chain(cell, h0, [(a, _conv_args(1)), (b, _conv_args(3, padding=1))], "branch1")
+    b2 = _chain(cell, h0, [(a, _conv_args(1)), (c, _conv_args(3, padding=1)), (d, _conv_args(3, padding=1))], "branch2")
     return _residual_block(cell, h0, [b0, b1, b2], c_in, scale)
 
 
@@ -224,7 +224,7 @@ def block17(name: str, c_in: int, widths: tuple, scale: float) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, a, 1, "branch0")
-    b1 = _chain(cell, h0, [(b, _k(1)), (c, ROW7), (d, COL7)], "branch1")
+    b1 = _chain(cell, h0, [(b, _conv_args(1)), (c, ROW7), (d, COL7)], "branch1")
     return _residual_block(cell, h0, [b0, b1], c_in, scale)
 
 
@@ -234,7 +234,7 @@ def block8(name: str, c_in: int, widths: tuple, scale: float, relu: bool = True)
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, a, 1, "branch0")
-    b1 = _chain(cell, h0, [(b, _k(1)), (c, ROW3), (d, COL3)], "branch1")
+    b1 = _chain(cell, h0, [(b, _conv_args(1)), (c, ROW3), (d, COL3)], "branch1")
     return _residual_block(cell, h0, [b0, b1], c_in, scale, relu)
 
 
@@ -261,8 +261,8 @@ def irv2_mixed_5b(name: str) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, 96, 1, "branch0")
-    b1 = _chain(cell, h0, [(48, _k(1)), (64, _k(5, padding=2))], "branch1")
-    b2 = _chain(cell, h0, [(64, _k(1)), (96, _k(3, padding=1)), (96, _k(3, padding=1))],
+    b1 = _chain(cell, h0, [(48, _conv_args(1)), (64, _conv_args(5, padding=2))], "branch1")
+    b2 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3, padding=1)), (96, _conv_args(3, padding=1))],
                 "branch2")
     cell.set_output([b0, b1, b2, _avg_pool_branch(cell, h0, 64, "branch3")])
     return cell
@@ -274,9 +274,9 @@ def reduction_b(name: str, widths: tuple) -> Cell:
     p, q, r, s, t = widths
     cell = Cell(name)
     h0 = cell.input(0)
-    b0 = _chain(cell, h0, [(p, _k(1)), (q, _k(3, stride=2))], "branch0")
-    b1 = _chain(cell, h0, [(p, _k(1)), (r, _k(3, stride=2))], "branch1")
-    b2 = _chain(cell, h0, [(p, _k(1)), (s, _k(3, padding=1)), (t, _k(3, stride=2))], "branch2")
+    b0 = _chain(cell, h0, [(p, _conv_args(1)), (q, _conv_args(3, stride=2))], "branch0")
+    b1 = _chain(cell, h0, [(p, _conv_args(1)), (r, _conv_args(3, stride=2))], "branch1")
+    b2 = _chain(cell, h0, [(p, _conv_args(1)), (s, _conv_args(3, padding=1)), (t, _conv_args(3, stride=2))], "branch2")
     cell.set_output([b0, b1, b2, _max_pool(cell, h0, "branch3")])
     return cell
 
