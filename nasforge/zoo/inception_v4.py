@@ -52,8 +52,12 @@ def _chain(cell, src, convs, branch):
     return src
 
 
-def _conv_args(kernel, stride=1, padding=0):
+def _kernel(kernel, stride=1, padding=0):
     return dict(kernel=kernel, stride=stride, padding=padding)
+
+
+# branch conv shapes: 1x1; 3x3 SAME; 3x3 VALID; 3x3/2 VALID (the figures' "V")
+K1, K3, K3_VALID, K3_S2 = _kernel(1), _kernel(3, padding=1), _kernel(3), _kernel(3, stride=2)
 
 
 def _avg_pool_branch(cell, src, channels, branch):
@@ -102,8 +106,8 @@ def mixed_4a(name: str) -> Cell:
     """Fig. 3: 1x1 64 - 3x3 96 (V) | 1x1 64 - 7x1 64 - 1x7 64 - 3x3 96 (V) (timm: 1x7 first)."""
     cell = Cell(name)
     h0 = cell.input(0)
-    b0 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3))], "branch0")
-    b1 = _chain(cell, h0, [(64, _conv_args(1)), (64, ROW7), (64, COL7), (96, _conv_args(3))], "branch1")
+    b0 = _chain(cell, h0, [(64, K1), (96, K3_VALID)], "branch0")
+    b1 = _chain(cell, h0, [(64, K1), (64, ROW7), (64, COL7), (96, K3_VALID)], "branch1")
     cell.set_output([b0, b1])
     return cell
 
@@ -121,8 +125,8 @@ def v4_inception_a(name: str) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, 96, 1, "branch0")
-    b1 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3, padding=1))], "branch1")
-    b2 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3, padding=1)), (96, _conv_args(3, padding=1))],
+    b1 = _chain(cell, h0, [(64, K1), (96, K3)], "branch1")
+    b2 = _chain(cell, h0, [(64, K1), (96, K3), (96, K3)],
                 "branch2")
     cell.set_output([b0, b1, b2, _avg_pool_branch(cell, h0, 96, "branch3")])
     return cell
@@ -134,7 +138,7 @@ def reduction_a(name: str, k: int, l: int, m: int, n: int) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, n, 3, "branch0", stride=2)
-    b1 = _chain(cell, h0, [(k, _conv_args(1)), (l, _conv_args(3, padding=1)), (m, _conv_args(3, stride=2))], "branch1")
+    b1 = _chain(cell, h0, [(k, K1), (l, K3), (m, K3_S2)], "branch1")
     cell.set_output([b0, b1, _max_pool(cell, h0, "branch2")])
     return cell
 
@@ -145,8 +149,8 @@ def v4_inception_b(name: str) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, 384, 1, "branch0")
-    b1 = _chain(cell, h0, [(192, _conv_args(1)), (224, ROW7), (256, COL7)], "branch1")
-    b2 = _chain(cell, h0, [(192, _conv_args(1)), (192, COL7), (224, ROW7), (224, COL7), (256, ROW7)],
+    b1 = _chain(cell, h0, [(192, K1), (224, ROW7), (256, COL7)], "branch1")
+    b2 = _chain(cell, h0, [(192, K1), (192, COL7), (224, ROW7), (224, COL7), (256, ROW7)],
                 "branch2")
     cell.set_output([b0, b1, b2, _avg_pool_branch(cell, h0, 128, "branch3")])
     return cell
@@ -156,8 +160,8 @@ def v4_reduction_b(name: str) -> Cell:
     """Fig. 8 (17 -> 8): 1x1 192-3x3/2 192 | 1x1 256-1x7 256-7x1 320-3x3/2 320 | max pool."""
     cell = Cell(name)
     h0 = cell.input(0)
-    b0 = _chain(cell, h0, [(192, _conv_args(1)), (192, _conv_args(3, stride=2))], "branch0")
-    b1 = _chain(cell, h0, [(256, _conv_args(1)), (256, ROW7), (320, COL7), (320, _conv_args(3, stride=2))],
+    b0 = _chain(cell, h0, [(192, K1), (192, K3_S2)], "branch0")
+    b1 = _chain(cell, h0, [(256, K1), (256, ROW7), (320, COL7), (320, K3_S2)],
                 "branch1")
     cell.set_output([b0, b1, _max_pool(cell, h0, "branch2")])
     return cell
@@ -213,8 +217,8 @@ def block35(name: str, c_in: int, widths: tuple, scale: float) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, a, 1, "branch0")
-    b1 = _chain(cell, h0, [(a, _conv_args(1)), (b, _conv_args(3, padding=1))], "branch1")
-    b2 = _chain(cell, h0, [(a, _conv_args(1)), (c, _conv_args(3, padding=1)), (d, _conv_args(3, padding=1))], "branch2")
+    b1 = _chain(cell, h0, [(a, K1), (b, K3)], "branch1")
+    b2 = _chain(cell, h0, [(a, K1), (c, K3), (d, K3)], "branch2")
     return _residual_block(cell, h0, [b0, b1, b2], c_in, scale)
 
 
@@ -224,7 +228,7 @@ def block17(name: str, c_in: int, widths: tuple, scale: float) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, a, 1, "branch0")
-    b1 = _chain(cell, h0, [(b, _conv_args(1)), (c, ROW7), (d, COL7)], "branch1")
+    b1 = _chain(cell, h0, [(b, K1), (c, ROW7), (d, COL7)], "branch1")
     return _residual_block(cell, h0, [b0, b1], c_in, scale)
 
 
@@ -234,7 +238,7 @@ def block8(name: str, c_in: int, widths: tuple, scale: float, relu: bool = True)
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, a, 1, "branch0")
-    b1 = _chain(cell, h0, [(b, _conv_args(1)), (c, ROW3), (d, COL3)], "branch1")
+    b1 = _chain(cell, h0, [(b, K1), (c, ROW3), (d, COL3)], "branch1")
     return _residual_block(cell, h0, [b0, b1], c_in, scale, relu)
 
 
@@ -261,8 +265,8 @@ def irv2_mixed_5b(name: str) -> Cell:
     cell = Cell(name)
     h0 = cell.input(0)
     b0 = _unit(cell, h0, 96, 1, "branch0")
-    b1 = _chain(cell, h0, [(48, _conv_args(1)), (64, _conv_args(5, padding=2))], "branch1")
-    b2 = _chain(cell, h0, [(64, _conv_args(1)), (96, _conv_args(3, padding=1)), (96, _conv_args(3, padding=1))],
+    b1 = _chain(cell, h0, [(48, K1), (64, _kernel(5, padding=2))], "branch1")
+    b2 = _chain(cell, h0, [(64, K1), (96, K3), (96, K3)],
                 "branch2")
     cell.set_output([b0, b1, b2, _avg_pool_branch(cell, h0, 64, "branch3")])
     return cell
@@ -274,9 +278,9 @@ def reduction_b(name: str, widths: tuple) -> Cell:
     p, q, r, s, t = widths
     cell = Cell(name)
     h0 = cell.input(0)
-    b0 = _chain(cell, h0, [(p, _conv_args(1)), (q, _conv_args(3, stride=2))], "branch0")
-    b1 = _chain(cell, h0, [(p, _conv_args(1)), (r, _conv_args(3, stride=2))], "branch1")
-    b2 = _chain(cell, h0, [(p, _conv_args(1)), (s, _conv_args(3, padding=1)), (t, _conv_args(3, stride=2))], "branch2")
+    b0 = _chain(cell, h0, [(p, K1), (q, K3_S2)], "branch0")
+    b1 = _chain(cell, h0, [(p, K1), (r, K3_S2)], "branch1")
+    b2 = _chain(cell, h0, [(p, K1), (s, K3), (t, K3_S2)], "branch2")
     cell.set_output([b0, b1, b2, _max_pool(cell, h0, "branch3")])
     return cell
 
