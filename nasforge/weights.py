@@ -128,6 +128,27 @@ def load_chain_state(model, state: dict, theirs) -> "torch.nn.Module":
     return copy_matched(model, state, pairs)
 
 
+def reference_module(modules: set[str], path: str) -> str:
+    """The reference module named by ``path`` (a cell prefix plus an op's module key), where
+    each ``_`` may stand for a ``.`` of the op's node id (module keys cannot hold dots, and
+    reference names hold both: timm's ``branch1_0`` and ``branch1.0`` in one network).
+    ``modules`` is ``module_prefixes(state)``; exactly one reading must name a module."""
+    parts = path.split("_")
+    readings = [parts[0]]
+    for part in parts[1:]:
+        readings = [r + sep + part for r in readings for sep in "_."]
+    found = [r for r in readings if r in modules]
+    if len(found) != 1:
+        raise WeightImportError(f"{path}: {'no' if not found else 'more than one'} reference "
+                                f"module matches ({', '.join(found) or 'none'})")
+    return found[0]
+
+
+def module_prefixes(state: dict) -> set[str]:
+    """Every module path of a state dict (``a``, ``a.b`` for a key ``a.b.weight``)."""
+    return _prefixes(state)
+
+
 def cell_prefix(cell_name: str) -> str:
     """Reference module prefix of a residual-style cell: its name, or none for stem/head."""
     return "" if cell_name in ("stem", "head") else cell_name + "."

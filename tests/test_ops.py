@@ -61,6 +61,8 @@ CLASSIC_EXAMPLES = {
     "trainable_subsample": [(8, 8, 2, {"act": "lecun_tanh"}, (8, 4, 4))],
     "rbf_output": [(8, 10, 1, {}, (10, 9, 9))],
     "soft_mask_branch": [(8, 8, 1, {"pools": 2, "act": "tanh"}, (8, 9, 9))],
+    "channel_slice": [(8, 3, 1, {"start": 5}, (3, 9, 9))],
+    "residual_scale": [(8, 8, 1, {"factor": 0.17}, (8, 9, 9))],
 }
 
 
@@ -87,6 +89,31 @@ def test_channel_shuffle_and_split_values():
     assert create_op("channel_shuffle", 6, 6, 1, groups=2)(x).flatten().tolist() == [
         0, 3, 1, 4, 2, 5]
     assert create_op("channel_split", 6, 3, 1, index=1)(x).flatten().tolist() == [3, 4, 5]
+
+
+def test_channel_slice_and_residual_scale_values():
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert create_op("channel_slice", 6, 2, 1, start=3)(x).flatten().tolist() == [3, 4]
+    with pytest.raises(ValueError, match="outside"):
+        create_op("channel_slice", 6, 4, 1, start=3)
+    assert create_op("residual_scale", 6, 6, 1, factor=0.5)(x).flatten().tolist() == [
+        0, 0.5, 1, 1.5, 2, 2.5]
+
+
+def test_sk_select_is_a_softmax_weighted_sum_over_paths():
+    """Li et al. 2019, Eq. (5)-(6): a_c + b_c = 1 per channel, V = a * U1 + b * U2."""
+    from nasforge.ops import COMBINES
+
+    spec = COMBINES["sk_select"]
+    paths = [torch.full((1, 2, 3, 3), 1.0), torch.full((1, 2, 3, 3), 3.0)]
+    # channel 0: equal logits (weights 1/2, 1/2); channel 1: path 2 dominates
+    logits = torch.tensor([0.0, -30.0, 0.0, 30.0]).view(1, 4, 1, 1)
+    out = spec.apply([logits] + paths)
+    assert torch.allclose(out[0, 0], torch.full((3, 3), 2.0))
+    assert torch.allclose(out[0, 1], torch.full((3, 3), 3.0))
+    assert spec.channels([4, 2, 2]) == 2
+    with pytest.raises(ValueError, match="sk_select"):
+        spec.channels([3, 2, 2])
 
 
 def _params(m):

@@ -226,6 +226,47 @@ def shufflenet_v2(width: float = 1.0, num_classes: int = 1000) -> CellChain:
     return CellChain(cells, name=name, family="ShuffleNet")
 
 
+# ------------------------------------------------------------------------------ MnasNet
+# (expansion t, kernel k, channels c, repeats n, first stride s): torchvision's MNASNet at
+# depth multiplier 1.0 (the MnasNet-B1 of the authors' TF release: no squeeze-excite)
+MNASNET_SETTING = [(3, 3, 24, 3, 2), (3, 5, 40, 3, 2), (6, 5, 80, 3, 2), (6, 3, 96, 2, 1),
+                   (6, 5, 192, 4, 2), (6, 3, 320, 1, 1)]
+
+
+def mnasnet_block(c_in: int, c_out: int, kernel: int, stride: int, expand: int) -> Cell:
+    """torchvision's ``_InvertedResidual``: 1x1 expand -> BN -> ReLU -> dw k x k (stride) ->
+    BN -> ReLU -> 1x1 -> BN, identity added when the shape allows (op ids ``layers.0/3/6``,
+    the reference's Sequential indices)."""
+    cell = Cell(f"mnasnet_{c_in}_{c_out}_k{kernel}_t{expand}_s{stride}")
+    h0 = cell.input(0)
+    x = _pw(cell, h0, c_in * expand, node_id="layers.0")
+    x = _dw(cell, x, c_in * expand, stride, node_id="layers.3", kernel=kernel)
+    x = _pw(cell, x, c_out, act="none", node_id="layers.6")
+    if stride == 1 and c_in == c_out:
+        x = cell.combine("add", x, h0, node_id="add")
+    cell.set_output([x])
+    return cell
+
+
+def mnasnet(num_classes: int = 1000, dropout: float = 0.2) -> CellChain:
+    """Tan et al. 2019, torchvision ``mnasnet1_0``: conv 3x3/2 (32), depthwise-separable 3x3
+    (16, no skip), six stacks of inverted residuals (cells ``layers.8.0`` .. ``layers.13.0``),
+    1x1 conv to 1280, global average pool, dropout, FC."""
+    stem = Cell("stem")
+    x = conv_bn_act(stem, stem.input(0), 32, 3, 2, node_id="layers.0")
+    x = _dw(stem, x, 32, node_id="layers.3")
+    stem.set_output([_pw(stem, x, 16, act="none", node_id="layers.6")])
+    cells, c_in = [stem], 16
+    for stack, (t, k, c, n, s) in enumerate(MNASNET_SETTING, 8):
+        for j in range(n):
+            cell = mnasnet_block(c_in, c, k, s if j == 0 else 1, t)
+            cell.name = f"layers.{stack}.{j}"
+            cells.append(cell)
+            c_in = c
+    cells.append(_head(num_classes, dropout, fc="classifier.1", pre=("layers.14", 1280, "relu")))
+    return CellChain(cells, name="mnasnet1_0", family="MnasNet")
+
+
 # ------------------------------------------------------------------------------ weight import
 def _torchvision_sources(state: dict, path: str, op: nn.Module) -> list[str]:
     """torchvision's modules for our op at ``path``: the conv-BN-act Sequential ``path``, or a
@@ -246,6 +287,11 @@ def _load_torchvision(model, state: dict):
 
 def load_torchvision_mobilenet_v2(model, state: dict):
     """Copy a torchvision ``mobilenet_v2`` state dict into the zoo's DSL ``mobilenet_v2``."""
+    return _load_torchvision(model, state)
+
+
+def load_torchvision_mnasnet(model, state: dict):
+    """Copy a torchvision ``mnasnet1_0`` state dict into the zoo's DSL ``mnasnet1_0``."""
     return _load_torchvision(model, state)
 
 
@@ -272,3 +318,9 @@ register_model(ZooEntry("shufflenet_v2_x1_0", "ShuffleNet", settings=IMAGENET,
                         import_weights=load_torchvision_shufflenet_v2,
                         reference="torchvision.models.shufflenet_v2_x1_0",
                         doc="Ma et al. 2018, 1x, torchvision layout"))
+register_model(ZooEntry("mnasnet1_0", "MnasNet", settings=IMAGENET, build_chain=mnasnet,
+                        import_weights=load_torchvision_mnasnet,
+                        reference="torchvision.models.mnasnet1_0",
+                        doc="Tan et al. 2019, torchvision's MNASNet 1.0 (MnasNet-B1, no SE); "
+                            "4,383,312 params; 0.314G mult-adds at 224 px as torchvision "
+                            "states (the paper's MnasNet-A1: 312M, 3.9M params)"))
