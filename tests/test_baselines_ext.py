@@ -173,26 +173,3 @@ def test_inception_resnet_v1_grid_sizes_match_the_paper():
     # Fig. 15 draws 5 x C; the reference implementations (facenet-pytorch, davidsandberg's
     # facenet) have 5 with ReLU plus a sixth without, which we follow
     assert sum(n.startswith("repeat_3.") for n in names) == 5 and names[-2] == "block8"
-
-
-def test_inception_resnet_v1_matches_facenet_backbone(one_thread):
-    """Runs only where facenet-pytorch is installed (it is not a test dependency)."""
-    facenet = pytest.importorskip("facenet_pytorch")
-    torch.manual_seed(0)
-    reference = facenet.InceptionResnetV1(classify=False).eval()
-    randomize_bn(reference)
-    assert count_params(reference) - sum(
-        p.numel() for k, p in reference.named_parameters()
-        if k.startswith(("last_linear", "last_bn"))) == FACENET_BACKBONE_PARAMS
-    model = build_model("inception_resnet_v1", weights=reference.state_dict()).eval()
-    x = torch.randn(1, 3, 107, 107, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ours = x
-        for block in model.blocks[:-1]:
-            ours = block(ours)
-        theirs = x
-        for part in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b",
-                     "conv2d_4a", "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a",
-                     "repeat_3", "block8"):
-            theirs = getattr(reference, part)(theirs)
-    assert (ours - theirs).abs().max().item() < 1e-4

@@ -44,9 +44,9 @@ def checked_against(entry) -> str:
     without a reference is not checked."""
     if not entry.reference:
         return "-"
-    if entry.import_weights is not None:
-        return "params, logits"
-    return "paper's figures" if entry.reference.startswith("paper") else "params"
+    if entry.reference.startswith("paper"):
+        return "paper's figures"
+    return "params, logits" if entry.import_weights is not None else "params"
 
 
 def format_table(rows: list[dict]) -> str:
