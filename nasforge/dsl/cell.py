@@ -107,9 +107,15 @@ class Cell(JsonRecord):
         return node_id
 
     def _connect(self, sources: Iterable[str], target: str):
+        sources = list(sources)
         for slot, src in enumerate(sources):
             if src not in self.graph:
                 raise CellError(f"unknown input {src!r}", target, self.name)
+            # a DiGraph holds one edge per node pair: a second read would silently replace
+            # the first (add(a, a) would become add(a))
+            if sources.index(src) != slot:
+                raise CellError(f"reads {src!r} twice (a node can read a state once)", target,
+                                self.name)
             self.graph.add_edge(src, target, slot=slot)
 
     def input(self, index: int, node_id: str | None = None) -> str:
@@ -207,6 +213,9 @@ class Cell(JsonRecord):
         g, name = self.graph, self.name
         for n, d in g.nodes(data=True):
             kind = d.get("kind")
+            if kind is None:  # networkx creates the node an edge reads if it is missing
+                readers = ", ".join(repr(s) for s in g.successors(n))
+                raise CellError(f"undefined node, read by {readers}", n, name)
             if kind not in NODE_KINDS:
                 raise CellError(f"unknown node kind {kind!r}", n, name)
         self._check_module_keys()
