@@ -15,7 +15,7 @@ from collections import OrderedDict
 import torch
 
 from nasforge.compiler.network import Network
-from nasforge.dsl import CellPair
+from nasforge.dsl import CellPair, module_key
 
 STEM_NAMES = ("conv0", "conv_0")
 CLASSIFIER_NAME = "last_linear"
@@ -65,9 +65,9 @@ def _module_pairs(model: Network, state: dict) -> list[tuple[str, list[str]]]:
             pre1 = [f"{ref}.conv_prev_1x1"] if f"{ref}.conv_prev_1x1" in modules else \
                 [f"{ref}.path_1", f"{ref}.path_2", f"{ref}.final_path_bn"]
             pairs.append((f"{ours}.pre1", pre1))
-        for key in model.cells[i].body.ops:
-            block, side = key.split("_")  # b{k}_{a|b}
-            pairs.append((f"{ours}.body.ops.{key}",
+        for node, _ in model.cells[i].body.op_modules():
+            block, side = node.split("_")  # b{k}_{a|b}, as cell_from_blocks names them
+            pairs.append((f"{ours}.body.ops.{module_key(node)}",
                           [f"{ref}.comb_iter_{block[1:]}_{'left' if side == 'a' else 'right'}"]))
     pairs.append(("classifier", [CLASSIFIER_NAME]))
     return pairs
@@ -115,16 +115,17 @@ def load_reference_state(model: Network, state: dict) -> Network:
 
 def load_chain_state(model, state: dict, theirs) -> "torch.nn.Module":
     """Copy ``state`` into a ChainNetwork: every op holding weights is paired with the
-    reference modules ``theirs(cell_name, module_key, op)`` names (a module key is the op's
-    node id with ``.`` turned into ``_``), then ``copy_matched`` does the checked copy."""
+    reference modules ``theirs(cell_name, node_id, op)`` names (our module is
+    ``ops.<module_key(node_id)>``), then ``copy_matched`` does the checked copy."""
     pairs = []
     named = [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
     if getattr(model, "aux", None) is not None:
         named.append(("aux", model.aux))
     for ours, block in named:
-        for key, op in block.ops.items():
+        for node, op in block.op_modules():
             if any(True for _ in op.parameters()):
-                pairs.append((f"{ours}.ops.{key}", theirs(block.cell_name, key, op)))
+                pairs.append((f"{ours}.ops.{module_key(node)}",
+                              theirs(block.cell_name, node, op)))
     return copy_matched(model, state, pairs)
 
 
@@ -162,9 +163,9 @@ def load_resnet_state(model, state: dict):
     reference's names (``downsample``, ``se``, ``fc``); residual cells are named ``layerS.J``
     like the reference's blocks.
     """
-    def theirs(cell, key, op):
+    def theirs(cell, node, op):
         prefix = cell_prefix(cell)
-        return [prefix + key, f"{prefix}bn{key[4:]}"] if key.startswith("conv") else [
-            prefix + key]
+        return [prefix + node, f"{prefix}bn{node[4:]}"] if node.startswith("conv") else [
+            prefix + node]
 
     return load_chain_state(model, state, theirs)

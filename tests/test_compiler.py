@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nasforge.api import build_model, resolve
-from nasforge.compiler import Network, schedule
+from nasforge.compiler import CompiledGraph, Network, schedule
 from nasforge.dsl import Cell, CellError, CellPair
 from nasforge.zoo import SETTINGS
 
@@ -113,3 +113,42 @@ def test_penultimate_override_and_num_classes():
     model = build_model("nasnet_a", "cifar", penultimate=192, num_classes=7, N=1)
     assert model.config.filters == 8 and model.num_features == 192
     assert model.classifier.out_features == 7
+
+
+def _dot_underscore_cell(second_id):
+    """The cell of issue 14: ``p.q`` runs a 3x3 conv, ``second_id`` a 1x1 conv."""
+    cell = Cell("dot_underscore")
+    h0, h1 = cell.inputs()
+    cell.set_output([cell.combine("add", cell.op("conv_3x3", h0, node_id="p.q"),
+                                  cell.op("conv_1x1", h1, node_id=second_id))])
+    return cell
+
+
+def _relu_conv_bn_params(c_in, c_out, kernel):
+    """Parameters of ReLU -> conv (no bias) -> BN, counted from torch.nn's own modules."""
+    return sum(p.numel() for m in (torch.nn.Conv2d(c_in, c_out, kernel, bias=False),
+                                   torch.nn.BatchNorm2d(c_out)) for p in m.parameters())
+
+
+def test_node_ids_differing_only_by_dot_and_underscore_cannot_share_a_module():
+    # 'p.q' and 'p_q' would both be module 'p_q' and the 3x3 conv would vanish: the cell is
+    # refused, by validate() and so by the compiler, with a message naming both nodes
+    clash = _dot_underscore_cell("p_q")
+    for check in (clash.validate, lambda: CompiledGraph(clash, 8, [8, 8])):
+        with pytest.raises(CellError, match=r"node ids 'p\.q' and 'p_q' both compile to "
+                                            r"module 'p_q'"):
+            check()
+    # renamed, the two ops are two modules with their own parameter counts
+    body = CompiledGraph(_dot_underscore_cell("p_r"), 8, [8, 8])
+    count = {n: sum(p.numel() for p in m.parameters()) for n, m in body.op_modules()}
+    assert count == {"p.q": _relu_conv_bn_params(8, 8, 3), "p_r": _relu_conv_bn_params(8, 8, 1)}
+    assert count == {"p.q": 8 * 8 * 9 + 16, "p_r": 8 * 8 + 16}
+    assert set(body.ops) == {"p_q", "p_r"}
+
+
+def test_node_ids_that_torch_reserves_are_refused_before_compiling():
+    cell = Cell("reserved")
+    h0, _ = cell.inputs()
+    cell.set_output([cell.op("conv_1x1", h0, node_id="to")])
+    with pytest.raises(CellError, match="node 'to'.*attribute of torch.nn.ModuleDict"):
+        cell.validate()

@@ -55,14 +55,26 @@ def test_canonical_hash_ignores_operand_order_and_ids():
 
 
 def test_canonical_hash_tells_shared_op_from_two_ops():
-    shared = Cell("s")
-    h0, _ = shared.inputs()
-    a = shared.op("conv_3x3", h0)
-    shared.set_output([shared.combine("add", a, a)])  # one op, used twice
-    twin = Cell("t")
-    h0, _ = twin.inputs()
-    twin.set_output([twin.combine("add", twin.op("conv_3x3", h0), twin.op("conv_3x3", h0))])
-    assert shared.canonical_hash() != twin.canonical_hash()
+    def cell(shared):
+        c = Cell("s" if shared else "t")
+        h0, h1 = c.inputs()
+        a = c.op("conv_3x3", h0)
+        b = a if shared else c.op("conv_3x3", h0)  # one op read twice, or two equal ops
+        c.set_output([c.combine("add", a, c.op("identity", h1)),
+                      c.combine("add", b, c.op("max_pool_3x3", h1))])
+        return c.validate()
+    assert cell(shared=True).canonical_hash() != cell(shared=False).canonical_hash()
+
+
+def test_a_node_cannot_read_the_same_state_twice():
+    # one edge per node pair: add(a, a) would silently become add(a), concat(a, a) concat(a)
+    c = Cell("twice")
+    h0, _ = c.inputs()
+    a = c.op("conv_3x3", h0, node_id="a")
+    with pytest.raises(CellError, match=r"node 'c2': reads 'a' twice"):
+        c.combine("concat", a, a, node_id="c2")
+    with pytest.raises(CellError, match="node 'out': reads 'a' twice"):
+        c.set_output([a, a])
 
 
 def _raw(nodes):

@@ -10,14 +10,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nasforge.dsl.cell import Cell
+from nasforge.dsl.cell import Cell, module_key
 from nasforge.ops.layers import DropPath, FactorizedReduction, ReLUConvBN
 from nasforge.registry import COMBINES, create_op
-
-
-def module_key(node_id: str) -> str:
-    """ModuleDict keys may not contain dots."""
-    return node_id.replace(".", "_")
 
 
 class CompiledGraph(nn.Module):
@@ -38,9 +33,10 @@ class CompiledGraph(nn.Module):
         self.cell_name = cell.name
         self.drop_path = DropPath(drop_path_keep_prob)
         channels: dict[str, int] = {}
-        levels = cell._check_resolution()
-        self.ops = nn.ModuleDict()
+        levels = cell.resolution_levels()
+        self.ops = nn.ModuleDict()  # op node id -> module, named by module_key
         self.adapt = nn.ModuleDict()
+        self.op_nodes: list[str] = []
         plan = []
         for n in cell.topological_order():
             d, srcs = cell.graph.nodes[n], cell.operands(n)
@@ -56,6 +52,7 @@ class CompiledGraph(nn.Module):
                 self.ops[module_key(n)] = create_op(d["op"], channels[srcs[0]], c_out,
                                                     d["stride"], **d.get("args", {}))
                 channels[n] = c_out
+                self.op_nodes.append(n)
                 plan.append((n, "op", srcs[0], d["op"] != "identity"))
             elif kind == "combine":
                 spec = COMBINES[d["combine"]]
@@ -74,6 +71,11 @@ class CompiledGraph(nn.Module):
                 self.out_channels = sum(channels[s] for s in srcs)
                 self.output_states = srcs
         self._plan = plan
+
+    def op_modules(self) -> list[tuple[str, nn.Module]]:
+        """(node id, module) of every op node in topological order; called by the weight
+        importers, which name the reference's modules after our node ids."""
+        return [(n, self.ops[module_key(n)]) for n in self.op_nodes]
 
     def forward(self, *inputs):
         states = {}

@@ -22,6 +22,7 @@ import json
 from typing import Iterable
 
 import networkx as nx
+from torch import nn
 
 from nasforge import ops as _ops  # noqa: F401  (fills the registries)
 from nasforge.registry import COMBINES, OPS
@@ -30,6 +31,23 @@ CELL_FORMAT = "nasforge.cell/1"
 PAIR_FORMAT = "nasforge.cellpair/1"
 NUM_INPUTS = 2  # h_i and h_{i-1}
 NODE_KINDS = ("input", "op", "combine", "output")
+# Names a torch.nn.ModuleDict refuses as keys (its own attributes: "to", "keys", "training").
+RESERVED_MODULE_KEYS = frozenset(dir(nn.ModuleDict()))
+
+
+def module_key(node_id: str) -> str:
+    """The name of a node's module in a compiled cell (``ops.<key>``, ``adapt.<key>``), hence
+    of its state-dict keys; called by the compiler and the weight importers, the one place
+    for this rule. torch module names cannot contain ``.``, so it becomes ``_``.
+
+    This is not injective (``p.q`` and ``p_q`` share ``p_q``); ``Cell.validate`` rejects a
+    cell whose ids clash, so in a valid cell every node has a module of its own. Why not an
+    injective encoding: the zoo's ids take both forms -- NASNet-style ``b0_a`` and
+    torchvision-named ``features.3`` -- and any injective map must change the key of one of
+    them (``b0_a`` and ``b0.a`` cannot both keep ``b0_a``), which would rename the state-dict
+    keys of saved checkpoints, imported weights and exported PyTorch files.
+    """
+    return node_id.replace(".", "_")
 
 
 class CellError(ValueError):
@@ -42,7 +60,7 @@ class CellError(ValueError):
         self.node = node
 
 
-class _JsonRecord:
+class JsonRecord:
     """JSON text and equality, both defined by ``to_dict``/``from_dict``."""
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -56,14 +74,14 @@ class _JsonRecord:
         return type(other) is type(self) and self.to_dict() == other.to_dict()
 
 
-def _check_format(data, expected: str):
+def check_format(data, expected: str):
     if not isinstance(data, dict):
         raise CellError(f"expected a JSON object, got {type(data).__name__}")
     if data.get("format") != expected:
         raise CellError(f"unknown format {data.get('format')!r}, expected {expected!r}")
 
 
-class Cell(_JsonRecord):
+class Cell(JsonRecord):
     """A cell graph plus the builder API to write one by hand.
 
     >>> c = Cell("example")
@@ -89,9 +107,15 @@ class Cell(_JsonRecord):
         return node_id
 
     def _connect(self, sources: Iterable[str], target: str):
+        sources = list(sources)
         for slot, src in enumerate(sources):
             if src not in self.graph:
                 raise CellError(f"unknown input {src!r}", target, self.name)
+            # a DiGraph holds one edge per node pair: a second read would silently replace
+            # the first (add(a, a) would become add(a))
+            if sources.index(src) != slot:
+                raise CellError(f"reads {src!r} twice (a node can read a state once)", target,
+                                self.name)
             self.graph.add_edge(src, target, slot=slot)
 
     def input(self, index: int, node_id: str | None = None) -> str:
@@ -177,7 +201,7 @@ class Cell(_JsonRecord):
 
     def output_level(self) -> int:
         """How many times the cell halves the resolution (0 normal, 1 reduction)."""
-        levels = self._check_resolution()
+        levels = self.resolution_levels()
         return max(levels[s] for s in self.operands(self.output_node)).bit_length() - 1
 
     def __repr__(self):
@@ -189,8 +213,12 @@ class Cell(_JsonRecord):
         g, name = self.graph, self.name
         for n, d in g.nodes(data=True):
             kind = d.get("kind")
+            if kind is None:  # networkx creates the node an edge reads if it is missing
+                readers = ", ".join(repr(s) for s in g.successors(n))
+                raise CellError(f"undefined node, read by {readers}", n, name)
             if kind not in NODE_KINDS:
                 raise CellError(f"unknown node kind {kind!r}", n, name)
+        self._check_module_keys()
         outputs = self.nodes("output")
         if not outputs:
             raise CellError("missing output node", None, name)
@@ -240,12 +268,30 @@ class Cell(_JsonRecord):
         for n in self.topological_order():
             if n not in reaches_output and g.nodes[n]["kind"] not in ("input", "output"):
                 raise CellError("unreachable: its result never reaches the output", n, name)
-        self._check_resolution()
+        self.resolution_levels()
         return self
 
-    def _check_resolution(self) -> dict[str, int]:
-        """Every merge must see one resolution: the downsampling factor (product of strides)
-        of each node relative to the cell inputs."""
+    def _check_module_keys(self):
+        """Every node id must be a module name (``module_key``) no other node of the cell has
+        and ``torch.nn.ModuleDict`` accepts."""
+        owner: dict[str, str] = {}
+        for n in self.graph.nodes:
+            key = module_key(n)
+            if not key or key in RESERVED_MODULE_KEYS:
+                why = "it is empty" if not key else (
+                    f"{key!r} is an attribute of torch.nn.ModuleDict")
+                raise CellError(f"node id cannot name a module ({why}): rename the node", n,
+                                self.name)
+            if key in owner:
+                raise CellError(f"node ids {owner[key]!r} and {n!r} both compile to module "
+                                f"{key!r} ('.' becomes '_' in module names): rename one", n,
+                                self.name)
+            owner[key] = n
+
+    def resolution_levels(self) -> dict[str, int]:
+        """The downsampling factor (product of strides) of each node relative to the cell
+        inputs; raises CellError when a merge sees two resolutions. Called by ``validate`` and
+        by the compiler (which reduces output states at twice the resolution)."""
         level: dict[str, int] = {}
         for n in self.topological_order():
             d, srcs = self.graph.nodes[n], self.operands(n)
@@ -297,14 +343,14 @@ class Cell(_JsonRecord):
                 label = ("output",)
                 if not ordered_concat:
                     srcs = sorted(srcs)
-            out[n] = _sha(json.dumps([label, srcs], default=str))
+            out[n] = sha256_hex(json.dumps([label, srcs], default=str))
         return out
 
     def canonical_hash(self, ordered_concat: bool | None = None) -> str:
         """Equal for isomorphic cells: the output's Merkle hash plus the multiset of node hashes
         (which tells a shared op from two identical ones)."""
         hashes = self.node_hashes(ordered_concat)
-        return _sha(json.dumps([hashes[self.output_node], sorted(hashes.values())]))
+        return sha256_hex(json.dumps([hashes[self.output_node], sorted(hashes.values())]))
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -333,7 +379,7 @@ class Cell(_JsonRecord):
     @classmethod
     def from_dict(cls, data: dict) -> "Cell":
         """Inverse of ``to_dict``; raises CellError on malformed input (not yet validated)."""
-        _check_format(data, CELL_FORMAT)
+        check_format(data, CELL_FORMAT)
         cell = cls(str(data.get("name", "")), bool(data.get("reduction", False)))
         nodes = data.get("nodes")
         if not isinstance(nodes, list):
@@ -374,7 +420,7 @@ class Cell(_JsonRecord):
         return to_pydot(self).to_string()
 
 
-def _sha(text: str) -> str:
+def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -413,7 +459,7 @@ def to_pydot(cell: Cell, prefix: str = "", graph=None):
     return dot
 
 
-class CellPair(_JsonRecord):
+class CellPair(JsonRecord):
     """A (normal, reduction) pair: what a NASNet-style search finds and a network stacks.
 
     ``network`` holds optional macro-architecture defaults (e.g. PNASNet's reduction layout)
@@ -431,7 +477,7 @@ class CellPair(_JsonRecord):
         return self
 
     def canonical_hash(self) -> str:
-        return _sha(self.normal.canonical_hash() + self.reduction.canonical_hash())
+        return sha256_hex(self.normal.canonical_hash() + self.reduction.canonical_hash())
 
     def to_dict(self) -> dict:
         d = {"format": PAIR_FORMAT, "name": self.name, "normal": self.normal.to_dict(),
@@ -442,7 +488,7 @@ class CellPair(_JsonRecord):
 
     @classmethod
     def from_dict(cls, data: dict) -> "CellPair":
-        _check_format(data, PAIR_FORMAT)
+        check_format(data, PAIR_FORMAT)
         for key in ("normal", "reduction"):
             if key not in data:
                 raise CellError(f"cell pair has no {key!r} cell")

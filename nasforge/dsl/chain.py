@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 
-from nasforge.dsl.cell import Cell, CellError, _check_format, _JsonRecord, _sha, to_pydot
+from nasforge.dsl.cell import Cell, CellError, JsonRecord, check_format, sha256_hex, to_pydot
 
 CHAIN_FORMAT = "nasforge.chain/1"
 
 
-class CellChain(_JsonRecord):
+class CellChain(JsonRecord):
     def __init__(self, cells: list[Cell], name: str = "", family: str = "",
                  aux: Cell | None = None, aux_after: int | None = None, in_channels: int = 3):
         if (aux is None) != (aux_after is None):
@@ -49,7 +49,7 @@ class CellChain(_JsonRecord):
         parts = [c.canonical_hash(ordered) for c in self.cells]
         if self.aux:
             parts.append(f"aux@{self.aux_after}:{self.aux.canonical_hash(ordered)}")
-        return _sha(json.dumps(parts))
+        return sha256_hex(json.dumps(parts))
 
     def to_dict(self) -> dict:
         d = {"format": CHAIN_FORMAT, "name": self.name, "family": self.family,
@@ -60,7 +60,7 @@ class CellChain(_JsonRecord):
 
     @classmethod
     def from_dict(cls, data: dict) -> "CellChain":
-        _check_format(data, CHAIN_FORMAT)
+        check_format(data, CHAIN_FORMAT)
         cells = data.get("cells")
         if not isinstance(cells, list):
             raise CellError("'cells' must be a list")

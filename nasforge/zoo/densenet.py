@@ -66,15 +66,15 @@ def densenet(blocks, growth=32, init=64, bn_size=4, compression=0.5, num_classes
 
 def load_torchvision_densenet(model, state: dict):
     """Copy a torchvision DenseNet state dict (``features.*``, ``classifier``)."""
-    def theirs(cell, key, op):
-        if key == "conv0":
+    def theirs(cell, node, op):
+        if node == "conv0":
             return ["features.conv0", "features.norm0"]
-        if key.startswith("denselayer"):
-            layer, part = key.rsplit("_", 1)
+        if node.startswith("denselayer"):
+            layer, part = node.rsplit("_", 1)
             return [f"features.{cell}.{layer}.norm{part}", f"features.{cell}.{layer}.conv{part}"]
-        if key == "transition":
+        if node == "transition":
             return [f"features.{cell}.norm", f"features.{cell}.conv"]
-        return ["features.norm5"] if key == "norm5" else ["classifier"]
+        return ["features.norm5"] if node == "norm5" else ["classifier"]
 
     return load_chain_state(model, state, theirs)
 

@@ -283,8 +283,8 @@ def load_torchvision_googlenet(model, state: dict):
     ``transform_input=True``: feed this model inputs normalized with mean = std = 0.5."""
     state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
 
-    def theirs(cell, key, op):
-        return [cell_prefix(cell) + key.replace("_", ".")]
+    def theirs(cell, node, op):
+        return [cell_prefix(cell) + node]
 
     return load_chain_state(model, state, theirs)
 
@@ -293,8 +293,8 @@ def load_torchvision_inception_v3(model, state: dict):
     """Copy a torchvision Inception3 state dict into the zoo's ``inception_v3`` (the same
     ``aux_logits`` on both sides). torchvision's pretrained weights expect
     ``transform_input=True``: feed this model inputs normalized with mean = std = 0.5."""
-    def theirs(cell, key, op):
-        return [cell_prefix(cell) + key]
+    def theirs(cell, node, op):
+        return [cell_prefix(cell) + node]
 
     return load_chain_state(model, state, theirs)
 
@@ -303,8 +303,7 @@ def load_timm_xception(model, state: dict):
     """Copy a timm ``legacy_xception`` state dict into the zoo's ``xception``. Our separable
     pointwise ops hold the BN that follows them in timm (``rep.K+1``, ``bn3``, ``bn4``), the
     stem convs ``bn1``/``bn2``, the projection ``skipbn``."""
-    def theirs(cell, key, op):
-        name = key.replace("_", ".")
+    def theirs(cell, name, op):
         if cell == "stem":
             return [name, "bn" + name[4:]]
         if cell in ("exit", "head"):

@@ -279,10 +279,10 @@ def _torchvision_sources(state: dict, path: str, op: nn.Module) -> list[str]:
 
 
 def _load_torchvision(model, state: dict):
-    """Our op node ``a.b`` (module key ``a_b``) in cell ``C`` is torchvision's ``C.a.b``
-    (``a.b`` in the stem and head cells)."""
-    return load_chain_state(model, state, lambda cell, key, op: _torchvision_sources(
-        state, cell_prefix(cell) + key.replace("_", "."), op))
+    """Our op node ``a.b`` in cell ``C`` is torchvision's ``C.a.b`` (``a.b`` in the stem and
+    head cells)."""
+    return load_chain_state(model, state, lambda cell, node, op: _torchvision_sources(
+        state, cell_prefix(cell) + node, op))
 
 
 def load_torchvision_mobilenet_v2(model, state: dict):
