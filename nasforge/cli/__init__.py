@@ -43,9 +43,11 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from nasforge.api import ArchitectureError
     from nasforge.data import DataError
     from nasforge.dsl import CellError
+    from nasforge.safe_load import RefusedFileError
     from nasforge.search import SearchError
 
-    return (UsageError, ArchitectureError, CellError, DataError, SearchError, FileNotFoundError)
+    return (UsageError, ArchitectureError, CellError, DataError, SearchError, RefusedFileError,
+            FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

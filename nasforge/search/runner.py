@@ -28,7 +28,7 @@ from typing import Callable
 
 import nasforge
 from nasforge.search.config import SearchConfig, SearchError
-from nasforge.search.run_folder import RunFolder, device_seconds
+from nasforge.search.run_folder import SEARCHER_STATE, RunFolder, device_seconds
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,17 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             raise SearchError("run_search needs a SearchConfig")
         run, records = RunFolder(run_dir), []
     space, searcher = make_searcher(config)
+    # the saved state is read (and refused if crafted) before Ray starts or data loads
+    state = run.load_searcher() if resume else None
+    if state is not None:
+        try:
+            searcher.load_state_dict(state)
+        except (ValueError, KeyError, TypeError) as e:
+            raise SearchError(f"--resume {run.path}: its {SEARCHER_STATE} cannot be "
+                              f"restored: {e}") from None
+    elif records:
+        log.warning("%s has trials but no searcher state: the searcher starts afresh",
+                    run.path)
     try:  # a resumed search trains with the recipe it saved
         recipe = Recipe.from_dict(saved["recipe"]) if resume else get_recipe(config.recipe)
     except KeyError as e:
@@ -302,12 +313,6 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                                  "classes": list(data.classes),
                                  "image_size": list(data.image_size)},
                         "ray_version": ray.__version__})
-        state = run.load_searcher()
-        if state is not None:
-            searcher.load_state_dict(state)
-        elif records:
-            log.warning("%s has trials but no searcher state: the searcher starts afresh",
-                        run.path)
         requeue = _reconcile(searcher, records)
         if on_start is not None:
             on_start(note)
