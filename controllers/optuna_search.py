@@ -34,14 +34,18 @@ attribute path: TPE's own and its start-up ``RandomSampler``'s, NSGA-II's, ...) 
 from their ``get_state()`` as lists. Whatever else a sampler keeps is derived from the trials
 (TPE's search-space and row caches, NSGA-II's populations live in study/trial system
 attributes), so TPE, NSGA-II and random search continue with exactly the proposals an
-uninterrupted searcher makes (``tests/test_safe_loading.py``); a sampler with private
-warm-start caches (GPSampler's fitted kernel) refits them from the trials. With a database
+uninterrupted searcher makes, and so does QMC (its sample counter is a study attribute)
+(``tests/test_safe_loading.py``); a sampler with private warm-start caches (GPSampler's fitted
+kernel) refits them from the trials. Attribute values that are encoded pickles (CMA-ES keeps
+its optimizer so, and Optuna unpickles it) are refused on restore. (An Optuna JournalStorage
+file would not do either: its snapshots are read back with ``pickle.loads``.) With a database
 storage the trials stay in the database and the state names the study and holds the sampler's
 random streams. States saved as base64 pickles by earlier nasforge releases are refused,
 not unpickled.
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import logging
 import math
@@ -181,6 +185,28 @@ def _trial_to_json(trial) -> dict:
             "datetime_complete": when(trial.datetime_complete)}
 
 
+_PICKLE_HEADS_HEX = ("8002", "8003", "8004", "8005")  # PROTO opcode + protocols 2 to 5
+
+
+def _refuse_pickles(attrs: Mapping, where: str) -> None:
+    """Raises ValueError when an attribute value is a hex or base64 encoded pickle: Optuna's
+    CMA-ES sampler keeps its optimizer so in trial system attributes and unpickles it on a
+    later ask, so a crafted state could smuggle one in."""
+    for key, value in attrs.items():
+        if not isinstance(value, str) or len(value) < 4:
+            continue
+        hexed = value[:4].lower() in _PICKLE_HEADS_HEX and \
+            all(c in "0123456789abcdefABCDEF" for c in value)
+        try:
+            head = base64.b64decode(value[:8], validate=True)
+        except ValueError:
+            head = b""
+        if hexed or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                           b"\x05")):
+            raise ValueError(f"{where} attribute {key!r} holds an encoded pickle, which Optuna "
+                             f"could unpickle: refused")
+
+
 def _trial_from_json(d: Mapping):
     from optuna.distributions import json_to_distribution
     from optuna.trial import FrozenTrial, TrialState
@@ -188,6 +214,8 @@ def _trial_from_json(d: Mapping):
     def when(t):
         return None if t is None else datetime.datetime.fromisoformat(t)
 
+    _refuse_pickles(d["system_attrs"], f"trial {d['number']}: system")
+    _refuse_pickles(d["user_attrs"], f"trial {d['number']}: user")
     values = d["values"]
     return FrozenTrial(
         number=int(d["number"]), trial_id=int(d["trial_id"]), state=TrialState[d["state"]],
@@ -329,6 +357,8 @@ class OptunaSearcher(SearcherBase):
             self.study = optuna.load_study(study_name=self.study_name,
                                            storage=self.config.storage, sampler=self.sampler)
             return
+        _refuse_pickles(state["study_system_attrs"], "study system")
+        _refuse_pickles(state["study_user_attrs"], "study user")
         self.study = self._open_study(None)
         study_id = self._storage.get_study_id_from_name(self.study_name)
         for key, value in state["study_system_attrs"].items():

@@ -20,7 +20,6 @@ import pickle
 import pickletools
 import zipfile
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +298,27 @@ def test_a_pickled_optuna_state_of_an_earlier_release_is_refused_unread(tmp_path
     torch.save(state, run / "searcher.pt")
     line = _cli_refuses(capsys, ["search", "--resume", run], run, "pickle")
     assert "searcher.pt" in line
+
+
+@pytest.mark.parametrize("encoding", ["hex", "base64"])
+def test_an_encoded_pickle_in_optuna_trial_attributes_is_refused(encoding, marker):
+    """Optuna's CMA-ES unpickles a hex pickle it finds in a trial's system attributes; a
+    restored state carrying one (in any trial or study attribute) is refused."""
+    s = get_searcher("optuna", SPACE, seed=0, dedup=False, sampler="cmaes")
+    for p in s.ask(3):
+        s.tell(p, Result.ok(val_acc=0.5))
+    blob = raw_pickle(marker)
+    encoded = blob.hex() if encoding == "hex" else base64.b64encode(blob).decode("ascii")
+    state = s.state_dict()
+    state["searcher_state"]["trials"][-1]["system_attrs"]["cma:optimizer:0"] = encoded
+    with pytest.raises(ValueError, match="encoded pickle"):
+        get_searcher("optuna", SPACE, seed=0, dedup=False, sampler="cmaes").load_state_dict(
+            json.loads(json.dumps(state)))
+    state = s.state_dict()
+    state["searcher_state"]["study_user_attrs"]["note"] = encoded
+    with pytest.raises(ValueError, match="encoded pickle"):
+        get_searcher("optuna", SPACE, seed=0, dedup=False, sampler="cmaes").load_state_dict(
+            state)
 
 
 # ------------------------------------------------------------------ search run JSON files
