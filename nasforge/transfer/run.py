@@ -379,13 +379,12 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         tmp.write_text(json.dumps(plan_d, indent=2) + "\n")
         os.replace(tmp, plan_path)
 
-    # the checkpoints a resume continues from, read (and refused if crafted) before Ray starts
-    resumed_epochs = {
-        entry["spec"]["label"]: load_checkpoint(run_dir / entry["spec"]["label"] /
-                                                CHECKPOINT_NAME)["epoch"]
-        for entry in plan_d["models"]
-        if not (run_dir / entry["spec"]["label"] / RESULT).is_file()
-        and (run_dir / entry["spec"]["label"] / CHECKPOINT_NAME).is_file()}
+    resumed_epochs = {}  # checkpoints are read (and refused if crafted) before Ray starts
+    for entry in plan_d["models"]:
+        model_dir = run_dir / entry["spec"]["label"]
+        if not (model_dir / RESULT).is_file() and (model_dir / CHECKPOINT_NAME).is_file():
+            resumed_epochs[entry["spec"]["label"]] = \
+                load_checkpoint(model_dir / CHECKPOINT_NAME)["epoch"]
     started = connect_ray(config.address)
     try:
         import ray
