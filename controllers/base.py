@@ -14,10 +14,11 @@ worker processes) drives a searcher like this::
 Searchers only propose and learn: they never train a model and never import Ray.
 
 Serialization: ``state_dict()`` of the random, evolution and Optuna searchers is
-JSON-serializable (plain dicts, lists, ints, floats, strings; the Optuna sampler and an in-memory
-study are included as base64 pickles); the RL controller's holds torch tensors. Every state dict
-round-trips through ``torch.save``/``torch.load`` (``save_state``/``load_state`` below), which
-is the one format that works for all of them.
+JSON-serializable (plain dicts, lists, ints, floats, strings: an in-memory Optuna study's
+trials as JSON, its sampler's random streams as lists); the RL controller's holds torch
+tensors. No state holds a pickled object. Every state dict round-trips through
+``torch.save``/``torch.load(weights_only=True)`` (``save_state``/``load_state`` below), which is
+the one format that works for all of them.
 """
 from __future__ import annotations
 
@@ -321,9 +322,10 @@ def save_state(searcher: Searcher, path) -> None:
 def load_state(searcher: Searcher, path) -> Searcher:
     """Restore a state written by ``save_state`` into ``searcher``; returns it.
 
-    Loaded with ``weights_only=True``: plain containers and tensors only. (The Optuna searcher's
-    state carries a base64 pickle of its sampler/study: load states you trust.)"""
-    import torch
+    Loaded with ``torch.load(weights_only=True)`` (``nasforge.safe_load.load_plain``): plain
+    containers and tensors only, so a crafted file is refused (``RefusedFileError``, one line)
+    before anything in it runs."""
+    from nasforge.safe_load import load_plain
 
-    searcher.load_state_dict(torch.load(path, weights_only=True))
+    searcher.load_state_dict(load_plain(path, "searcher state"))
     return searcher

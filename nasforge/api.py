@@ -1,6 +1,7 @@
 """Public entry points: resolve an architecture by name or file and build it."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import fields, replace
 
@@ -25,6 +26,14 @@ def load_file(path: str) -> CellPair | CellChain:
             text = f.read()
     except OSError as e:
         raise ArchitectureError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:  # a binary (or crafted) file: never parsed further
+        raise ArchitectureError(f"cannot read {path}: not UTF-8 JSON text (byte "
+                                f"{e.object[e.start]:#04x} at offset {e.start})") from None
+    try:
+        json.loads(text)  # parsed again by load_architecture; checked here to name the file
+    except json.JSONDecodeError as e:
+        raise ArchitectureError(f"cannot read {path}: malformed JSON: {e.msg} at line "
+                                f"{e.lineno} column {e.colno}") from None
     arch = load_architecture(text)
     if isinstance(arch, Cell):
         raise ArchitectureError(f"{path} holds a single cell; a network needs a "
@@ -166,3 +175,31 @@ def build_model(name_or_path: str | CellPair | CellChain, setting: str | None = 
                                     f"state dict with model.load_state_dict instead")
         entry.import_weights(model, weights)
     return model
+
+
+def model_info(model_name, setting=None, **overrides) -> dict:
+    """``{"model", "setting", "params", "mult_adds", "input_size", "output_shape"}`` (plus
+    ``N``, ``filters``, ``penultimate`` for cell networks, ``output_stride`` for chains) of a
+    zoo name or JSON file: the
+    figures ``nasforge info`` prints and a transfer's table reports. The model is built on the
+    meta device (no memory, fast)."""
+    import torch
+
+    from nasforge.flops import count_mult_adds, count_params
+
+    arch, config = resolve(model_name, setting, **overrides)
+    if setting is None:
+        setting = (ZOO[model_name].default_setting if model_name in ZOO else
+                   "cifar" if isinstance(arch, CellPair) else "imagenet")
+    with torch.device("meta"):
+        model = compile_architecture(arch, config)
+        mult_adds, shape = count_mult_adds(model, config.input_size, config.in_channels)
+    info = {"model": model_name, "setting": setting, "params": count_params(model),
+            "mult_adds": mult_adds, "input_size": config.input_size,
+            "output_shape": list(shape)}
+    if isinstance(arch, CellPair):
+        info.update(N=config.N, filters=config.filters,
+                    penultimate=penultimate_filters(arch, config))
+    else:
+        info["output_stride"] = arch.output_stride()
+    return info

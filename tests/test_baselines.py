@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from nasforge.api import build_model
-from nasforge.cli.info import model_info
+from nasforge.api import model_info
 from nasforge.flops import count_params
 from nasforge.weights import WeightImportError, load_resnet_state
 from nasforge.zoo.densenet import load_torchvision_densenet

@@ -249,16 +249,11 @@ def test_stochastic_depth_off_keeps_the_resnet110_architecture():
 
 
 def test_stochastic_depth_recipe_reaches_the_chain():
-    from nasforge.cli.train import _build
-    from nasforge.api import resolve
     from nasforge.train import get_recipe
-    from types import SimpleNamespace
 
     recipe = get_recipe("cifar-stochastic-depth")
-    data = SimpleNamespace(image_size=(32, 32), num_classes=10, channels=3)
-    arch, _ = resolve("resnet110")
-    model, overrides = _build("resnet110", "cifar", recipe, data, arch)
-    assert overrides["stochastic_depth"] == 0.5
+    assert recipe.chain_overrides == {"stochastic_depth": 0.5}
+    model = build_model("resnet110", **recipe.chain_overrides)
     survivals = [m.survival for m in model.modules() if hasattr(m, "survival")]
     assert survivals[0] == pytest.approx(_paper_survival(1))
     assert survivals[-1] == pytest.approx(P_L)

@@ -8,7 +8,7 @@ from torch import nn
 
 from nasforge.api import build_model, resolve
 from nasforge.cli import main
-from nasforge.cli.info import model_info
+from nasforge.api import model_info
 from nasforge.flops import count_params
 from nasforge.registry import COMBINES, create_op
 from nasforge.zoo import ZOO

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from nasforge.api import build_model, compile_architecture, resolve
-from nasforge.cli.info import model_info
+from nasforge.api import model_info
 from nasforge.flops import count_params
 from nasforge.weights import WeightImportError
 from reference_utils import randomize_bn

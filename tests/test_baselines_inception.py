@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from nasforge.api import build_model, resolve
-from nasforge.cli.info import model_info
+from nasforge.api import model_info
 from nasforge.compiler.cell_module import CompiledGraph
 from nasforge.dsl import load_architecture
 from nasforge.flops import count_params

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision
 
 from nasforge.api import build_model, resolve
-from nasforge.cli.info import model_info
+from nasforge.api import model_info
 from nasforge.compiler.cell_module import CompiledGraph
 from nasforge.flops import count_params
 from nasforge.weights import WeightImportError

@@ -385,10 +385,6 @@ def test_fast_tpe_proposes_exactly_what_optuna_tpe_proposes():
     stock, fast = run(False), run(True)
     assert stock[1] == "TPESampler" and fast[1] == "FastTPESampler"
     assert len(fast[0]) == 113 and stock[0] == fast[0]
-    # states pickled under the class's former name still load
-    from nasforge.controllers import optuna_search, optuna_tpe
-
-    assert optuna_search.MemoizedTPESampler is optuna_tpe.FastTPESampler
 
 
 def test_optuna_falls_back_to_stock_tpe_without_the_private_hooks(monkeypatch):

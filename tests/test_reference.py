@@ -5,7 +5,7 @@ import timm
 import torch
 
 from nasforge.api import build_model, resolve
-from nasforge.cli.info import model_info
+from nasforge.api import model_info
 from nasforge.compiler import Network
 from nasforge.flops import count_params
 from nasforge.weights import WeightImportError, load_reference_state, timm_compatible

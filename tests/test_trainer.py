@@ -160,7 +160,7 @@ def test_resume_gives_identical_metrics_and_weights(tmp_path):
     with pytest.raises(Stop):
         train(_model(), data, RECIPE, device="cpu", seed=3, checkpoint_dir=tmp_path / "b",
               report=stop_after_first)
-    state = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)
+    state = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)
     assert state["epoch"] == 1 and not list((tmp_path / "b").glob("*.tmp"))
     model = _model(seed=99)  # a different init: everything must come from the checkpoint
     epochs_seen = []
@@ -187,7 +187,7 @@ def test_kill_during_an_epoch_resumes_from_the_last_checkpoint(tmp_path):
     model.die_at_step = steps + 2  # inside epoch 2
     with pytest.raises(Stop):
         train(model, data, RECIPE, device="cpu", seed=5, checkpoint_dir=tmp_path)
-    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
     model = _model(seed=7)
     res = train(model, data, RECIPE, device="cpu", seed=5, checkpoint_dir=tmp_path)
     assert _strip(res["history"]) == _strip(ref["history"])

@@ -69,7 +69,7 @@ def test_imagenet_networks_match_info_and_published_counts(tmp_path):
     """The transfer's builder gives `nasforge info`'s numbers, and for NASNet-A 4@1056 the
     published ones (5.3M params, 564M mult-adds at 224 px), from the zoo name and from the
     cell pair as a file."""
-    from nasforge.cli.info import model_info
+    from nasforge.api import model_info
     from nasforge.flops import count_params
     from nasforge.transfer import build, cell_spec, resolve_cell, spec_info
 

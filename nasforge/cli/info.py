@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+from nasforge.api import model_info
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
@@ -20,33 +21,6 @@ def register(sub):
     p.add_argument("--space", help="print the size of a search space instead (e.g. nasnet)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
-
-
-def model_info(model_name, setting=None, **overrides) -> dict:
-    """The figures `info` prints; the model is built on the meta device (no memory, fast)."""
-    import torch
-
-    from nasforge.api import compile_architecture, penultimate_filters, resolve
-    from nasforge.dsl import CellPair
-    from nasforge.flops import count_mult_adds, count_params
-    from nasforge.zoo import ZOO
-
-    arch, config = resolve(model_name, setting, **overrides)
-    if setting is None:
-        setting = (ZOO[model_name].default_setting if model_name in ZOO else
-                   "cifar" if isinstance(arch, CellPair) else "imagenet")
-    with torch.device("meta"):
-        model = compile_architecture(arch, config)
-        mult_adds, shape = count_mult_adds(model, config.input_size, config.in_channels)
-    info = {"model": model_name, "setting": setting, "params": count_params(model),
-            "mult_adds": mult_adds, "input_size": config.input_size,
-            "output_shape": list(shape)}
-    if isinstance(arch, CellPair):
-        info.update(N=config.N, filters=config.filters,
-                    penultimate=penultimate_filters(arch, config))
-    else:
-        info["output_stride"] = arch.output_stride()
-    return info
 
 
 def run(args) -> int:

@@ -60,16 +60,12 @@ def _build(model_name: str, setting, recipe, data, arch):
 
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
         is_file = is_file_reference(model_name)
-        overrides = {"input_size": data.image_size[0]}
-        if recipe.stochastic_depth < 1.0 and not is_file:  # builders that take it (resnet110)
-            overrides["stochastic_depth"] = recipe.stochastic_depth
+        overrides = {"input_size": data.image_size[0],
+                     **({} if is_file else recipe.chain_overrides)}
         num_classes = None if is_file else data.num_classes  # a chain file fixes its head
     else:
-        overrides = dict(recipe.model_overrides) if model_name == recipe.model else {}
-        if recipe.drop_path_keep_prob < 1.0:
-            overrides["drop_path_keep_prob"] = recipe.drop_path_keep_prob
-        if recipe.aux_weight > 0:
-            overrides["aux_head"] = True
+        overrides = recipe.overrides if model_name == recipe.model else \
+            recipe.training_overrides
         overrides.update(input_size=data.image_size[0], in_channels=data.channels)
         num_classes = data.num_classes
     return build_model(model_name, setting, num_classes=num_classes, **overrides), overrides
@@ -81,9 +77,8 @@ def run(args) -> int:
     import nasforge
     from nasforge.cli import UsageError
     from nasforge.data import load_data
-    from nasforge.train import get_recipe, train
+    from nasforge.train import CHECKPOINT_NAME, get_recipe, sync_metrics, train
     from nasforge.train.epoch_log import log_epoch
-    from nasforge.train.trainer import CHECKPOINT_NAME
 
     recipe = get_recipe(args.recipe)
     if args.epochs is not None and args.epochs < 1:
@@ -103,17 +98,22 @@ def run(args) -> int:
 
     arch, _ = resolve(model_name, setting)  # bad model names fail before the data loads
 
+    stem = Path(model_name).stem if os.path.exists(model_name) else model_name
+    name = args.name or f"{stem}-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.runs_dir) / name
+    metrics_path = run_dir / "metrics.jsonl"
+    resuming = (run_dir / CHECKPOINT_NAME).exists()
+    if resuming:  # a refused checkpoint stops the run here, before the data loads
+        done_epochs = sync_metrics(metrics_path, run_dir / CHECKPOINT_NAME)
+        _progress(f"resuming {run_dir} after epoch {done_epochs}")
+
     val_size = recipe.val_size if args.val_size is None else args.val_size
     data = load_data(source, split=recipe.split, val_size=val_size, seed=args.seed,
                      cache_dir=args.cache_dir)
     torch.manual_seed(args.seed)
     model, overrides = _build(model_name, setting, recipe, data, arch)
 
-    stem = Path(model_name).stem if os.path.exists(model_name) else model_name
-    name = args.name or f"{stem}-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.runs_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = (run_dir / CHECKPOINT_NAME).exists()
     config = {"nasforge_version": nasforge.__version__, "recipe": recipe.to_dict(),
               "epochs": epochs, "seed": args.seed,
               "model": {"name": model_name, "setting": setting, "overrides": overrides,
@@ -132,13 +132,8 @@ def run(args) -> int:
     except ImportError:  # tensorboard is a dependency; a broken install still trains
         _progress("warning: tensorboard is not installed: no event files are written")
         writer = None
-    metrics_path = run_dir / "metrics.jsonl"
-    done_history = []
-    if resuming:  # metrics.jsonl = the checkpoint's epochs (a kill may have cut it short)
-        done_history = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu",
-                                  weights_only=False).get("history", [])
-        _progress(f"resuming {run_dir} after epoch {len(done_history)}")
-    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in done_history))
+    if not resuming:
+        metrics_path.write_text("")
     t_start = time.perf_counter()
     first_epoch = []
 

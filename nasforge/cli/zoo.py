@@ -20,7 +20,7 @@ def register(sub):
 
 
 def zoo_rows(setting: str | None = None) -> list[dict]:
-    from nasforge.cli.info import model_info
+    from nasforge.api import model_info
     from nasforge.zoo import ZOO
 
     rows = []

@@ -141,9 +141,9 @@ class TuneSearcherAdapter(TuneSearcher):
         torch.save(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        import torch
+        from nasforge.safe_load import load_plain
 
-        self.set_state(torch.load(checkpoint_path, weights_only=True))
+        self.set_state(load_plain(checkpoint_path, "searcher checkpoint"))
 
     # --------------------------------------------------------------- records
     def make_record(self, proposal: Proposal, ray_trial_id: str, result: dict, error: bool,

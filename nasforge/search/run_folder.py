@@ -23,6 +23,7 @@ import math
 import os
 from pathlib import Path
 
+from nasforge.safe_load import RefusedFileError, load_plain, read_json, read_text
 from nasforge.search.config import SearchError
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def read_trials(run_dir) -> list[dict]:
     """The finished-trial records of a run, in file order, each trial id once.
 
-    A line cut short by a killed writer (only ever the last one) is skipped with a warning."""
+    A line cut short by a killed writer (only ever the last one) is skipped with a warning;
+    a file that is not UTF-8 text raises :class:`~nasforge.safe_load.RefusedFileError`."""
     path = Path(run_dir) / TRIALS
     records, seen = [], set()
     if not path.exists():
         return records
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path, "trial records").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -146,7 +148,11 @@ class RunFolder:
 
     # -------------------------------------------------------------- reading
     def config(self) -> dict:
-        return json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+        config = read_json(self.path / CONFIG, "search config")
+        if not isinstance(config, dict):
+            raise RefusedFileError(f"cannot read search config {self.path / CONFIG}: not a JSON "
+                                   f"object")
+        return config
 
     def trials(self) -> list[dict]:
         return read_trials(self.path)
@@ -191,9 +197,13 @@ class RunFolder:
         _atomic_write(self.path / SEARCHER_STATE, buf.getvalue())
 
     def load_searcher(self) -> dict | None:
-        import torch
-
+        """The saved searcher state (plain data: refused with
+        :class:`~nasforge.safe_load.RefusedFileError` otherwise), or None before the first
+        save."""
         path = self.path / SEARCHER_STATE
         if not path.exists():
             return None
-        return torch.load(path, weights_only=True)
+        state = load_plain(path, "searcher state")
+        if not isinstance(state, dict):
+            raise RefusedFileError(f"cannot read searcher state {path}: not a searcher state")
+        return state

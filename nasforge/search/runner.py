@@ -38,7 +38,8 @@ import nasforge
 from nasforge.cluster import connect_ray
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch
-from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
+from nasforge.search.run_folder import (SEARCHER_STATE, RunFolder, best_trial, device_seconds,
+                                        trial_score)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
 
     run, config, records, recipe = _open_run(config, run_dir, resume)
     space, searcher = make_searcher(config)
+    # the saved state is read (and refused if crafted) before Ray starts or data loads
+    requeue = _restore_searcher(run, searcher, records)
     epochs = config.epochs or recipe.epochs
     val_size = recipe.val_size if config.val_size is None else config.val_size
     remaining = config.trials - len(records)
@@ -252,7 +255,6 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                          seed=config.seed, cache_dir=config.cache_dir)
         if not resume:
             run.create(_run_description(config, recipe, epochs, data))
-        requeue = _restore_searcher(run, searcher, records)
         if on_start is not None:
             on_start(note)
         stop = StopRequest()
@@ -318,7 +320,11 @@ def _restore_searcher(run: RunFolder, searcher, records: list[dict]) -> list:
     the proposals to train again (see ``_reconcile``)."""
     state = run.load_searcher()
     if state is not None:
-        searcher.load_state_dict(state)
+        try:
+            searcher.load_state_dict(state)
+        except (ValueError, KeyError, TypeError) as e:
+            raise SearchError(f"--resume {run.path}: its {SEARCHER_STATE} cannot be "
+                              f"restored: {e}") from None
     elif records:
         log.warning("%s has trials but no searcher state: the searcher starts afresh", run.path)
     return _reconcile(searcher, records)

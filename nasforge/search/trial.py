@@ -71,7 +71,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
     from nasforge.flops import count_mult_adds, count_params
     from nasforge.search.faults import FaultPlan
     from nasforge.train import train
-    from nasforge.train.trainer import CHECKPOINT_NAME
+    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
 
     spec = config["nasforge"]
     trial_id = int(spec["trial"])
@@ -88,9 +88,8 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         if restored is not None:
             with restored.as_directory() as d:
                 shutil.copy(os.path.join(d, CHECKPOINT_NAME), os.path.join(work, CHECKPOINT_NAME))
-            summary["restored_epoch"] = int(torch.load(
-                os.path.join(work, CHECKPOINT_NAME), map_location="cpu",
-                weights_only=False)["epoch"])
+            summary["restored_epoch"] = load_checkpoint(
+                os.path.join(work, CHECKPOINT_NAME))["epoch"]
         faults = FaultPlan(settings.faults, trial_id, restored is not None)
 
         torch.manual_seed(seed)

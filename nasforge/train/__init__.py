@@ -4,8 +4,11 @@
 :class:`nasforge.data.DataSplits` and returns its metrics; ``RECIPES`` holds the named
 configurations (``search``, ``final-cifar``, ``cifar-fast``, ``smoke``).
 """
+from nasforge.train.checkpoint import (CHECKPOINT_NAME, load_checkpoint, save_checkpoint,
+                                       sync_metrics)
 from nasforge.train.recipes import RECIPES, Recipe, get_recipe, register_recipe
-from nasforge.train.trainer import CHECKPOINT_NAME, cosine_warmup, evaluate, save_checkpoint, train
+from nasforge.train.trainer import cosine_warmup, evaluate, train
 
 __all__ = ["train", "Recipe", "RECIPES", "get_recipe", "register_recipe", "evaluate",
-           "cosine_warmup", "save_checkpoint", "CHECKPOINT_NAME"]
+           "cosine_warmup", "save_checkpoint", "load_checkpoint", "sync_metrics",
+           "CHECKPOINT_NAME"]

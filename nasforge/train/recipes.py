@@ -87,14 +87,29 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: need lr > 0 and warmup_epochs >= 0")
 
     @property
-    def overrides(self) -> dict:
-        """The default model's build overrides, including drop-path and the auxiliary head."""
-        out = dict(self.model_overrides)
+    def training_overrides(self) -> dict:
+        """The build overrides a cell network needs to train with this recipe (the one place
+        this rule lives: ``nasforge train``, search children and transfer use it):
+        ScheduledDropPath when ``drop_path_keep_prob < 1``, the auxiliary head when
+        ``aux_weight > 0``."""
+        out = {}
         if self.drop_path_keep_prob < 1.0:
-            out.setdefault("drop_path_keep_prob", self.drop_path_keep_prob)
+            out["drop_path_keep_prob"] = self.drop_path_keep_prob
         if self.aux_weight > 0:
-            out.setdefault("aux_head", True)
+            out["aux_head"] = True
         return out
+
+    @property
+    def chain_overrides(self) -> dict:
+        """The build overrides a hand-designed (chain) network needs to train with this recipe:
+        stochastic depth when ``stochastic_depth < 1`` (for the builders that take it)."""
+        return {"stochastic_depth": self.stochastic_depth} if self.stochastic_depth < 1.0 else {}
+
+    @property
+    def overrides(self) -> dict:
+        """The default model's build overrides: ``model_overrides`` over
+        ``training_overrides``."""
+        return {**self.training_overrides, **dict(self.model_overrides)}
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,12 +13,11 @@ import torch.nn.functional as F
 
 from nasforge.data import DeviceLoader, ImageData
 from nasforge.data.types import fixed_subset_indices
+from nasforge.train.checkpoint import (CHECKPOINT_NAME, CHECKPOINT_VERSION, load_checkpoint,
+                                       save_checkpoint)
 from nasforge.train.recipes import Recipe, get_recipe
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
 
 
 class _Diverged(Exception):
@@ -34,16 +32,6 @@ def cosine_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     span = max(1, total_steps - warmup_steps)
     t = min(1.0, (step - warmup_steps) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically (a temporary file in the same folder, then
-    ``os.replace``): a run killed while saving keeps its previous checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
@@ -259,7 +247,7 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     train_s_before, images_before = 0.0, 0
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt_path)  # plain data only: see train/checkpoint.py
         if state.get("total_epochs") != total_epochs:
             log.warning("checkpoint %s was written for %s epochs, this run has %s",
                         ckpt_path, state.get("total_epochs"), total_epochs)

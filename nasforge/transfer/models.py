@@ -133,7 +133,7 @@ def baseline_specs(names, taken=()) -> list[ModelSpec]:
 
 def spec_info(spec: ModelSpec, num_classes: int, image_size: int) -> dict:
     """``nasforge info``'s figures (params, mult-adds, N@P) for the inference network."""
-    from nasforge.cli.info import model_info
+    from nasforge.api import model_info
 
     return model_info(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,
                       **spec.overrides)
@@ -145,13 +145,8 @@ def build(spec: ModelSpec, num_classes: int, image_size: int, recipe=None):
     from nasforge import build_model
     from nasforge.train import get_recipe
 
-    extra = {}
-    if spec.kind == "cell" and recipe is not None:
-        recipe = get_recipe(recipe)
-        if recipe.aux_weight > 0:
-            extra["aux_head"] = True
-        if recipe.drop_path_keep_prob < 1.0:
-            extra["drop_path_keep_prob"] = recipe.drop_path_keep_prob
+    extra = get_recipe(recipe).training_overrides \
+        if spec.kind == "cell" and recipe is not None else {}
     return build_model(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,
                        **spec.overrides, **extra)
 

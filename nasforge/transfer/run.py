@@ -26,7 +26,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
+from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
 
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 FORMAT = "nasforge.transfer/1"
 PLAN = "transfer.json"
 RESULT = "result.json"
-CHECKPOINT = "checkpoint.pt"
 COLUMNS = ("model", "setting", "image_size", "params", "mult_adds", "top1", "top5",
            "train_images_per_s", "wall_s", "epochs", "status")
 
@@ -229,7 +230,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
             seen[label] = max(seen[label], len(lines))
             if label not in finished and (mdir / RESULT).is_file():
                 finished.add(label)
-                row = json.loads((mdir / RESULT).read_text())
+                row = read_json(mdir / RESULT, "model result")
                 say(f"{label}: done: top-1 {_fmt_pct(row['top1'])}, top-5 "
                     f"{_fmt_pct(row['top5'])}, {row['train_images_per_s'] or 0:.1f} images/s, "
                     f"{_fmt_s(row['wall_s'])}")
@@ -261,9 +262,7 @@ def _count_lines(path: Path) -> int:
 
 def finish_model(entry: dict, model_dir: Path) -> dict:
     """``result.json`` from the model's final checkpoint (rank 0, after training)."""
-    import torch
-
-    state = torch.load(model_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    state = load_checkpoint(model_dir / CHECKPOINT_NAME)
     history = state.get("history", [])
     last = history[-1] if history else {}
     spec, info, recipe = entry["spec"], entry["info"], entry["recipe"]
@@ -361,8 +360,8 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
     if resume:
         if not plan_path.is_file():
             raise TransferError(f"--resume: {run_dir} holds no transfer ({PLAN} missing)")
-        plan_d = json.loads(plan_path.read_text())
-        if plan_d.get("format") != FORMAT:
+        plan_d = read_json(plan_path, "transfer plan")
+        if not isinstance(plan_d, dict) or plan_d.get("format") != FORMAT:
             raise TransferError(f"--resume: {plan_path} is not a nasforge transfer plan")
         config = TransferConfig.from_dict(plan_d["config"])
         from nasforge.data.stream import check_imagefolder
@@ -380,6 +379,12 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         tmp.write_text(json.dumps(plan_d, indent=2) + "\n")
         os.replace(tmp, plan_path)
 
+    resumed_epochs = {}  # checkpoints are read (and refused if crafted) before Ray starts
+    for entry in plan_d["models"]:
+        model_dir = run_dir / entry["spec"]["label"]
+        if not (model_dir / RESULT).is_file() and (model_dir / CHECKPOINT_NAME).is_file():
+            resumed_epochs[entry["spec"]["label"]] = \
+                load_checkpoint(model_dir / CHECKPOINT_NAME)["epoch"]
     started = connect_ray(config.address)
     try:
         import ray
@@ -398,12 +403,8 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                 say(f"{label}: finished before, skipped")
                 continue
             left.append(label)
-            if (model_dir / CHECKPOINT).is_file():
-                import torch
-
-                done = torch.load(model_dir / CHECKPOINT, map_location="cpu",
-                                  weights_only=False)["epoch"]
-                say(f"{label}: resuming after epoch {done}")
+            if label in resumed_epochs:
+                say(f"{label}: resuming after epoch {resumed_epochs[label]}")
             say(f"{label}: {info['params']:,} params, {info['mult_adds']:,} mult-adds at "
                 f"{recipe['image_size']} px; recipe {recipe['name']}, {recipe['epochs']} "
                 f"epoch(s), global batch {recipe['batch_size']}")
@@ -415,7 +416,7 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
             if not path.is_file():
                 raise TransferFailed(f"training {entry['spec']['label']} left no result "
                                      f"(continue with --resume)")
-            rows.append(json.loads(path.read_text()))
+            rows.append(read_json(path, "model result"))
         table = write_comparison(run_dir, rows, plan_d)
     finally:
         if started:

@@ -4,13 +4,12 @@ Ray Train's ``TorchTrainer`` starts one process per worker (one per GPU, or N on
 initialises the ``torch.distributed`` process group (NCCL on GPUs, gloo on CPUs) before calling
 :func:`train_worker`; :func:`nasforge.train.train` then runs in data-parallel mode
 (DistributedDataParallel, a shard of every global batch per rank, all-reduced metrics, rank 0
-writes ``checkpoint.pt`` into the model folder). A worker started again, after a crash within
+writes its checkpoint into the model folder). A worker started again, after a crash within
 the run (Ray's ``FailureConfig``) or by ``nasforge transfer --resume``, finds that checkpoint and
 continues after its last epoch.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 FAIL_ENV = "NASFORGE_TRANSFER_FAIL"  # tests: "LABEL:EPOCH" -> one injected crash
@@ -28,36 +27,19 @@ def _failure_hook(model, model_dir: Path, spec_label: str, fail: str | None):
     label, _, epoch = fail.rpartition(":")
     if label != spec_label:
         return
+    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
+
     marker = model_dir / ".injected_failure"
-    ckpt = model_dir / "checkpoint.pt"
+    ckpt = model_dir / CHECKPOINT_NAME
 
     def hook(module, args):
         if not module.training or marker.exists() or not ckpt.exists():
             return
-        import torch
-
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if int(state["epoch"]) >= int(epoch):
+        if load_checkpoint(ckpt)["epoch"] >= int(epoch):
             marker.touch()
             raise InjectedFailure(f"injected failure in {label} after epoch {epoch}")
 
     model.register_forward_pre_hook(hook)
-
-
-def _sync_metrics(metrics_path: Path, ckpt: Path) -> None:
-    """metrics.jsonl = one line per checkpointed epoch (lines a crash left beyond the
-    checkpoint are dropped, lines it never wrote are taken from the checkpoint's history)."""
-    import torch
-
-    history = []
-    if ckpt.exists():
-        history = torch.load(ckpt, map_location="cpu", weights_only=False).get("history", [])
-    lines = []
-    if metrics_path.exists():
-        lines = [ln for ln in metrics_path.read_text(encoding="utf-8").splitlines()
-                 if ln.strip()][:len(history)]
-    lines += [json.dumps(h) for h in history[len(lines):]]
-    metrics_path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
 
 
 def train_worker(config: dict) -> None:
@@ -102,13 +84,11 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
     import ray.train
 
     from nasforge.data.stream import ImageFolderStream
-    from nasforge.train import Recipe, train
+    from nasforge.train import CHECKPOINT_NAME, Recipe, sync_metrics, train
     from nasforge.train.epoch_log import log_epoch
     from nasforge.transfer.models import ModelSpec, build
 
-    recipe_d = dict(entry["recipe"])
-    recipe_d["model_overrides"] = tuple(recipe_d.get("model_overrides", {}).items())
-    recipe = Recipe(**recipe_d)
+    recipe = Recipe.from_dict(entry["recipe"])
     spec = ModelSpec.from_dict(entry["spec"])
     model_dir = Path(entry["model_dir"])
 
@@ -123,7 +103,7 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
     metrics_path = model_dir / "metrics.jsonl"
     if rank == 0:
         model_dir.mkdir(parents=True, exist_ok=True)
-        _sync_metrics(metrics_path, model_dir / "checkpoint.pt")
+        sync_metrics(metrics_path, model_dir / CHECKPOINT_NAME)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
