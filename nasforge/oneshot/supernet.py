@@ -8,9 +8,10 @@ so a path's op and the child's op have the same parameter shapes and weights cop
 Two forward modes:
 
 * **path** (``forward(x, arch=...)``): one architecture; only its chosen ops run, so a step costs
-  what the child's step costs. With ``gates`` (GDAS), each chosen op's output is multiplied by
-  its slot's gate, a scalar equal to 1 in value that carries the gradient to the architecture
-  logits (straight-through).
+  what the child's step costs. With ``gates`` (GDAS), each slot has hard weights ``h`` (one-hot
+  in value, softmax in gradient: ``ArchitectureParameters.sample_hard``); the chosen op's output
+  is multiplied by its weight and the others' weights (zeros) are added, as GDAS' cells do, so
+  the gradient reaches every logit of the slot while only the chosen op runs.
 * **mixed** (``forward(x, mix=...)``): DARTS' continuous relaxation adapted to block choice:
   every input slot of every block is a softmax-weighted sum over all its (source state, op)
   candidates; the derived architecture is the argmax of each slot (``ArchitectureParameters
@@ -181,7 +182,8 @@ class SupernetCell(nn.Module):
                                                                   2 if reduction else 1)
 
     def forward(self, h_i, h_prev, arch_cell=None, probs=None, gates=None):
-        """Path mode with ``arch_cell`` (a tuple of Blocks; ``gates[block][slot]`` optional),
+        """Path mode with ``arch_cell`` (a tuple of Blocks; ``gates[block][slot]``, hard
+        weights per candidate, optional),
         mixed mode with ``probs[block][slot]`` (a probability per candidate). Returns the cell
         output as ``(tensor, Selection)``."""
         states = [self.pre0(*h_i), h_i[0] if self.pre1 is None else self.adjust_prev(*h_prev)]
@@ -191,7 +193,11 @@ class SupernetCell(nn.Module):
                 for j, side in enumerate(SLOTS):
                     cand = Candidate(block.inputs[j], block.ops[j])
                     y = self.ops[op_key(k, side, cand)](states[cand.source])
-                    total = total + (y if gates is None else y * gates[k][j])
+                    if gates is not None:
+                        h = gates[k][j]
+                        chosen = candidate_index(self.space, cand.source, cand.op)
+                        y = y * h[chosen] + (h.sum() - h[chosen])
+                    total = total + y
                 states.append(total)
             output = unused_states(arch_cell, self.num_states)
         else:
@@ -330,19 +336,51 @@ class ArchitectureParameters(nn.Module):
 
     def derive(self) -> NasNetArch:
         """The argmax candidate of every slot: a valid architecture of the space."""
-        tokens = []
+        return arch_from_choices(self.space, [
+            [[slot_candidates(self.space, k)[int(t.argmax())] for t in block]
+             for k, block in enumerate(cell)] for cell in self.slot_logits()])
+
+    def sample_hard(self, temperature: float, generator: torch.Generator):
+        """GDAS' sample: per slot, the argmax of Gumbel-perturbed logits, returned as the
+        architecture and the ``gates`` of Supernet.forward (straight-through hard weights).
+
+        The Gumbel noise is drawn from ``generator`` (torch's ``gumbel_softmax`` draws from the
+        global RNG), so every data-parallel rank with the same seed samples the same path."""
+        gates, choices = [], []
         for cell in self.slot_logits():
+            cell_gates, cell_choices = [], []
             for k, block in enumerate(cell):
-                a, b = (slot_candidates(self.space, k)[int(t.argmax())] for t in block)
-                tokens += [a.source, b.source, self.space.ops.index(a.op),
-                           self.space.ops.index(b.op), self.space.combines.index("add")]
-        return self.space.decode(tokens)
+                chosen, hard = [], []
+                for t in block:
+                    uniform = torch.rand(t.shape, generator=generator).clamp(1e-10, 1 - 1e-7)
+                    soft = torch.softmax((t - (-uniform.log()).log().to(t.device)) /
+                                         temperature, 0)
+                    index = int(soft.argmax())
+                    one_hot = torch.zeros_like(soft).index_fill_(0, torch.tensor(index,
+                                                                 device=soft.device), 1.0)
+                    hard.append(one_hot - soft.detach() + soft)
+                    chosen.append(slot_candidates(self.space, k)[index])
+                cell_gates.append(hard)
+                cell_choices.append(chosen)
+            gates.append(cell_gates)
+            choices.append(cell_choices)
+        return arch_from_choices(self.space, choices), gates
 
     def entropy(self) -> float:
         """Mean entropy (nats) of the slots' distributions: how undecided the search is."""
         values = [-(p * p.clamp_min(1e-12).log()).sum()
                   for cell in self.probabilities() for block in cell for p in block]
         return float(torch.stack(values).mean().detach())
+
+
+def arch_from_choices(space: NasNetSpace, choices) -> NasNetArch:
+    """The architecture whose slot ``choices[cell kind][block][slot]`` are these Candidates."""
+    tokens = []
+    for cell in choices:
+        for a, b in cell:
+            tokens += [a.source, b.source, space.ops.index(a.op), space.ops.index(b.op),
+                       space.combines.index("add")]
+    return space.decode(tokens)
 
 
 def path_one_hot(space: NasNetSpace, arch: NasNetArch) -> list:
