@@ -115,6 +115,19 @@ def schedule(config: NetworkConfig) -> Schedule:
     return sched
 
 
+def build_stem(config: NetworkConfig) -> tuple[nn.Module, int, int]:
+    """The stem conv + BN of [TF]: (module, output channels, output size in pixels)."""
+    if config.stem == "cifar":
+        c_stem = int(config.stem_multiplier * config.filters)
+        return (nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, padding=1, bias=False),
+                              batch_norm(c_stem)), c_stem, config.input_size)
+    if config.stem == "imagenet":
+        c_stem = int(32 * config.stem_multiplier)
+        return (nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, stride=2, bias=False),
+                              batch_norm(c_stem)), c_stem, (config.input_size - 3) // 2 + 1)
+    raise ValueError(f"unknown stem {config.stem!r} (expected 'cifar' or 'imagenet')")
+
+
 class AuxiliaryHead(nn.Module):
     """[TF] ReLU -> avgpool 5x5 s3 -> 1x1 conv 128 -> BN -> ReLU -> conv 768 over the full
     extent -> BN -> ReLU -> FC."""
@@ -141,20 +154,7 @@ class Network(nn.Module):
         super().__init__()
         self.config = config
         self.arch_name = pair.name
-        F = config.filters
-        if config.stem == "cifar":
-            c_stem = int(config.stem_multiplier * F)
-            self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, padding=1,
-                                                bias=False), batch_norm(c_stem))
-            spatial = config.input_size
-        elif config.stem == "imagenet":
-            c_stem = int(32 * config.stem_multiplier)
-            self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, stride=2,
-                                                bias=False), batch_norm(c_stem))
-            spatial = (config.input_size - 3) // 2 + 1
-        else:
-            raise ValueError(f"unknown stem {config.stem!r} (expected 'cifar' or 'imagenet')")
-
+        self.stem, c_stem, spatial = build_stem(config)
         self.schedule = schedule(config)
         channels, levels = [c_stem], [0]
         total = len(self.schedule.slots)
