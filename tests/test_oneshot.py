@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nasforge.compiler.cell_module import module_key
 from nasforge.compiler.network import Network
+from nasforge.dsl import module_key
 from nasforge.oneshot import (ArchitectureParameters, Supernet, SupernetError, path_one_hot,
                               slot_candidates)
 from nasforge.search_spaces import Block, NasNetArch, NasNetSpace

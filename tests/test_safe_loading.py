@@ -34,7 +34,8 @@ from nasforge.safe_load import RefusedFileError, load_plain
 from nasforge.search import RunFolder, SearchConfig
 from nasforge.search.runner import FORMAT, make_searcher
 from nasforge.search_spaces import NasNetSpace
-from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, sync_metrics, train
+from nasforge.train import (CHECKPOINT_NAME, Recipe, get_recipe, load_checkpoint, sync_metrics,
+                            train)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -267,7 +268,7 @@ def _search_run(tmp_path, searcher: str, **options) -> tuple[Path, SearchConfig]
     config = SearchConfig(searcher=searcher, trials=4, recipe="smoke", data="synthetic",
                           gpus=0, cpus_per_trial=1, seed=0, searcher_options=options)
     run = RunFolder(tmp_path / "run").create({"format": FORMAT, "search": config.to_dict(),
-                                              "recipe": {}})
+                                              "recipe": get_recipe("smoke").to_dict()})
     return run.path, config
 
 

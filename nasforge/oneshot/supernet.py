@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasforge.compiler.cell_module import module_key
 from nasforge.compiler.network import Network, NetworkConfig, build_stem, schedule
-from nasforge.dsl.blocks import state_id
+from nasforge.dsl import module_key, state_id
 from nasforge.ops.layers import FactorizedReduction, ReLUConvBN
 from nasforge.registry import create_op
 from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetArch, NasNetSpace

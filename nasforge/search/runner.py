@@ -297,6 +297,8 @@ def _open_run(config: SearchConfig | None, run_dir, resume: bool):
         recipe = Recipe.from_dict(saved["recipe"]) if resume else get_recipe(config.recipe)
     except KeyError as e:
         raise SearchError(str(e.args[0])) from None
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"--resume {run_dir}: config.json's recipe is malformed: {e}") from None
     return run, config, records, recipe
 
 
