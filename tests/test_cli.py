@@ -87,7 +87,9 @@ def test_usage_errors(args, words, capsys):
 def test_zoo_table_lists_every_registered_model(capsys):
     assert main(["zoo", "--setting", "cifar"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "| name | family | setting | N@P | params | mult-adds |"
+    assert out.splitlines()[0] == ("| name | family | setting | N@P | params | mult-adds | "
+                                   "reference | checked |")
     for name, entry in ZOO.items():
         assert (f"| {name} |" in out) == ("cifar" in entry.settings)
     assert "| nasnet_a | NASNet | cifar (32px) | 6@768 | 3.35M |" in out
+    assert "| densenet_bc_100_12 | DenseNet | cifar (32px) | - | 0.77M | 288M | paper: " in out
