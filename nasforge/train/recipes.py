@@ -136,7 +136,7 @@ register_recipe(Recipe(
     data="cifar10", split="final",
     epochs=600, batch_size=32, lr=0.025, momentum=0.9, weight_decay=5e-4, grad_clip=5.0,
     drop_path_keep_prob=0.6, aux_weight=0.4, cutout=16,
-    notes="NASNet-A 6@768 CIFAR-10 final training, REFERENCE.md section 4 ([TF] config)."))
+    notes="NASNet-A 6@768 CIFAR-10 final training, docs/reference.md section 4 ([TF] config)."))
 
 register_recipe(Recipe(
     name="cifar-fast",
@@ -158,7 +158,7 @@ register_recipe(Recipe(
           "(nasforge search --recipe smoke) a child learns enough in 125 steps to rank "
           "above chance on real CIFAR-10."))
 
-# --- ImageNet transfer (nasforge transfer): REFERENCE.md sections 4 and 6 ---------------------
+# --- ImageNet transfer (nasforge transfer): docs/reference.md sections 4 and 6 ------------------
 # The NASNet ImageNet recipes follow the paper's setting as far as it is documented: RMSProp
 # (decay 0.9, momentum 0.9, epsilon 1.0: the TF-slim optimiser the NASNet ImageNet models were
 # trained with), label smoothing 0.1, the auxiliary head (loss weight 0.4), weight decay 4e-5
