@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from nasforge.rules import add_unique, reject_unknown_keys
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -99,6 +101,7 @@ class Recipe:
     def from_dict(cls, data: dict) -> "Recipe":
         """Inverse of ``to_dict`` (a run resumes with the recipe it saved, even if the
         registry's recipe of that name has changed since)."""
+        reject_unknown_keys(cls, data, "recipe")
         data = dict(data)
         data["model_overrides"] = tuple(dict(data.get("model_overrides", {})).items())
         return cls(**data)
@@ -108,8 +111,8 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
-    RECIPES[recipe.name] = recipe
-    return recipe
+    """Add ``recipe`` to the recipes; ValueError if its name is taken."""
+    return add_unique(RECIPES, recipe.name, recipe, "recipe")
 
 
 def get_recipe(name: str | Recipe) -> Recipe:

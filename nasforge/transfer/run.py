@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.rules import reject_unknown_keys
 from nasforge.timefmt import format_duration
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
@@ -67,8 +68,8 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransferConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        d = {k: v for k, v in d.items() if k in known}
+        reject_unknown_keys(cls, d, "transfer config", TransferError)
+        d = dict(d)
         if "baselines" in d:
             d["baselines"] = tuple(d["baselines"])
         return cls(**d)
