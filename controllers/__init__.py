@@ -18,13 +18,20 @@ from nasforge.controllers.evolution import EvolutionConfig, RegularizedEvolution
 from nasforge.controllers.optuna_search import OptunaConfig, OptunaSearcher
 from nasforge.controllers.random_search import RandomSearch
 from nasforge.controllers.rl import ControllerRNN, RLConfig, RLController
+from nasforge.rules import add_unique, reject_unknown_keys
 
-SEARCHERS: dict[str, type[SearcherBase]] = {
-    "rl": RLController,
-    "evolution": RegularizedEvolution,
-    "optuna": OptunaSearcher,
-    "random": RandomSearch,
-}
+SEARCHERS: dict[str, type[SearcherBase]] = {}
+
+
+def register_searcher(name: str, cls: type[SearcherBase]) -> type[SearcherBase]:
+    """Make ``cls`` available to ``get_searcher(name, ...)``; ValueError if the name is taken."""
+    return add_unique(SEARCHERS, name, cls, "searcher")
+
+
+register_searcher("rl", RLController)
+register_searcher("evolution", RegularizedEvolution)
+register_searcher("optuna", OptunaSearcher)
+register_searcher("random", RandomSearch)
 
 
 def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
@@ -46,6 +53,7 @@ def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
             raise TypeError(f"searcher {name!r} takes no config, got {sorted(config)}")
         cfg = None
     else:
+        reject_unknown_keys(cls.Config, config, f"searcher {name!r} config", TypeError)
         cfg = cls.Config(**config)
     searcher = cls(space, cfg, seed=seed, objective=objective, direction=direction)
     return DedupCache(searcher) if dedup else searcher
@@ -54,4 +62,4 @@ def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
 __all__ = ["Searcher", "SearcherBase", "Proposal", "Result", "STATUSES", "DedupCache",
            "RandomSearch", "RegularizedEvolution", "EvolutionConfig", "RLController",
            "RLConfig", "ControllerRNN", "OptunaSearcher", "OptunaConfig", "SEARCHERS",
-           "get_searcher", "save_state", "load_state"]
+           "get_searcher", "register_searcher", "save_state", "load_state"]

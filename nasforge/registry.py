@@ -11,6 +11,8 @@ from typing import Callable
 
 from torch import nn
 
+from nasforge.rules import add_unique
+
 OpFactory = Callable[..., nn.Module]
 
 
@@ -58,20 +60,16 @@ def register_op(name: str, *, family: str = "nasnet", parameter_free: bool = Fal
     """Decorator: register ``factory(c_in, c_out, stride, **args)`` under ``name``."""
 
     def wrap(factory: OpFactory) -> OpFactory:
-        if name in OPS:
-            raise ValueError(f"op {name!r} is already registered")
-        OPS[name] = OpSpec(name, factory, family, (factory.__doc__ or "").strip(), parameter_free,
-                           channel_order_sensitive)
+        add_unique(OPS, name, OpSpec(name, factory, family, (factory.__doc__ or "").strip(),
+                                     parameter_free, channel_order_sensitive), "op")
         return factory
 
     return wrap
 
 
 def register_combine(spec: CombineSpec) -> CombineSpec:
-    if spec.name in COMBINES:
-        raise ValueError(f"combine {spec.name!r} is already registered")
-    COMBINES[spec.name] = spec
-    return spec
+    """Add ``spec`` to the combines; ValueError if its name is taken."""
+    return add_unique(COMBINES, spec.name, spec, "combine")
 
 
 def create_op(name: str, c_in: int, c_out: int, stride: int = 1, **args) -> nn.Module:

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 from typing import Callable
 
+from nasforge.rules import add_unique
 from nasforge.search_spaces.base import SearchSpace
 from nasforge.search_spaces.nasnet import Block, NasNetArch, NasNetSpace
 
-SPACES: dict[str, Callable[..., SearchSpace]] = {"nasnet": NasNetSpace}
+SPACES: dict[str, Callable[..., SearchSpace]] = {}
+
+
+def register_space(name: str, factory: Callable[..., SearchSpace]) -> Callable[..., SearchSpace]:
+    """Make ``factory(**kwargs)`` available to ``get_space(name, ...)``; ValueError if the name
+    is taken."""
+    return add_unique(SPACES, name, factory, "search space")
+
+
+register_space("nasnet", NasNetSpace)
 
 
 def get_space(name: str, **kwargs) -> SearchSpace:
@@ -16,4 +26,5 @@ def get_space(name: str, **kwargs) -> SearchSpace:
         raise KeyError(f"unknown search space {name!r} (known: {', '.join(SPACES)})") from None
 
 
-__all__ = ["SearchSpace", "NasNetSpace", "NasNetArch", "Block", "SPACES", "get_space"]
+__all__ = ["SearchSpace", "NasNetSpace", "NasNetArch", "Block", "SPACES", "get_space",
+           "register_space"]

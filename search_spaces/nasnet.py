@@ -1,4 +1,5 @@
-"""The NASNet search space: the block-choice procedure of Zoph et al. 2018 (section 2).
+"""The NASNet search space: the block-choice procedure of Zoph et al. 2018
+(docs/reference.md section 2).
 
 Each of the B blocks of a cell makes five decisions: two hidden states from
 {h_i, h_{i-1}, earlier blocks}, an op for each, and a combine. The controller emits 5B decisions

@@ -53,7 +53,10 @@ def test_train_json_and_run_folder(fx, tmp_path, capsys):
     assert rc == 0, err
     res = json.loads(out)
     assert {"test_acc", "epochs", "wall_s", "params", "status"} <= set(res)
-    assert res["epochs"] == 1 and res["status"] == "ok" and 0 <= res["test_acc"] <= 1
+    assert res["epochs"] == 1 and res["status"] == "ok"
+    # a fraction of the fixture's 20 test images (random pixels: nothing to learn, so no
+    # accuracy threshold here; tests/test_trainer.py checks learning)
+    assert round(res["test_acc"] * 20, 9).is_integer()
     assert "val_acc" not in res  # the final split has no validation set
     assert "epoch 1/1" in err and "ETA" in err
     run = runs / "r1"
@@ -63,6 +66,7 @@ def test_train_json_and_run_folder(fx, tmp_path, capsys):
     assert config["nasforge_version"] and config["epochs"] == 1
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
+    assert json.loads(lines[0])["test_acc"] == res["test_acc"]
     assert list(run.glob("events.out.tfevents.*"))
     assert (run / "checkpoint.pt").exists()
     # the same name again resumes: the run is complete, nothing trains, same result
@@ -95,7 +99,8 @@ def test_search_recipe_reports_val_acc(fx, tmp_path, capsys):
                         "50", "--epochs", "1", "--runs-dir", tmp_path / "runs", "--json")
     assert rc == 0, err
     res = json.loads(out)
-    assert 0 <= res["val_acc"] <= 1 and res["test_acc"] is None and res["epochs"] == 1
+    assert res["test_acc"] is None and res["epochs"] == 1
+    assert round(res["val_acc"] * 50, 9).is_integer()  # a fraction of the 50 held-out images
     _bad(capsys, tmp_path, "--recipe", "search", "--data", fx["archive"], "--val-size", "500",
          match="val_size 500")
 

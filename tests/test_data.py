@@ -365,14 +365,30 @@ def test_cifar10_download_is_verified_then_cached(fx, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
     import hashlib
 
-    monkeypatch.setattr(cifar, "SHA256", hashlib.sha256(payload).hexdigest())
-    monkeypatch.setattr(cifar, "MD5", hashlib.md5(payload).hexdigest())
+    # the fixture's digests are passed in; the shipped official ones stay as they are
+    fixture = (hashlib.sha256(payload).hexdigest(), hashlib.md5(payload).hexdigest())
+    for wrong in ((fixture[0], cifar.MD5), (cifar.SHA256, fixture[1])):  # both must match
+        with pytest.raises(DataError, match="fails its checksum"):
+            cifar.locate_or_download(tmp_path, wrong)
+    assert not list(tmp_path.iterdir())
+    assert cifar.locate_or_download(tmp_path, fixture) == tmp_path / "cifar-10-python.tar.gz"
     s = load_data("cifar10", split="final", cache_dir=tmp_path)
-    assert fetched == [cifar.URL, cifar.URL]
+    assert fetched == [cifar.URL] * 4
     assert s.source == str((tmp_path / "cifar-10-python.tar.gz").resolve())
     np.testing.assert_array_equal(_np(s.test.images), fx["test"][0])
     load_data("cifar10", cache_dir=tmp_path, val_size=10)
-    assert len(fetched) == 2  # found in the cache, not fetched again
+    assert len(fetched) == 4  # found in the cache, not fetched again
+
+
+def test_cifar10_checksums_are_the_published_ones():
+    """The digests nasforge checks a download against are the official archive's, as
+    torchvision (CIFAR10.tgz_md5) and Keras (cifar10.load_data's file_hash) publish them."""
+    import torchvision
+
+    assert cifar.MD5 == torchvision.datasets.CIFAR10.tgz_md5 == "c58f30108f718f92721af3b95e74349a"
+    assert cifar.SHA256 == "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+    assert cifar.URL == torchvision.datasets.CIFAR10.url
+    assert cifar.ARCHIVE_NAME == torchvision.datasets.CIFAR10.filename
 
 
 def test_cifar10_uses_an_extracted_copy_in_the_cache(fx, tmp_path, monkeypatch):

@@ -72,12 +72,19 @@ def _arch(key):
     return (arch() if callable(arch) else arch), setting, dict(overrides)
 
 
+# input sizes of the settings (README: 32 px for cifar, 224 px for the ImageNet settings)
+SETTING_PX = {"cifar": 32, "mobile": 224, None: 224}
+
+
 def _model_and_input(key, batch=2):
+    """The compiled network built independently of the exporters (``nasforge.build_model``),
+    random BN statistics, and an input at the setting's size."""
     arch, setting, overrides = _arch(key)
-    source = export_source(arch, setting, **overrides)
-    model = source.build(device="cpu")
+    torch.manual_seed(1)
+    model = nasforge.build_model(arch, setting, **overrides).eval()
     _randomize_bn(model)
-    x = torch.randn(source.input_shape(batch), generator=torch.Generator().manual_seed(2))
+    px = overrides.get("input_size", SETTING_PX[setting])
+    x = torch.randn((batch, 3, px, px), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = model(x)
     return arch, setting, overrides, model, x, expected
@@ -161,9 +168,27 @@ def test_json_round_trip_is_accepted_by_load_file_and_info(tmp_path, cli):
 
 
 def test_dot_export_is_the_cells_drawing(tmp_path):
+    """The file, read back by pydot, draws exactly the cells' graphs: one node per DSL node
+    and one edge per DSL edge of each cell."""
+    import pydot
+
     pair = _sample(0)
     text = export(pair, "dot", tmp_path / "p.dot").read_text()
-    assert text == pair.to_dot() and "normal cell" in text and "reduction cell" in text
+    assert "normal cell" in text and "reduction cell" in text
+    (graph,) = pydot.graph_from_dot_data(text)
+    nodes, edges, pending = set(), set(), [graph]
+    while pending:
+        g = pending.pop()
+        nodes |= {n.get_name().strip('"') for n in g.get_nodes()} - {"node", "edge", "graph"}
+        edges |= {(e.get_source().strip('"'), e.get_destination().strip('"'))
+                  for e in g.get_edges()}
+        pending += g.get_subgraphs()
+    assert nodes == {f"{kind}/{n}" for kind, cell in (("normal", pair.normal),
+                                                      ("reduction", pair.reduction))
+                     for n in cell.graph.nodes}
+    assert edges == {(f"{kind}/{a}", f"{kind}/{b}") for kind, cell in
+                     (("normal", pair.normal), ("reduction", pair.reduction))
+                     for a, b in cell.graph.edges}
 
 
 @pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
@@ -263,15 +288,15 @@ def test_py_export_header_says_what_it_is(tmp_path):
 
 
 def test_py_export_of_a_model_with_its_aux_head_keeps_every_weight(tmp_path):
-    source = export_source("nasnet_a", "cifar", N=1, filters=8, aux_head=True)
-    model = source.build(device="cpu")
+    torch.manual_seed(1)
+    model = nasforge.build_model("nasnet_a", "cifar", N=1, filters=8, aux_head=True).eval()
     path = export("nasnet_a", "py", tmp_path / "aux.py", setting="cifar", N=1, filters=8,
                   aux_head=True)
     namespace = {}
     exec(compile(path.read_text(), str(path), "exec"), namespace)  # noqa: S102
     net = namespace["Net"]()
     net.load_state_dict(model.state_dict(), strict=True)
-    x = source.example_input(2)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert (net.eval()(x) - model(x)).abs().max().item() < 1e-5
 

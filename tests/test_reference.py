@@ -1,5 +1,5 @@
 """Faithfulness to code nobody here wrote: timm and pretrainedmodels (random weights, no
-download) and the published figures of REFERENCE.md."""
+download) and the published figures of docs/reference.md sections 6 and 7."""
 import pytest
 import timm
 import torch

@@ -110,7 +110,10 @@ def test_train_search_split_metrics_and_report():
     assert res["status"] == "ok" and res["epochs"] == 3
     assert [e for e, _ in seen] == [1, 2, 3]
     assert {"train_loss", "train_acc", "val_acc", "val_loss", "lr"} <= set(seen[0][1])
-    assert "test_acc" not in res and 0 <= res["val_acc"] <= 1
+    assert "test_acc" not in res
+    # the synthetic classes are learnable: 3 epochs beat chance (0.1, 10 balanced classes) by
+    # at least 0.1 on the 40 validation images (0.30 measured)
+    assert res["val_acc"] >= 0.1 + 0.1
     assert res["params"] == sum(p.numel() for p in model.parameters())
     assert len(res["history"]) == 3 and res["wall_s"] > 0
     # drop-path progress: epoch fraction, from 0 towards 1, per iteration

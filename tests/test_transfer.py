@@ -69,9 +69,8 @@ def test_imagenet_networks_match_info_and_published_counts(tmp_path):
     """The transfer's builder gives `nasforge info`'s numbers, and for NASNet-A 4@1056 the
     published ones (5.3M params, 564M mult-adds at 224 px), from the zoo name and from the
     cell pair as a file."""
-    from nasforge.api import model_info
     from nasforge.flops import count_params
-    from nasforge.transfer import build, cell_spec, resolve_cell, spec_info
+    from nasforge.transfer import baseline_specs, build, cell_spec, resolve_cell, spec_info
 
     pair, origin = resolve_cell("nasnet_a")
     assert origin == "zoo:nasnet_a"
@@ -80,15 +79,28 @@ def test_imagenet_networks_match_info_and_published_counts(tmp_path):
                           cell_file=tmp_path / "nasnet_a.json")
     infos = [spec_info(spec, 1000, 224) for spec in (zoo, from_file)]
     for info in infos:
-        assert info["params"] == 5_289_978  # = pretrainedmodels nasnetamobile
+        # docs/reference.md sections 6 and 7: pretrainedmodels nasnetamobile, 564M mult-adds
+        assert info["params"] == 5_289_978
         assert round(info["mult_adds"] / 1e6) == 564
         assert (info["N"], info["penultimate"]) == (4, 1056)
-    assert infos[0] == model_info("nasnet_a", "mobile")  # `nasforge info nasnet_a`
-    # the trained network = the inference network + the auxiliary head (training only)
-    model = build(zoo, 10, 64)
-    assert count_params(model) == spec_info(zoo, 10, 64)["params"]
-    with_aux = build(zoo, 10, 64, "imagenet-nasnet-mobile")
-    assert with_aux.config.aux_head and count_params(with_aux) > count_params(model)
+    # a baseline's row against its reference implementation (torchvision, 1000 and 10 classes)
+    import torchvision
+
+    (resnet,) = baseline_specs(["resnet18"])
+    assert spec_info(resnet, 1000, 224)["params"] == 11_689_512  # docs/reference.md section 7
+    assert spec_info(resnet, 10, 64)["params"] == count_params(
+        torchvision.models.resnet18(num_classes=10))
+    # the trained network = the inference network + the auxiliary head (training only), whose
+    # size follows from its definition (docs/reference.md section 4): on the 528-channel
+    # output of the cell before the second reduction (6 states x 2 x 44 filters), 14 x 14 at
+    # 224 px, pooled 5 x 5 stride 3 to 4 x 4: 1x1 conv to 128 + BN, a 4 x 4 conv to 768 + BN,
+    # a linear layer to the classes
+    model = build(zoo, 10, 224)
+    assert count_params(model) == spec_info(zoo, 10, 224)["params"]
+    with_aux = build(zoo, 10, 224, "imagenet-nasnet-mobile")
+    aux_head = 528 * 128 + 2 * 128 + 128 * 768 * 4 * 4 + 2 * 768 + 768 * 10 + 10
+    assert with_aux.config.aux_head
+    assert count_params(with_aux) - count_params(model) == aux_head
 
 
 def test_info_cli_agrees(tmp_path, cli):
@@ -248,7 +260,9 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
     """`nasforge transfer RUN --baselines resnet18,mobilenet_v2` on 2 Ray Train CPU workers:
     a crash in resnet18's second epoch stops the run (exit 1); --resume skips the finished
     cell network, continues resnet18 after its epoch-1 checkpoint and writes the table."""
-    from nasforge.transfer import spec_info
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nasforge import build_model
     from nasforge.transfer.models import ModelSpec
     from nasforge.transfer.worker import FAIL_ENV
 
@@ -281,10 +295,16 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
     rows = list(csv.DictReader((run_dir / "comparison.csv").open()))
     assert [r["model"] for r in rows] == ["found", "resnet18", "mobilenet_v2"]
     for row, entry in zip(rows, plan["models"]):
-        info = spec_info(ModelSpec.from_dict(entry["spec"]), 10, 32)
-        assert int(row["params"]) == info["params"]
-        assert int(row["mult_adds"]) == info["mult_adds"]
-        assert 0 <= float(row["top1"]) <= float(row["top5"]) <= 1
+        # the inference network built independently, counted with torch's own tools
+        spec = ModelSpec.from_dict(entry["spec"])
+        net = build_model(spec.ref, spec.setting, num_classes=10, input_size=32,
+                          **spec.overrides).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            net(torch.zeros(1, 3, 32, 32))
+        assert int(row["params"]) == sum(p.numel() for p in net.parameters())
+        assert int(row["mult_adds"]) == flops.get_total_flops() // 2
+        top1, top5 = float(row["top1"]), float(row["top5"])
+        assert top1 <= top5 and round(top1 * 40, 6).is_integer()  # of 40 val images
         assert float(row["train_images_per_s"]) > 0 and float(row["wall_s"]) > 0
         assert row["epochs"] == "2" and row["status"] == "ok"
         assert (run_dir / row["model"] / "checkpoint.pt").is_file()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from nasforge.dsl import CellChain, CellPair
+from nasforge.rules import add_unique
 
 
 class ExportError(RuntimeError):
@@ -40,10 +41,8 @@ def register_exporter(name: str, suffix: str):
     """Decorator: register ``write(source, path)`` as the exporter of format ``name``."""
 
     def wrap(write):
-        if name in EXPORTERS:
-            raise ValueError(f"export format {name!r} is already registered")
-        EXPORTERS[name] = Exporter(name, suffix, write,
-                                   (write.__doc__ or "").strip().splitlines()[0])
+        summary = ((write.__doc__ or "").strip().splitlines() or [""])[0]
+        add_unique(EXPORTERS, name, Exporter(name, suffix, write, summary), "export format")
         return write
 
     return wrap

@@ -1,4 +1,4 @@
-"""NASNet's 13 operations, built as the reference code builds them (REFERENCE.md section 1).
+"""NASNet's 13 operations, built as the reference code builds them (docs/reference.md section 1).
 
 Every factory has the registry signature ``(c_in, c_out, stride, **args)``. ``c_in`` may differ
 from ``c_out`` (the raw h_{i-1} of a first cell, a concat-combined state); each op then maps to
@@ -156,7 +156,7 @@ def dil_sep_conv_3x3(c_in, c_out, stride):
     return SeparableConv(c_in, c_out, 3, stride, repeats=1, dilation=2)
 
 
-# The search space's vocabulary, in the order of the paper's list (section 1).
+# The search space's vocabulary, in the order of the paper's list (docs/reference.md section 1).
 NASNET_OPS: tuple[str, ...] = (
     "identity", "conv_1x3_3x1", "conv_1x7_7x1", "dil_conv_3x3", "avg_pool_3x3", "max_pool_3x3",
     "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3", "sep_conv_3x3", "sep_conv_5x5",

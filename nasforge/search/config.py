@@ -6,6 +6,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from nasforge.rules import reject_unknown_keys
+
 
 class SearchError(ValueError):
     """Bad search input (unknown space or searcher, impossible resources, not a run folder):
@@ -67,10 +69,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SearchError(f"unknown search config fields {unknown}")
+        reject_unknown_keys(cls, data, "search config", SearchError)
         data = dict(data)
         data["faults"] = tuple((str(k), int(t)) for k, t in data.get("faults", ()))
         return cls(**data)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from nasforge.rules import add_unique, reject_unknown_keys
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -120,6 +122,7 @@ class Recipe:
     def from_dict(cls, data: dict) -> "Recipe":
         """Inverse of ``to_dict`` (a run resumes with the recipe it saved, even if the
         registry's recipe of that name has changed since)."""
+        reject_unknown_keys(cls, data, "recipe")
         data = dict(data)
         data["model_overrides"] = tuple(dict(data.get("model_overrides", {})).items())
         return cls(**data)
@@ -129,8 +132,8 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
-    RECIPES[recipe.name] = recipe
-    return recipe
+    """Add ``recipe`` to the recipes; ValueError if its name is taken."""
+    return add_unique(RECIPES, recipe.name, recipe, "recipe")
 
 
 def get_recipe(name: str | Recipe) -> Recipe:
@@ -157,7 +160,7 @@ register_recipe(Recipe(
     data="cifar10", split="final",
     epochs=600, batch_size=32, lr=0.025, momentum=0.9, weight_decay=5e-4, grad_clip=5.0,
     drop_path_keep_prob=0.6, aux_weight=0.4, cutout=16,
-    notes="NASNet-A 6@768 CIFAR-10 final training, REFERENCE.md section 4 ([TF] config)."))
+    notes="NASNet-A 6@768 CIFAR-10 final training, docs/reference.md section 4 ([TF] config)."))
 
 register_recipe(Recipe(
     name="cifar-fast",
@@ -190,7 +193,7 @@ register_recipe(Recipe(
           "(nasforge search --recipe smoke) a child learns enough in 125 steps to rank "
           "above chance on real CIFAR-10."))
 
-# --- ImageNet transfer (nasforge transfer): REFERENCE.md sections 4 and 6 ---------------------
+# --- ImageNet transfer (nasforge transfer): docs/reference.md sections 4 and 6 ------------------
 # The NASNet ImageNet recipes follow the paper's setting as far as it is documented: RMSProp
 # (decay 0.9, momentum 0.9, epsilon 1.0: the TF-slim optimiser the NASNet ImageNet models were
 # trained with), label smoothing 0.1, the auxiliary head (loss weight 0.4), weight decay 4e-5

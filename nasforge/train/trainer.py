@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -186,6 +187,60 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     total_epochs = int(recipe.epochs if epochs is None else epochs)
     if total_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {total_epochs}")
+    place = _placement(recipe, device, distributed)
+    model = model.to(place.device)
+    if place.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+
+    torch.manual_seed(seed)
+    train_loader, eval_sets = _loaders(data, recipe, place, seed)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch < 1:
+        raise ValueError("the training split is smaller than one batch")
+    optimizer, scheduler = _optimizer_and_schedule(model, recipe, steps_per_epoch, total_epochs)
+
+    progress = _Progress()
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        progress = _resume(ckpt_path, total_epochs, place, model, optimizer, scheduler,
+                           train_loader)
+    fwd, eval_fwd = _forwards(model, recipe, place)
+    run = _Run(recipe, place, total_epochs, seed, model, fwd, eval_fwd, optimizer, scheduler,
+               train_loader, eval_sets)
+    t0 = time.perf_counter()
+    for epoch in range(progress.epochs_done, total_epochs):
+        if progress.status != "ok":
+            break
+        entry, train_s, seen = _run_epoch(run, epoch, progress, t0)
+        if ckpt_path is not None:
+            _checkpoint(run, ckpt_path, epoch, progress)
+        log.info("epoch %d/%d %s", epoch + 1, total_epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
+        if report is not None:
+            report(epoch + 1, dict(entry, train_s=train_s,
+                                   train_images_per_s=seen / max(train_s, 1e-9)))
+    return _result(progress, params, progress.wall_s_before + time.perf_counter() - t0,
+                   eval_sets)
+
+
+# ------------------------------------------------------------------------- train's parts
+@dataclass(frozen=True)
+class _Placement:
+    """Where and how a run computes; decided once, before the model moves to ``device``."""
+
+    device: torch.device
+    distributed: bool
+    rank: int
+    world: int  # data-parallel processes
+    amp: bool  # bf16 autocast
+    channels_last: bool
+    check_every: int  # iterations between divergence checks (each one syncs a GPU)
+
+
+def _placement(recipe: Recipe, device, distributed: bool) -> _Placement:
+    """Called first by ``train``: the device, this process's rank and the recipe's device
+    flags (bf16, channels-last) that apply there."""
     if distributed:
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("train(distributed=True) needs an initialised torch.distributed "
@@ -196,179 +251,260 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     device = torch.device(device if device is not None else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     on_accel = device.type == "cuda" or recipe.device_flags_on_cpu
-    amp = recipe.bf16 and on_accel
-    channels_last = recipe.channels_last and (on_accel or recipe.cpu_channels_last)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
+    return _Placement(
+        device=device, distributed=distributed, rank=rank, world=world,
+        amp=recipe.bf16 and on_accel,
+        channels_last=recipe.channels_last and (on_accel or recipe.cpu_channels_last),
+        check_every=1 if device.type != "cuda" else max(1, recipe.divergence_check_every))
 
-    torch.manual_seed(seed)
+
+def _loaders(data, recipe: Recipe, place: _Placement, seed: int):
+    """``(train_loader, {"val": loader, "test": loader})`` of this rank: a streaming source
+    makes its own; small-image splits get device-resident loaders (the test split only when
+    ``data.split == "final"``)."""
     if hasattr(data, "make_loaders"):  # a streaming source (large images, worker processes)
-        train_loader, eval_sets = data.make_loaders(
-            recipe, device=device, seed=seed, rank=rank, world=world,
-            channels_last=channels_last)
-    else:
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        train_data = _subset(data.train, recipe.train_subset)
-        batch = min(recipe.batch_size, len(train_data))
-        batch -= batch % world
-        if batch < 1:
-            raise ValueError(f"{len(train_data)} training images cannot be shared by "
-                             f"{world} workers")
-        common = dict(device=device, mean=data.mean, std=data.std, channels_last=channels_last)
-        train_loader = DeviceLoader(train_data, batch, train=True,
-                                    crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode,
-                                    flip=recipe.flip, cutout=recipe.cutout, generator=gen,
-                                    **common)
-        eval_sets = {}
-        if data.val is not None:
-            eval_sets["val"] = DeviceLoader(data.val, recipe.eval_batch_size, train=False,
-                                            **common)
-        if data.test is not None and data.split == "final":
-            eval_sets["test"] = DeviceLoader(data.test, recipe.eval_batch_size, train=False,
-                                             **common)
-        if world > 1:
-            train_loader = _GlobalBatchShard(train_loader, rank, world)
-            eval_sets = {k: _EvalShard(v, rank, world) for k, v in eval_sets.items()}
+        return data.make_loaders(recipe, device=place.device, seed=seed, rank=place.rank,
+                                 world=place.world, channels_last=place.channels_last)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    train_data = _subset(data.train, recipe.train_subset)
+    batch = min(recipe.batch_size, len(train_data))
+    batch -= batch % place.world
+    if batch < 1:
+        raise ValueError(f"{len(train_data)} training images cannot be shared by "
+                         f"{place.world} workers")
+    common = dict(device=place.device, mean=data.mean, std=data.std,
+                  channels_last=place.channels_last)
+    train_loader = DeviceLoader(train_data, batch, train=True,
+                                crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode,
+                                flip=recipe.flip, cutout=recipe.cutout, generator=gen,
+                                **common)
+    eval_sets = {}
+    if data.val is not None:
+        eval_sets["val"] = DeviceLoader(data.val, recipe.eval_batch_size, train=False,
+                                        **common)
+    if data.test is not None and data.split == "final":
+        eval_sets["test"] = DeviceLoader(data.test, recipe.eval_batch_size, train=False,
+                                         **common)
+    if place.world > 1:
+        train_loader = _GlobalBatchShard(train_loader, place.rank, place.world)
+        eval_sets = {k: _EvalShard(v, place.rank, place.world) for k, v in eval_sets.items()}
+    return train_loader, eval_sets
 
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch < 1:
-        raise ValueError("the training split is smaller than one batch")
+
+def _optimizer_and_schedule(model, recipe: Recipe, steps_per_epoch: int, total_epochs: int):
+    """The recipe's optimizer and its per-iteration schedule (linear warm-up, then cosine)."""
     total_steps = steps_per_epoch * total_epochs
     warmup_steps = int(round(recipe.warmup_epochs * steps_per_epoch))
     optimizer = _optimizer(model, recipe)
     min_ratio = recipe.min_lr / recipe.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio))
+    return optimizer, scheduler
 
-    history: list[dict] = []
-    start_epoch, elapsed_before, status = 0, 0.0, "ok"
-    train_s_before, images_before = 0.0, 0
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)  # plain data only: see train/checkpoint.py
-        if state.get("total_epochs") != total_epochs:
-            log.warning("checkpoint %s was written for %s epochs, this run has %s",
-                        ckpt_path, state.get("total_epochs"), total_epochs)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        train_loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None and not distributed:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        elapsed_before, status = float(state.get("wall_s", 0.0)), state.get("status", "ok")
-        train_s_before = float(state.get("train_s", 0.0))
-        images_before = int(state.get("train_images", 0))
-        log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
 
+@dataclass
+class _Progress:
+    """What a run has done so far; the checkpoint carries it from one process to the next."""
+
+    epochs_done: int = 0
+    history: list = field(default_factory=list)  # one metrics dict per finished epoch
+    status: str = "ok"  # "diverged" ends the run
+    wall_s_before: float = 0.0  # seconds of wall time spent by earlier processes
+    train_s: float = 0.0  # seconds inside training passes, all processes
+    train_images: int = 0  # images trained on, all processes
+
+
+def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimizer,
+            scheduler, train_loader) -> _Progress:
+    """Called when ``checkpoint_dir`` holds a checkpoint: restores the model, optimizer,
+    schedule, loader and RNG states in place and returns the progress it recorded."""
+    state = load_checkpoint(ckpt_path)  # plain data only: see train/checkpoint.py
+    if state.get("total_epochs") != total_epochs:
+        log.warning("checkpoint %s was written for %s epochs, this run has %s",
+                    ckpt_path, state.get("total_epochs"), total_epochs)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    train_loader.load_state_dict(state["loader"])
+    torch.set_rng_state(state["torch_rng"])
+    device = place.device
+    if device.type == "cuda" and state.get("cuda_rng") is not None and not place.distributed:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    log.info("resumed from %s after epoch %d", ckpt_path, int(state["epoch"]))
+    return _Progress(epochs_done=int(state["epoch"]), history=list(state["history"]),
+                     status=state.get("status", "ok"),
+                     wall_s_before=float(state.get("wall_s", 0.0)),
+                     train_s=float(state.get("train_s", 0.0)),
+                     train_images=int(state.get("train_images", 0)))
+
+
+def _forwards(model, recipe: Recipe, place: _Placement):
+    """``(train forward, eval forward)``: the model wrapped in DDP and/or ``torch.compile``.
+    Called after a resume, so DDP broadcasts the restored weights."""
     fwd = model
-    if distributed:
+    if place.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         fwd = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[place.device.index] if place.device.type == "cuda" else None)
     if recipe.compile:
         fwd = torch.compile(fwd)
     eval_fwd = fwd  # data-parallel evaluation skips DDP (its forward syncs buffers)
-    if distributed:
+    if place.distributed:
         eval_fwd = torch.compile(model) if recipe.compile else model
+    return fwd, eval_fwd
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything an epoch of ``train`` works with, built once before the first epoch."""
+
+    recipe: Recipe
+    place: _Placement
+    total_epochs: int
+    seed: int
+    model: torch.nn.Module
+    fwd: Callable  # training forward (DDP and/or compiled)
+    eval_fwd: Callable
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loader: object
+    eval_sets: dict
+
+
+@dataclass
+class _EpochTally:
+    """Sums over one training pass (this rank's until the pass ends, then all ranks')."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    diverged: bool = False
+
+
+def _run_epoch(run: _Run, epoch: int, progress: _Progress, t0: float):
+    """One epoch (0-based ``epoch``): the training pass, then, unless it diverged, the
+    evaluation splits; appends the epoch's metrics to ``progress``. Returns ``(metrics,
+    seconds of the training pass, images trained on)``."""
+    place = run.place
+    if place.distributed:
+        _seed_epoch(run.seed, place.rank, epoch)
+    t_epoch = time.perf_counter()
+    tally = _train_pass(run, epoch)
+    if tally.diverged:
+        progress.status = "diverged"
+        log.warning("non-finite training loss in epoch %d: run diverged", epoch + 1)
+    if place.device.type == "cuda":
+        torch.cuda.synchronize(place.device)
+    train_s = time.perf_counter() - t_epoch
+    progress.train_s += train_s
+    progress.train_images += tally.seen
+    entry = {"epoch": epoch + 1,
+             "train_loss": (float(tally.loss_sum) / max(tally.seen, 1)
+                            if progress.status == "ok" else math.nan),
+             "train_acc": int(tally.correct) / max(tally.seen, 1),
+             "lr": run.optimizer.param_groups[0]["lr"]}
+    if progress.status == "ok":
+        entry.update(_evaluate_splits(run))
+    entry["epoch_s"] = time.perf_counter() - t_epoch
+    entry["elapsed_s"] = progress.wall_s_before + time.perf_counter() - t0
+    progress.history.append(entry)
+    progress.epochs_done = epoch + 1
+    return entry, train_s, tally.seen
+
+
+def _train_pass(run: _Run, epoch: int) -> _EpochTally:
+    """One pass over the training loader: label-smoothed cross-entropy (+ the auxiliary
+    head's), clipping, optimizer and schedule steps. A non-finite loss stops the pass with
+    ``diverged`` set (the sums then hold what was seen before it)."""
+    recipe, place, model = run.recipe, run.place, run.model
+    device = place.device
+    steps_per_epoch = len(run.train_loader)
     has_drop_path = hasattr(model, "set_drop_path_progress")
-    check_every = 1 if device.type != "cuda" else max(1, recipe.divergence_check_every)
-    t0 = time.perf_counter()
-    train_s_total, images_total = train_s_before, images_before
+    model.train()
+    tally = _EpochTally(torch.zeros((), dtype=torch.float64, device=device),
+                        torch.zeros((), dtype=torch.int64, device=device))
+    try:
+        for i, (x, y) in enumerate(run.train_loader):
+            if has_drop_path:
+                model.set_drop_path_progress((epoch + i / steps_per_epoch) / run.total_epochs)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=place.amp):
+                logits, aux = _split_output(run.fwd(x))
+                loss = F.cross_entropy(logits.float(), y,
+                                       label_smoothing=recipe.label_smoothing)
+                if aux is not None and recipe.aux_weight > 0:
+                    loss = loss + recipe.aux_weight * F.cross_entropy(
+                        aux.float(), y, label_smoothing=recipe.label_smoothing)
+            if (i + 1) % place.check_every == 0:
+                check = loss.detach().float()
+                if place.distributed:  # every rank must agree, or the collectives hang
+                    check = check.clone()
+                    dist.all_reduce(check)
+                if not torch.isfinite(check):
+                    raise _Diverged
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            run.optimizer.step()
+            run.scheduler.step()
+            tally.loss_sum += loss.detach().double() * len(y)
+            tally.correct += (logits.detach().argmax(1) == y).sum()
+            tally.seen += len(y)
+        if place.distributed:
+            loss_f, correct_f, seen = _all_reduce_sum(
+                [tally.loss_sum, tally.correct, torch.tensor(float(tally.seen))], device)
+            tally.loss_sum = torch.tensor(loss_f, dtype=torch.float64)
+            tally.correct, tally.seen = torch.tensor(int(correct_f)), int(seen)
+        if not math.isfinite(float(tally.loss_sum)):
+            raise _Diverged
+    except _Diverged:
+        tally.diverged = True
+    return tally
 
-    for epoch in range(start_epoch, total_epochs):
-        if status != "ok":
-            break
-        if distributed:
-            _seed_epoch(seed, rank, epoch)
-        t_epoch = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        try:
-            for i, (x, y) in enumerate(train_loader):
-                if has_drop_path:
-                    model.set_drop_path_progress((epoch + i / steps_per_epoch) / total_epochs)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits, aux = _split_output(fwd(x))
-                    loss = F.cross_entropy(logits.float(), y,
-                                           label_smoothing=recipe.label_smoothing)
-                    if aux is not None and recipe.aux_weight > 0:
-                        loss = loss + recipe.aux_weight * F.cross_entropy(
-                            aux.float(), y, label_smoothing=recipe.label_smoothing)
-                if (i + 1) % check_every == 0:
-                    check = loss.detach().float()
-                    if distributed:  # every rank must agree, or the collectives hang
-                        check = check.clone()
-                        dist.all_reduce(check)
-                    if not torch.isfinite(check):
-                        raise _Diverged
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach().double() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-            if distributed:
-                loss_f, correct_f, seen = _all_reduce_sum(
-                    [loss_sum, correct, torch.tensor(float(seen))], device)
-                loss_sum = torch.tensor(loss_f, dtype=torch.float64)
-                correct, seen = torch.tensor(int(correct_f)), int(seen)
-            if not math.isfinite(float(loss_sum)):
-                raise _Diverged
-        except _Diverged:
-            status = "diverged"
-            log.warning("non-finite training loss in epoch %d: run diverged", epoch + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_s = time.perf_counter() - t_epoch
-        train_s_total += train_s
-        images_total += seen
-        entry = {"epoch": epoch + 1,
-                 "train_loss": float(loss_sum) / max(seen, 1) if status == "ok" else math.nan,
-                 "train_acc": int(correct) / max(seen, 1),
-                 "lr": optimizer.param_groups[0]["lr"]}
-        if status == "ok":
-            if distributed:  # rank 0's BN statistics, as DDP's forward would broadcast them
-                for b in model.buffers():
-                    dist.broadcast(b, 0)
-            for name, loader in eval_sets.items():
-                m = evaluate(eval_fwd, loader, amp, device, distributed=distributed)
-                entry[f"{name}_loss"], entry[f"{name}_acc"] = m["loss"], m["acc"]
-                entry[f"{name}_top5"] = m["top5"]
-        entry["epoch_s"] = time.perf_counter() - t_epoch
-        entry["elapsed_s"] = elapsed_before + time.perf_counter() - t0
-        history.append(entry)
-        if ckpt_path is not None and rank == 0:
-            save_checkpoint(ckpt_path, {
-                "version": CHECKPOINT_VERSION, "epoch": epoch + 1, "total_epochs": total_epochs,
-                "status": status, "history": history, "wall_s": entry["elapsed_s"],
-                "train_s": train_s_total, "train_images": images_total,
-                "recipe": recipe.to_dict(), "seed": seed, "world_size": world,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "loader": train_loader.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            })
-        if distributed and ckpt_path is not None:
-            dist.barrier()  # the checkpoint exists on every rank's return from this epoch
-        log.info("epoch %d/%d %s", epoch + 1, total_epochs,
-                 " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
-        if report is not None:
-            report(epoch + 1, dict(entry, train_s=train_s,
-                                   train_images_per_s=seen / max(train_s, 1e-9)))
 
-    result = {"status": status, "epochs": len(history), "params": params,
-              "wall_s": elapsed_before + time.perf_counter() - t0, "history": history,
-              "train_s": train_s_total, "train_images": images_total}
+def _evaluate_splits(run: _Run) -> dict:
+    """``{"<split>_loss", "<split>_acc", "<split>_top5"}`` for every evaluation split."""
+    if run.place.distributed:  # rank 0's BN statistics, as DDP's forward would broadcast them
+        for b in run.model.buffers():
+            dist.broadcast(b, 0)
+    out = {}
+    for name, loader in run.eval_sets.items():
+        m = evaluate(run.eval_fwd, loader, run.place.amp, run.place.device,
+                     distributed=run.place.distributed)
+        out[f"{name}_loss"], out[f"{name}_acc"] = m["loss"], m["acc"]
+        out[f"{name}_top5"] = m["top5"]
+    return out
+
+
+def _checkpoint(run: _Run, ckpt_path: Path, epoch: int, progress: _Progress) -> None:
+    """After every epoch: rank 0 writes the checkpoint a resume continues from; in a
+    data-parallel run every rank waits until it exists."""
+    place = run.place
+    if place.rank == 0:
+        device = place.device
+        save_checkpoint(ckpt_path, {
+            "version": CHECKPOINT_VERSION, "epoch": epoch + 1, "total_epochs": run.total_epochs,
+            "status": progress.status, "history": progress.history,
+            "wall_s": progress.history[-1]["elapsed_s"],
+            "train_s": progress.train_s, "train_images": progress.train_images,
+            "recipe": run.recipe.to_dict(), "seed": run.seed, "world_size": place.world,
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "loader": run.train_loader.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        })
+    if place.distributed:
+        dist.barrier()  # the checkpoint exists on every rank's return from this epoch
+
+
+def _result(progress: _Progress, params: int, wall_s: float, eval_sets: dict) -> dict:
+    """``train``'s return value: the last epoch's metrics at the top level, with the
+    history, sizes and times."""
+    history = progress.history
+    result = {"status": progress.status, "epochs": len(history), "params": params,
+              "wall_s": wall_s, "history": history,
+              "train_s": progress.train_s, "train_images": progress.train_images}
     last = history[-1] if history else {}
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "test_loss",
                 "test_acc", "test_top5"):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nasforge.api import ArchitectureError
+from nasforge.rules import reject_unknown_keys
 
 CELL_SETTINGS = ("mobile", "large")
 
@@ -37,6 +38,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
+        reject_unknown_keys(cls, d, "transfer model spec", TransferError)
         return cls(**d)
 
 

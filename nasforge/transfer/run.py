@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -68,8 +69,8 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransferConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        d = {k: v for k, v in d.items() if k in known}
+        reject_unknown_keys(cls, d, "transfer config", TransferError)
+        d = dict(d)
         if "baselines" in d:
             d["baselines"] = tuple(d["baselines"])
         return cls(**d)

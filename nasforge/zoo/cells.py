@@ -1,4 +1,4 @@
-"""Published cells as literal data (REFERENCE.md section 3).
+"""Published cells as literal data (docs/reference.md section 3).
 
 State indices: 0 = h_i, 1 = h_{i-1}, 2 + k = block k. Block k applies ops[2k], ops[2k+1] to
 states idx[2k], idx[2k+1] and adds the results. ``output`` lists the concatenated states.

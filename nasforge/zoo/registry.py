@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from nasforge.compiler.network import NetworkConfig
 from nasforge.dsl import CellChain, CellPair
+from nasforge.rules import add_unique
 
 SETTINGS: dict[str, NetworkConfig] = {
     "cifar": NetworkConfig(stem="cifar", N=6, filters=32, num_classes=10, stem_multiplier=3.0,
@@ -90,12 +91,10 @@ ZOO: dict[str, ZooEntry] = {}
 
 
 def register_model(entry: ZooEntry) -> ZooEntry:
-    if entry.name in ZOO:
-        raise ValueError(f"zoo model {entry.name!r} is already registered")
+    """Add ``entry`` to the zoo; ValueError if its name is taken."""
     if (entry.build_pair is None) == (entry.build_chain is None):
         raise ValueError(f"zoo model {entry.name!r} needs exactly one of build_pair/build_chain")
-    ZOO[entry.name] = entry
-    return entry
+    return add_unique(ZOO, entry.name, entry, "zoo model")
 
 
 def get_entry(name: str) -> ZooEntry:
