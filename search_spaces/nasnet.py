@@ -50,6 +50,11 @@ class NasNetSpace(SearchSpace):
             raise ValueError(f"unknown op/combine in search space: {', '.join(unknown)}")
         if num_blocks < 1 or not ops or not combines:
             raise ValueError("a search space needs at least one block, op and combine")
+        not_binary = [c for c in combines
+                      if not COMBINES[c].min_inputs <= 2 <= (COMBINES[c].max_inputs or 2)]
+        if not_binary:
+            raise ValueError(f"combine(s) {', '.join(not_binary)} cannot merge a block's two "
+                             f"inputs")
         self.num_blocks, self.ops, self.combines = num_blocks, tuple(ops), tuple(combines)
 
     # ------------------------------------------------------------ decisions

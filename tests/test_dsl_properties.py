@@ -54,7 +54,15 @@ def _one_thread():
 
 
 # ------------------------------------------------------------------------------ strategies
-def sampled_space(draw, max_blocks: int, combines=tuple(sorted(COMBINES))) -> NasNetSpace:
+# A NASNet block merges two op outputs of equal width: every registered combine that can.
+BLOCK_COMBINES = tuple(sorted(name for name, spec in COMBINES.items()
+                              if spec.min_inputs <= 2 <= (spec.max_inputs or 2)))
+# Hand-style cells merge states of any width and count: the general-purpose merges (the family
+# combines -- highway, sk_select, ... -- have fixed arities and layouts, checked by their tests).
+HAND_COMBINES = ("add", "concat", "multiply")
+
+
+def sampled_space(draw, max_blocks: int, combines=BLOCK_COMBINES) -> NasNetSpace:
     """A NASNet search space with a drawn block count, op set and combine set."""
     return NasNetSpace(draw(st.integers(1, max_blocks)),
                        draw(st.lists(st.sampled_from(CELL_OPS), min_size=1, max_size=5,
@@ -99,7 +107,7 @@ def hand_cells(draw):
         n_states = 2 + len(steps)
         ops_so_far = [2 + j for j, s in enumerate(steps) if s[0] == "op"]
         if len(ops_so_far) >= 2 and draw(st.booleans()):
-            name = draw(st.sampled_from(sorted(COMBINES)))
+            name = draw(st.sampled_from(HAND_COMBINES))
             pool = ops_so_far if name != "concat" else list(range(n_states))
             sources = draw(st.lists(st.sampled_from(pool), min_size=2, max_size=3,
                                     unique=True))

@@ -29,6 +29,11 @@ def test_unknown_op_in_space_is_rejected():
         get_space("darts")
 
 
+def test_a_combine_that_cannot_merge_two_inputs_is_rejected():
+    with pytest.raises(ValueError, match="highway cannot merge a block's two inputs"):
+        NasNetSpace(combines=["add", "highway"])  # highway takes (H, T, x)
+
+
 def test_sampling_uses_only_the_passed_generator():
     a = [SPACE.sample(np.random.default_rng(7)) for _ in range(3)]
     assert a[0] == a[1] == a[2]
