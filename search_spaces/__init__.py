@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Callable
 
 from nasforge.search_spaces.base import SearchSpace
-from nasforge.search_spaces.nasnet import Block, NasNetArch, NasNetSpace
+from nasforge.search_spaces.nasnet import Block, NasNetArch, NasNetExtSpace, NasNetSpace
 
-SPACES: dict[str, Callable[..., SearchSpace]] = {"nasnet": NasNetSpace}
+SPACES: dict[str, Callable[..., SearchSpace]] = {
+    space.name: space for space in (NasNetSpace, NasNetExtSpace)}
 
 
 def get_space(name: str, **kwargs) -> SearchSpace:
@@ -16,4 +17,5 @@ def get_space(name: str, **kwargs) -> SearchSpace:
         raise KeyError(f"unknown search space {name!r} (known: {', '.join(SPACES)})") from None
 
 
-__all__ = ["SearchSpace", "NasNetSpace", "NasNetArch", "Block", "SPACES", "get_space"]
+__all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "NasNetArch", "Block", "SPACES",
+           "get_space"]
