@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import register_flop_formula
 from torchvision.ops import DeformConv2d
 
 from nasforge.ops.classic import ACTIVATIONS, ChannelShuffle, SqueezeExcite
@@ -144,6 +145,14 @@ class DeformConv(nn.Module):
             return self.conv(x, out)
         offset, mask = out[:, :2 * self.taps], torch.sigmoid(out[:, 2 * self.taps:])
         return self.conv(x, offset, mask)
+
+
+@register_flop_formula(torch.ops.torchvision.deform_conv2d)
+def _deform_conv_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a deformable conv for ``nasforge.flops`` (torch's counter has no formula for
+    torchvision's op): those of the plain conv with the same weights, 2 per multiply-add; the
+    bilinear sampling is not counted, as pooling and BN are not."""
+    return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
 
 
 def _deform_cell_op(modulated: bool):
