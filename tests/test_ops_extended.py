@@ -22,7 +22,7 @@ timm_layers = pytest.importorskip("timm.layers")
 
 
 @pytest.fixture(autouse=True)
-def _seeded():
+def _seeded(one_thread):
     torch.manual_seed(0)
 
 
