@@ -5,7 +5,7 @@ from typing import Callable
 
 from nasforge.rules import add_unique
 from nasforge.search_spaces.base import SearchSpace
-from nasforge.search_spaces.nasnet import Block, NasNetArch, NasNetSpace
+from nasforge.search_spaces.nasnet import Block, NasNetArch, NasNetExtSpace, NasNetSpace
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}
 
@@ -16,7 +16,8 @@ def register_space(name: str, factory: Callable[..., SearchSpace]) -> Callable[.
     return add_unique(SPACES, name, factory, "search space")
 
 
-register_space("nasnet", NasNetSpace)
+for _space in (NasNetSpace, NasNetExtSpace):
+    register_space(_space.name, _space)
 
 
 def get_space(name: str, **kwargs) -> SearchSpace:
@@ -26,5 +27,5 @@ def get_space(name: str, **kwargs) -> SearchSpace:
         raise KeyError(f"unknown search space {name!r} (known: {', '.join(SPACES)})") from None
 
 
-__all__ = ["SearchSpace", "NasNetSpace", "NasNetArch", "Block", "SPACES", "get_space",
-           "register_space"]
+__all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "NasNetArch", "Block", "SPACES",
+           "get_space", "register_space"]

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from nasforge.dsl import CellPair, cell_from_blocks
-from nasforge.ops import NASNET_OPS
+from nasforge.ops import NASNET_EXT_OPS, NASNET_OPS
 from nasforge.search_spaces.base import SearchSpace
 
 NUM_INPUTS = 2
@@ -40,11 +40,13 @@ class NasNetSpace(SearchSpace):
     """B blocks per cell (default 5) over ``ops`` (default NASNet's 13) and ``combines``."""
 
     name = "nasnet"
+    default_ops: tuple[str, ...] = NASNET_OPS
 
-    def __init__(self, num_blocks: int = 5, ops: Sequence[str] = NASNET_OPS,
+    def __init__(self, num_blocks: int = 5, ops: Sequence[str] | None = None,
                  combines: Sequence[str] = ("add", "concat")):
         from nasforge.registry import COMBINES, OPS
 
+        ops = self.default_ops if ops is None else ops
         unknown = [o for o in ops if o not in OPS] + [c for c in combines if c not in COMBINES]
         if unknown:
             raise ValueError(f"unknown op/combine in search space: {', '.join(unknown)}")
@@ -123,3 +125,13 @@ class NasNetSpace(SearchSpace):
                                           [b.combine for b in blocks], output=None,
                                           reduction=kind == "reduction"))
         return CellPair(*cells, name=name)
+
+
+class NasNetExtSpace(NasNetSpace):
+    """NASNet's block choice over NASNet's 13 ops plus the building blocks of the CNN-design
+    literature (``nasforge.ops.extended.NASNET_EXT_OPS``: DARTS' dilated separable convs, SE,
+    CBAM and BAM gates, deformable 3x3 v1/v2, selective kernel, grouped conv + channel shuffle).
+    Same decisions, encoding and mutations as ``nasnet``; only the op vocabulary is larger."""
+
+    name = "nasnet-ext"
+    default_ops = NASNET_EXT_OPS

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from nasforge.ops import NASNET_OPS, OPS, create_op
+from nasforge.ops import NASNET_EXT_OPS, NASNET_OPS, OPS, create_op
 from nasforge.ops.layers import AvgPool2dSame, FactorizedReduction, MaxPool2dSame, same_padding
 
 
@@ -13,7 +13,9 @@ def test_nasnet_vocabulary_is_the_papers_thirteen():
     assert len(NASNET_OPS) == 13 and set(NASNET_OPS) <= set(OPS)
 
 
-CELL_OPS = sorted(n for n, spec in OPS.items() if spec.family in ("nasnet", "darts"))
+# ops with the NASNet conventions (stride, channel change, TF 'SAME' output size)
+CELL_OPS = sorted(set(NASNET_EXT_OPS) | {n for n, spec in OPS.items()
+                                         if spec.family in ("nasnet", "darts")})
 
 
 @pytest.mark.parametrize("name", CELL_OPS)
@@ -63,6 +65,8 @@ CLASSIC_EXAMPLES = {
     "soft_mask_branch": [(8, 8, 1, {"pools": 2, "act": "tanh"}, (8, 9, 9))],
     "channel_slice": [(8, 3, 1, {"start": 5}, (3, 9, 9))],
     "residual_scale": [(8, 8, 1, {"factor": 0.17}, (8, 9, 9))],
+    "deform_conv": [(8, 16, 2, {"kernel": 3}, (16, 5, 5)),
+                    (8, 8, 1, {"modulated": True, "act": "none"}, (8, 9, 9))],
 }
 
 
