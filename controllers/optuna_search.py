@@ -236,6 +236,10 @@ class OptunaSearcher(SearcherBase):
     def __init__(self, space, config: OptunaConfig | None = None, seed: int = 0, **kw):
         import optuna
 
+        # Optuna's own handler writes to the stderr it saw first; its records go through the
+        # standard logging tree instead, where the application (the CLI) decides what shows
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
         super().__init__(space, config, seed, **kw)
         cfg = self.config
         self.objectives = cfg.objectives or ((self.objective, self.direction),)
