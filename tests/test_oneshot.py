@@ -183,3 +183,22 @@ def test_gumbel_sampling_follows_the_architecture_distribution():
 def test_a_space_the_supernet_cannot_share_is_refused(space, config, message):
     with pytest.raises(SupernetError, match=message):
         Supernet(space, config)
+
+
+def test_the_nasnet_ext_blocks_share_weights_like_nasnets_ops(one_thread):
+    """nasnet-ext's new ops (gates, deformable, selective kernel, ...) in the supernet: a path
+    still computes its stand-alone child."""
+    from nasforge.ops import EXTENDED_OPS
+    from nasforge.search_spaces import NasNetExtSpace
+
+    space = NasNetExtSpace(num_blocks=2, ops=("identity",) + EXTENDED_OPS, combines=("add",))
+    supernet = Supernet(space, MACROS["cifar"]).eval()
+    g = torch.Generator().manual_seed(10)
+    randomize_bn_statistics(supernet, g)
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        arch = space.sample(rng)
+        x = torch.randn(2, 3, 32, 32, generator=g)
+        with torch.no_grad():
+            assert torch.allclose(supernet(x, arch=arch), supernet.child(arch).eval()(x),
+                                  atol=1e-5, rtol=0)
