@@ -64,13 +64,14 @@ def test_recalibration_sets_every_path_bn_to_the_mean_of_its_batch_statistics(
                                          seen[name].append(inputs[0].detach().clone()))
              for name, m in norms.items()]
     weights = {k: v.clone() for k, v in supernet.named_parameters()}
+    before = {k: v.clone() for k, v in supernet.named_buffers()}
     try:
-        recalibrate_batchnorm(supernet, evaluator.recalibration, PathModel(supernet, arch))
+        count = recalibrate_batchnorm(PathModel(supernet, arch).eval(), evaluator.recalibration)
     finally:
         for h in hooks:
             h.remove()
     on_path = [name for name in norms if seen[name]]
-    assert "stem.1" in on_path and len(on_path) > 5
+    assert "stem.1" in on_path and len(on_path) == count > 5
     for name in on_path:
         assert len(seen[name]) == RECAL_BATCHES
         var_means = [torch.var_mean(x, dim=(0, 2, 3), unbiased=True) for x in seen[name]]
@@ -78,12 +79,13 @@ def test_recalibration_sets_every_path_bn_to_the_mean_of_its_batch_statistics(
         expected_mean = torch.stack([m for _, m in var_means]).mean(0)
         assert torch.allclose(norms[name].running_mean, expected_mean, atol=1e-5), name
         assert torch.allclose(norms[name].running_var, expected_var, rtol=1e-4, atol=1e-6), name
-        assert norms[name].momentum == 0.1  # the layer's own momentum is back
-    for name in set(norms) - set(on_path):  # reset, and never read by this path
-        assert torch.equal(norms[name].running_mean, torch.zeros_like(
-            norms[name].running_mean)), name
+        assert int(norms[name].num_batches_tracked) == RECAL_BATCHES
+        assert norms[name].momentum == 0.1 and not norms[name].training  # as they were
+    for name in set(norms) - set(on_path):  # layers off the path are left alone
+        assert torch.equal(norms[name].running_mean, before[f"{name}.running_mean"]), name
+        assert torch.equal(norms[name].running_var, before[f"{name}.running_var"]), name
     assert all(torch.equal(weights[k], v) for k, v in supernet.named_parameters())
-    assert not supernet.training
+    assert not any(m.training for m in supernet.modules())
 
 
 def test_a_path_scores_what_its_recalibrated_stand_alone_child_scores(supernet, data,

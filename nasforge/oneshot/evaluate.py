@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
 
 from nasforge.controllers.base import Proposal, Result
 from nasforge.data import DataSplits, DeviceLoader, ImageData
@@ -32,42 +33,70 @@ from nasforge.train import evaluate
 
 log = logging.getLogger(__name__)
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 EVAL_BATCH_SIZE = 500  # validation images per forward pass (no gradients: memory is small)
 
 
 class PathModel(nn.Module):
-    """One path of a supernet as a plain ``model(x) -> logits`` module (what ``train`` and
-    ``evaluate`` call); its parameters are the supernet's, shared, not copied."""
+    """One path of a supernet as a plain ``model(x) -> logits`` module (what ``evaluate``
+    calls); its parameters are the supernet's, shared, not copied.
+
+    ``train(mode)``/``eval()`` walk the supernet's modules only when its mode changes: a
+    supernet has 10^4 modules and the walk costs more than a GPU's forward pass over the
+    validation images, once per candidate otherwise."""
 
     def __init__(self, supernet: Supernet, arch: NasNetArch):
         super().__init__()
         self.supernet, self.arch = supernet, arch
 
+    def train(self, mode: bool = True):
+        self.training = mode
+        if self.supernet.training != mode:
+            self.supernet.train(mode)
+        return self
+
     def forward(self, x):
         return self.supernet(x, arch=self.arch)
 
 
-def recalibrate_batchnorm(model: nn.Module, batches, forward: Callable | None = None) -> None:
-    """Reset the running statistics of every BatchNorm layer of ``model`` and recompute them
-    as the plain average over ``batches`` (``momentum=None``), running ``forward(x)`` (default
-    ``model(x)``) in train mode without gradients. Called before a candidate is scored; only
-    the layers the forward reaches get statistics (the others stay reset and are not used).
-    Leaves ``model`` in eval mode with its layers' momenta as they were."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    forward = model if forward is None else forward
+def recalibrate_batchnorm(forward: Callable, batches) -> int:
+    """Recompute the running statistics of the BatchNorm layers that ``forward`` reaches as
+    the plain average over ``batches`` of their batch statistics; returns how many layers.
+
+    Called before a candidate is scored. Each BN layer is reset the first time ``forward``
+    runs it (in the first batch), switched to train mode with ``momentum=None`` (cumulative
+    averaging), and put back in its mode with its momentum after the last batch; the layers
+    the forward does not reach, and all weights, are left as they are. Runs without
+    gradients.
+
+    The layers are found by a global forward pre-hook during the first batch (public torch
+    API: ``register_module_forward_pre_hook``), not by walking the model: a supernet has
+    thousands of BN layers of which a path runs a few dozen, and resetting them all costs more
+    than the path's forward passes. The hook sees every module run in this process while it is
+    registered, so do not run other models concurrently in other threads.
+    """
+    found: dict[nn.Module, tuple[float | None, bool]] = {}
+
+    def reset_on_first_use(module, inputs):
+        if isinstance(module, BATCH_NORMS) and module not in found:
+            found[module] = (module.momentum, module.training)
+            module.reset_running_stats()
+            module.momentum = None  # cumulative moving average: the mean over the batches
+            module.train()
+
+    handle = register_module_forward_pre_hook(reset_on_first_use)
     try:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: the mean over the batches seen
-        model.train()
         with torch.no_grad():
-            for x in batches:
+            for i, x in enumerate(batches):
                 forward(x)
+                if i == 0:
+                    handle.remove()
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.eval()
+        handle.remove()
+        for module, (momentum, training) in found.items():
+            module.momentum = momentum
+            module.train(training)
+    return len(found)
 
 
 class SupernetEvaluator:
@@ -82,9 +111,10 @@ class SupernetEvaluator:
     ``validation_images`` limits the validation split to a fixed subset
     (``fixed_subset_indices``) to buy speed with noise.
 
-    ``evaluate`` overwrites the supernet's BN running statistics (with the last candidate's)
-    and moves the supernet to ``device``: save the supernet before a search if you need its
-    training-time statistics.
+    ``evaluate`` overwrites the BN running statistics of the candidate's path (the supernet then
+    holds a mixture of the candidates' statistics), and the evaluator moves the supernet to
+    ``device`` and puts it in eval mode: save the supernet before a search if you need its
+    training-time statistics, and call ``supernet.train()`` to train it again.
     """
 
     def __init__(self, supernet: Supernet, data: DataSplits, *, recalibration_batches: int = 10,
@@ -102,7 +132,7 @@ class SupernetEvaluator:
                              f"need {wanted} training images, the split has {len(data.train)}")
         self.device = torch.device(device if device is not None else
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.supernet = supernet.to(self.device)
+        self.supernet = supernet.to(self.device).eval()
         self.space = supernet.space
         self.amp = amp
         pick = torch.randperm(len(data.train), generator=generator)[:wanted]
@@ -120,8 +150,8 @@ class SupernetEvaluator:
         """Called once per candidate: ``{"val_acc", "val_loss", "val_top5"}`` of ``arch``'s
         path (top-1/top-5 fractions, mean cross-entropy) on the validation images, after its
         BN statistics are recalibrated on the fixed training batches."""
-        path = PathModel(self.supernet, arch)
-        recalibrate_batchnorm(self.supernet, self.recalibration, path)
+        path = PathModel(self.supernet, arch).eval()
+        recalibrate_batchnorm(path, self.recalibration)
         metrics = evaluate(path, self.validation, self.amp, self.device)
         return {"val_acc": metrics["acc"], "val_loss": metrics["loss"],
                 "val_top5": metrics["top5"]}
