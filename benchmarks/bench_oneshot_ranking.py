@@ -20,8 +20,8 @@
 
 The space is ENAS' micro op set (docs/reference.md section 9: sep 3x3, sep 5x5, avg 3x3, max
 3x3, identity, add combine) with B = 3 blocks by default (ENAS has 5; reduced, with the image
-counts and epochs, so that the whole benchmark runs in about 40 minutes on a shared 2-core CPU);
-``--ops``/``--blocks`` change it.
+counts and epochs, to fit a shared 2-core CPU: the defaults took 57 minutes under a load of
+about 8, 1 thread); ``--ops``/``--blocks`` change it.
 Progress goes to stderr; one JSON object (settings, per-cell rows, correlations, times) to
 stdout and to ``--out``.
 """
