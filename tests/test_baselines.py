@@ -39,13 +39,15 @@ IMPORTS = {
 
 
 @pytest.mark.parametrize("name", sorted(IMPORTS))
-def test_same_function_after_weight_import(name):
+def test_same_function_after_weight_import(name, one_thread):
     make, load = IMPORTS[name]
     torch.manual_seed(0)
     reference = make().eval()
     randomize_bn(reference)
     model = load(build_model(name).eval(), reference.state_dict())
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    # 64 px: every layer and weight takes part as at 224 px (global average pool before the
+    # classifier), at a twelfth of the multiply-adds
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = reference(x), model(x)
     assert expected.abs().max() > 0.1

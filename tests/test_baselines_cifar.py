@@ -1,5 +1,5 @@
-"""CIFAR families of the surveys (FractalNet, CondenseNet, DMRNet, IGC) against their authors'
-code and their papers, and ResNet-110 with stochastic depth. Figures: docs/zoo.md."""
+"""CIFAR families of the surveys (FractalNet, CondenseNet, DMRNet, IGC, Highway) against their
+authors' code and their papers, and ResNet-110 with stochastic depth. Figures: docs/zoo.md."""
 import pytest
 import torch
 from torch import nn
@@ -62,10 +62,23 @@ def igc_reference_params(primary, secondary, depth=20, classes=10, with_bn=True)
     return total + c_in * classes + classes
 
 
+def highway_reference_params(classes=10):
+    """The authors' Caffe prototxt (flukeskywalker/highway-networks, cifar10-19layers): per
+    stage a 3x3 conv with bias, then highway layers of two 3x3 convs with bias each (H and
+    T); stages of 32 (4 highway layers), 80 (5) and 128 (5) channels; a 1x1 conv to 100
+    maps; an inner product."""
+    total, c_in = 0, 3
+    for width, highways in ((32, 4), (80, 5), (128, 5)):
+        total += _conv(c_in, width, 3, bias=True) + highways * 2 * _conv(width, width, 3, bias=True)
+        c_in = width
+    return total + _conv(c_in, 100, 1, bias=True) + 100 * classes + classes
+
+
 @pytest.mark.parametrize("name,expected", [
     ("fractalnet20", fractalnet_reference_params()),
     ("condensenet86", condensenet_reference_params()),
     ("igc_l32m26", igc_reference_params(32, 26)),
+    ("highway19", highway_reference_params()),
 ])
 def test_exact_count_of_the_authors_code(name, expected):
     with torch.device("meta"):
@@ -83,6 +96,7 @@ def _without_batch_norm(model):
     # Zhang et al. 2017, CIFAR comparison: 24.1M, the convolution and fc weights of the
     # authors' code (their BN scales and shifts, another 81,536, bring it to 24.2M)
     ("igc_l32m26", 24.1e6, 1, False),
+    ("highway19", 2.3e6, 1, True),  # Srivastava et al. 2015, Table 1: Highway B, 19 layers, 2.3M
 ])
 def test_count_matches_the_paper_at_its_rounding(name, paper, digits, counts_batch_norm):
     with torch.device("meta"):
@@ -99,6 +113,43 @@ def test_igc_l16m32_matches_the_papers_count_too():
     with torch.device("meta"):
         model = ChainNetwork(igc_resnet(16, 32))
     assert count_params(model) == igc_reference_params(16, 32)
+
+
+def test_highway_counts_equal_the_totals_in_the_authors_training_logs():
+    """The authors' sample logs print Caffe's parameter total: "The network has total 2256838
+    trainable parameters" (cifar10-19layers/sample.log) and 2265928 (cifar100-19layers, the
+    same network with a 100-way inner product)."""
+    from nasforge.compiler import ChainNetwork
+    from nasforge.zoo.cifar_families import highway_cifar
+
+    assert highway_reference_params(10) == 2_256_838
+    assert highway_reference_params(100) == 2_265_928
+    with torch.device("meta"):
+        assert count_params(build_model("highway19")) == 2_256_838
+        assert count_params(ChainNetwork(highway_cifar(num_classes=100))) == 2_265_928
+
+
+def test_highway_layer_is_the_gated_mix_of_transform_and_carry():
+    """Srivastava et al. 2015, eq. 2-3, as the authors' CuDNNHighway layer computes it:
+    y = ReLU(W_H * x + b_H) sigmoid(W_T * x + b_T) + x (1 - sigmoid(W_T * x + b_T)), with
+    the transform bias starting at -2 (the prototxt's transform_bias_filler)."""
+    from nasforge.compiler import CompiledGraph
+    from nasforge.dsl import Cell
+    from nasforge.zoo.cifar_families import highway_layer
+
+    cell = Cell("highway")
+    cell.set_output([highway_layer(cell, cell.input(0), 6, "hw")])
+    torch.manual_seed(0)
+    module = CompiledGraph(cell, None, [6]).eval()
+    h_conv, t_conv = module.ops["hw_h"][0], module.ops["hw_t"][0]
+    assert torch.equal(t_conv.bias, torch.full((6,), -2.0))
+    x = torch.randn(2, 6, 5, 5)
+    with torch.no_grad():
+        h = torch.relu(nn.functional.conv2d(x, h_conv.weight, h_conv.bias, padding=1))
+        t = torch.sigmoid(nn.functional.conv2d(x, t_conv.weight, t_conv.bias, padding=1))
+        assert torch.allclose(module(x), h * t + x * (1 - t), atol=1e-6)
+        t_conv.bias.fill_(-30.0)  # a closed gate carries the input through unchanged
+        assert torch.allclose(module(x), x, atol=1e-6)
 
 
 def test_fractalnet_differs_from_its_papers_count_as_documented():

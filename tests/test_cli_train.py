@@ -141,6 +141,11 @@ def test_unknown_recipe_and_model(tmp_path, capsys):
     _bad(capsys, tmp_path, tmp_path / "missing.json", match="does not exist")
 
 
+# a fresh interpreter costs torch's import (~25-40 s on the busy 2 cores); the default suite's
+# fresh-interpreter check of `nasforge train` is test_safe_loading's
+# test_nasforge_train_refusal_has_no_traceback_or_warning (same one-line stderr rule), and
+# test_missing_path checks this message in-process
+@pytest.mark.slow
 def test_subprocess_bad_input_has_no_traceback(cli, tmp_path):
     r = cli("train", "--data", tmp_path / "nope", "--runs-dir", tmp_path / "runs")
     assert r.returncode == 2

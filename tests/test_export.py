@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,6 @@ from nasforge.search_spaces import get_space
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 HAS_DOT = shutil.which("dot") is not None
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sample(seed: int) -> CellPair:
@@ -390,22 +388,15 @@ def test_cli_trial_and_top(tmp_path, capsys):
     assert "only 3 finished trial(s)" in capsys.readouterr().err
 
 
-def _cli_in(cwd, *args):
-    """`python -m nasforge ARGS` run in ``cwd``, with this checkout importable."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    return subprocess.run([sys.executable, "-m", "nasforge", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
-
-
-def test_cli_exports_a_zoo_model_to_the_current_folder(tmp_path):
-    result = _cli_in(tmp_path, "export", "nasnet_a", "--format", "py", "--setting", "cifar",
-                     "--input-size", "40")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "nasnet_a.py"
+def test_cli_exports_a_zoo_model_to_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "nasnet_a", "--format", "py", "--setting", "cifar",
+                 "--input-size", "40"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "nasnet_a.py"
     text = (tmp_path / "nasnet_a.py").read_text()
     assert "INPUT_SHAPE = (1, 3, 40, 40)" in text and "setting: cifar" in text
-    assert "wrote nasnet_a as py (setting cifar): nasnet_a.py" in result.stderr
+    assert "wrote nasnet_a as py (setting cifar): nasnet_a.py" in err
 
 
 def test_cli_output_format_from_the_suffix(tmp_path, capsys):

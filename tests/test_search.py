@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nasforge.cli import main
 from nasforge.controllers import get_searcher
 from nasforge.search import RunFolder, SearchConfig, SearchError, best_trial, read_trials
 from nasforge.search.adapter import TuneSearcherAdapter
@@ -32,14 +33,15 @@ from nasforge.train.recipes import register_recipe
 
 from conftest import run_cli
 
-# tiny children: NASNet N=1 F=8 on 256 synthetic images, 2 epochs, 200 validation images
+# tiny children: NASNet N=1 F=4 on 256 synthetic images, 2 epochs, 200 validation images
 TINY = register_recipe(replace(get_recipe("smoke"), name="search-test", train_subset=256,
                                epochs=2, batch_size=64, val_size=200, eval_batch_size=200,
-                               cutout=0))
+                               cutout=0, model_overrides=(("N", 1), ("filters", 4))))
 # ASHA needs children whose epoch-1 accuracies differ: with TINY's 4 steps per epoch every
-# child is still at chance (0.1) after one epoch, so 16 steps of batch 16 here
+# child is still at chance (0.1) after one epoch, so 16 steps of batch 16 here, at F=8
 TINY_ASHA = register_recipe(replace(TINY, name="search-test-asha", batch_size=16,
-                                    warmup_epochs=0.0, drop_path_keep_prob=1.0))
+                                    warmup_epochs=0.0, drop_path_keep_prob=1.0,
+                                    model_overrides=(("N", 1), ("filters", 8))))
 TINY_ARGS = ["--recipe", "smoke", "--epochs", "1", "--data", "synthetic", "--val-size", "200"]
 
 
@@ -274,17 +276,21 @@ def _asha_expected_pruned(first_epoch_acc: list[float], reduction_factor: float)
 
 
 def test_asha_prunes_the_trials_below_the_rung_cutoff(ray_cluster, tmp_path):
-    """One trial at a time (2 CPUs per trial on the 2-CPU cluster), so trials reach ASHA's rung
-    (epoch 1 of 2: grace period 1, reduction factor 3) in trial order; five trials of distinct
-    cells. Every trial whose epoch-1 accuracy is below the cutoff of those before it must stop
-    there, as pruned, and the others run to the end."""
+    """One trial at a time (the fixture's cluster declares 2 GPUs; this search may use 1, a
+    whole one per trial, and the children train on one CPU thread), so trials reach ASHA's rung
+    (epoch 1 of 2: grace period 1, reduction factor 3) in trial order; three trials of
+    distinct cells (at seed 0 the third stops at the rung: 0.1 after 0.1 and 0.285, measured).
+    Every trial whose epoch-1 accuracy is below the cutoff of those before it must stop there,
+    as pruned, and the others run to the end."""
     from nasforge.search.runner import run_search
 
     run_dir = tmp_path / "asha"
-    summary = run_search(tiny_config(trials=5, scheduler="asha", epochs=2, cpus_per_trial=2,
-                                     recipe="search-test-asha"), run_dir)
+    # (2 CPUs per trial would serialize them too, but 2 torch threads per child are several
+    # times slower than 1 on a busy 2-core machine)
+    summary = run_search(tiny_config(trials=3, scheduler="asha", epochs=2, gpus=1,
+                                     gpus_per_trial=1, recipe="search-test-asha"), run_dir)
     records = sorted(read_trials(run_dir), key=lambda r: r["trial"])
-    assert [r["trial"] for r in records] == list(range(5)) and summary["finished"] == 5
+    assert [r["trial"] for r in records] == list(range(3)) and summary["finished"] == 3
     curves = []  # val_acc after epoch 1 of each trial, from Ray's own per-trial result log
     for r in records:
         lines = (run_dir / "ray" / "part-1" / f"trial_{r['trial']:05d}" / "result.json")
@@ -361,28 +367,37 @@ def test_tensorboard_serves_scalars_and_hparams(faulty_run, tmp_path):
 
 
 # -------------------------------------------------------------------------------------- CLI
-@pytest.mark.parametrize("args,match", [
-    (["--space", "darts"], "unknown search space 'darts'"),
-    (["--searcher", "bayes"], "unknown searcher 'bayes'"),
-    (["--trials", "0"], "--trials must be at least 1"),
-    (["--resume", "."], "not a search run folder"),
-    (["--address", "127.0.0.1:9"], "cannot connect to the Ray cluster"),
-    (["--gpus", "8"], "--gpus 8 asked for"),
+@pytest.mark.parametrize("args,match,own_process", [
+    (["--space", "darts"], "unknown search space 'darts'", False),
+    (["--searcher", "bayes"], "unknown searcher 'bayes'", False),
+    (["--trials", "0"], "--trials must be at least 1", False),
+    (["--resume", "."], "not a search run folder", False),
+    # in a process of their own: they start or reach Ray (which must not meet the module's
+    # local Ray instance), and what Ray logs to stderr on the way counts too
+    (["--address", "127.0.0.1:9"], "cannot connect to the Ray cluster", True),
+    (["--gpus", "8"], "--gpus 8 asked for", True),
 ])
-def test_search_cli_bad_input(args, match, tmp_path):
-    r = run_cli("search", *TINY_ARGS, "--runs-dir", tmp_path, *args, timeout=180)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and match in lines[0], r.stderr
+def test_search_cli_bad_input(args, match, own_process, tmp_path, capsys):
+    argv = ["search", *TINY_ARGS, "--runs-dir", str(tmp_path), *args]
+    if own_process:
+        r = run_cli(*argv, timeout=180)
+        code, err = r.returncode, r.stderr
+    else:  # the interpreter start (torch's import) is most of a subprocess's time
+        code, err = main(argv), capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], err
     assert not list(tmp_path.glob("*/config.json"))  # nothing written for bad input
 
 
+# 3 one-epoch trials, 2 at a time: the kill comes after the first and before the third finishes
+KILLED_TRIALS = 3
 DRIVER = """
 import sys
 sys.path[:0] = [{tests!r}, {root!r}]  # the tests and the checkout (like `python -m`)
 from test_search import tiny_config   # registers the tiny recipe
 from nasforge.search.runner import run_search
-run_search(tiny_config(trials=5, searcher="rl"), {run!r})
+run_search(tiny_config(trials={trials}, searcher="rl", epochs=1), {run!r})
 """
 
 
@@ -393,7 +408,8 @@ def test_driver_sigkill_then_resume(tmp_path):
     run_dir = tmp_path / "killed"
     script = tmp_path / "driver.py"
     here = Path(__file__).resolve().parent
-    script.write_text(DRIVER.format(tests=str(here), root=str(here.parent), run=str(run_dir)))
+    script.write_text(DRIVER.format(tests=str(here), root=str(here.parent), run=str(run_dir),
+                                    trials=KILLED_TRIALS))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     trials = run_dir / "trials.jsonl"
@@ -406,30 +422,30 @@ def test_driver_sigkill_then_resume(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {r["trial"]: r for r in read_trials(run_dir)}
-    assert 1 <= len(done_before) < 5
+    assert 1 <= len(done_before) < KILLED_TRIALS
     r = run_cli("search", "--resume", run_dir, "--json", timeout=300)
     assert r.returncode == 0, r.stderr
     records = read_trials(run_dir)
-    assert len(trials.read_text().splitlines()) == len(records) == 5
-    assert len({rec["trial"] for rec in records}) == 5
+    assert len(trials.read_text().splitlines()) == len(records) == KILLED_TRIALS
+    assert len({rec["trial"] for rec in records}) == KILLED_TRIALS
     for t, rec in done_before.items():  # finished trials were not trained again
         assert [x for x in records if x["trial"] == t] == [rec]
-    assert json.loads(r.stdout)["finished"] == 5
+    assert json.loads(r.stdout)["finished"] == KILLED_TRIALS
     assert len(list((run_dir / "ray").glob("part-*"))) == 2
 
 
-def test_compare_cli(faulty_run, tmp_path):
+def test_compare_cli(faulty_run, tmp_path, capsys):
     run_dir, summary, _ = faulty_run
-    r = run_cli("compare", run_dir, "--json")
-    assert r.returncode == 0, r.stderr
-    row, = json.loads(r.stdout)
+    assert main(["compare", str(run_dir), "--json"]) == 0
+    row, = json.loads(capsys.readouterr().out)
     assert row["finished"] == 6 and row["failed"] == 2 and row["searcher"] == "evolution"
     assert row["best_val_acc"] == summary["best_val_acc"]
     assert 1 <= row["trials_to_best"] <= 6 and row["device_hours_to_best"] > 0
-    r = run_cli("compare", run_dir)
-    assert "tensorboard --logdir" in r.stdout and "evolution" in r.stdout
-    r = run_cli("compare", run_dir, tmp_path)
-    assert r.returncode == 2 and "not a search run folder" in r.stderr
+    assert main(["compare", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir" in out and "evolution" in out
+    assert main(["compare", str(run_dir), str(tmp_path)]) == 2
+    assert "not a search run folder" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ broken and stopped searches
@@ -503,8 +519,6 @@ def test_broken_search_stops_after_k_alike_failures(ray_cluster, tmp_path, monke
     """Every child raises the same error (the numbers in its message differ): the search stops
     after K trials with exit code 1 and one line naming the error and the traceback to read;
     trials.jsonl holds the K records and --resume keeps K."""
-    from nasforge.cli import main
-
     k = 3
     monkeypatch.setenv("NASFORGE_INJECT_FAULTS", "broken:*")
     # --cpus-per-trial 2: one trial at a time on the fixture's 2 CPUs, so exactly K finish

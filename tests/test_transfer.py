@@ -103,15 +103,14 @@ def test_imagenet_networks_match_info_and_published_counts(tmp_path):
     assert count_params(with_aux) - count_params(model) == aux_head
 
 
-def test_info_cli_agrees(tmp_path, cli):
+def test_info_cli_agrees(tmp_path, capsys):
     from nasforge.transfer import cell_spec, resolve_cell, spec_info
 
     pair, _ = resolve_cell("nasnet_a")
     spec = cell_spec("x", pair, "mobile", N=2, penultimate=528, cell_file=tmp_path / "c.json")
-    res = cli("info", spec.ref, "--setting", "mobile", "--N", "2", "--penultimate", "528",
-              "--num-classes", "10", "--input-size", "96", "--json")
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    assert main(["info", spec.ref, "--setting", "mobile", "--N", "2", "--penultimate", "528",
+                 "--num-classes", "10", "--input-size", "96", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
     info = spec_info(spec, 10, 96)
     assert (out["params"], out["mult_adds"]) == (info["params"], info["mult_adds"])
 

@@ -1,5 +1,5 @@
 """CIFAR families of the CNN-design surveys as DSL chains: FractalNet, CondenseNet,
-Merge-and-Run (DMRNet) and Interleaved Group Convolutions (IGC).
+Merge-and-Run (DMRNet), Interleaved Group Convolutions (IGC) and Highway networks.
 
 Each builder writes its paper's (or its authors' code's) layout literally; docs/zoo.md lists
 the published figures each entry is checked against and where they come from.
@@ -209,6 +209,57 @@ def igc_resnet(primary: int, secondary: int, depth: int = 20,
                      name=f"igc_l{primary}m{secondary}", family="IGC")
 
 
+# ------------------------------------------------------------------------ Highway networks
+# Srivastava, Greff & Schmidhuber 2015's 19-layer CIFAR network as the authors released it
+# (flukeskywalker/highway-networks, examples/highways/cifar10-19layers/cifar10_network.prototxt):
+# per stage (output channels, highway layers after the stage's plain 3x3 conv)
+HIGHWAY_CIFAR_STAGES = ((32, 4), (80, 5), (128, 5))
+HIGHWAY_CIFAR_PRE_POOL = 100  # conv18: 1x1 conv to 100 maps (ReLU) before the average pool
+HIGHWAY_CIFAR_DROPOUT = 0.2  # on the input, after each pool, before the classifier
+HIGHWAY_GATE_BIAS = -2.0  # transform_bias_filler: fresh layers mostly carry their input
+
+
+def highway_layer(cell: Cell, x: str, channels: int, name: str) -> str:
+    """Adds one convolutional highway layer after node ``x`` of ``cell`` (the authors'
+    CuDNNHighway layer): y = H(x) T(x) + x (1 - T(x)), H = ReLU(3x3 conv + b), T = sigmoid(3x3
+    conv + b_T); returns its output node."""
+    transform = cell.op("conv", x, channels=channels, kernel=3, bias=True, bn=False,
+                        node_id=f"{name}_h")
+    gate = cell.op("highway_gate", x, channels=channels, kernel=3, bias_init=HIGHWAY_GATE_BIAS,
+                   node_id=f"{name}_t")
+    return cell.combine("highway", transform, gate, x, node_id=name)
+
+
+def highway_cifar(num_classes: int = 10) -> CellChain:
+    """The 19-layer highway network for CIFAR (Srivastava et al. 2015, Table 1, "Highway B"):
+    three stages of a plain 3x3 conv (ReLU) followed by 4, 5 and 5 highway layers at 32, 80
+    and 128 channels, 2x2 max pools between the stages, a 1x1 conv to 100 maps, average pool,
+    fully connected layer; dropout 0.2 on the input, after each pool and before the classifier.
+    Layers (conv1..conv18, ip2) are numbered as in the authors' prototxt."""
+    cells, layer = [], 0
+    for stage, (width, highways) in enumerate(HIGHWAY_CIFAR_STAGES):
+        cell = Cell(f"stage{stage + 1}")
+        x = cell.op("dropout", cell.input(0), p=HIGHWAY_CIFAR_DROPOUT, node_id=f"drop{stage + 1}")
+        layer += 1
+        x = cell.op("conv", x, channels=width, kernel=3, bias=True, bn=False,
+                    node_id=f"conv{layer}")
+        for _ in range(highways):
+            layer += 1
+            x = highway_layer(cell, x, width, f"conv{layer}")
+        if stage < len(HIGHWAY_CIFAR_STAGES) - 1:
+            x = cell.op("max_pool", x, stride=2, kernel=2, node_id=f"pool{stage + 1}")
+        cell.set_output([x])
+        cells.append(cell)
+    head = Cell("head")
+    x = head.op("conv", head.input(0), channels=HIGHWAY_CIFAR_PRE_POOL, kernel=1, padding=0,
+                bias=True, bn=False, node_id=f"conv{layer + 1}")
+    # Caffe's 8x8 average pool over the 8x8 map at 32 px: a global average pool
+    x = head.op("global_avg_pool", x, node_id="pool3")
+    x = head.op("dropout", x, p=HIGHWAY_CIFAR_DROPOUT, node_id="drop4")
+    head.set_output([head.op("linear", x, channels=num_classes, node_id="ip2")])
+    return CellChain(cells + [head], name="highway19", family="Highway")
+
+
 register_model(ZooEntry(
     "fractalnet20", "FractalNet", settings=CIFAR, build_chain=fractalnet,
     reference="gustavla/fractalnet generation/fractalnet.py (the authors' generator: "
@@ -230,3 +281,9 @@ register_model(ZooEntry(
     reference="hellozting/InterleavedGroupConvolutions network/resnet_igc.py (depth 20, "
               "L=32, M=26); paper: Zhang et al. 2017, state-of-the-art comparison on CIFAR (24.1M)",
     doc="Zhang et al. 2017, IGC-L32M26 residual network (depth 20), CIFAR"))
+register_model(ZooEntry(
+    "highway19", "Highway", settings=CIFAR, build_chain=highway_cifar,
+    reference="flukeskywalker/highway-networks examples/highways/cifar10-19layers "
+              "(the authors' Caffe prototxt; its log: 2,256,838 parameters); paper: "
+              "Srivastava et al. 2015, Table 1, Highway B (19 layers, 2.3M)",
+    doc="Srivastava et al. 2015, 19-layer convolutional highway network, CIFAR"))
