@@ -54,21 +54,21 @@ class WorkerSampler(threading.Thread):
         self.peak_total_pss = 0
         self.peak_concurrent = 0
         self.interrupted = False
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._t0 = time.perf_counter()
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             self.sample()
             if (self.deadline_s is not None and not self.interrupted
                     and time.perf_counter() - self._t0 > self.deadline_s):
                 self.interrupted = True
                 os.kill(os.getpid(), signal.SIGINT)
-            self._stop.wait(self.interval_s)
+            self._halt.wait(self.interval_s)
 
     def sample(self):
         total, running = 0, 0
