@@ -1,7 +1,8 @@
 """Resident memory of search children: the Ray worker processes of a real search, sampled.
 
     python benchmarks/bench_memory.py --recipe smoke --workers 1 --data /tmp/cifarjpeg
-        [--trials 2] [--epochs 1] [--max-seconds 300] [--interval 0.5] [--json]
+        [--trials 2] [--epochs 1] [--train-subset N] [--max-seconds 300] [--interval 0.5]
+        [--json]
     python benchmarks/bench_memory.py --breakdown --recipe smoke --data /tmp/cifarjpeg
 
 Search mode: starts a local Ray with ``--workers`` CPUs (one child per CPU, so that many
@@ -13,7 +14,11 @@ holds) and peak PSS (shared pages split among the processes mapping them); per s
 of the trial workers' PSS, whose peak is what the children of a node hold together. A search
 still running after ``--max-seconds`` is interrupted (as Ctrl-C does) and the peaks so far are
 reported. Compare ``--workers 1`` with ``--workers 2``: the difference of the summed peaks is
-what a second child adds to a node.
+what a second child adds to a node. ``--train-subset N`` trains each child on N images (a
+recipe variant) so that a child reaches its evaluation, whose batch of ``eval_batch_size``
+images is the largest activation footprint, in a short run; the search data shipped to the
+workers stays whole, and the padded, mirrored uint8 training copy a child's loader keeps
+(``DeviceLoader``: 3.1x the training images' bytes for CIFAR) then shrinks with N.
 
 Breakdown mode (``--breakdown``): one child of the recipe trained for one epoch in this
 process (no Ray), with the RSS after each phase (torch imported, data loaded, model built,
@@ -105,12 +110,22 @@ def search_mode(args) -> dict:
     from nasforge.search import SearchConfig
     from nasforge.search.runner import run_search
 
+    recipe = args.recipe
+    if args.train_subset:
+        from dataclasses import replace
+
+        from nasforge.train import get_recipe
+        from nasforge.train.recipes import register_recipe
+
+        recipe = f"{args.recipe}-subset{args.train_subset}"
+        register_recipe(replace(get_recipe(args.recipe), name=recipe,
+                                train_subset=args.train_subset))
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR")
     sampler = WorkerSampler(args.interval, args.max_seconds)
     t = time.perf_counter()
     try:
-        config = SearchConfig(searcher="random", trials=args.trials, recipe=args.recipe,
+        config = SearchConfig(searcher="random", trials=args.trials, recipe=recipe,
                               epochs=args.epochs, data=args.data, gpus=0, cpus_per_trial=1,
                               seed=0)
         sampler.start()
@@ -118,7 +133,8 @@ def search_mode(args) -> dict:
     finally:
         sampler.stop()
         ray.shutdown()
-    return {"mode": "search", "recipe": args.recipe, "workers": args.workers,
+    return {"mode": "search", "recipe": args.recipe, "train_subset": args.train_subset,
+            "workers": args.workers,
             "trials": args.trials, "epochs": args.epochs, "data": args.data,
             "wall_s": round(time.perf_counter() - t, 1),
             "finished_trials": summary.get("finished"), **sampler.result()}
@@ -173,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="children training at once")
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--train-subset", type=int, default=None,
+                   help="train each child on this many images (default: the recipe's)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="interrupt the search after this long (peaks so far)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
