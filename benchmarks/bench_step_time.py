@@ -1,72 +1,171 @@
-"""Training-step time of the DSL resnet18 against torchvision's resnet18, same weights, same
-batch, measured in one process, alternating, on the CPU (or --device).
+"""Training-step time (forward + backward + SGD step) of a nasforge model against code nobody
+here wrote, same weights, same batch, same threads, measured in one process, alternating.
 
-    python benchmarks/bench_step_time.py [--batch 64] [--size 112] [--rounds 10] [--threads N]
+    python benchmarks/bench_step_time.py [--pair resnet18|nasnet-mobile|child|all]
+        [--batch B] [--size PX] [--rounds 10] [--steps 3] [--threads N]
+        [--channels-last] [--json]
 
-Prints the median step time of each and their ratio (DSL / torchvision).
+Pairs (``PAIRS``, name -> builder of ``(reference, nasforge)``):
+
+* ``resnet18``: the DSL ``resnet18`` vs torchvision's ``resnet18`` (batch 64, 112 px);
+* ``nasnet-mobile``: the DSL NASNet-A mobile vs pretrainedmodels' ``nasnetamobile`` (its
+  weights imported with ``nasforge.weights.load_reference_state``; batch 4, 224 px: its
+  classifier's 7x7 average pool fixes the input size);
+* ``child``: a CIFAR search child (NASNet-A cells, N=1, F=8: the ``smoke`` recipe's child) vs
+  its own ``nasforge export --format py`` module (the compiled graph's dispatch overhead
+  against fx-generated straight-line code; batch 32, 32 px).
+
+Each pair runs in NCHW (contiguous) and, with ``--channels-last``, in channels_last too.
+Prints the median step time of each and the ratio nasforge / reference (target <= 1.05).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 import nasforge
 
+# pair name -> (default batch, default input px, classes)
+DEFAULTS = {"resnet18": (64, 112, 1000), "nasnet-mobile": (4, 224, 1000), "child": (32, 32, 10)}
+
+
+def _resnet18():
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    return reference, nasforge.build_model("resnet18", weights=reference.state_dict())
+
+
+def _nasnet_mobile():
+    import pretrainedmodels  # builds offline with pretrained=None
+
+    from nasforge.weights import load_reference_state
+
+    reference = pretrainedmodels.nasnetamobile(num_classes=1000, pretrained=None)
+    ours = nasforge.build_model("nasnet_a", "mobile")
+    load_reference_state(ours, reference.state_dict())
+    return reference, ours
+
+
+def load_exported(model_name: str, setting: str, **overrides):
+    """``(nasforge model, the Net of its exported py module with the same weights)``: the
+    module is written by ``nasforge.export.export(..., "py")`` and imported from its file."""
+    from nasforge.export import export
+
+    folder = Path(tempfile.mkdtemp(prefix="nasforge-bench-export-"))
+    path = export(model_name, "py", folder / "child.py", setting=setting, **overrides)
+    spec = importlib.util.spec_from_file_location("nasforge_bench_child", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ours = nasforge.build_model(model_name, setting, **overrides)
+    exported = module.Net()
+    exported.load_state_dict(ours.state_dict(), strict=True)
+    return exported, ours
+
+
+def _child():
+    # the smoke recipe's child (search children are NASNet cells of the same size)
+    return load_exported("nasnet_a", "cifar", N=1, filters=8)
+
+
+PAIRS = {"resnet18": _resnet18, "nasnet-mobile": _nasnet_mobile, "child": _child}
+
 
 def step_fn(model, x, y):
+    """A closure running one SGD training step of ``model`` on ``(x, y)``."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        out = model(x)
+        if isinstance(out, (tuple, list)):  # auxiliary head
+            out = out[0]
+        F.cross_entropy(out, y).backward()
         opt.step()
     return step
 
 
-def main():
+def alternate(steps: dict, rounds: int, steps_per_round: int, device: str = "cpu",
+              warmup: int = 2) -> dict:
+    """Median seconds per call of each closure in ``steps``, timed in ``rounds`` rounds that
+    alternate between them (so a load change on a shared machine hits all alike)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for step in steps.values():  # warm-up (allocator, oneDNN primitives)
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync()
+            t = time.perf_counter()
+            for _ in range(steps_per_round):
+                step()
+            sync()
+            times[name].append((time.perf_counter() - t) / steps_per_round)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def measure_pair(pair: str, batch: int, size: int, rounds: int, steps: int,
+                 channels_last: bool, device: str = "cpu") -> dict:
+    torch.manual_seed(0)
+    reference, ours = PAIRS[pair]()
+    classes = DEFAULTS[pair][2]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, classes, (batch,), device=device)
+    models = {"reference": reference, "nasforge": ours}
+    closures = {}
+    for name, m in models.items():
+        m = m.to(device).train()
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        closures[name] = step_fn(m, x, y)
+    med = alternate(closures, rounds, steps, device)
+    return {"pair": pair, "layout": "channels_last" if channels_last else "nchw",
+            "batch": batch, "size": size, "threads": torch.get_num_threads(),
+            "reference_ms": med["reference"] * 1000, "nasforge_ms": med["nasforge"] * 1000,
+            "ratio": med["nasforge"] / med["reference"]}
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=112, help="input pixels")
+    parser.add_argument("--pair", default="resnet18", choices=[*PAIRS, "all"])
+    parser.add_argument("--batch", type=int, default=None, help="default: per pair")
+    parser.add_argument("--size", type=int, default=None, help="input pixels (default: per pair)")
     parser.add_argument("--rounds", type=int, default=10, help="alternating timed rounds")
     parser.add_argument("--steps", type=int, default=3, help="steps per round")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also measure with channels_last models and inputs")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    reference = torchvision.models.resnet18(weights=None)
-    ours = nasforge.build_model("resnet18", weights=reference.state_dict())
-    x = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
-    y = torch.randint(0, 1000, (args.batch,), device=args.device)
-    steps = {"torchvision": step_fn(reference.to(args.device).train(), x, y),
-             "nasforge": step_fn(ours.to(args.device).train(), x, y)}
-    for step in steps.values():  # warm-up (allocator, oneDNN primitives)
-        step()
-        step()
-    times = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append((time.perf_counter() - t) / args.steps)
-    med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"batch {args.batch}, {args.size}px, {torch.get_num_threads()} threads, "
-          f"{args.rounds} alternating rounds of {args.steps} steps")
-    for name, m in med.items():
-        print(f"{name:12s} median step {m * 1000:8.1f} ms")
-    print(f"ratio nasforge / torchvision: {med['nasforge'] / med['torchvision']:.3f}")
+    pairs = list(PAIRS) if args.pair == "all" else [args.pair]
+    for pair in pairs:
+        batch, size, _ = DEFAULTS[pair]
+        for cl in ([False, True] if args.channels_last else [False]):
+            r = measure_pair(pair, args.batch or batch, args.size or size, args.rounds,
+                             args.steps, cl, args.device)
+            if args.json:
+                print(json.dumps(r), flush=True)
+            else:
+                print(f"{pair:14s} {r['layout']:13s} batch {r['batch']}, {r['size']}px, "
+                      f"{r['threads']} threads: reference {r['reference_ms']:8.1f} ms, "
+                      f"nasforge {r['nasforge_ms']:8.1f} ms, ratio {r['ratio']:.3f}",
+                      flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Data containers shared by the data readers, the device loader and the trainer."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,22 @@ class ImageData:
 
     def __repr__(self) -> str:
         return f"ImageData({len(self)} x {tuple(self.images.shape[1:])} uint8)"
+
+    def __reduce__(self):
+        """Pickled as numpy arrays: Ray's object store hands numpy arrays to every worker of a
+        node zero-copy (one shared read-only copy of the images per node), where a pickled
+        tensor is deserialized into a private copy per worker (``tune.with_parameters`` ships
+        a search's data to its children this way; measured in benchmarks/bench_memory.py)."""
+        return (_image_data_from_numpy, (self.images.numpy(), self.labels.numpy()))
+
+
+def _image_data_from_numpy(images, labels) -> ImageData:
+    """Unpickling ``ImageData``: tensors viewing the arrays, no copy. Arrays from Ray's object
+    store are read-only; nasforge never writes into a data set's images (the loaders copy what
+    they augment), so the views are safe and torch's non-writable warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return ImageData(torch.from_numpy(images), torch.from_numpy(labels))
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,6 +29,8 @@ class Recipe:
     epochs: int = 20  # full passes over the training split
     batch_size: int = 128  # images per step (clamped to the training set size)
     eval_batch_size: int = 500  # images per evaluation step
+    # (search children use 100: evaluation activations of 500 images were the largest part of
+    # a CPU child worker's private memory; accuracy does not depend on it, BN is in eval mode)
     lr: float = 0.025  # peak learning rate (after warm-up)
     min_lr: float = 0.0  # learning rate at the end of the cosine
     warmup_epochs: float = 0.0  # epochs of linear warm-up from 0 to lr (per iteration)
@@ -149,7 +151,7 @@ register_recipe(Recipe(
     name="search",
     model="nasnet_a", setting="cifar", model_overrides=(("N", 2),),
     data="cifar10", split="search", val_size=5000,
-    epochs=20, batch_size=32, lr=0.025, weight_decay=5e-4, grad_clip=5.0,
+    epochs=20, batch_size=32, eval_batch_size=100, lr=0.025, weight_decay=5e-4, grad_clip=5.0,
     cpu_channels_last=True,
     notes="NASNet child training (Zoph et al. 2018): N=2, 20 epochs, cosine; a search passes "
           "its own model and F; accuracy on the 5,000 held-out images is the reward."))
@@ -187,7 +189,7 @@ register_recipe(Recipe(
     name="smoke",
     model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
     data="synthetic", split="final", train_subset=2000, val_size=1000,
-    epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
+    epochs=2, batch_size=32, eval_batch_size=100, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
     drop_path_keep_prob=0.8, aux_weight=0.4, cutout=8, cpu_channels_last=True,
     notes="A CPU run of a minute or two that exercises every code path; as a search recipe "
           "(nasforge search --recipe smoke) a child learns enough in 125 steps to rank "

@@ -1,0 +1,137 @@
+"""Where a CPU search child's training step goes, and what makes it faster.
+
+    python benchmarks/bench_child_step.py [--recipe smoke] [--batch 32] [--threads 1]
+        [--rounds 8] [--steps 2] [--variants eager-nchw,eager-cl,compile-cl] [--profile]
+        [--json]
+
+The child is the recipe's default model (``smoke``: NASNet-A N=1, F=8 on 32 px CIFAR images;
+``search``: N=2, F=32), trained with the recipe's optimizer settings on random data. For each
+variant (``VARIANTS``: layout and ``torch.compile``) it reports the median step time from
+alternating rounds in this one process, images/s, and GFLOP/s, counting a training step as 3x
+the forward's FLOPs (2 per mult-add, ``nasforge.flops.count_mult_adds``); a compiled variant
+also reports its compile time (the first steps) and the steps a child needs before compiling
+pays off, against the recipe's steps per child. ``--profile`` adds the top operators of an
+eager step by self CPU time (``torch.profiler``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_step_time import alternate  # noqa: E402
+
+# variant -> (channels_last, torch.compile)
+VARIANTS = {"eager-nchw": (False, False), "eager-cl": (True, False),
+            "compile-nchw": (False, True), "compile-cl": (True, True)}
+CIFAR_TRAIN_IMAGES = 45_000  # CIFAR-10's training set less the search's 5,000 validation images
+
+
+def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: int = 0):
+    """``(step closure, model)`` for one training step of the recipe's child on a fixed
+    random batch (cross-entropy + the auxiliary head, clipping, SGD, as the trainer does)."""
+    from nasforge.api import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(recipe.model, recipe.setting, **recipe.overrides).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
+    fwd = torch.compile(model) if compiled else model
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+
+    def step():
+        out = fwd(x)
+        logits, aux = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
+        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        if aux is not None and recipe.aux_weight > 0:
+            loss = loss + recipe.aux_weight * F.cross_entropy(aux, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        opt.step()
+    return step, model
+
+
+def top_ops(step, n: int = 12) -> list[dict]:
+    """The ``n`` operators with the most self CPU time over 3 profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"op": e.key, "self_ms_per_step": round(e.self_cpu_time_total / 3e3, 2),
+             "share": round(e.self_cpu_time_total / total, 3), "calls_per_step": e.count // 3}
+            for e in events[:n]]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default="smoke")
+    p.add_argument("--batch", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--steps", type=int, default=2, help="steps per round")
+    p.add_argument("--variants", default="eager-nchw,eager-cl,compile-cl")
+    p.add_argument("--profile", action="store_true", help="top operators of an eager step")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from nasforge.flops import count_mult_adds
+    from nasforge.train import get_recipe
+
+    torch.set_num_threads(args.threads)
+    recipe = get_recipe(args.recipe)
+    batch = args.batch or recipe.batch_size
+    images = recipe.train_subset or CIFAR_TRAIN_IMAGES
+    steps_per_child = images // batch * recipe.epochs
+    steps, compile_s, model = {}, {}, None
+    for name in args.variants.split(","):
+        channels_last, compiled = VARIANTS[name]
+        steps[name], model = child_step(recipe, channels_last, compiled, batch)
+        if compiled:  # the first calls compile forward and backward
+            t = time.perf_counter()
+            steps[name]()
+            compile_s[name] = time.perf_counter() - t
+    mult_adds = count_mult_adds(model, 32)[0]
+    flops_per_step = 3 * 2 * mult_adds * batch
+    med = alternate(steps, args.rounds, args.steps)
+    result = {"recipe": recipe.name, "batch": batch, "threads": args.threads,
+              "mult_adds_per_image": mult_adds, "steps_per_child": steps_per_child,
+              "variants": {}}
+    base = med.get("eager-nchw") or next(iter(med.values()))
+    for name, s in med.items():
+        v = {"step_ms": round(s * 1000, 1), "images_per_s": round(batch / s, 1),
+             "gflop_per_s": round(flops_per_step / s / 1e9, 2),
+             "vs_first": round(s / base, 3)}
+        if name in compile_s:
+            eager = med.get("eager-cl" if VARIANTS[name][0] else "eager-nchw")
+            v["compile_s"] = round(compile_s[name], 1)
+            if eager is not None and eager > s:
+                v["break_even_steps"] = round(compile_s[name] / (eager - s))
+        result["variants"][name] = v
+    if args.profile:
+        result["top_ops"] = top_ops(child_step(recipe, True, False, batch)[0])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
