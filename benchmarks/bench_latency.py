@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                "device_name": table.device_name, "threads": args.threads, "clock": args.clock,
                "repeats": args.repeats,
                "per_part_us": round(fitted["per_part"].per_part_ms * 1e3, 2),
-               "scale": round(fitted["scale"].scale, 4),
+               "scale_factor": round(fitted["scale"].scale, 4),
                "calibration_measured_ms": [round(m, 2) for m in calibration_ms],
                "measured_ms_median": round(statistics.median(measured), 1)}
     for name in ("ops_fixed", "all_parts", "per_part", "scale"):

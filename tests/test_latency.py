@@ -275,3 +275,11 @@ def test_build_table_times_every_op_of_the_space_here(tiny_setting, tmp_path, ca
     timed_ops = {k.split("|")[0].split(":")[1] for k in table.entries if k.startswith("op:")}
     assert timed_ops == set(NasNetSpace().ops)
     assert all(ms > 0 for k, ms in table.entries.items() if not k.startswith("op:identity:s1"))
+
+
+def test_cli_refuses_a_table_timed_with_another_clock(tmp_path, capsys):
+    _table({}, clock="cpu", setting="mobile", input_size=224).save(tmp_path / "t.json")
+    assert main(["latency", "nasnet_a", "--setting", "mobile", "--table",
+                 str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--clock cpu" in err

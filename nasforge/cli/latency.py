@@ -89,6 +89,9 @@ def _measure(args) -> int:
             raise UsageError(f"latency: --table predicts cell networks; {args.model} is "
                              f"not one")
         table = load_table(args.table, device=args.device, threads=args.threads)
+        if table.clock != args.clock:
+            raise UsageError(f"latency: {args.table} was timed with the {table.clock} clock; "
+                             f"pass --clock {table.clock}")
         if (args.batch, config.input_size) != (table.batch, table.input_size):
             raise UsageError(f"latency: {args.table} predicts batch {table.batch} at "
                              f"{table.input_size} px (the {table.setting} setting), not batch "
@@ -107,7 +110,8 @@ def _measure(args) -> int:
         print(json.dumps(info))
         return 0
     print(f"{args.model} at {size}x{size}, batch {args.batch}, {result.device} "
-          f"({result.device_name}), {args.backend}, {result.threads} thread(s)\n"
+          f"({result.device_name}), {args.backend}, {result.threads} thread(s), "
+          f"{result.clock} clock\n"
           f"  median {result.median_ms:.2f} ms  (p10 {result.p10_ms:.2f}, p90 "
           f"{result.p90_ms:.2f}, IQR {result.iqr_ms:.2f}; {result.repeats} timed calls "
           f"after {result.warmup} warm-up)")
