@@ -17,9 +17,11 @@ read the previous cell's output, whose width depends on the cell; their entries 
 the widths of the probes (from one block's width to the widest cell) and predicted in between
 by linear interpolation in the input channels (a 1x1 convolution's work is linear in them).
 
-Per-op sums miss what happens between parts in a whole network (Python dispatch of the cell
-plumbing, cache misses between ops), so ``calibrate`` fits one constant per part on a few
-calibration cells; predictions add it when the table holds one.
+Per-op sums can miss what happens between parts in a whole network (Python dispatch of the
+cell plumbing, caches that are cold in a network and warm for a part timed alone), so
+``calibrate`` can fit a per-part overhead or a factor on a few calibration cells; predictions
+apply it when the table holds one. (On this project's CPU the plain sum was within 7% of
+measured latency and calibration did not help: see benchmarks/bench_latency.py.)
 
 Where a table can be used: it is keyed by the device name, torch and onnxruntime versions,
 threads, backend and batch it was timed with. ``load_table(path, device=...)`` refuses a table
