@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "search": "nasforge.cli.search",
     "compare": "nasforge.cli.compare",
     "transfer": "nasforge.cli.transfer",
+    "latency": "nasforge.cli.latency",
 }
 
 
