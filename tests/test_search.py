@@ -151,7 +151,7 @@ def test_adapter_maps_ray_results_to_results_and_records():
                                 "error": "training diverged"})
     ad.on_trial_complete("r3", None, error=True)  # the worker died on every attempt
     assert searcher.in_flight() == []
-    assert searcher.counts == {"ok": 1, "failed": 2, "pruned": 1}
+    assert searcher.counts == {"ok": 1, "failed": 2, "pruned": 1, "infeasible": 0}
     assert [e for e in rec.events if e[0] == "finished"] == [
         ("finished", 2, "pruned"), ("finished", 0, "ok"), ("finished", 1, "failed"),
         ("finished", 3, "failed")]
@@ -535,7 +535,7 @@ def test_done_line_names_the_best_cell_only_when_there_is_one(best, tmp_path, ca
 
     cell = tmp_path / "best_cell.json"
     summary = {"stopped": None, "broken": None, "finished": 4, "budget": 4, "failed": 1,
-               "best_val_acc": best, "best_trial": None if best is None else 2,
+               "best": best, "best_trial": None if best is None else 2,
                "best_cell": None if best is None else str(cell), "wall_s": 60.0}
     assert _report_end(summary, tmp_path) == 0
     err = capsys.readouterr().err
