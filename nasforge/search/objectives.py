@@ -60,16 +60,14 @@ class ModelSetting:
     in_channels: int
     overrides: tuple[tuple[str, object], ...] = ()  # NetworkConfig fields (N, filters, ...)
 
-    def build(self, arch, device: str = "meta"):
-        """The child network of ``arch`` on ``device`` (``meta``: shapes only, no memory)."""
-        import torch
-
+    def build(self, arch):
+        """The child network of ``arch`` (on torch's current default device: wrap the call in
+        ``with torch.device("meta")`` for shapes only, no memory)."""
         from nasforge.api import build_model
 
-        with torch.device(device):
-            return build_model(arch, self.setting, num_classes=self.num_classes,
-                               input_size=self.input_size, in_channels=self.in_channels,
-                               **dict(self.overrides))
+        return build_model(arch, self.setting, num_classes=self.num_classes,
+                           input_size=self.input_size, in_channels=self.in_channels,
+                           **dict(self.overrides))
 
 
 METRICS: dict[str, Metric] = {}
@@ -107,12 +105,15 @@ for _name, _direction, _bound, _text in (
 def _counts(arch_json: str, setting: ModelSetting) -> tuple[int, int]:
     """(params, mult-adds) of one child, counted once for both metrics (nasforge.flops, the
     counter the trainer and ``nasforge info`` use)."""
+    import torch
+
     from nasforge.dsl import CellPair
     from nasforge.flops import count_mult_adds, count_params
 
-    model = setting.build(CellPair.from_json(arch_json))
-    return count_params(model), count_mult_adds(model, setting.input_size,
-                                                setting.in_channels)[0]
+    with torch.device("meta"):  # as nasforge.api.model_info: shapes only, no memory
+        model = setting.build(CellPair.from_json(arch_json))
+        return count_params(model), count_mult_adds(model, setting.input_size,
+                                                    setting.in_channels)[0]
 
 
 def _params(arch, setting: ModelSetting) -> float:
