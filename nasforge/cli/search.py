@@ -206,7 +206,8 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
         return 130
     if not done_line:
         return 0
-    best = summary["best"]
+    # a Ray search's summary has "best" (of its primary objective); others only best_val_acc
+    best = summary["best"] if "best" in summary else summary.get("best_val_acc")
     objective = summary.get("objective", "val_acc").split(":")[0]
     outcome = "no trial finished ok, so there is no best cell" if best is None else \
         f"best {objective} {_fmt_value(best)} (trial {summary['best_trial']}); best cell: " \

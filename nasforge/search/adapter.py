@@ -30,11 +30,12 @@ from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
 from nasforge.search.failures import WORKER_DIED
-from nasforge.search.objectives import INFEASIBLE, Goal, measure_static
+from nasforge.search.objectives import INFEASIBLE, METRICS, Goal, measure_static
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "epoch")
+# the trained metrics of objectives.METRICS, and the epoch
+METRIC_KEYS = tuple(n for n, m in METRICS.items() if not m.static) + ("epoch",)
 
 
 class Recorder(Protocol):

@@ -131,21 +131,28 @@ class SearchBoard:
                                   step, dataformats="HWC")
         except ImportError:
             log.warning("matplotlib is not installed: no %s image", tag)
-        if best is None:
-            return
-        try:
-            png = cell_png(best["arch"])
-            self.writer.add_image("search/best_cell",
-                                  np.asarray(Image.open(io.BytesIO(png)).convert("RGB")),
-                                  step, dataformats="HWC")
-        except Exception as e:  # neither Graphviz nor matplotlib: the search goes on
-            log.warning("best cell drawing skipped: %s", e)
+        if best is not None:
+            add_cell_drawing(self.writer, "search/best_cell", best["arch"], step)
 
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
         self._writers.clear()
         self.writer.close()
+
+
+def add_cell_drawing(writer, tag: str, pair_dict: dict, step: int) -> None:
+    """Add the drawing of a cell pair (``CellPair.to_dict()``) to a SummaryWriter as an image
+    (``cell_png``); logs a warning instead when it cannot be drawn at all."""
+    try:
+        import numpy as np
+        from PIL import Image
+
+        png = cell_png(pair_dict)
+        writer.add_image(tag, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), step,
+                         dataformats="HWC")
+    except Exception as e:  # neither Graphviz nor matplotlib: the search goes on
+        log.warning("cell drawing skipped: %s", e)
 
 
 def cell_png(arch_dict: dict) -> bytes:
