@@ -361,9 +361,9 @@ def metric_value(record: dict, name: str) -> float | None:
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
     """The volume dominated by ``points`` (all objectives minimized) and bounded by
     ``reference``; points not strictly better than the reference in every coordinate add
-    nothing. Two objectives: an exact sweep written here (a few lines); more: Optuna's WFG
-    implementation (``optuna._hypervolume``, the one Optuna's own hypervolume plots use; no
-    public Optuna API computes it and pymoo is not a dependency)."""
+    nothing. Two objectives: an exact sweep written here (a few lines); more: Optuna's exact
+    ``compute_hypervolume`` (``optuna._hypervolume``, what Optuna's own hypervolume history
+    plot uses; no public Optuna API exposes it and pymoo is not a dependency)."""
     ref = [float(r) for r in reference]
     pts = [tuple(float(x) for x in p) for p in points
            if all(x < r for x, r in zip(p, ref))]

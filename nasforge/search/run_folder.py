@@ -1,7 +1,8 @@
 """The run folder ``runs/<name>/`` of a search: the files a user reads and ``--resume`` trusts.
 
     config.json       SearchConfig + nasforge version, git commit, start time
-    trials.jsonl      append-only, one JSON line per finished trial (the source of truth)
+    trials.jsonl      append-only, one JSON line per finished trial (the source of truth),
+                      and per proposal refused before training (status ``infeasible``)
     best_cell.json    the best trial's cell pair (``nasforge train``/``info``-able), replaced
                       atomically when the best changes (best: the primary objective)
     pareto.json       with several objectives: the current Pareto front (objective values,
