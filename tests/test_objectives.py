@@ -456,3 +456,17 @@ def test_infinite_values_never_count():
     assert GOAL2.values(_r(0, math.nan, 1)) is None
     with pytest.raises(ObjectiveError):
         parse_objectives("")
+
+
+def test_a_search_stopped_at_the_infeasible_cap_says_so_and_exits_1(tmp_path, capsys):
+    from nasforge.cli.search import _report_end
+    from nasforge.search.runner import describe_infeasible
+
+    config = SearchConfig(trials=4, constraints=("params<=1",))
+    summary = {"stopped": "infeasible", "broken": None, "finished": 1, "budget": 4,
+               "infeasible_message": describe_infeasible(config)}
+    assert _report_end(summary, tmp_path) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nasforge: error: search stopped after 1 of 4 trials: 80 proposals violated "
+                   "the constraints (params<=1.0) before training; the space is almost "
+                   "entirely infeasible: loosen the constraints or raise max_infeasible"]

@@ -213,8 +213,9 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
         f"best {objective} {_fmt_value(best)} (trial {summary['best_trial']}); best cell: " \
         f"{summary['best_cell']}"
     if summary.get("pareto_front") is not None:
-        outcome += f"; Pareto front of {len(summary['pareto_front'])}: " \
-                   f"{run_dir / 'pareto.json'}"
+        from nasforge.search.run_folder import PARETO
+
+        outcome += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
     if summary.get("infeasible"):
         outcome += f"; {summary['infeasible']} infeasible proposals never trained"
     _say(f"done: {summary['finished']} trials ({summary['failed']} failed) in "
