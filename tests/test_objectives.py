@@ -91,7 +91,7 @@ def test_constraint_violation_is_zero_when_met_and_relative_to_the_bound_otherwi
     assert strict.violation(0.4) == pytest.approx(0.2)
 
 
-def test_static_metrics_match_nasforge_info_of_the_same_child():
+def test_static_metrics_match_nasforge_info_of_the_same_child(tmp_path):
     """The pre-training counts (meta device) equal those of ``nasforge.api.model_info`` for
     the same cell pair and network settings (the counter ``nasforge info`` prints)."""
     from nasforge.api import model_info
@@ -100,10 +100,9 @@ def test_static_metrics_match_nasforge_info_of_the_same_child():
     space = get_space("nasnet")
     pair = space.to_graph(space.sample(np.random.default_rng(1)))
     setting = ModelSetting("cifar", 10, 32, 3, (("N", 1), ("filters", 8)))
-    path = f"/tmp/nasforge-test-objectives-{id(pair)}.json"
-    with open(path, "w") as f:
-        f.write(pair.to_json())
-    info = model_info(path, "cifar", N=1, filters=8, num_classes=10)
+    path = tmp_path / "child.json"
+    path.write_text(pair.to_json())
+    info = model_info(str(path), "cifar", N=1, filters=8, num_classes=10)
     assert measure_static(("params", "mult_adds"), pair, setting) == {
         "params": float(info["params"]), "mult_adds": float(info["mult_adds"])}
 
