@@ -88,10 +88,7 @@ class SearchRecorder:
             self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
             self.device_s += device_seconds(r)
         self.best = best_trial(records, self.goal.primary)
-        # the Pareto front's candidates: feasible ok records (several objectives only)
-        self.candidates = [r for r in records if self.goal.values(r) is not None] \
-            if self.goal.multi else []
-        self.front = self.goal.front(self.candidates) if self.goal.multi else []
+        self.front = self.goal.front(records) if self.goal.multi else []  # several objectives
         self._best_changed = self._front_changed = False
         self.running = 0
         self.t0 = time.time()
@@ -130,8 +127,8 @@ class SearchRecorder:
             self.run.write_best(_pair_json(record["arch"]))
         self._front_changed = False
         if self.goal.multi and self.goal.values(record) is not None:
-            self.candidates.append(record)
-            front = self.goal.front(self.candidates)
+            # dominance is transitive: the old front plus the new trial is the new front
+            front = self.goal.front(self.front + [record])
             self._front_changed = [r["trial"] for r in front] != \
                 [r["trial"] for r in self.front]
             if self._front_changed:
