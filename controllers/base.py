@@ -34,7 +34,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "pruned")
+STATUSES = ("ok", "failed", "pruned", "infeasible")
 STATE_FORMAT = "nasforge.searcher/1"
 HASH_MEMO_SIZE = 100_000  # decision sequences whose canonical hash is remembered
 
@@ -73,13 +73,18 @@ class Result:
 
     ``status``: ``ok`` (trained to the end; ``metrics`` holds the objective, by default
     ``val_acc``, and anything else such as ``mult_adds``), ``failed`` (crashed, diverged, out of
-    memory: no usable metric) or ``pruned`` (stopped early by a scheduler; ``metrics`` may hold
-    the last intermediate value). ``error`` is a free-text reason for failures.
+    memory: no usable metric), ``pruned`` (stopped early by a scheduler; ``metrics`` may hold
+    the last intermediate value) or ``infeasible`` (violates a constraint of the search:
+    ``metrics`` holds what was measured, possibly without the objective when it was refused
+    before training; it ranks below every feasible result). ``error`` is a free-text reason.
+    ``constraints``: ``{constraint name: value}``, Optuna's convention (feasible when every
+    value is <= 0), for searchers that model constraints (Optuna); empty when unconstrained.
     """
 
     status: str = "ok"
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    constraints: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -97,12 +102,21 @@ class Result:
     def pruned(cls, **metrics: float) -> "Result":
         return cls("pruned", dict(metrics))
 
+    @classmethod
+    def infeasible(cls, constraints: Mapping[str, float], error: str | None = None,
+                   **metrics: float) -> "Result":
+        return cls("infeasible", dict(metrics), error, dict(constraints))
+
     def to_dict(self) -> dict:
-        return {"status": self.status, "metrics": dict(self.metrics), "error": self.error}
+        d = {"status": self.status, "metrics": dict(self.metrics), "error": self.error}
+        if self.constraints:
+            d["constraints"] = dict(self.constraints)
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Result":
-        return cls(data["status"], dict(data.get("metrics", {})), data.get("error"))
+        return cls(data["status"], dict(data.get("metrics", {})), data.get("error"),
+                   dict(data.get("constraints", {})))
 
 
 class Searcher(abc.ABC):
@@ -122,7 +136,7 @@ class Searcher(abc.ABC):
         """Called once per proposal when its evaluation ends (ok, failed or pruned), in any order.
 
         Raises KeyError for a proposal that is not in flight and ValueError for an ``ok`` result
-        without the objective; a failed or pruned result never raises."""
+        without the objective; a failed, pruned or infeasible result never raises."""
 
     @abc.abstractmethod
     def state_dict(self) -> dict:
@@ -154,6 +168,9 @@ class SearcherBase(Searcher):
     """
 
     Config: ClassVar[type | None] = None
+    # whether a search with several objectives may use this searcher (it models them, or,
+    # like random search, learns nothing); its config's ``objectives`` field takes them
+    multi_objective: ClassVar[bool] = False
 
     def __init__(self, space, config=None, seed: int = 0, objective: str = "val_acc",
                  direction: str = "maximize"):
@@ -306,7 +323,7 @@ class SearcherBase(Searcher):
         for d in state["pending"]:
             p = Proposal.from_dict(d, self.space)
             self._pending[p.id] = p
-        self.counts = {s: int(state["counts"][s]) for s in STATUSES}
+        self.counts = {s: int(state["counts"].get(s, 0)) for s in STATUSES}
         best = state.get("best")
         self._best = (float(best[0]), dict(best[1]), dict(best[2])) if best else None
         self._set_state(state["searcher_state"])

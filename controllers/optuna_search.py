@@ -227,11 +227,19 @@ def _trial_from_json(d: Mapping):
         intermediate_values={int(k): float(v) for k, v in d["intermediate_values"]})
 
 
+def _finite_or(value, direction: str) -> float:
+    """``value`` if finite, else the worst value of ``direction``."""
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return -math.inf if direction == "maximize" else math.inf
+
+
 class OptunaSearcher(SearcherBase):
     """Optuna sampler + study behind ask/tell. ``study`` is the live ``optuna.Study``."""
 
     name = "optuna"
     Config = OptunaConfig
+    multi_objective = True
 
     def __init__(self, space, config: OptunaConfig | None = None, seed: int = 0, **kw):
         import optuna
@@ -308,13 +316,36 @@ class OptunaSearcher(SearcherBase):
         from optuna.trial import TrialState
 
         number = proposal.meta["trial_number"]
-        if result.status == "ok":
-            values = [float(result.metrics[k]) for k, _ in self.objectives]
+        if result.constraints and not self._set_constraints(number, result.constraints) \
+                and result.status == "infeasible":
+            self.study.tell(number, state=TrialState.FAIL)
+            return
+        if result.status in ("ok", "infeasible"):
+            # an infeasible trial is complete with its constraint values; Optuna's samplers
+            # (TPE, NSGA-II, GP) rank it by its violation, never by these values, which for a
+            # child refused before training are the worst possible
+            values = [_finite_or(result.metrics.get(k), d) for k, d in self.objectives]
             self.study.tell(number, values if len(values) > 1 else values[0])
         elif result.status == "pruned":
             self.study.tell(number, state=TrialState.PRUNED)
         else:
             self.study.tell(number, state=TrialState.FAIL)
+
+    def _set_constraints(self, number: int, constraints: Mapping[str, float]) -> bool:
+        """Attach constraint values to running trial ``number`` (Optuna 5's
+        ``Trial.set_constraint``, which every constraint-aware sampler reads); False on an
+        Optuna without it (the trial is then told as failed)."""
+        import optuna
+
+        if not hasattr(optuna.trial.Trial, "set_constraint"):
+            log.warning("optuna %s has no Trial.set_constraint: infeasible trials are told as "
+                        "failed", optuna.__version__)
+            return False
+        frozen = self.study.get_trials(deepcopy=False)[number]
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        for key, value in constraints.items():
+            trial.set_constraint(key, min(float(value), 1e300))  # inf is not a value to store
+        return True
 
     # ---------------------------------------------------------------- state
     def _get_state(self) -> dict:

@@ -137,11 +137,14 @@ def test_state_round_trip_mid_search_continues_identically(name, fmt, tmp_path):
 def test_failed_and_pruned_results(name):
     s = make(name, seed=2, dedup=False)
     ok_values = []
-    for round_ in range(4):  # whole batches that fail, then are pruned, then mixed
-        batch = s.ask(5)
+    for round_ in range(5):  # whole batches that fail, then are pruned, then mixed, then
+        batch = s.ask(5)     # violate a constraint (with the highest accuracy of all)
         for i, p in enumerate(batch):
             if round_ == 0:
                 s.tell(p, Result.failed("OOM"))
+            elif round_ == 4:
+                s.tell(p, Result.infeasible({"params<=1.0": 1.0}, "too big", val_acc=1.0,
+                                            params=2.0))
             elif round_ == 1:
                 s.tell(p, Result.pruned() if i % 2 else Result.pruned(val_acc=0.99))
             elif i == 0:  # a diverged run: handled as failed
@@ -149,9 +152,10 @@ def test_failed_and_pruned_results(name):
             else:
                 ok_values.append(objective(p.tokens) / 2)
                 s.tell(p, Result.ok(val_acc=ok_values[-1], mult_adds=1e6))
-    assert s.counts == {"ok": 8, "failed": 7, "pruned": 5}
+    assert s.counts == {"ok": 8, "failed": 7, "pruned": 5, "infeasible": 5}
     best_p, best_r = s.best()
-    assert best_r.metrics["val_acc"] == max(ok_values)  # pruned/failed never count as best
+    # pruned, failed and infeasible never count as best
+    assert best_r.metrics["val_acc"] == max(ok_values)
     assert objective(best_p.tokens) / 2 == max(ok_values)
     p, = s.ask(1)
     with pytest.raises(ValueError, match="objective"):

@@ -153,7 +153,7 @@ def test_adapter_maps_ray_results_to_results_and_records():
                                 "error": "training diverged"})
     ad.on_trial_complete("r3", None, error=True)  # the worker died on every attempt
     assert searcher.in_flight() == []
-    assert searcher.counts == {"ok": 1, "failed": 2, "pruned": 1}
+    assert searcher.counts == {"ok": 1, "failed": 2, "pruned": 1, "infeasible": 0}
     assert [e for e in rec.events if e[0] == "finished"] == [
         ("finished", 2, "pruned"), ("finished", 0, "ok"), ("finished", 1, "failed"),
         ("finished", 3, "failed")]
@@ -313,6 +313,90 @@ def test_resume_of_a_finished_run_runs_nothing(faulty_run, ray_cluster):
     before = (run_dir / "trials.jsonl").read_bytes()
     summary = run_search(None, run_dir, resume=True)
     assert summary["finished"] == 6 and (run_dir / "trials.jsonl").read_bytes() == before
+
+
+# ------------------------------------------------------------------ objectives and constraints
+@pytest.fixture(scope="module")
+def constrained_run(ray_cluster, tmp_path_factory):
+    """Minimize mult-adds under a params bound (checked before training) and an accuracy
+    floor (checked after), with ASHA: the median params of the first six random proposals is
+    the bound, so about half of them are refused."""
+    from nasforge.search.objectives import ModelSetting, measure_static
+    from nasforge.search.runner import run_search
+
+    space = get_space("nasnet")
+    setting = ModelSetting("cifar", 10, 32, 3, tuple(sorted(TINY.overrides.items())))
+    params = [measure_static(("params",), space.to_graph(p.arch), setting)["params"]
+              for p in get_searcher("random", space, seed=0).ask(6)]
+    bound = float(np.median(params))
+    run_dir = tmp_path_factory.mktemp("constrained") / "run"
+    config = tiny_config(trials=2, epochs=1, scheduler="asha", objectives=("mult_adds:min",),
+                         constraints=(f"params<={bound!r}", "val_acc>=0"))
+    summary = run_search(config, run_dir)
+    return run_dir, summary, params, bound, config
+
+
+def test_a_constrained_search_never_trains_an_infeasible_child(constrained_run):
+    """The proposals over the params bound are recorded as infeasible with their measured
+    params and the reason, and never reach the trainer: no Ray trial, no trial events, no
+    training time; the budget counts only trained children, each within the bound by the
+    trainer's own count."""
+    run_dir, summary, params, bound, _ = constrained_run
+    records = read_trials(run_dir)
+    infeasible = [r for r in records if r["status"] == "infeasible"]
+    trained = [r for r in records if r["status"] != "infeasible"]
+    assert [r["trial"] for r in trained] == [i for i, p in enumerate(params) if p <= bound][:2]
+    assert [r["trial"] for r in infeasible] == [i for i, p in enumerate(params[:max(
+        r["trial"] for r in trained)]) if p > bound]
+    assert infeasible, "the bound refused nothing: the test shows nothing"
+    for r in infeasible:
+        assert r["metrics"]["params"] == params[r["trial"]] and r["train_s"] == 0
+        assert r["error"] == f"params={params[r['trial']]:.4g} violates params<={bound!r}"
+        assert not (run_dir / "ray" / "part-1" / f"trial_{r['trial']:05d}").exists()
+        assert not (run_dir / "trials" / f"{r['trial']:05d}").exists()
+    for r in trained:
+        assert r["status"] == "ok" and r["params"] <= bound and r["feasible"] is True
+        assert r["params"] == r["metrics"]["params"]  # the screen counted what was trained
+    assert summary["finished"] == 2 and summary["infeasible"] == len(infeasible)
+
+
+def test_a_search_for_fewest_mult_adds_follows_it_everywhere(constrained_run, capsys):
+    from nasforge.cli.compare import summarize
+    from nasforge.search.runner import make_scheduler
+
+    run_dir, summary, _, _, config = constrained_run
+    records = read_trials(run_dir)
+    fewest = min((r for r in records if r["status"] == "ok"), key=lambda r: r["mult_adds"])
+    assert summary["best_trial"] == fewest["trial"] and summary["best"] == fewest["mult_adds"]
+    assert json.loads((run_dir / "best_cell.json").read_text())["normal"] == \
+        fewest["arch"]["normal"]
+    scheduler = make_scheduler(config, 1)
+    assert (scheduler.metric, scheduler._mode) == ("mult_adds", "min")
+    ray_results = [json.loads(line) for r in records if r["status"] == "ok" for line in
+                   (run_dir / "ray" / "part-1" / f"trial_{r['trial']:05d}" / "result.json")
+                   .read_text().splitlines() if line.strip()]
+    assert ray_results and all("mult_adds" in x for x in ray_results)  # ASHA's metric
+    row = summarize(run_dir)
+    assert row["best"] == fewest["mult_adds"] and row["infeasible"] == summary["infeasible"]
+
+
+def test_resume_keeps_the_objectives_and_refuses_others(constrained_run, capsys):
+    from nasforge.cli import main
+    from nasforge.search.objectives import Goal
+    from nasforge.search.runner import run_search
+
+    run_dir, _, _, _, config = constrained_run
+    saved = SearchConfig.from_dict(json.loads((run_dir / "config.json").read_text())["search"])
+    assert saved.goal == config.goal
+    with pytest.raises(SearchError, match="cannot continue with objectives val_acc:max"):
+        run_search(None, run_dir, resume=True, expect_goal=Goal())
+    assert main(["search", "--resume", str(run_dir), "--objective", "val_acc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the run searches objectives mult_adds:min" in err[0], err
+    before = (run_dir / "trials.jsonl").read_bytes()
+    assert main(["search", "--resume", str(run_dir), "--objective", "mult_adds:min",
+                 *sum((["--constraint", c] for c in config.constraints), [])]) == 0
+    assert (run_dir / "trials.jsonl").read_bytes() == before
 
 
 # ------------------------------------------------------------------------------ TensorBoard
@@ -549,7 +633,7 @@ def test_done_line_names_the_best_cell_only_when_there_is_one(best, tmp_path, ca
 
     cell = tmp_path / "best_cell.json"
     summary = {"stopped": None, "broken": None, "finished": 4, "budget": 4, "failed": 1,
-               "best_val_acc": best, "best_trial": None if best is None else 2,
+               "best": best, "best_trial": None if best is None else 2,
                "best_cell": None if best is None else str(cell), "wall_s": 60.0}
     assert _report_end(summary, tmp_path) == 0
     err = capsys.readouterr().err

@@ -10,33 +10,93 @@ def register(sub):
     p = sub.add_parser("compare", help="compare search runs (table + TensorBoard command)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="search run folders")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--reference", metavar="NAME=V,...",
+                   help="hypervolume reference point of Pareto runs, e.g. "
+                        "val_acc=0,mult_adds=1e9 (default: each objective's worst possible "
+                        "value, else its worst value over the compared runs)")
     p.set_defaults(run=run)
 
 
-def summarize(run_dir) -> dict:
-    """One row: searcher, finished/failed trials, best accuracy, trials and device-hours
-    needed to reach the best (in finishing order), wall time (first start to last finish)."""
-    from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
+def _load(run_dir):
+    """(config, goal, records in finishing order) of a run."""
+    from nasforge.search.run_folder import RunFolder, run_goal
 
     run = RunFolder.open(run_dir)
     config = run.config()
-    records = sorted(run.trials(), key=lambda r: r.get("finished_at", 0))
-    best_record = best_trial(records)
-    best = None if best_record is None else trial_score(best_record)
-    best_at, device_at_best, device_s = None, None, 0.0
-    for i, r in enumerate(records, 1):
+    return config, run_goal(config), sorted(run.trials(), key=lambda r: r.get("finished_at", 0))
+
+
+def shared_reference(runs: list, given: dict | None = None) -> dict[str, float]:
+    """``{metric: reference}`` for the objectives of the Pareto runs among ``runs`` (each a
+    (goal, records) pair): ``given``, else the metric's worst possible value, else its worst
+    value over every compared run (so the runs' hypervolumes are comparable)."""
+    reference = dict(given or {})
+    for goal, records in runs:
+        if not goal.multi:
+            continue
+        point = goal.reference_point(records, given=given)
+        if point is None:
+            continue
+        for o, v in zip(goal.objectives, point):
+            if given and o.name in given:
+                continue
+            old = reference.get(o.name)
+            reference[o.name] = v if old is None else (min(old, v) if o.direction == "max"
+                                                       else max(old, v))
+    return reference
+
+
+def summarize(run_dir, reference: dict | None = None) -> dict:
+    """One row: searcher, primary objective, finished/failed/infeasible trials, best value of
+    the primary objective, trials and device-hours needed to reach it (in finishing order),
+    wall time (first start to last finish); for a Pareto run also the front's size and
+    hypervolume with ``reference`` (``shared_reference``; default: this run's own)."""
+    from nasforge.search.objectives import INFEASIBLE
+    from nasforge.search.run_folder import best_trial, device_seconds, trial_score
+
+    config, goal, records = _load(run_dir)
+    infeasible = sum(r["status"] == INFEASIBLE for r in records)
+    primary = goal.primary
+    best_record = best_trial(records, primary)
+    best = None if best_record is None else trial_score(best_record, primary)
+    best_acc = best_trial(records, "val_acc")
+    best_at, device_at_best, device_s, trained = None, None, 0.0, 0
+    for r in records:
+        if r["status"] == INFEASIBLE:
+            continue
+        trained += 1
         device_s += device_seconds(r)
-        if best_at is None and best is not None and trial_score(r) == best:
-            best_at, device_at_best = i, device_s  # the first trial to reach the best score
-    wall = (max(r["finished_at"] for r in records) - min(r["started_at"] for r in records)) \
-        if records else 0.0
-    return {"run": str(run_dir), "searcher": config.get("search", {}).get("searcher"),
-            "budget": config.get("search", {}).get("trials"), "finished": len(records),
-            "failed": sum(r["status"] == "failed" for r in records),
-            "pruned": sum(r["status"] == "pruned" for r in records),
-            "best_val_acc": best, "trials_to_best": best_at,
-            "device_hours_to_best": None if device_at_best is None else device_at_best / 3600,
-            "device_hours": device_s / 3600, "wall_s": wall}
+        if best_at is None and best is not None and trial_score(r, primary) == best:
+            best_at, device_at_best = trained, device_s  # the first trial to reach the best
+    timed = [r for r in records if r["status"] != INFEASIBLE]
+    wall = (max(r["finished_at"] for r in timed) - min(r["started_at"] for r in timed)) \
+        if timed else 0.0
+    row = {"run": str(run_dir), "searcher": config.get("search", {}).get("searcher"),
+           "objectives": [str(o) for o in goal.objectives],
+           "constraints": [str(c) for c in goal.constraints], "objective": str(primary),
+           "budget": config.get("search", {}).get("trials"), "finished": trained,
+           "failed": sum(r["status"] == "failed" for r in records),
+           "pruned": sum(r["status"] == "pruned" for r in records),
+           "infeasible": infeasible, "best": best,
+           "best_val_acc": None if best_acc is None else trial_score(best_acc),
+           "trials_to_best": best_at,
+           "device_hours_to_best": None if device_at_best is None else device_at_best / 3600,
+           "device_hours": device_s / 3600, "wall_s": wall,
+           "front_size": None, "hypervolume": None, "reference": None}
+    if goal.multi:
+        point = goal.reference_point(records, given=reference)
+        row["front_size"] = len(goal.front(records))
+        if point is not None:
+            row["reference"] = {o.name: v for o, v in zip(goal.objectives, point)}
+            row["hypervolume"] = goal.hypervolume(records, point)
+    return row
+
+
+def _reference_origin(name: str) -> str:
+    from nasforge.search.objectives import METRICS
+
+    return "its worst possible value" if METRICS[name].bound is not None else \
+        "its worst value over these runs"
 
 
 def tensorboard_command(runs: list[str]) -> str:
@@ -49,6 +109,28 @@ def tensorboard_command(runs: list[str]) -> str:
     return f"tensorboard --logdir_spec {spec}"
 
 
+def _parse_reference(text: str | None) -> dict[str, float]:
+    from nasforge.cli import UsageError
+    from nasforge.search.objectives import METRICS
+
+    out = {}
+    for item in (text or "").split(",") if text else []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in METRICS:
+            raise UsageError(f"--reference {text!r}: give NAME=VALUE pairs with NAME one of "
+                             f"{', '.join(METRICS)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--reference {text!r}: {value!r} is not a number") from None
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if abs(v) < 1e3 else f"{v:.4g}"
+
+
 def run(args) -> int:
     from nasforge.search.run_folder import is_run
 
@@ -57,24 +139,42 @@ def run(args) -> int:
     for r in args.runs:
         if not is_run(r):
             raise UsageError(f"{r} is not a search run folder (no config.json/trials.jsonl)")
-    rows = [summarize(r) for r in args.runs]
+    given = _parse_reference(args.reference)
+    reference = shared_reference([_load(r)[1:] for r in args.runs], given)
+    rows = [summarize(r, reference) for r in args.runs]
     if args.json:
         print(json.dumps(rows))
         return 0
-    head = ["run", "searcher", "finished", "failed", "best val_acc", "trials to best",
-            "device-h to best", "wall"]
+    pareto = any(row["front_size"] is not None for row in rows)
+    infeasible = any(row["infeasible"] for row in rows)
+    objectives = sorted({row["objective"] for row in rows})
+    one_objective = len(objectives) == 1
+    head = ["run", "searcher", "finished", "failed"] + (["infeasible"] if infeasible else []) \
+        + ([f"best {objectives[0].split(':')[0]}"] if one_objective else ["objective", "best"]) \
+        + ["trials to best", "device-h to best", "wall"] \
+        + (["front", "hypervolume"] if pareto else [])
     table = [head]
     for row in rows:
-        best = "-" if row["best_val_acc"] is None else f"{row['best_val_acc']:.4f}"
         dh = "-" if row["device_hours_to_best"] is None else f"{row['device_hours_to_best']:.3f}"
         table.append([Path(row["run"]).name, str(row["searcher"]),
-                      f"{row['finished']}/{row['budget']}", str(row["failed"]), best,
-                      str(row["trials_to_best"] or "-"), dh, f"{row['wall_s'] / 60:.1f} min"])
+                      f"{row['finished']}/{row['budget']}", str(row["failed"])]
+                     + ([str(row["infeasible"])] if infeasible else [])
+                     + ([] if one_objective else [row["objective"]])
+                     + [_fmt(row["best"]), str(row["trials_to_best"] or "-"), dh,
+                        f"{row['wall_s'] / 60:.1f} min"]
+                     + ([str(row["front_size"] or "-"), _fmt(row["hypervolume"])]
+                        if pareto else []))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for i, r in enumerate(table):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    if pareto:
+        refs = {k: v for row in rows for k, v in (row["reference"] or {}).items()}
+        print()
+        print("hypervolume reference point: " + ", ".join(
+            f"{k}={_fmt(v)} ({'given' if k in given else _reference_origin(k)})"
+            for k, v in refs.items()))
     print()
     print(tensorboard_command(args.runs))
     return 0

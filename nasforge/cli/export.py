@@ -2,7 +2,8 @@
 TorchScript.
 
 WHAT is a zoo name, a cell-pair/chain JSON file, or ``best_cell`` with ``--run RUN_DIR`` (the
-best finished trial of a search run; ``--trial ID`` picks one trial, ``--top K`` the K best).
+best finished trial of a search run by its primary objective; ``--trial ID`` picks one trial,
+``--top K`` the K best, ``--pareto`` every member of a Pareto search's front).
 What was written goes to stderr; the output paths, one per line, to stdout.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ def register(sub):
                    help="export this trial of the run instead of the best (trial_ID.EXT)")
     p.add_argument("--top", type=int, metavar="K",
                    help=f"export the K best finished trials ({BEST}_top1.EXT, ...)")
+    p.add_argument("--pareto", action="store_true",
+                   help=f"export every member of the run's Pareto front "
+                        f"(pareto_1_trial_ID.EXT, ...; several objectives only)")
     p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
                    help="network setting (default: the run's config 'setting', else the "
                         "model's first; cifar for cell files)")
@@ -86,12 +90,28 @@ def _trial_arch(record: dict, run_dir: Path):
     return arch.validate()
 
 
-def _describe_trial(record: dict) -> str:
+def _run_goal(run_dir: Path):
+    """The run's objectives and constraints (config.json; val_acc when unreadable)."""
+    from nasforge.search.objectives import Goal, ObjectiveError
+    from nasforge.search.run_folder import run_goal
+
+    try:
+        return run_goal(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, ObjectiveError):
+        log.warning("%s/config.json names no readable objectives: val_acc is ranked", run_dir)
+        return Goal()
+
+
+def _describe_trial(record: dict, goal=None) -> str:
+    from nasforge.search.objectives import Goal, metric_value
     from nasforge.search.run_folder import trial_score
 
-    acc = trial_score(record)
+    goal = goal or Goal()
+    values = [(o.name, metric_value(record, o.name)) for o in goal.objectives] \
+        if trial_score(record, goal.primary) is not None else []
     return (f"trial {record['trial']} ({record.get('status', '?')}"
-            + (f", val_acc {acc:.4f}" if acc is not None else "") + ")")
+            + "".join(f", {k} {v:.4f}" if abs(v) < 1e3 else f", {k} {v:.4g}"
+                      for k, v in values if v is not None) + ")")
 
 
 def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
@@ -101,7 +121,19 @@ def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
 
     run_dir = Path(args.run_dir)
     records = _load_trials(run_dir)
+    goal = _run_goal(run_dir)
     out_dir = run_dir / "export"
+    if args.pareto:
+        if not goal.multi:
+            raise UsageError(f"--pareto: {run_dir} searched one objective ({goal.primary}); "
+                             f"its best is {BEST}")
+        front = goal.front(records)
+        if not front:
+            raise UsageError(f"{run_dir} has no feasible finished trial, so no Pareto front")
+        folder = Path(args.output) if args.output else out_dir
+        return [(_trial_arch(r, run_dir), f"Pareto {i}/{len(front)}: "
+                 f"{_describe_trial(r, goal)}", folder / f"pareto_{i}_trial_{r['trial']}{suffix}")
+                for i, r in enumerate(front, 1)]
     if args.trial is not None:
         record = next((r for r in records if r["trial"] == args.trial), None)
         if record is None:
@@ -109,20 +141,21 @@ def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
             known = f"{ids[0]}..{ids[-1]}" if ids else "none"
             raise UsageError(f"{run_dir} has no trial {args.trial} (trial ids: {known})")
         path = Path(args.output) if args.output else out_dir / f"trial_{args.trial}{suffix}"
-        return [(_trial_arch(record, run_dir), _describe_trial(record), path)]
-    ranked = ranked_trials(records)
+        return [(_trial_arch(record, run_dir), _describe_trial(record, goal), path)]
+    ranked = ranked_trials(records, goal.primary)
     if not ranked:
-        raise UsageError(f"{run_dir} has no finished trial (status 'ok' with metrics.val_acc; "
-                         f"{len(records)} trial record(s))")
+        raise UsageError(f"{run_dir} has no finished trial (status 'ok', within its "
+                         f"constraints, with {goal.primary.name}; {len(records)} trial "
+                         f"record(s))")
     if args.top is None:
         path = Path(args.output) if args.output else out_dir / f"{BEST}{suffix}"
-        return [(_trial_arch(ranked[0], run_dir), f"{BEST}: {_describe_trial(ranked[0])}",
-                 path)]
+        return [(_trial_arch(ranked[0], run_dir),
+                 f"{BEST}: {_describe_trial(ranked[0], goal)}", path)]
     if args.top > len(ranked):
         print(f"note: {run_dir} has only {len(ranked)} finished trial(s); exporting "
               f"{len(ranked)}, not {args.top}", file=sys.stderr)
     folder = Path(args.output) if args.output else out_dir
-    return [(_trial_arch(r, run_dir), f"top {i}: {_describe_trial(r)}",
+    return [(_trial_arch(r, run_dir), f"top {i}: {_describe_trial(r, goal)}",
              folder / f"{BEST}_top{i}{suffix}") for i, r in enumerate(ranked[:args.top], 1)]
 
 
@@ -140,7 +173,7 @@ def _check_args(args) -> str:
     from nasforge.export import EXPORTERS
 
     fmt = args.format
-    if fmt is None and args.output and args.top is None:
+    if fmt is None and args.output and args.top is None and not args.pareto:
         fmt = next((n for n, e in EXPORTERS.items() if args.output.endswith(e.suffix)), None)
     if fmt is None:
         raise UsageError(f"export: give --format ({', '.join(EXPORTERS)})")
@@ -157,11 +190,14 @@ def _check_args(args) -> str:
     if what == BEST:
         if not args.run_dir:
             raise UsageError(f"{BEST} needs --run RUN_DIR (a search run folder)")
-        if args.trial is not None and args.top is not None:
-            raise UsageError("--trial and --top exclude each other")
+        chosen = [o for o, v in (("--trial", args.trial is not None),
+                                 ("--top", args.top is not None), ("--pareto", args.pareto)) if v]
+        if len(chosen) > 1:
+            raise UsageError(f"{' and '.join(chosen)} exclude each other")
     else:
         given = [o for o, v in (("--run", args.run_dir), ("--trial", args.trial),
-                                ("--top", args.top)) if v is not None]
+                                ("--top", args.top), ("--pareto", args.pareto or None))
+                 if v is not None]
         if given:
             raise UsageError(f"{', '.join(given)} only apply to {BEST}, not to {what!r}")
     args.what = what

@@ -13,6 +13,7 @@ from nasforge.timefmt import format_duration
 
 def register(sub):
     from nasforge.search.config import SCHEDULERS, SearchConfig
+    from nasforge.search.objectives import METRICS
 
     d = SearchConfig()
     p = sub.add_parser("search", help="search architectures on Ray Tune (one trial per child)")
@@ -46,6 +47,18 @@ def register(sub):
                    help=f"stop the search as broken when K trials in a row fail with the same "
                         f"error, or the first K all fail (children that diverge or run out of "
                         f"memory do not count; 0: never; default: {d.max_consecutive_failures})")
+    p.add_argument("--objective", metavar="NAME[:max|min]",
+                   help=f"the metric to optimize (default: {d.objectives[0]}; known: "
+                        f"{', '.join(METRICS)}); a resumed search refuses a different one")
+    p.add_argument("--objectives", metavar="A:max,B:min",
+                   help="several objectives: a Pareto search (the first is the primary; the "
+                        "front goes to RUN/pareto.json), e.g. val_acc:max,mult_adds:min")
+    p.add_argument("--constraint", action="append", metavar="EXPR",
+                   help="METRIC OP NUMBER with OP <=, >=, < or > (repeatable), e.g. "
+                        "'mult_adds<=600e6'; params and mult-adds are checked before training "
+                        "(an infeasible child is never trained)")
+    p.add_argument("--max-infeasible", type=int, metavar="K",
+                   help="stop after K infeasible proposals (default: 20 x --trials)")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (default: 0)")
     p.add_argument("--address", help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:PORT' "
                                      "(default: start a local Ray)")
@@ -58,6 +71,13 @@ def register(sub):
                         "flags are ignored)")
     p.add_argument("--json", action="store_true", help="print one final JSON summary")
     p.set_defaults(run=run)
+
+
+def _fmt_value(v: float | None) -> str:
+    """An objective value: accuracies as 0.1234, counts (params, mult-adds) as 1.23e+08."""
+    if v is None:
+        return "?"
+    return f"{v:.4f}" if abs(v) < 1e3 else f"{v:.4g}"
 
 
 def _fmt_s(s: float | None) -> str:
@@ -84,20 +104,43 @@ def _options(items: list[str]) -> dict:
 
 
 def progress_line(p) -> str:
+    from nasforge.search.objectives import metric_value
+
     width = len(str(p.budget))
     parts = []
     if p.last is not None:
         r = p.last
-        acc = r["metrics"].get("val_acc")
-        what = f"val_acc {acc:.4f}" if r["status"] == "ok" and acc is not None else \
+        value = metric_value(r, p.objective)
+        what = f"{p.objective} {_fmt_value(value)}" if r["status"] == "ok" and \
+            r.get("feasible") is not False and value is not None else \
             (r.get("error") or r["status"])
         parts.append(f"trial {r['trial']} {r['status']}: {what} ({r['wall_s']:.0f} s)")
     parts.append(f"running {p.running}, failed {p.failed}" +
-                 (f", pruned {p.pruned}" if p.pruned else ""))
+                 (f", pruned {p.pruned}" if p.pruned else "") +
+                 (f", infeasible {p.infeasible}" if p.infeasible else ""))
     if p.best is not None:
-        parts.append(f"best {p.best:.4f} (trial {p.best_trial})")
+        parts.append(f"best {p.objective} {_fmt_value(p.best)} (trial {p.best_trial})")
+    if p.front is not None:
+        parts.append(f"front {p.front}")
     parts.append(f"elapsed {_fmt_s(p.elapsed_s)}, ETA {_fmt_s(p.eta_s)}")
     return f"[{p.finished:>{width}}/{p.budget}] " + " | ".join(parts)
+
+
+def _goal(args):
+    """The objectives and constraints given on the command line (None: none given)."""
+    from nasforge.cli import UsageError
+    from nasforge.search.objectives import Goal, ObjectiveError, parse_objectives
+
+    if args.objective is not None and args.objectives is not None:
+        raise UsageError("give --objective or --objectives, not both")
+    if args.objective is None and args.objectives is None and not args.constraint:
+        return None
+    try:
+        objectives = parse_objectives(args.objectives) if args.objectives is not None else \
+            (args.objective or "val_acc",)
+        return Goal.parse(objectives, args.constraint or ())
+    except ObjectiveError as e:
+        raise UsageError(str(e)) from None
 
 
 def run(args) -> int:
@@ -106,6 +149,7 @@ def run(args) -> int:
     from nasforge.search.faults import ENV_VAR, parse_faults
     from nasforge.search.runner import run_search
 
+    goal = _goal(args)
     if args.resume:
         run_dir = Path(args.resume)
         config = None
@@ -124,7 +168,8 @@ def run(args) -> int:
             gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
             scheduler=args.scheduler, max_retries=args.max_retries,
             max_consecutive_failures=args.max_consecutive_failures, seed=args.seed,
-            address=args.address, storage=args.storage, faults=faults)
+            address=args.address, storage=args.storage, faults=faults,
+            **({} if goal is None else goal.spec()), max_infeasible=args.max_infeasible)
         name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
 
@@ -134,7 +179,8 @@ def run(args) -> int:
         _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
 
     summary = run_search(config, run_dir, resume=bool(args.resume),
-                         on_progress=lambda p: _say(progress_line(p)), on_start=on_start)
+                         on_progress=lambda p: _say(progress_line(p)), on_start=on_start,
+                         expect_goal=goal if args.resume else None)
     if args.json:
         print(json.dumps(summary))
     return _report_end(summary, run_dir, done_line=not args.json)
@@ -150,15 +196,28 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
         _say(f"nasforge: error: search stopped: {broken['message']} ({where}); after a fix, "
              f"continue with: {resume}")
         return 1
+    if summary["stopped"] == "infeasible":
+        _say(f"nasforge: error: search stopped after {summary['finished']} of "
+             f"{summary['budget']} trials: {summary['infeasible_message']}")
+        return 1
     if summary["stopped"] == "interrupted":
         _say(f"nasforge: interrupted after {summary['finished']} of {summary['budget']} "
              f"trials; continue with: {resume}")
         return 130
     if not done_line:
         return 0
-    best = summary["best_val_acc"]
+    # a Ray search's summary has "best" (of its primary objective); others only best_val_acc
+    best = summary["best"] if "best" in summary else summary.get("best_val_acc")
+    objective = summary.get("objective", "val_acc").split(":")[0]
     outcome = "no trial finished ok, so there is no best cell" if best is None else \
-        f"best {best:.4f} (trial {summary['best_trial']}); best cell: {summary['best_cell']}"
+        f"best {objective} {_fmt_value(best)} (trial {summary['best_trial']}); best cell: " \
+        f"{summary['best_cell']}"
+    if summary.get("pareto_front") is not None:
+        from nasforge.search.run_folder import PARETO
+
+        outcome += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
+    if summary.get("infeasible"):
+        outcome += f"; {summary['infeasible']} infeasible proposals never trained"
     _say(f"done: {summary['finished']} trials ({summary['failed']} failed) in "
          f"{_fmt_s(summary['wall_s'])}; {outcome}")
     return 0

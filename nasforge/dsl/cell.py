@@ -437,22 +437,25 @@ _NODE_STYLE = {"input": dict(shape="box", style="filled", fillcolor="lightblue")
                "output": dict(shape="box", style="filled", fillcolor="palegreen")}
 
 
+def node_label(d: dict) -> str:
+    """The text a drawing shows for a node with attributes ``d`` (Graphviz and matplotlib)."""
+    if d["kind"] == "input":
+        return {0: "h_i", 1: "h_(i-1)"}.get(d["index"], str(d["index"]))
+    if d["kind"] == "op":
+        return d["op"] + (" /2" if d["stride"] == 2 else "")
+    if d["kind"] == "combine":
+        return {"add": "+", "concat": "||"}.get(d["combine"], d["combine"])
+    return "concat" + ("" if d.get("policy") == "explicit" else " (unused)")
+
+
 def to_pydot(cell: Cell, prefix: str = "", graph=None):
     """The cell as a pydot graph (or a cluster inside ``graph``)."""
     import pydot
 
     dot = graph if graph is not None else pydot.Dot(graph_type="digraph", rankdir="TB",
                                                     label=cell.name, labelloc="t")
-    inputs = {0: "h_i", 1: "h_(i-1)"}
     for n, d in cell.graph.nodes(data=True):
-        if d["kind"] == "input":
-            label = inputs.get(d["index"], str(d["index"]))
-        elif d["kind"] == "op":
-            label = d["op"] + (" /2" if d["stride"] == 2 else "")
-        elif d["kind"] == "combine":
-            label = {"add": "+", "concat": "||"}.get(d["combine"], d["combine"])
-        else:
-            label = "concat" + ("" if d.get("policy") == "explicit" else " (unused)")
+        label = node_label(d)
         dot.add_node(pydot.Node(f'"{prefix}{n}"', label=f'"{label}"', **_NODE_STYLE[d["kind"]]))
     for u, v, slot in cell.graph.edges(data="slot"):
         dot.add_edge(pydot.Edge(f'"{prefix}{u}"', f'"{prefix}{v}"'))

@@ -6,11 +6,13 @@ search space, one Ray Tune trial per child training (nasforge.train), and keeps 
 Ray is imported only when a search runs.
 """
 from nasforge.search.config import SearchConfig, SearchError
+from nasforge.search.objectives import Goal, ModelSetting, register_static_metric
 from nasforge.search.run_folder import (RunFolder, best_trial, is_run, ranked_trials,
                                         read_trials)
 
 __all__ = ["SearchConfig", "SearchError", "RunFolder", "read_trials", "best_trial", "is_run",
-           "ranked_trials", "run_search", "SearchProgress"]
+           "ranked_trials", "run_search", "SearchProgress", "Goal", "ModelSetting",
+           "register_static_metric"]
 
 
 def __getattr__(name):  # run_search imports Ray: only when asked for

@@ -6,6 +6,14 @@ slot is free, ``on_trial_result`` per report, ``on_trial_complete`` at the end);
 report into a ``Result`` (ok / failed / pruned) and a ``trials.jsonl`` record, and calls the
 recorder at the points where the run folder must change (see ``run_folder``'s crash order).
 
+Constraints are checked here, before Ray ever sees a proposal: ``suggest`` measures the static
+metrics the search needs (``objectives.py``: params, mult-adds, anything registered) and a
+proposal that violates a constraint is recorded as ``infeasible`` with the measured values,
+told to the searcher and replaced by the next proposal, so it is never trained and does not
+use the trial budget; after ``infeasible_cap`` of them the search stops (``StopRequest``
+reason ``"infeasible"``). Constraints on trained metrics (an accuracy floor) are checked when
+the trial ends: the child trained and counts, but it is marked infeasible for ranking.
+
 A search can end before its budget (``StopRequest``: the failure rule, Ctrl-C): from then on no
 trial is started, and a trial that Ray ends without its final report (stopped or killed with
 the experiment) is not recorded: its proposal stays in flight in the searcher's saved state,
@@ -22,10 +30,12 @@ from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
 from nasforge.search.failures import WORKER_DIED
+from nasforge.search.objectives import INFEASIBLE, METRICS, Goal, measure_static
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "epoch")
+# the trained metrics of objectives.METRICS, and the epoch
+METRIC_KEYS = tuple(n for n, m in METRICS.items() if not m.static) + ("epoch",)
 
 
 class Recorder(Protocol):
@@ -50,7 +60,7 @@ class StopRequest:
     the adapter and by Ray Tune's stopper (``runner``)."""
 
     def __init__(self):
-        self.reason: str | None = None  # "broken" | "interrupted"
+        self.reason: str | None = None  # "broken" | "interrupted" | "infeasible"
         self.broken = None  # failures.BrokenSearch when reason == "broken"
 
     def set(self, reason: str, broken=None) -> None:
@@ -66,12 +76,24 @@ class TuneSearcherAdapter(TuneSearcher):
 
     ``budget``: trials this Ray experiment may start; ``requeue``: proposals asked before a
     driver crash and never finished, handed out first on resume; ``resources``: per-trial
-    ``{"cpu": c, "gpu": g}`` recorded with each trial; ``stop``: ends the search early."""
+    ``{"cpu": c, "gpu": g}`` recorded with each trial; ``stop``: ends the search early;
+    ``goal``: objectives and constraints; ``model_setting``: how children are built (for the
+    static metrics); ``infeasible_cap``: infeasible proposals after which the search stops;
+    ``infeasible_seen``: those already recorded by earlier parts of the run."""
 
     def __init__(self, searcher, space, recorder: Recorder, budget: int,
-                 resources: dict, requeue: list[Proposal] = (), metric: str = "val_acc",
-                 stop: StopRequest | None = None):
-        super().__init__(metric=metric, mode="max")
+                 resources: dict, requeue: list[Proposal] = (), goal: Goal | None = None,
+                 stop: StopRequest | None = None, model_setting=None,
+                 infeasible_cap: int | None = None, infeasible_seen: int = 0):
+        self.goal = goal or Goal()
+        super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction)
+        self.model_setting = model_setting
+        self.static_metrics = self.goal.static_metrics()
+        if self.static_metrics and model_setting is None:
+            raise ValueError(f"static metrics {self.static_metrics} need a model_setting")
+        self.infeasible_cap = infeasible_cap
+        self.infeasible_seen = int(infeasible_seen)
+        self.static: dict[int, dict] = {}  # proposal id -> static metrics measured
         self.stop_request = stop if stop is not None else StopRequest()
         self.nasforge_searcher = searcher
         self.space = space
@@ -84,19 +106,53 @@ class TuneSearcherAdapter(TuneSearcher):
         self.last: dict[str, dict] = {}  # ray trial id -> last intermediate report
 
     @staticmethod
-    def trial_config(proposal: Proposal) -> dict:
-        """The Tune config of a trial (``trial.run_trial`` decodes the tokens)."""
-        return {"nasforge": {"trial": proposal.id, "tokens": list(proposal.tokens)}}
+    def trial_config(proposal: Proposal, static: dict | None = None) -> dict:
+        """The Tune config of a trial (``trial.run_trial`` decodes the tokens and reports the
+        static metrics with every result, where ASHA may need them)."""
+        return {"nasforge": {"trial": proposal.id, "tokens": list(proposal.tokens),
+                             "static": dict(static or {})}}
 
     # ------------------------------------------------------------ Ray's API
     def suggest(self, trial_id: str):
-        if self.issued >= self.budget or self.stop_request:
-            return TuneSearcher.FINISHED
-        proposal = self.requeue.pop(0) if self.requeue else self.nasforge_searcher.ask(1)[0]
+        while True:
+            if self.issued >= self.budget or self.stop_request:
+                return TuneSearcher.FINISHED
+            proposal = self.requeue.pop(0) if self.requeue else \
+                self.nasforge_searcher.ask(1)[0]
+            static = measure_static(self.static_metrics, self.space.to_graph(proposal.arch),
+                                    self.model_setting) if self.static_metrics else {}
+            if not self.goal.violated(static, only_known=True):
+                break
+            self.refuse(proposal, static)
+        self.static[proposal.id] = static
         self.issued += 1
         self.live[trial_id] = (proposal, time.time())
         self.recorder.asked(self.nasforge_searcher, proposal, trial_id)
-        return self.trial_config(proposal)
+        return self.trial_config(proposal, static)
+
+    def refuse(self, proposal: Proposal, static: dict) -> None:
+        """Called by ``suggest`` for a proposal that violates a constraint before training:
+        recorded, told to the searcher as infeasible, never trained; stops the search at the
+        cap."""
+        now = time.time()
+        constraints = self.goal.constraint_values(static, only_known=True)
+        reason = "; ".join(self.goal.violated(static, only_known=True))
+        record = {
+            "trial": proposal.id, "ray_trial_id": None, "status": INFEASIBLE,
+            "hash": proposal.hash, "tokens": list(proposal.tokens),
+            "origin": dict(proposal.meta),
+            "arch": self.space.to_graph(proposal.arch).to_dict(),
+            "metrics": dict(static), "constraints": constraints, "feasible": False,
+            "epochs": 0, "params": static.get("params"), "mult_adds": static.get("mult_adds"),
+            "wall_s": 0.0, "train_s": 0.0, "restored_epoch": 0, "resources": self.resources,
+            "error": reason, "failure": None, "started_at": now, "finished_at": now,
+        }
+        self.recorder.finished(record)
+        self.nasforge_searcher.tell(proposal, result_from_record(record))
+        self.recorder.told(self.nasforge_searcher, record)
+        self.infeasible_seen += 1
+        if self.infeasible_cap is not None and self.infeasible_seen >= self.infeasible_cap:
+            self.stop_request.set(INFEASIBLE)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.live:
@@ -111,10 +167,11 @@ class TuneSearcherAdapter(TuneSearcher):
         proposal, t0 = self.live.pop(trial_id)
         result = result or self.last.get(trial_id) or {}
         self.last.pop(trial_id, None)
+        static = self.static.pop(proposal.id, {})
         if self.stop_request and (error or result.get("final_status") is None):
             log.info("trial %d ended with the search: left for --resume", proposal.id)
             return
-        record, outcome = self.make_record(proposal, trial_id, result, error, t0)
+        record, outcome = self.make_record(proposal, trial_id, result, error, t0, static)
         self.recorder.finished(record, result.get("traceback"))
         self.nasforge_searcher.tell(proposal, outcome)
         self.recorder.told(self.nasforge_searcher, record)
@@ -147,9 +204,10 @@ class TuneSearcherAdapter(TuneSearcher):
 
     # --------------------------------------------------------------- records
     def make_record(self, proposal: Proposal, ray_trial_id: str, result: dict, error: bool,
-                    t0: float) -> tuple[dict, Result]:
-        """The ``trials.jsonl`` line and the searcher's ``Result`` of a finished trial."""
-        metrics = _metrics(result)
+                    t0: float, static: dict | None = None) -> tuple[dict, Result]:
+        """The ``trials.jsonl`` line and the searcher's ``Result`` of a finished trial
+        (``static``: the metrics measured before it trained)."""
+        metrics = {**_metrics(result), **(static or {})}
         final = result.get("final_status")
         failure = None
         if error:
@@ -174,15 +232,32 @@ class TuneSearcherAdapter(TuneSearcher):
             "resources": self.resources, "error": reason, "failure": failure,
             "started_at": t0, "finished_at": now,
         }
+        if self.goal.constraints and status == "ok":
+            # trained metrics (an accuracy floor) are known now; static ones were checked
+            values = {**{k: v for k, v in (("params", record["params"]),
+                                           ("mult_adds", record["mult_adds"])) if v is not None},
+                      **metrics}
+            record["constraints"] = self.goal.constraint_values(values)
+            violated = self.goal.violated(values)
+            record["feasible"] = not violated
+            if violated:
+                record["error"] = "; ".join(violated)
         return record, result_from_record(record)
 
 
 def result_from_record(record: dict) -> Result:
     """The searcher's ``Result`` of a ``trials.jsonl`` record (also used by ``--resume``)."""
     metrics = {k: v for k, v in record["metrics"].items() if k != "epoch"}
+    constraints = dict(record.get("constraints") or {})
+    if record["status"] == INFEASIBLE or (record["status"] == "ok" and
+                                          record.get("feasible") is False):
+        return Result.infeasible(constraints, record.get("error"),
+                                 **{k: v for k, v in metrics.items() if isinstance(v, float)
+                                    or isinstance(v, int)})
     if record["status"] == "ok":
-        return Result.ok(**metrics, mult_adds=float(record.get("mult_adds") or 0),
-                         params=float(record.get("params") or 0))
+        return Result("ok", {"mult_adds": float(record.get("mult_adds") or 0),
+                             "params": float(record.get("params") or 0), **metrics},
+                      constraints=constraints)
     if record["status"] == "pruned":
         return Result.pruned(**metrics)
     return Result.failed(record.get("error"))

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from nasforge.rules import reject_unknown_keys
+from nasforge.search.objectives import Goal, ObjectiveError
 
 
 class SearchError(ValueError):
@@ -15,6 +16,11 @@ class SearchError(ValueError):
 
 
 SCHEDULERS = ("fifo", "asha")
+
+
+def _strings(value) -> tuple:
+    """A tuple of specs from one string or a sequence of them."""
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,11 @@ class SearchConfig:
     address: str | None = None  # Ray cluster: None = start a local one, "auto", "ray://h:p"
     storage: str | None = None  # Ray storage for trial checkpoints (default: <run>/ray)
     faults: tuple[tuple[str, int], ...] = ()  # chaos testing: (kind, trial id), see faults.py
+    # objectives.py: NAME[:max|min], the primary first; several = a Pareto search
+    objectives: tuple[str, ...] = ("val_acc:max",)
+    constraints: tuple[str, ...] = ()  # "mult_adds<=600e6", ... (objectives.py)
+    max_infeasible: int | None = None  # infeasible proposals (never trained) before the search
+    #   stops; None = objectives.DEFAULT_INFEASIBLE_FACTOR x trials
 
     def __post_init__(self):
         if isinstance(self.trials, bool) or int(self.trials) < 1:
@@ -64,6 +75,22 @@ class SearchConfig:
             raise SearchError(f"--max-consecutive-failures must be >= 0 (0: never stop), got "
                               f"{self.max_consecutive_failures}")
 
+        try:  # kept in canonical form: a resumed search compares them as text
+            goal = Goal.parse(_strings(self.objectives), _strings(self.constraints))
+        except ObjectiveError as e:
+            raise SearchError(str(e)) from None
+        spec = goal.spec()
+        object.__setattr__(self, "objectives", tuple(spec["objectives"]))
+        object.__setattr__(self, "constraints", tuple(spec["constraints"]))
+        if self.max_infeasible is not None and (isinstance(self.max_infeasible, bool)
+                                                or int(self.max_infeasible) < 0):
+            raise SearchError(f"max_infeasible must be >= 0, got {self.max_infeasible}")
+
+    @property
+    def goal(self) -> Goal:
+        """The objectives and constraints (objectives.Goal)."""
+        return Goal.parse(self.objectives, self.constraints)
+
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -72,4 +99,7 @@ class SearchConfig:
         reject_unknown_keys(cls, data, "search config", SearchError)
         data = dict(data)
         data["faults"] = tuple((str(k), int(t)) for k, t in data.get("faults", ()))
+        for key in ("objectives", "constraints"):  # JSON lists; absent in older runs
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)

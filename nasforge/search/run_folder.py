@@ -1,9 +1,12 @@
 """The run folder ``runs/<name>/`` of a search: the files a user reads and ``--resume`` trusts.
 
     config.json       SearchConfig + nasforge version, git commit, start time
-    trials.jsonl      append-only, one JSON line per finished trial (the source of truth)
+    trials.jsonl      append-only, one JSON line per finished trial (the source of truth),
+                      and per proposal refused before training (status ``infeasible``)
     best_cell.json    the best trial's cell pair (``nasforge train``/``info``-able), replaced
-                      atomically when the best changes
+                      atomically when the best changes (best: the primary objective)
+    pareto.json       with several objectives: the current Pareto front (objective values,
+                      cell pairs), replaced atomically when it changes
     searcher.pt       the searcher's state_dict, replaced atomically after every ask and tell
     events.out.tfevents.*   search-level TensorBoard scalars and images
     trials/<id>/      per-trial TensorBoard events (learning curve, HParams) and, for a child
@@ -19,18 +22,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 
 from nasforge.safe_load import RefusedFileError, load_plain, read_json, read_text
 from nasforge.search.config import SearchError
+from nasforge.search.objectives import Goal, Objective, metric_value, parse_objective
 
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 TRIALS = "trials.jsonl"
 BEST = "best_cell.json"
+PARETO = "pareto.json"
 SEARCHER_STATE = "searcher.pt"
 TRACEBACK = "traceback.txt"  # in a trial's folder
 
@@ -72,26 +76,36 @@ def read_trials(run_dir) -> list[dict]:
     return records
 
 
-def trial_score(record: dict, objective: str = "val_acc") -> float | None:
-    """The value a trial competes with for "best": its finite ``metrics[objective]`` when its
-    status is ``ok``, else None (failed and pruned trials never count as best)."""
-    if record.get("status") != "ok":
+def trial_score(record: dict, objective: str | Objective = "val_acc") -> float | None:
+    """The value a trial competes with for "best": its finite value of the objective's metric
+    (``objectives.metric_value``) when its status is ``ok`` and it meets the search's
+    constraints, else None (failed, pruned and infeasible trials never count as best).
+    ``objective``: an ``Objective`` or its text (``"val_acc"``, ``"mult_adds:min"``)."""
+    if record.get("status") != "ok" or record.get("feasible") is False:
         return None
-    v = record.get("metrics", {}).get(objective)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) \
-        and math.isfinite(v) else None
+    return metric_value(record, parse_objective(objective).name)
 
 
-def ranked_trials(records: list[dict], objective: str = "val_acc") -> list[dict]:
-    """The records with a ``trial_score``, best first (ties: lowest trial id).
+def ranked_trials(records: list[dict], objective: str | Objective = "val_acc") -> list[dict]:
+    """The records with a ``trial_score``, best first in the objective's direction (ties:
+    lowest trial id).
 
     The one best-trial rule of nasforge: the search's progress and ``best_cell.json``,
     ``nasforge compare`` and ``nasforge export best_cell`` all rank trials with it."""
+    objective = parse_objective(objective)
     scored = [r for r in records if trial_score(r, objective) is not None]
-    return sorted(scored, key=lambda r: (-trial_score(r, objective), int(r["trial"])))
+    return sorted(scored, key=lambda r: (-objective.sign * trial_score(r, objective),
+                                         int(r["trial"])))
 
 
-def best_trial(records: list[dict], objective: str = "val_acc") -> dict | None:
+def run_goal(config: dict) -> Goal:
+    """The objectives and constraints of a run from its ``config.json`` (runs made before
+    objectives existed: ``val_acc``, maximized)."""
+    search = config.get("search", {}) if isinstance(config, dict) else {}
+    return Goal.parse(search.get("objectives") or ("val_acc",), search.get("constraints") or ())
+
+
+def best_trial(records: list[dict], objective: str | Objective = "val_acc") -> dict | None:
     """The best record (see ``ranked_trials``), or None."""
     ranked = ranked_trials(records, objective)
     return ranked[0] if ranked else None
@@ -186,6 +200,25 @@ class RunFolder:
 
     def write_best(self, cell_pair_json: str) -> None:
         _atomic_write(self.path / BEST, cell_pair_json.encode())
+
+    @property
+    def pareto_path(self) -> Path:
+        return self.path / PARETO
+
+    def write_pareto(self, goal: Goal, front: list[dict]) -> None:
+        """Called when the Pareto front changes: its members (trial, hash, objective values,
+        cell pair), by trial id."""
+        members = [{"trial": r["trial"], "hash": r.get("hash"),
+                    "values": {o.name: metric_value(r, o.name) for o in goal.objectives},
+                    "arch": r.get("arch")} for r in front]
+        doc = {**goal.spec(), "members": members}
+        _atomic_write(self.path / PARETO, (json.dumps(doc, indent=1) + "\n").encode())
+
+    def read_pareto(self) -> dict | None:
+        """The saved front (``write_pareto``), or None."""
+        if not self.pareto_path.is_file():
+            return None
+        return read_json(self.pareto_path, "Pareto front")
 
     def save_searcher(self, state: dict) -> None:
         import io

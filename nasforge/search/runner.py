@@ -38,6 +38,7 @@ import nasforge
 from nasforge.cluster import connect_ray
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch
+from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, infeasible_cap
 from nasforge.search.run_folder import (SEARCHER_STATE, RunFolder, best_trial, device_seconds,
                                         trial_score)
 
@@ -55,12 +56,15 @@ class SearchProgress:
     failed: int
     pruned: int
     running: int  # trials handed to Ray and not finished
-    best: float | None  # best validation accuracy so far
+    best: float | None  # best value of the primary objective so far
     best_trial: int | None
     elapsed_s: float  # wall time of this invocation
     eta_s: float | None  # estimated wall time to the budget
     device_s: float  # accumulated device seconds (trial wall x GPUs, x 1 on CPU)
     last: dict | None = None  # the record of the trial that just finished
+    objective: str = "val_acc"  # the primary objective's metric (what ``best`` is)
+    infeasible: int = 0  # proposals refused before training (not in ``finished``)
+    front: int | None = None  # Pareto front size (several objectives only)
 
 
 class SearchRecorder:
@@ -68,17 +72,24 @@ class SearchRecorder:
 
     def __init__(self, run: RunFolder, board, records: list[dict], budget: int,
                  concurrency: int, on_progress: Callable[[SearchProgress], None] | None,
-                 watch: FailureWatch | None = None, stop=None):
+                 watch: FailureWatch | None = None, stop=None, goal: Goal | None = None):
         self.run, self.board, self.budget = run, board, budget
+        self.goal = goal or Goal()
         self.concurrency = max(1, concurrency)
         self.on_progress = on_progress
         self.watch, self.stop = watch, stop  # the failure rule; adapter.StopRequest
         self.counts = {"ok": 0, "failed": 0, "pruned": 0}
+        self.infeasible = 0
         self.device_s = 0.0
         for r in records:
+            if r["status"] == INFEASIBLE:
+                self.infeasible += 1
+                continue
             self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
             self.device_s += device_seconds(r)
-        self.best = best_trial(records)
+        self.best = best_trial(records, self.goal.primary)
+        self.front = self.goal.front(records) if self.goal.multi else []  # several objectives
+        self._best_changed = self._front_changed = False
         self.running = 0
         self.t0 = time.time()
         self.walls: list[float] = []
@@ -96,6 +107,11 @@ class SearchRecorder:
             self.board.epoch(proposal.id, metrics)
 
     def finished(self, record: dict, traceback: str | None = None) -> None:
+        if record["status"] == INFEASIBLE:  # refused before training: not a trial of the budget
+            self.run.append_trial(record)
+            self.infeasible += 1
+            self._best_changed = self._front_changed = False
+            return
         if traceback:
             self.run.write_traceback(record["trial"], traceback)
         self.run.append_trial(record)
@@ -103,11 +119,21 @@ class SearchRecorder:
         self.counts[record["status"]] += 1
         self.device_s += device_seconds(record)
         self.walls.append(record["wall_s"])
-        best = best_trial([record] if self.best is None else [self.best, record])
+        best = best_trial([record] if self.best is None else [self.best, record],
+                          self.goal.primary)
         self._best_changed = best is record
         if self._best_changed:
             self.best = record
             self.run.write_best(_pair_json(record["arch"]))
+        self._front_changed = False
+        if self.goal.multi and self.goal.values(record) is not None:
+            # dominance is transitive: the old front plus the new trial is the new front
+            front = self.goal.front(self.front + [record])
+            self._front_changed = [r["trial"] for r in front] != \
+                [r["trial"] for r in self.front]
+            if self._front_changed:
+                self.front = front
+                self.run.write_pareto(self.goal, front)
         broken = self.watch.observe(record) if self.watch is not None else None
         if broken is not None and self.stop is not None:
             log.info("the search is broken: %s", describe_broken(broken))  # the CLI says it
@@ -116,9 +142,10 @@ class SearchRecorder:
     def told(self, searcher, record: dict) -> None:
         self.run.save_searcher(searcher.state_dict())
         progress = self.progress(record)
-        if self.board is not None:
+        if self.board is not None and record["status"] != INFEASIBLE:
             self.board.finished(record, dataclasses.asdict(progress), searcher.stats(),
-                                self._best_changed, self.best)
+                                self._best_changed, self.best,
+                                self.front if self._front_changed else None)
         if self.on_progress is not None:
             self.on_progress(progress)
 
@@ -131,9 +158,11 @@ class SearchRecorder:
         return SearchProgress(
             budget=self.budget, finished=self.n_finished, failed=self.counts["failed"],
             pruned=self.counts["pruned"], running=max(0, self.running),
-            best=trial_score(self.best) if self.best else None,
+            best=trial_score(self.best, self.goal.primary) if self.best else None,
             best_trial=self.best["trial"] if self.best else None,
-            elapsed_s=time.time() - self.t0, eta_s=eta, device_s=self.device_s, last=last)
+            elapsed_s=time.time() - self.t0, eta_s=eta, device_s=self.device_s, last=last,
+            objective=self.goal.primary.name, infeasible=self.infeasible,
+            front=len(self.front) if self.goal.multi else None)
 
 
 def _pair_json(arch: dict) -> str:
@@ -166,9 +195,26 @@ def make_searcher(config: SearchConfig):
         raise SearchError(f"unknown searcher {config.searcher!r} "
                           f"(known: {', '.join(SEARCHERS)})")
     space = get_space(config.space)
+    goal = config.goal
+    options = dict(config.searcher_options)
+    if goal.multi:
+        cls = SEARCHERS[config.searcher]
+        if not cls.multi_objective:
+            raise SearchError(f"several objectives ({', '.join(map(str, goal.objectives))}) "
+                              f"need a multi-objective searcher (known: "
+                              f"{', '.join(n for n, c in SEARCHERS.items() if c.multi_objective)}"
+                              f"), not {config.searcher!r}")
+        if cls.Config is not None and "objectives" in {f.name for f in
+                                                       dataclasses.fields(cls.Config)}:
+            if "objectives" in options:
+                raise SearchError("give the objectives with --objectives, not as a searcher "
+                                  "option")
+            options["objectives"] = tuple((o.name, o.optuna_direction)
+                                          for o in goal.objectives)
     try:
         searcher = get_searcher(config.searcher, space, seed=config.seed,
-                                **config.searcher_options)
+                                objective=goal.primary.name,
+                                direction=goal.primary.optuna_direction, **options)
     except (TypeError, ValueError) as e:
         raise SearchError(f"searcher {config.searcher!r}: {e}") from None
     return space, searcher
@@ -225,25 +271,34 @@ def _reconcile(searcher, records: list[dict]) -> list:
 # ----------------------------------------------------------------------------- the search
 def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool = False,
                on_progress: Callable[[SearchProgress], None] | None = None,
-               on_start: Callable[[str], None] | None = None) -> dict:
+               on_start: Callable[[str], None] | None = None,
+               expect_goal: Goal | None = None) -> dict:
     """Run (or with ``resume=True`` continue) a search in ``run_dir``; return its summary.
 
     ``on_start`` receives one sentence about the resources used; ``on_progress`` a
     ``SearchProgress`` after every finished trial. Raises SearchError (or nasforge.data's
     DataError, nasforge.cluster's ClusterError) for bad input before anything is written. A
     search that ends before its budget returns normally; its summary's ``stopped`` says why
-    ("broken" with ``broken`` = ``failure_report``, or "interrupted")."""
+    ("broken" with ``broken`` = ``failure_report``, "interrupted", or "infeasible" when the
+    cap on infeasible proposals was reached). ``expect_goal``: with ``resume``, the objectives
+    and constraints the caller asked for; SearchError when they differ from the run's."""
     from nasforge.data import load_data
     from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
     from nasforge.search.board import SearchBoard
 
     run, config, records, recipe = _open_run(config, run_dir, resume)
+    goal = config.goal
+    if resume and expect_goal is not None and expect_goal.spec() != goal.spec():
+        raise SearchError(f"--resume {run_dir}: the run searches {_describe_goal(goal)}; "
+                          f"it cannot continue with {_describe_goal(expect_goal)}")
     space, searcher = make_searcher(config)
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
     epochs = config.epochs or recipe.epochs
     val_size = recipe.val_size if config.val_size is None else config.val_size
-    remaining = config.trials - len(records)
+    remaining = config.trials - sum(r["status"] != INFEASIBLE for r in records)
+    cap = infeasible_cap(config.trials, config.max_infeasible)
+    infeasible_seen = sum(r["status"] == INFEASIBLE for r in records)
 
     started_ray = connect_ray(config.address)
     board = None
@@ -258,14 +313,21 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
         if on_start is not None:
             on_start(note)
         stop = StopRequest()
-        recorder = SearchRecorder(run, SearchBoard(run, config.searcher), records,
+        recorder = SearchRecorder(run, SearchBoard(run, config.searcher, goal), records,
                                   config.trials, concurrency, on_progress,
-                                  FailureWatch(config.max_consecutive_failures), stop)
+                                  FailureWatch(config.max_consecutive_failures), stop, goal)
         board = recorder.board
-        if remaining > 0:
+        if remaining > 0 and infeasible_seen >= cap:
+            stop.set(INFEASIBLE)
+        elif remaining > 0:
             run.save_searcher(searcher.state_dict())
+            setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
+                                   data.image_size[0], data.channels,
+                                   tuple(sorted(recipe.overrides.items())))
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
-                                          requeue=requeue, stop=stop)
+                                          requeue=requeue, goal=goal, stop=stop,
+                                          model_setting=setting, infeasible_cap=cap,
+                                          infeasible_seen=infeasible_seen)
             _fit(_make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
                              concurrency, remaining, stop), run, stop)
         return _summary(run, recorder, config, stop)
@@ -332,6 +394,18 @@ def _restore_searcher(run: RunFolder, searcher, records: list[dict]) -> list:
     return _reconcile(searcher, records)
 
 
+def make_scheduler(config: SearchConfig, epochs: int):
+    """Ray Tune's trial scheduler of the search (None for fifo); ASHA stops children on the
+    primary objective, in its direction."""
+    if config.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    primary = config.goal.primary
+    return ASHAScheduler(time_attr="epoch", metric=primary.name, mode=primary.direction,
+                         max_t=epochs, grace_period=max(1, epochs // 4), reduction_factor=3)
+
+
 def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epochs: int,
                 space, per_trial: dict, concurrency: int, remaining: int, stop):
     """The Ray Tune experiment of the ``remaining`` trials: ``ray/part-<k>`` of the run."""
@@ -344,15 +418,11 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
                              setting=recipe.setting or "cifar",
                              overrides=tuple(recipe.overrides.items()),
                              seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
-                             faults=config.faults)
+                             faults=config.faults, objective=config.goal.primary.name)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=data, settings=settings), per_trial)
-    scheduler = None
-    if config.scheduler == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
-                                  grace_period=max(1, epochs // 4), reduction_factor=3)
+    scheduler = make_scheduler(config, epochs)
+    primary = config.goal.primary
     storage = config.storage or str((run.path / "ray").resolve())
     part = 1 + sum(1 for p in Path(storage).glob("part-*")) if "://" not in storage else \
         int(time.time())
@@ -360,7 +430,10 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
         trainable,
         tune_config=tune.TuneConfig(search_alg=adapter, num_samples=remaining,
                                     max_concurrent_trials=concurrency, scheduler=scheduler,
-                                    metric="val_acc", mode="max", reuse_actors=True,
+                                    # a scheduler holds its own metric (Ray refuses both)
+                                    metric=None if scheduler else primary.name,
+                                    mode=None if scheduler else primary.direction,
+                                    reuse_actors=True,
                                     trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
@@ -464,6 +537,20 @@ def _no_ray_tensorboard():
         yield
 
 
+def _describe_goal(goal: Goal) -> str:
+    text = "objectives " + ",".join(map(str, goal.objectives))
+    return text + (" with constraints " + ", ".join(map(str, goal.constraints))
+                   if goal.constraints else " without constraints")
+
+
+def describe_infeasible(config: SearchConfig) -> str:
+    """One sentence: why a search stopped at the cap on infeasible proposals."""
+    cap = infeasible_cap(config.trials, config.max_infeasible)
+    return (f"{cap} proposals violated the constraints ({', '.join(config.constraints)}) "
+            f"before training; the space is almost entirely infeasible: loosen the constraints "
+            f"or raise max_infeasible")
+
+
 def describe_broken(broken: BrokenSearch) -> str:
     """One sentence: why the search was stopped as broken."""
     if broken.first_trials:
@@ -484,7 +571,12 @@ def _summary(run: RunFolder, recorder: SearchRecorder, config: SearchConfig, sto
     best = recorder.best
     return {"run_dir": str(run.path), "searcher": config.searcher, "budget": config.trials,
             "finished": p.finished, "failed": p.failed, "pruned": p.pruned,
-            "best_val_acc": p.best, "best_trial": p.best_trial,
+            "infeasible": p.infeasible, "objective": str(config.goal.primary),
+            "best": p.best, "best_val_acc": trial_score(best) if best else None,
+            "best_trial": p.best_trial,
+            "pareto_front": [r["trial"] for r in recorder.front] if config.goal.multi else None,
+            "infeasible_message": describe_infeasible(config)
+            if stop.reason == INFEASIBLE else None,
             "best_hash": best["hash"] if best else None,
             "best_cell": str(run.best_path) if run.best_path.is_file() else None,
             "stopped": stop.reason,

@@ -40,6 +40,7 @@ class TrialSettings:
     seed: int  # search seed; each child's seed derives from it and the trial id
     threads: int  # torch intra-op threads of a CPU child
     faults: tuple[tuple[str, int], ...] = ()  # chaos testing (faults.py)
+    objective: str = "val_acc"  # the primary objective: in every report (Ray's metric)
 
 
 def child_seed(seed: int, trial_id: int) -> int:
@@ -75,6 +76,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
 
     spec = config["nasforge"]
     trial_id = int(spec["trial"])
+    static = dict(spec.get("static") or {})
     device = _device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, settings.threads))
@@ -103,7 +105,9 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
 
         def report(epoch: int, metrics: dict) -> None:
             metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            metrics.setdefault("val_acc", float("nan"))  # Ray wants the metric in every report
+            metrics.update(static)  # measured before training (objectives.py)
+            metrics.setdefault("val_acc", float("nan"))
+            metrics.setdefault(settings.objective, float("nan"))  # Ray wants it in every report
             if epoch >= settings.epochs:
                 held.update(metrics)  # sent with the summary, after train() returns
                 return
@@ -133,6 +137,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
     finally:
         shutil.rmtree(work, ignore_errors=True)
     final = dict(held)
+    final.update(static)
     final.update(summary)
     final["val_acc"] = _finite(final.get("val_acc")) if final["final_status"] == "ok" \
         else float("nan")
