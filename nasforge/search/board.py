@@ -98,22 +98,30 @@ class SearchBoard:
                                   step, dataformats="HWC")
         except ImportError:
             log.warning("matplotlib is not installed: no accuracy vs mult-adds image")
-        try:
-            from nasforge.dsl import CellPair
-            from nasforge.dsl.cell import render
-
-            png = render(CellPair.from_dict(best["arch"]).to_dot(), "png")
-            self.writer.add_image("search/best_cell",
-                                  np.asarray(Image.open(io.BytesIO(png)).convert("RGB")),
-                                  step, dataformats="HWC")
-        except Exception as e:  # Graphviz missing: the search goes on without the drawing
-            log.warning("best cell drawing skipped: %s", e)
+        add_cell_drawing(self.writer, "search/best_cell", best["arch"], step)
 
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
         self._writers.clear()
         self.writer.close()
+
+
+def add_cell_drawing(writer, tag: str, pair_dict: dict, step: int) -> None:
+    """Add the Graphviz drawing of a cell pair (``CellPair.to_dict()``) to a SummaryWriter as
+    an image; logs a warning instead when it cannot be drawn (Graphviz missing)."""
+    try:
+        import numpy as np
+        from PIL import Image
+
+        from nasforge.dsl import CellPair
+        from nasforge.dsl.cell import render
+
+        png = render(CellPair.from_dict(pair_dict).to_dot(), "png")
+        writer.add_image(tag, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), step,
+                         dataformats="HWC")
+    except Exception as e:  # Graphviz missing: the search goes on without the drawing
+        log.warning("cell drawing skipped: %s", e)
 
 
 def _scatter_png(points, best: dict) -> bytes:
