@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nasforge.oneshot.supernet import ArchitectureParameters, Supernet, SupernetError
+from nasforge.oneshot.supernet import Supernet, SupernetError
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +38,68 @@ class MemoryEstimate:
         return int(SAFETY * (self.weight_bytes + self.activation_bytes_per_image * self.batch))
 
 
+def _saved_bytes(fn, *args) -> tuple[int, object]:
+    """(bytes autograd saves for the backward pass of ``fn(*args)``, its output)."""
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    return saved[0], out
+
+
 def estimate(space, config, batch: int, mixed: bool) -> MemoryEstimate:
-    """The memory of one training step of the supernet of ``space`` under ``config``."""
+    """The memory of one training step of the supernet of ``space`` under ``config``.
+
+    A path's activations are measured by one meta forward of the path whose every slot
+    reads the first op from h_i. A mixture's are that, minus those slots' ops, plus every
+    candidate's op (each measured once per distinct op, input shape and cell, since all the
+    candidates of a cell with the same source kind see the same shapes) and the weighted copy
+    of its output the mixture keeps."""
+    from nasforge.oneshot.supernet import SLOTS, Candidate, op_key, slot_candidates
+
     with torch.device("meta"):
         supernet = Supernet(space, config).train()
         params = sum(p.numel() for p in supernet.parameters())
-        x = torch.empty(1, 3, config.input_size, config.input_size)
-        saved = [0]
-
-        def pack(t):
-            saved[0] += t.numel() * t.element_size()
-            return t
-
-        if mixed:
-            kwargs = {"mix": ArchitectureParameters(space, init_scale=0.0).probabilities()}
-        else:  # the largest path: every block reads a fresh op of the first candidate kind
-            kwargs = {"arch": space.decode([0] * len(space.decisions()))}
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            supernet(x.requires_grad_(), **kwargs)
-    return MemoryEstimate(params, params * WEIGHT_COPIES * 4, saved[0], batch)
+        x = torch.empty(1, config.in_channels, config.input_size, config.input_size,
+                        requires_grad=True)
+        cell_inputs = []
+        hooks = [cell.register_forward_pre_hook(
+            lambda m, args, kw: cell_inputs.append((m, kw.get("arch_cell") if kw else None,
+                                                    args)), with_kwargs=True)
+                 for cell in supernet.cells]
+        path = space.decode([0] * len(space.decisions()))
+        try:
+            path_bytes, _ = _saved_bytes(lambda: supernet(x, arch=path))
+        finally:
+            for h in hooks:
+                h.remove()
+        if not mixed:
+            return MemoryEstimate(params, params * WEIGHT_COPIES * 4, path_bytes, batch)
+        total = path_bytes
+        with torch.no_grad():
+            for cell, _, (h_i, h_prev) in cell_inputs:
+                states = [cell.pre0(*h_i), h_i[0] if cell.pre1 is None else
+                          cell.adjust_prev(*h_prev)]
+                block_state = cell.ops[op_key(0, "a", Candidate(0, space.ops[0]))](states[0])
+                cache = {}
+                for k in range(space.num_blocks):
+                    for side in SLOTS:
+                        for cand in slot_candidates(space, k):
+                            source = states[cand.source] if cand.source < 2 else block_state
+                            kind = (cand.op, min(cand.source, 2))
+                            if kind not in cache:
+                                module = cell.ops[op_key(k, side, cand)]
+                                with torch.enable_grad():
+                                    nbytes, out = _saved_bytes(
+                                        module, source.detach().requires_grad_())
+                                cache[kind] = nbytes + out.numel() * out.element_size()
+                            total += cache[kind]
+                    total -= 2 * cache[(space.ops[0], 0)]  # the path's own ops, counted twice
+    return MemoryEstimate(params, params * WEIGHT_COPIES * 4, total, batch)
 
 
 def available_bytes(device: torch.device) -> int:
