@@ -146,3 +146,48 @@ def test_subprocess_bad_input_has_no_traceback(cli, tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "does not exist" in r.stderr
+
+
+# --------------------------------------------------------- nasforge train --run (best cell)
+@pytest.fixture
+def search_run(tmp_path):
+    """A search run folder as the search writes it (RunFolder), with a best cell that is not
+    the recipe's default model."""
+    from nasforge.search.run_folder import RunFolder
+    from nasforge.search_spaces import NasNetSpace
+
+    space = NasNetSpace(num_blocks=2, ops=("sep_conv_3x3", "max_pool_3x3", "identity"))
+    arch = space.sample(np.random.default_rng(0))
+    folder = RunFolder(tmp_path / "search-x").create({"space": "nasnet"})
+    folder.write_best(space.to_graph(arch, name="found").to_json())
+    return folder
+
+
+@pytest.mark.parametrize("word", [[], ["best_cell"]])
+def test_train_run_trains_the_runs_best_cell(fx, tmp_path, capsys, search_run, word):
+    from nasforge import build_model
+
+    rc, out, err = _run(capsys, *word, "--run", search_run.path, "--recipe", "smoke", "--data",
+                        fx["tree"], "--epochs", "1", "--runs-dir", tmp_path / "runs", "--json",
+                        "--cache-dir", tmp_path / "c")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["model"] == str(search_run.best_path) and res["status"] == "ok"
+    run = next((tmp_path / "runs").iterdir())
+    assert run.name.startswith("search-x-best_cell-smoke-")
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["search_run"] == str(search_run.path)
+    # the trained network is the run's cell, not the recipe's nasnet_a
+    expected = build_model(str(search_run.best_path), None, num_classes=3,
+                           **config["model"]["overrides"])
+    assert config["model"]["params"] == sum(p.numel() for p in expected.parameters())
+
+
+def test_train_run_bad_input(tmp_path, capsys, search_run):
+    _bad(capsys, tmp_path, "--run", tmp_path / "nope", match="no such folder")
+    (tmp_path / "plain").mkdir()
+    _bad(capsys, tmp_path, "--run", tmp_path / "plain", match="is not a search run folder")
+    search_run.best_path.unlink()
+    _bad(capsys, tmp_path, "--run", search_run.path, match="has no best_cell.json yet")
+    _bad(capsys, tmp_path, "nasnet_a", "--run", search_run.path, match="not both")
+    _bad(capsys, tmp_path, "best_cell", match="best_cell needs --run")

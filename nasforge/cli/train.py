@@ -1,4 +1,5 @@
-"""``nasforge train``: train a zoo model or a cell-pair JSON with a named recipe.
+"""``nasforge train``: train a zoo model, a cell-pair JSON or a search run's best cell with a
+named recipe (``nasforge train --run runs/X --recipe final-cifar``: the run's ``best_cell.json``).
 
 Writes ``<runs-dir>/<name>/``: ``config.json`` (resolved recipe, model, data, version),
 ``metrics.jsonl`` (one line per epoch), TensorBoard event files and ``checkpoint.pt``; running
@@ -21,7 +22,10 @@ def register(sub):
 
     p = sub.add_parser("train", help="train a model with a named recipe")
     p.add_argument("model", nargs="?",
-                   help="zoo name or cell-pair JSON file (default: the recipe's model)")
+                   help="zoo name or cell-pair JSON file (default: the recipe's model; "
+                        "best_cell or nothing with --run)")
+    p.add_argument("--run", dest="run_dir", metavar="RUN_DIR",  # args.run: the command handler
+                   help="train the best cell of this search run folder (its best_cell.json)")
     p.add_argument("--recipe", default="smoke", choices=sorted(RECIPES),
                    help="training recipe (default: smoke)")
     p.add_argument("--data", help="data: a path (CIFAR-10 folder/.tar.gz, ImageFolder tree), "
@@ -71,6 +75,34 @@ def _build(model_name: str, setting, recipe, data, arch):
     return build_model(model_name, setting, num_classes=num_classes, **overrides), overrides
 
 
+def _best_cell_word() -> str:
+    """``best_cell``: the MODEL word of ``nasforge train best_cell --run R`` (as ``nasforge
+    export`` spells it), the run folder's best-cell file name without its suffix."""
+    from nasforge.search.run_folder import BEST
+
+    return Path(BEST).stem
+
+
+def _best_cell_of_run(args) -> str:
+    """The path of ``--run``'s best cell; UsageError when the folder is not a search run,
+    has no best cell yet, or a MODEL other than best_cell is given too."""
+    from nasforge.cli import UsageError
+    from nasforge.search.run_folder import RunFolder, is_run
+
+    if args.model not in (None, _best_cell_word()):
+        raise UsageError(f"give either MODEL ({args.model}) or --run {args.run_dir}, not both")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"--run {run_dir}: no such folder")
+    if not is_run(run_dir):
+        raise UsageError(f"{run_dir} is not a search run folder (needs config.json and "
+                         f"trials.jsonl)")
+    best = RunFolder(run_dir).best_path
+    if not best.is_file():
+        raise UsageError(f"{run_dir} has no {best.name} yet (no trial has finished)")
+    return str(best)
+
+
 def run(args) -> int:
     import torch
 
@@ -88,7 +120,12 @@ def run(args) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    model_name = args.model or recipe.model
+    if args.run_dir is not None:
+        model_name = _best_cell_of_run(args)
+    elif args.model == _best_cell_word() and not os.path.exists(args.model):
+        raise UsageError(f"{args.model} needs --run RUN_DIR (a search run folder)")
+    else:
+        model_name = args.model or recipe.model
     setting = args.setting if args.setting is not None else (
         recipe.setting if model_name == recipe.model else None)
     source = args.data or recipe.data
@@ -99,6 +136,8 @@ def run(args) -> int:
     arch, _ = resolve(model_name, setting)  # bad model names fail before the data loads
 
     stem = Path(model_name).stem if os.path.exists(model_name) else model_name
+    if args.run_dir is not None:
+        stem = f"{Path(args.run_dir).resolve().name}-{stem}"
     name = args.name or f"{stem}-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.runs_dir) / name
     metrics_path = run_dir / "metrics.jsonl"
@@ -117,7 +156,8 @@ def run(args) -> int:
     config = {"nasforge_version": nasforge.__version__, "recipe": recipe.to_dict(),
               "epochs": epochs, "seed": args.seed,
               "model": {"name": model_name, "setting": setting, "overrides": overrides,
-                        "params": sum(p.numel() for p in model.parameters())},
+                        "params": sum(p.numel() for p in model.parameters()),
+                        **({"search_run": str(args.run_dir)} if args.run_dir else {})},
               "data": {"source": data.source, "format": data.format, "split": data.split,
                        "train": len(data.train),
                        "val": None if data.val is None else len(data.val),
