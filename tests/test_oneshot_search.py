@@ -27,7 +27,8 @@ TEST_RECIPE = register_recipe(replace(
 OPTIONS = {"blocks": 2, "ops": ["sep_conv_3x3", "max_pool_3x3", "identity"],
            "val_batch_size": 32}
 METHOD_OPTIONS = {"enas": {"controller_steps": 2, "derive_samples": 4},
-                  "spos": {"candidates": 4, "derive_candidates": 2, "derive_batches": 1}}
+                  "spos": {"candidates": 4, "derive_candidates": 2, "derive_batches": 1,
+                           "recalibration_batches": 1, "recalibration_batch_size": 16}}
 TIME_KEYS = ("wall_s", "elapsed_s")  # the only fields two runs may disagree on
 
 

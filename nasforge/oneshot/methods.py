@@ -155,6 +155,9 @@ class SposConfig(OneShotConfig):
 
     evaluator: str = "evolution"  # the searcher of the search phase (controllers registry)
     candidates: int = 1000  # paths the search phase evaluates
+    recalibration_batches: int = 10  # training batches recomputing a candidate's BN statistics
+    recalibration_batch_size: int = 128  # images per recalibration batch
+    validation_images: int | None = None  # a fixed subset of the validation split per candidate
     derive_candidates: int = 8  # random paths scored after each epoch for its derived cell
     derive_batches: int = 2  # validation batches each of them is scored on
 
@@ -460,14 +463,21 @@ class Spos(OneShotMethod):
                                            for _ in range(self.config.derive_candidates))]
         return max(scored, key=lambda s: (s[0], -s[1]))[2]
 
-    def search_phase(self, evaluator) -> tuple:
+    def search_phase(self) -> tuple:
         """Called once after the supernet is trained: the ``evaluator`` searcher proposes
-        ``candidates`` paths, each scored by ``evaluator`` (the supernet); returns the best
-        ``(Proposal, Result)``."""
+        ``candidates`` paths, each scored by ``SupernetEvaluator`` (its path's validation
+        accuracy after BN recalibration); returns the best ``(Proposal, Result)``."""
         from nasforge.controllers import get_searcher
+        from nasforge.oneshot.evaluate import SupernetEvaluator, search_with_supernet
 
-        searcher = get_searcher(self.config.evaluator, self.space, seed=self.seed)
-        results = search_with_supernet(searcher, evaluator, self.config.candidates)
+        cfg = self.config
+        evaluator = SupernetEvaluator(
+            self.model.supernet, self.data, recalibration_batches=cfg.recalibration_batches,
+            batch_size=cfg.recalibration_batch_size, device=self.device,
+            generator=torch.Generator().manual_seed(self.seed + 5),
+            validation_images=cfg.validation_images)
+        searcher = get_searcher(cfg.evaluator, self.space, seed=self.seed)
+        results = search_with_supernet(searcher, evaluator, cfg.candidates)
         ok = [(p, r) for p, r in results if r.status == "ok"]
         if not ok:
             raise SupernetError("the search phase evaluated no path successfully")
@@ -478,18 +488,6 @@ class Spos(OneShotMethod):
 
     def _load(self, state):
         self.paths.set_state(state["paths"])
-
-
-def search_with_supernet(searcher, evaluator, candidates: int) -> list:
-    """Placeholder until nasforge.oneshot.evaluate lands: ask/tell ``candidates`` proposals,
-    each scored by ``evaluator(arch) -> Result``."""
-    out = []
-    for _ in range(candidates):
-        proposal, = searcher.ask(1)
-        result = evaluator(proposal.arch)
-        searcher.tell(proposal, result)
-        out.append((proposal, result))
-    return out
 
 
 # ----------------------------------------------------------------------------- registry

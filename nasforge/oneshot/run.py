@@ -301,7 +301,7 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         finally:
             recorder.close()
     if isinstance(method, Spos) and result["status"] == "ok":
-        _search_phase(run, recorder, method, model, data, epochs)
+        _search_phase(run, recorder, method, epochs)
     return _summary(run, config, result, epochs, time.time() - t0)
 
 
@@ -326,15 +326,13 @@ def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: 
                  seed=config.seed, epochs=epochs, distributed=distributed, hooks=method)
 
 
-def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, model, data,
-                  epochs: int) -> None:
+def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, epochs: int) -> None:
     """spos after its last epoch: the searcher with the supernet as evaluator; its best path
     becomes one more record (origin.phase "search"). Skipped when already recorded."""
     if any(r.get("origin", {}).get("phase") == SEARCH_PHASE for r in run.trials()):
         return
     t0 = time.time()
-    evaluator = make_evaluator(method, model, data)
-    proposal, result = method.search_phase(evaluator)
+    proposal, result = method.search_phase()
     pair = method.space.to_graph(proposal.arch)
     params, mult_adds = recorder.child_size(list(proposal.tokens))
     now = time.time()
@@ -349,16 +347,6 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, model, data,
         "epochs": epochs, "params": params, "mult_adds": mult_adds, "wall_s": now - t0,
         "train_s": None, "restored_epoch": 0, "resources": recorder.resources, "error": None,
         "failure": None, "started_at": t0, "finished_at": now})
-
-
-def make_evaluator(method: Spos, model, data):
-    """The search phase's evaluator: a path's validation accuracy on the supernet."""
-    from nasforge.controllers import Result
-
-    def evaluate(arch):
-        return Result.ok(val_acc=method.path_accuracy(arch, method.config.derive_batches))
-
-    return evaluate
 
 
 def _description(config, recipe, epochs, data, macro, space, estimate) -> dict:
