@@ -284,3 +284,12 @@ register_recipe(Recipe(
     grad_clip=5.0, cutout=0,
     notes="Single-path one-shot on CIFAR-10: uniform paths, SGD cosine, then the search "
           "phase (SposConfig: evolution over 1,000 paths)."))
+
+register_recipe(Recipe(
+    name="oneshot-cifar-cpu",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
+    data="cifar10", split="search", train_subset=5000, val_size=1000,
+    epochs=3, batch_size=64, eval_batch_size=500, lr=0.05, min_lr=0.001, weight_decay=3e-4,
+    grad_clip=5.0, cutout=0, cpu_channels_last=True,
+    notes="A one-shot search on real CIFAR-10 within an hour on 2 CPU cores: N=1, F=8, a fixed "
+          "5,000 training images (78 steps of 64 per epoch), 1,000 validation images, 3 epochs."))
