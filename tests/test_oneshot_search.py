@@ -212,3 +212,56 @@ def test_an_unknown_method_is_one_line_and_exit_2(tmp_path, capsys):
                "synthetic", "--runs-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "unknown searcher 'nope'" in err and "\n" not in err
+
+
+# ----------------------------------------------------------------------------- data parallel
+def _global_bn_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from nasforge.oneshot.global_bn import GlobalBatchNorm2d
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, generator=g) * 3 + 1
+    weights = torch.randn(8, 3, 5, 5, generator=g)
+    bn = GlobalBatchNorm2d(3)
+    local = x[rank * 4:(rank + 1) * 4].clone().requires_grad_()
+    (bn(local) * weights[rank * 4:(rank + 1) * 4]).sum().backward()
+    torch.save({"y": bn(local).detach(), "grad": local.grad, "mean": bn.running_mean,
+                "var": bn.running_var}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_global_batch_norm_on_two_gloo_ranks_is_batch_norm_of_the_whole_batch(tmp_path):
+    """Two ranks with half a batch each normalise, and pass gradients, as torch's own
+    BatchNorm2d does on the whole batch in one process."""
+    import torch.multiprocessing as mp
+
+    # fork: the ranks reuse this process's imports (spawn re-imports torch: a minute here)
+    mp.start_processes(_global_bn_rank, args=(2, str(tmp_path / "init"), str(tmp_path)),
+                       nprocs=2, start_method="fork")
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(8, 3, 5, 5, generator=g) * 3 + 1).requires_grad_()
+    weights = torch.randn(8, 3, 5, 5, generator=g)
+    bn = torch.nn.BatchNorm2d(3)
+    (bn(x) * weights).sum().backward()
+    y = bn(x)  # a second step, as the ranks took (running statistics updated twice)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert torch.allclose(torch.cat([r["y"] for r in ranks]), y.detach(), atol=1e-5)
+    assert torch.allclose(torch.cat([r["grad"] for r in ranks]), x.grad, atol=1e-5)
+    for r in ranks:
+        assert torch.allclose(r["mean"], bn.running_mean, atol=1e-6)
+        assert torch.allclose(r["var"], bn.running_var, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_one_and_two_gloo_workers_derive_the_same_cells(runs, tmp_path):
+    """The same seed and global batch on 1 process and on 2 Ray Train workers (gloo): every
+    epoch derives the same cell (about 5 minutes on 2 busy cores: Ray and gloo start-up)."""
+    torch.set_num_threads(1)
+    path = tmp_path / "two"
+    run_oneshot(oneshot_config("gdas", workers=2), path)
+    assert [line["hash"] for line in trajectory(path)] == \
+        [line["hash"] for line in trajectory(runs("gdas"))]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import nasforge
+from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.methods import METHODS, Darts, OneShotModel, Spos, method_config
 from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
 from nasforge.search.config import SearchConfig, SearchError
@@ -247,7 +248,8 @@ def build(config: SearchConfig, recipe, method_cfg, space, data, macro, epochs: 
     import torch
 
     torch.manual_seed(config.seed)
-    model = OneShotModel(Supernet(space, macro))
+    # global-batch BN statistics: 1 and N data-parallel workers take the same steps
+    model = OneShotModel(use_global_batch_norm(Supernet(space, macro)))
     method = METHODS[config.searcher](space, model, data, epochs=epochs, seed=config.seed,
                                       config=method_cfg)
     return model, method
@@ -282,11 +284,13 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         if on_start is not None:
             on_start(f"{config.searcher} on a supernet of {estimate.params:,} parameters, "
                      f"{workers} data-parallel workers")
-        result = train_data_parallel(config, recipe, run, epochs, workers)
+        result = train_data_parallel(config, recipe, run, epochs, workers, resources)
+        # the driver's copy of the trained state, for spos's search phase
         model, method = build(config, recipe, method_cfg, space, data, macro, epochs)
         state = load_checkpoint(run.path / CHECKPOINT_NAME)
         model.load_state_dict(state["model"])
-        method.bind(torch.device("cpu"), 0, 1)
+        model.to(device)
+        method.bind(device, 0, 1)
         method.load_state_dict(state.get("hooks") or {})
         recorder = Recorder(run, method, space, macro, resources, board=False)
     else:
