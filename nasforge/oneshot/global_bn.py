@@ -29,8 +29,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not self.training:
             return super().forward(x)
         c = x.shape[1]
-        count = torch.full((1,), x.numel() // c, dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
+        xf = x.float()  # statistics in float32 also under bf16 autocast
+        count = torch.full((1,), x.numel() // c, dtype=xf.dtype, device=x.device)
+        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
         if _world() > 1:
             from torch.distributed.nn.functional import all_reduce
 
@@ -47,10 +48,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.mul_(1 - m).add_(m * mean)
                 self.running_var.mul_(1 - m).add_(m * unbiased)
         scale = torch.rsqrt(var + self.eps)
-        y = (x - mean[None, :, None, None]) * scale[None, :, None, None]
+        y = (xf - mean[None, :, None, None]) * scale[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y
+        return y.to(x.dtype)
 
 
 def use_global_batch_norm(model: nn.Module) -> nn.Module:
