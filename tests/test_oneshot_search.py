@@ -125,7 +125,7 @@ def test_a_one_shot_run_folder_round_trips_through_export_compare_and_transfer(r
     assert r.returncode == 0, r.stderr
     row, = json.loads(r.stdout)
     walls = [json.loads(ln)["wall_s"] for ln in (run / TRAJECTORY).read_text().splitlines()]
-    assert row["searcher"] == "gdas" and row["finished"] == 2
+    assert row["searcher"] == "gdas" and row["finished"] == row["budget"] == 2
     assert row["device_hours"] == pytest.approx(sum(walls) / 3600)
     pair, _ = resolve_cell(str(run))  # what `nasforge transfer RUN` trains
     assert pair.canonical_hash() == best.canonical_hash()

@@ -275,6 +275,9 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     estimate = check_fits(space, macro, batch, METHODS[config.searcher] is Darts, device,
                           processes=workers)
     if not resume:
+        # a one-shot run's "trials" are its records: one per epoch (+ spos's search phase),
+        # which is the budget `nasforge compare` shows
+        config = replace(config, trials=epochs + (METHODS[config.searcher] is Spos))
         run.create(_description(config, recipe, epochs, data, macro, space, estimate))
     resources = {"cpu": float(workers), "gpu": float(config.gpus or 0)}
     t0 = time.time()
