@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 
@@ -67,7 +68,8 @@ class OneShotModel(nn.Module):
 def frozen_batch_norm_statistics(model: nn.Module):
     """Train-mode BN (batch statistics, as ENAS scores its controller's samples) without
     moving the running statistics the evaluation uses: momentum 0 while inside."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules()
+             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
     before = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0
@@ -202,8 +204,6 @@ class OneShotMethod(TrainHooks):
         """Called by ``bind``: build what lives on the device (architecture parameters)."""
 
     def end_epoch(self, epoch: int) -> dict:
-        import time
-
         self.derived = self.derive(epoch)
         self.model.eval_route = {"arch": self.derived}
         pair = self.space.to_graph(self.derived)
@@ -253,8 +253,6 @@ class OneShotMethod(TrainHooks):
         """Called first by ``before_step``: a new validation pass at each epoch's start, so a
         run resumed after an epoch draws the batches an uninterrupted one draws."""
         if step == 0:
-            import time
-
             self._val_iter = iter(self.val_loader)
             self.epoch_started_at = time.time()
 
