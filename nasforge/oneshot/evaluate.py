@@ -185,7 +185,8 @@ def search_with_supernet(searcher, evaluator: SupernetEvaluator, candidates: int
     """
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}")
-    check_same_space(searcher.space, evaluator.space)
+    if getattr(searcher, "space", None) is not None:
+        check_same_space(searcher.space, evaluator.space)
     pairs: list[tuple[Proposal, Result]] = []
     t0 = time.perf_counter()
     for _ in range(candidates):
