@@ -53,6 +53,9 @@ class RLConfig:
     # call); None leaves torch's setting alone. Its tensors are tiny: more threads only add
     # synchronization (10-20x slower with 2 threads on a busy 2-core machine).
     num_threads: int | None = 1
+    # ENAS (Pham et al. 2018): logits = tanh_constant * tanh(logits), which bounds them and so
+    # keeps the policy exploring; None = plain logits (NASNet)
+    tanh_constant: float | None = None
 
     def __post_init__(self):
         if self.algorithm not in ("ppo", "reinforce"):
@@ -73,9 +76,11 @@ class ControllerRNN(nn.Module):
     teacher-forced sequence at once and applies every decision's softmax in one padded tensor,
     the same function with ~20 tensor ops instead of ~300."""
 
-    def __init__(self, sizes: list[int], hidden_size: int = 100, init_range: float = 0.1):
+    def __init__(self, sizes: list[int], hidden_size: int = 100, init_range: float = 0.1,
+                 tanh_constant: float | None = None):
         super().__init__()
         self.sizes = [int(s) for s in sizes]
+        self.tanh_constant = tanh_constant
         self.start = nn.Parameter(torch.empty(1, hidden_size))
         self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers=1, batch_first=True)
         # embedding of decision i's choice = input of step i + 1
@@ -106,7 +111,7 @@ class ControllerRNN(nn.Module):
             # one step of self.lstm (the op nn.LSTMCell runs; 3x cheaper than nn.LSTM per step)
             state = torch.lstm_cell(x, state, lstm.weight_ih_l0, lstm.weight_hh_l0,
                                     lstm.bias_ih_l0, lstm.bias_hh_l0)
-            logp = torch.log_softmax(head(state[0]), dim=-1)
+            logp = torch.log_softmax(self._bounded(head(state[0])), dim=-1)
             choice = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
             tokens.append(choice)
             total = total + logp.gather(1, choice[:, None]).squeeze(1)
@@ -127,12 +132,17 @@ class ControllerRNN(nn.Module):
         weight = torch.cat([h.weight for h in self.heads], 0)
         bias = torch.cat([h.bias for h in self.heads], 0)
         full = out @ weight.T + bias  # every head at every step: [B, D, sum n]
-        logits = full.gather(2, self._head_index.expand(batch, -1, -1))
+        logits = self._bounded(full.gather(2, self._head_index.expand(batch, -1, -1)))
         # padding: a finite -1e9 (probability exactly 0), not -inf, whose gradients are NaN
         logp = torch.log_softmax(logits.masked_fill(~self._mask, -1e9), dim=-1)
         chosen = logp.gather(2, tokens[..., None]).squeeze(2).sum(1)
         plogp = torch.where(self._mask, logp.exp() * logp, torch.zeros(()))
         return chosen, -plogp.sum((1, 2)), logp
+
+    def _bounded(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.tanh_constant is None:
+            return logits
+        return self.tanh_constant * torch.tanh(logits)
 
     def kl(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """KL(before || after) per sequence [B], summed over decisions, from padded log-probs."""
@@ -166,7 +176,8 @@ class RLController(SearcherBase):
         # parameter init draws from a generator of its own, seeded from ``seed`` too
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.policy = ControllerRNN(space.decisions(), cfg.hidden_size, cfg.init_range)
+            self.policy = ControllerRNN(space.decisions(), cfg.hidden_size, cfg.init_range,
+                                        cfg.tanh_constant)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.baseline: float | None = None
         self._buffer: list[dict] = []  # finished children awaiting an update

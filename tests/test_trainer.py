@@ -218,3 +218,18 @@ def test_cell_network_with_aux_head_and_drop_path():
     r = dataclasses.replace(RECIPE, epochs=1, batch_size=28, cutout=0)
     res = train(model, data, r, device="cpu")
     assert res["status"] == "ok" and np.isfinite(res["train_loss"])
+
+
+def test_cosine_restarts_follow_torchs_sgdr_schedule():
+    """ENAS' schedule (SGDR, T0 then doubling periods) against torch's
+    CosineAnnealingWarmRestarts."""
+    from nasforge.train.trainer import cosine_restarts
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2,
+                                                               eta_min=0.0005)
+    for step in range(150):
+        assert 0.05 * cosine_restarts(step, 10, 2.0, 0.0005 / 0.05) == \
+            pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
+        opt.step()
+        ref.step()

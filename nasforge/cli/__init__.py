@@ -45,11 +45,12 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from nasforge.cluster import ClusterError
     from nasforge.data import DataError
     from nasforge.dsl import CellError
+    from nasforge.oneshot import SupernetError
     from nasforge.safe_load import RefusedFileError
     from nasforge.search import SearchError
 
     return (UsageError, ArchitectureError, CellError, DataError, SearchError, ClusterError,
-            RefusedFileError,
+            RefusedFileError, SupernetError,
             FileNotFoundError)
 
 

@@ -19,7 +19,8 @@ def register(sub):
     p = sub.add_parser("search", help="search architectures on Ray Tune (one trial per child)")
     p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
     p.add_argument("--searcher", default=d.searcher,
-                   help=f"rl | evolution | optuna | random (default: {d.searcher})")
+                   help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "
+                        f"| gdas | spos (default: {d.searcher})")
     p.add_argument("--searcher-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the searcher's config, VALUE as JSON (repeatable), e.g. "
                         "population_size=50 or storage='\"sqlite:///s.db\"'")
@@ -60,6 +61,9 @@ def register(sub):
     p.add_argument("--max-infeasible", type=int, metavar="K",
                    help="stop after K infeasible proposals (default: 20 x --trials)")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (default: 0)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="one-shot search: data-parallel CPU processes training the supernet "
+                        "(default: 1; with --gpus N, one per GPU)")
     p.add_argument("--address", help="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:PORT' "
                                      "(default: start a local Ray)")
     p.add_argument("--storage", help="Ray storage for trial checkpoints, shared by all nodes "
@@ -143,6 +147,14 @@ def _goal(args):
         raise UsageError(str(e)) from None
 
 
+def epoch_line(line: dict) -> str:
+    """One one-shot epoch: its supernet accuracy, entropy and derived cell."""
+    acc = line.get("val_acc")
+    return (f"epoch {line['epoch']}: supernet val_acc "
+            f"{'-' if acc is None else format(acc, '.4f')}, entropy {line['entropy']:.3f}, "
+            f"derived cell {line['hash'][:12]} ({_fmt_s(line.get('wall_s'))})")
+
+
 def run(args) -> int:
     from nasforge.cli import UsageError
     from nasforge.search import SearchConfig
@@ -169,7 +181,8 @@ def run(args) -> int:
             scheduler=args.scheduler, max_retries=args.max_retries,
             max_consecutive_failures=args.max_consecutive_failures, seed=args.seed,
             address=args.address, storage=args.storage, faults=faults,
-            **({} if goal is None else goal.spec()), max_infeasible=args.max_infeasible)
+            **({} if goal is None else goal.spec()), max_infeasible=args.max_infeasible,
+            workers=args.workers)
         name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
 
@@ -178,9 +191,15 @@ def run(args) -> int:
         _say(f"{verb} -> {run_dir}: {note}")
         _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
 
-    summary = run_search(config, run_dir, resume=bool(args.resume),
-                         on_progress=lambda p: _say(progress_line(p)), on_start=on_start,
-                         expect_goal=goal if args.resume else None)
+    from nasforge.oneshot.run import is_oneshot, run_oneshot
+
+    if is_oneshot(config, run_dir):
+        summary = run_oneshot(config, run_dir, resume=bool(args.resume),
+                              on_epoch=lambda line: _say(epoch_line(line)), on_start=on_start)
+    else:
+        summary = run_search(config, run_dir, resume=bool(args.resume),
+                             on_progress=lambda p: _say(progress_line(p)), on_start=on_start,
+                             expect_goal=goal if args.resume else None)
     if args.json:
         print(json.dumps(summary))
     return _report_end(summary, run_dir, done_line=not args.json)
@@ -218,6 +237,12 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
         outcome += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
     if summary.get("infeasible"):
         outcome += f"; {summary['infeasible']} infeasible proposals never trained"
+    if "epochs" in summary and best is not None:  # one-shot: a record per epoch (+ spos's)
+        trial = summary["best_trial"]
+        where = "search phase" if trial > summary["epochs"] else f"epoch {trial}"
+        _say(f"done: {summary['epochs']} epochs in {_fmt_s(summary['wall_s'])}; best {best:.4f} "
+             f"({where}); best cell: {summary['best_cell']}")
+        return 0
     _say(f"done: {summary['finished']} trials ({summary['failed']} failed) in "
          f"{_fmt_s(summary['wall_s'])}; {outcome}")
     return 0

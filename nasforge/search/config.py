@@ -46,6 +46,7 @@ class SearchConfig:
     #   as broken (failures.FailureWatch; 0 = never stop)
     seed: int = 0  # seeds the searcher, the data split and every child
     address: str | None = None  # Ray cluster: None = start a local one, "auto", "ray://h:p"
+    workers: int = 1  # one-shot search: data-parallel CPU training processes (--gpus N: N)
     storage: str | None = None  # Ray storage for trial checkpoints (default: <run>/ray)
     faults: tuple[tuple[str, int], ...] = ()  # chaos testing: (kind, trial id), see faults.py
     # objectives.py: NAME[:max|min], the primary first; several = a Pareto search
@@ -69,6 +70,8 @@ class SearchConfig:
                               f"number, got {self.gpus_per_trial}")
         if self.gpus_per_trial <= 0 or self.cpus_per_trial <= 0:
             raise SearchError("--gpus-per-trial and --cpus-per-trial must be positive")
+        if isinstance(self.workers, bool) or int(self.workers) < 1:
+            raise SearchError(f"--workers must be at least 1, got {self.workers}")
         if self.max_retries < 0:
             raise SearchError(f"--max-retries must be >= 0, got {self.max_retries}")
         if isinstance(self.max_consecutive_failures, bool) or self.max_consecutive_failures < 0:

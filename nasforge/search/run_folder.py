@@ -184,8 +184,12 @@ class RunFolder:
     # -------------------------------------------------------------- writing
     def append_trial(self, record: dict) -> None:
         """Called once per finished trial, before the searcher hears of it."""
+        self.append_line(TRIALS, record)
+
+    def append_line(self, name: str, record: dict) -> None:
+        """Append ``record`` as one JSON line to the run's file ``name`` (fsynced)."""
         line = (json.dumps(record, allow_nan=True) + "\n").encode()
-        fd = os.open(self.path / TRIALS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write of a whole line: a kill cannot split it
             os.fsync(fd)
@@ -197,6 +201,11 @@ class RunFolder:
         path = self.traceback_path(trial_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, text.encode("utf-8", "replace"))
+
+    def write_lines(self, name: str, records: list[dict]) -> None:
+        """Replace the run's file ``name`` atomically with one JSON line per record."""
+        _atomic_write(self.path / name, "".join(json.dumps(r, allow_nan=True) + "\n"
+                                                for r in records).encode())
 
     def write_best(self, cell_pair_json: str) -> None:
         _atomic_write(self.path / BEST, cell_pair_json.encode())

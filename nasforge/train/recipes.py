@@ -34,6 +34,10 @@ class Recipe:
     lr: float = 0.025  # peak learning rate (after warm-up)
     min_lr: float = 0.0  # learning rate at the end of the cosine
     warmup_epochs: float = 0.0  # epochs of linear warm-up from 0 to lr (per iteration)
+    # epochs of the first cosine period of SGDR warm restarts (ENAS); 0 = one cosine over the
+    # run (after the warm-up); with restarts there is no warm-up
+    restart_epochs: float = 0.0
+    restart_mult: float = 2.0  # each SGDR period is this many times longer than the last
     optimizer: str = "sgd"  # "sgd" or "rmsprop" (TF-style: decay, momentum, epsilon below)
     momentum: float = 0.9  # SGD / RMSProp momentum
     rmsprop_decay: float = 0.9  # RMSProp moving-average decay (torch's alpha)
@@ -232,3 +236,62 @@ register_recipe(Recipe(
     notes="Hand-designed ImageNet baselines (ResNet, MobileNet, ...): the usual SGD recipe "
           "(lr 0.1 per 256 images, Nesterov momentum 0.9, wd 1e-4, cosine with warm-up), with "
           "the same label smoothing 0.1 as the NASNet recipes."))
+
+# --- one-shot search (nasforge search --searcher enas|darts|gdas|spos): the supernet's ----------
+# training; the methods' own settings (controller, architecture optimiser, temperature) are the
+# defaults of their configs in nasforge/oneshot/methods.py. docs/reference.md section 9.
+register_recipe(Recipe(
+    name="oneshot-smoke",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
+    data="synthetic", split="search", train_subset=512, val_size=256,
+    epochs=2, batch_size=64, eval_batch_size=256, lr=0.05, min_lr=0.001, weight_decay=3e-4,
+    grad_clip=5.0, cutout=0, cpu_channels_last=True,
+    notes="A one-shot search of a few minutes on CPU (synthetic data, N=1, F=8, 8 steps per "
+          "epoch); the tests use it with a 2-block, 4-op space."))
+
+register_recipe(Recipe(
+    name="enas-micro",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 5), ("filters", 20)),
+    data="cifar10", split="search", val_size=5000,
+    epochs=150, batch_size=160, lr=0.05, min_lr=0.0005, restart_epochs=10, restart_mult=2.0,
+    weight_decay=1e-4, grad_clip=5.0, cutout=0,
+    notes="ENAS micro search (cifar10_micro_search.sh): batch 160, 150 epochs, SGDR cosine "
+          "0.05 -> 0.0005 restarting after 10, 20, 40, 80 epochs, wd 1e-4, 5 cells per stack, "
+          "20 filters; controller settings in EnasConfig."))
+
+register_recipe(Recipe(
+    name="darts-search",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 2), ("filters", 16)),
+    data="cifar10", split="search", val_size=25000,
+    epochs=50, batch_size=64, lr=0.025, min_lr=0.001, momentum=0.9, weight_decay=3e-4,
+    grad_clip=5.0, cutout=0,
+    notes="DARTS search (Liu et al. 2019): half of the training set for the weights, half for "
+          "the architecture, batch 64, 50 epochs, SGD 0.025 cosine to 0.001, wd 3e-4, 8 cells "
+          "of 16 filters (N=2 here: 2 normal cells per stack); architecture Adam in DartsConfig."))
+
+register_recipe(Recipe(
+    name="gdas-search",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 2), ("filters", 16)),
+    data="cifar10", split="search", val_size=25000,
+    epochs=240, batch_size=64, lr=0.025, min_lr=0.001, momentum=0.9, weight_decay=3e-4,
+    grad_clip=5.0, cutout=0,
+    notes="GDAS search (Dong & Yang 2019): as DARTS' split and optimiser, 240 epochs, the "
+          "Gumbel temperature 10 -> 0.1 (GdasConfig)."))
+
+register_recipe(Recipe(
+    name="spos-search",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 2), ("filters", 16)),
+    data="cifar10", split="search", val_size=5000,
+    epochs=100, batch_size=96, lr=0.05, min_lr=0.0, momentum=0.9, weight_decay=3e-4,
+    grad_clip=5.0, cutout=0,
+    notes="Single-path one-shot on CIFAR-10: uniform paths, SGD cosine, then the search "
+          "phase (SposConfig: evolution over 1,000 paths)."))
+
+register_recipe(Recipe(
+    name="oneshot-cifar-cpu",
+    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
+    data="cifar10", split="search", train_subset=5000, val_size=1000,
+    epochs=3, batch_size=64, eval_batch_size=500, lr=0.05, min_lr=0.001, weight_decay=3e-4,
+    grad_clip=5.0, cutout=0, cpu_channels_last=True,
+    notes="A one-shot search on real CIFAR-10 within an hour on 2 CPU cores: N=1, F=8, a fixed "
+          "5,000 training images (78 steps of 64 per epoch), 1,000 validation images, 3 epochs."))

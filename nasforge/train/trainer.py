@@ -16,6 +16,7 @@ from nasforge.data import DeviceLoader, ImageData
 from nasforge.data.types import fixed_subset_indices
 from nasforge.train.checkpoint import (CHECKPOINT_NAME, CHECKPOINT_VERSION, load_checkpoint,
                                        save_checkpoint)
+from nasforge.train.hooks import TrainHooks
 from nasforge.train.recipes import Recipe, get_recipe
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,25 @@ def cosine_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     span = max(1, total_steps - warmup_steps)
     t = min(1.0, (step - warmup_steps) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def cosine_restarts(step: int, first_period_steps: int, mult: float, min_ratio: float) -> float:
+    """LR multiplier at iteration ``step`` of SGDR (Loshchilov & Hutter 2017, as ENAS's
+    ``lr_cosine`` with ``lr_T_0``/``lr_T_mul``): half cosines from 1 to ``min_ratio``, the first
+    ``first_period_steps`` long, each next one ``mult`` times longer."""
+    period, start = max(1, first_period_steps), 0
+    while step >= start + period:
+        start += period
+        period = max(1, int(round(period * mult)))
+    t = (step - start) / period
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def local_batch(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's contiguous share of a global batch (rank ``r`` of ``w``: rows
+    ``r * b .. (r + 1) * b``, ``b = len(x) / w``): the data-parallel rule of ``train``."""
+    local = len(x) // world
+    return x[rank * local:(rank + 1) * local]
 
 
 def _subset(data: ImageData, n: int | None) -> ImageData:
@@ -63,9 +83,8 @@ class _GlobalBatchShard:
         return len(self.loader)
 
     def __iter__(self):
-        lo = self.rank * self.local
         for x, y in self.loader:
-            yield x[lo:lo + self.local], y[lo:lo + self.local]
+            yield local_batch(x, self.rank, self.world), local_batch(y, self.rank, self.world)
 
     def state_dict(self):
         return self.loader.state_dict()
@@ -146,7 +165,7 @@ def _seed_epoch(seed: int, rank: int, epoch: int) -> None:
 def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
           report: Callable[[int, dict], None] | None = None, checkpoint_dir=None,
           device=None, seed: int = 0, epochs: int | None = None,
-          distributed: bool = False) -> dict:
+          distributed: bool = False, hooks: TrainHooks | None = None) -> dict:
     """Train ``model`` on ``data.train`` with ``recipe``; return the run's metrics.
 
     Per epoch: one pass of augmented batches (DeviceLoader, generator seeded by ``seed``),
@@ -179,6 +198,10 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     ends with the same metrics and weights as an uninterrupted run. A non-finite training loss
     ends the run with ``status="diverged"``. ``epochs`` overrides ``recipe.epochs``.
 
+    ``hooks``: a :class:`~nasforge.train.hooks.TrainHooks` called around the steps and epochs
+    (one-shot search steers a supernet through it); its state is saved in the checkpoint and
+    restored on resume, and ``end_epoch``'s metrics join the epoch's history entry.
+
     Returns ``{"status", "epochs", "train_loss", "train_acc", "val_acc"/"val_loss"/"val_top5"
     (with a validation split), "test_acc"/"test_loss"/"test_top5" (final split), "wall_s",
     "train_s", "train_images", "params", "history"}``.
@@ -191,6 +214,8 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     model = model.to(place.device)
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    hooks = hooks if hooks is not None else TrainHooks()
+    hooks.bind(place.device, place.rank, place.world)
     params = sum(p.numel() for p in model.parameters())
 
     torch.manual_seed(seed)
@@ -204,10 +229,10 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         progress = _resume(ckpt_path, total_epochs, place, model, optimizer, scheduler,
-                           train_loader)
-    fwd, eval_fwd = _forwards(model, recipe, place)
+                           train_loader, hooks)
+    fwd, eval_fwd = _forwards(model, recipe, place, hooks.find_unused_parameters)
     run = _Run(recipe, place, total_epochs, seed, model, fwd, eval_fwd, optimizer, scheduler,
-               train_loader, eval_sets)
+               train_loader, eval_sets, hooks)
     t0 = time.perf_counter()
     for epoch in range(progress.epochs_done, total_epochs):
         if progress.status != "ok":
@@ -297,6 +322,11 @@ def _optimizer_and_schedule(model, recipe: Recipe, steps_per_epoch: int, total_e
     warmup_steps = int(round(recipe.warmup_epochs * steps_per_epoch))
     optimizer = _optimizer(model, recipe)
     min_ratio = recipe.min_lr / recipe.lr
+    if recipe.restart_epochs > 0:
+        first = int(round(recipe.restart_epochs * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_restarts(s, first, recipe.restart_mult, min_ratio))
+        return optimizer, scheduler
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio))
     return optimizer, scheduler
@@ -315,7 +345,7 @@ class _Progress:
 
 
 def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimizer,
-            scheduler, train_loader) -> _Progress:
+            scheduler, train_loader, hooks: TrainHooks) -> _Progress:
     """Called when ``checkpoint_dir`` holds a checkpoint: restores the model, optimizer,
     schedule, loader and RNG states in place and returns the progress it recorded."""
     state = load_checkpoint(ckpt_path)  # plain data only: see train/checkpoint.py
@@ -326,6 +356,7 @@ def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimi
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     train_loader.load_state_dict(state["loader"])
+    hooks.load_state_dict(state.get("hooks") or {})
     torch.set_rng_state(state["torch_rng"])
     device = place.device
     if device.type == "cuda" and state.get("cuda_rng") is not None and not place.distributed:
@@ -338,7 +369,7 @@ def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimi
                      train_images=int(state.get("train_images", 0)))
 
 
-def _forwards(model, recipe: Recipe, place: _Placement):
+def _forwards(model, recipe: Recipe, place: _Placement, find_unused_parameters: bool = False):
     """``(train forward, eval forward)``: the model wrapped in DDP and/or ``torch.compile``.
     Called after a resume, so DDP broadcasts the restored weights."""
     fwd = model
@@ -346,7 +377,8 @@ def _forwards(model, recipe: Recipe, place: _Placement):
         from torch.nn.parallel import DistributedDataParallel
 
         fwd = DistributedDataParallel(
-            model, device_ids=[place.device.index] if place.device.type == "cuda" else None)
+            model, device_ids=[place.device.index] if place.device.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters)
     if recipe.compile:
         fwd = torch.compile(fwd)
     eval_fwd = fwd  # data-parallel evaluation skips DDP (its forward syncs buffers)
@@ -370,6 +402,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     train_loader: object
     eval_sets: dict
+    hooks: TrainHooks
 
 
 @dataclass
@@ -405,6 +438,7 @@ def _run_epoch(run: _Run, epoch: int, progress: _Progress, t0: float):
              "train_acc": int(tally.correct) / max(tally.seen, 1),
              "lr": run.optimizer.param_groups[0]["lr"]}
     if progress.status == "ok":
+        entry.update(run.hooks.end_epoch(epoch))
         entry.update(_evaluate_splits(run))
     entry["epoch_s"] = time.perf_counter() - t_epoch
     entry["elapsed_s"] = progress.wall_s_before + time.perf_counter() - t0
@@ -428,6 +462,7 @@ def _train_pass(run: _Run, epoch: int) -> _EpochTally:
         for i, (x, y) in enumerate(run.train_loader):
             if has_drop_path:
                 model.set_drop_path_progress((epoch + i / steps_per_epoch) / run.total_epochs)
+            run.hooks.before_step(epoch, i)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=place.amp):
                 logits, aux = _split_output(run.fwd(x))
                 loss = F.cross_entropy(logits.float(), y,
@@ -491,6 +526,7 @@ def _checkpoint(run: _Run, ckpt_path: Path, epoch: int, progress: _Progress) -> 
             "recipe": run.recipe.to_dict(), "seed": run.seed, "world_size": place.world,
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "loader": run.train_loader.state_dict(),
+            "hooks": run.hooks.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })

@@ -173,9 +173,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
     read from the models' ``metrics.jsonl`` while it runs."""
     import threading
 
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    from nasforge.train.data_parallel import torch_trainer
     from nasforge.transfer.worker import FAIL_ENV, train_worker
 
     models = [dict(entry, model_dir=str((run_dir / entry["spec"]["label"]).resolve()))
@@ -187,16 +185,10 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
         "threads": resources["cpus_per_worker"], "seed": config.seed,
         "fail": os.environ.get(FAIL_ENV),
     }
-    per_worker = {"CPU": resources["cpus_per_worker"]}
-    if resources["use_gpu"]:
-        per_worker["GPU"] = 1
-    trainer = TorchTrainer(
-        train_worker, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=resources["num_workers"],
-                                     use_gpu=resources["use_gpu"],
-                                     resources_per_worker=per_worker),
-        run_config=RunConfig(name="ray", storage_path=str(run_dir.resolve()),
-                             failure_config=FailureConfig(max_failures=config.max_failures)))
+    trainer = torch_trainer(train_worker, loop_config, workers=resources["num_workers"],
+                            use_gpu=resources["use_gpu"],
+                            cpus_per_worker=resources["cpus_per_worker"],
+                            storage=str(run_dir.resolve()), max_failures=config.max_failures)
     outcome: dict = {}
 
     def target():

@@ -47,23 +47,13 @@ def train_worker(config: dict) -> None:
     trains every unfinished model of the plan in turn (one Ray Train run per transfer, so
     workers and the process group start once). Rank 0 decides which models are left (those
     without ``result.json``) and broadcasts it; after each model it writes ``result.json``."""
-    import torch
     import torch.distributed as dist
 
-    import ray.train
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if config["use_gpu"]:
-        import ray.train.torch
-
-        device = ray.train.torch.get_device()
-    else:
-        device = torch.device("cpu")
-        torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    distributed = world > 1 and dist.is_available() and dist.is_initialized()
-
+    from nasforge.train.data_parallel import worker_placement
     from nasforge.transfer.run import RESULT, finish_model
+
+    rank, _, device, distributed = worker_placement(config["use_gpu"],
+                                                    config.get("threads", 1))
 
     todo = [m for m in config["models"] if not (Path(m["model_dir"]) / RESULT).is_file()]
     if distributed:

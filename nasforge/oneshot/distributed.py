@@ -1,0 +1,85 @@
+"""A one-shot search's supernet trained data-parallel on Ray Train (``--workers N``, ``--gpus N``,
+``--address``), with the one trainer's ``distributed=True`` path.
+
+Every worker loads the same data split, builds the same supernet and method under the search
+seed and runs ``train(..., distributed=True, hooks=method)``: the trainer wraps the model in
+DistributedDataParallel (``find_unused_parameters``: a path leaves most weights without a
+gradient) and gives each rank its share of every global batch. The method's generators (paths,
+Gumbel noise, controller samples, validation minibatches) are seeded alike on every rank, its
+architecture gradients and rewards are all-reduced, so every rank samples the same path at
+every step and holds the same architecture state without further communication. Rank 0 writes
+the checkpoint, the run folder's lines and TensorBoard; a resumed search continues from the
+checkpoint on any number of workers.
+
+Batch normalisation uses each rank's share of the batch (as DDP does; ``SyncBatchNorm`` has no
+CPU implementation), so 1 and N workers train the same steps with slightly different
+statistics: the same seed and global batch give the same derived cells on the small runs the
+tests use, and float-level differences in the weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def oneshot_worker(loop_config: dict) -> None:
+    """``train_loop_per_worker`` of the search's ``TorchTrainer``."""
+    from nasforge.oneshot.run import Recorder, build, prepare, train_supernet
+    from nasforge.search.config import SearchConfig
+    from nasforge.search.run_folder import RunFolder
+    from nasforge.train import Recipe
+    from nasforge.train.data_parallel import worker_placement
+
+    rank, world, device, distributed = worker_placement(loop_config["use_gpu"],
+                                                        loop_config["threads"])
+    config = SearchConfig.from_dict(loop_config["search"])
+    recipe = Recipe.from_dict(loop_config["recipe"])
+    run = RunFolder(loop_config["run_dir"])
+    method_cfg, space, data, macro = prepare(config, recipe)
+    model, method = build(config, recipe, method_cfg, space, data, macro,
+                          loop_config["epochs"])
+    recorder = None
+    if rank == 0:
+        recorder = Recorder(run, method, space, macro, loop_config["resources"], board=True)
+    try:
+        train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
+                       recorder, None, device, distributed=distributed)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def train_data_parallel(config, recipe, run, epochs: int, workers: int,
+                        resources: dict) -> dict:
+    """Train the supernet of ``config`` into ``run`` on ``workers`` Ray Train workers (one per
+    GPU with ``config.gpus``); returns ``{"status", "epochs", "history"}`` read back from the
+    checkpoint rank 0 wrote."""
+    import ray
+
+    from nasforge.cluster import connect_ray
+    from nasforge.search.config import SearchError
+    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
+    from nasforge.train.data_parallel import torch_trainer
+
+    use_gpu = bool(config.gpus)
+    started = connect_ray(config.address)
+    try:
+        have = ray.cluster_resources()
+        if use_gpu and workers > int(have.get("GPU", 0)):
+            raise SearchError(f"--gpus {workers} asked for, but the Ray cluster has "
+                              f"{int(have.get('GPU', 0))} GPU(s)")
+        cpus = max(1, int(have.get("CPU", 1)) // workers)
+        if not use_gpu and workers > int(have.get("CPU", 0)):
+            raise SearchError(f"--workers {workers} needs {workers} CPUs, the Ray cluster has "
+                              f"{int(have.get('CPU', 0))}")
+        loop_config = {"search": config.to_dict(), "recipe": recipe.to_dict(),
+                       "run_dir": str(Path(run.path).resolve()), "epochs": epochs,
+                       "use_gpu": use_gpu, "threads": cpus, "resources": resources}
+        trainer = torch_trainer(oneshot_worker, loop_config, workers=workers, use_gpu=use_gpu,
+                                cpus_per_worker=cpus, storage=str(Path(run.path).resolve()))
+        trainer.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    state = load_checkpoint(Path(run.path) / CHECKPOINT_NAME)
+    return {"status": state.get("status", "ok"), "epochs": int(state["epoch"]),
+            "history": state["history"]}
