@@ -469,3 +469,53 @@ def test_a_search_stopped_at_the_infeasible_cap_says_so_and_exits_1(tmp_path, ca
     assert err == ["nasforge: error: search stopped after 1 of 4 trials: 80 proposals violated "
                    "the constraints (params<=1.0) before training; the space is almost "
                    "entirely infeasible: loosen the constraints or raise max_infeasible"]
+
+
+# ------------------------------------------------------------------ latency_ms (a table)
+def _unit_table(tmp_path, monkeypatch, space_name="nasnet"):
+    """A latency table for a tiny setting whose every entry is 1 ms: a network's predicted
+    latency is then the number of its parts."""
+    from nasforge.compiler.network import NetworkConfig
+    from nasforge.latency import LatencyTable
+    from nasforge.latency.measure import device_name
+    from nasforge.latency.table import table_parts
+    from nasforge.zoo import SETTINGS
+
+    monkeypatch.setitem(SETTINGS, "tiny", NetworkConfig(stem="cifar", N=1, filters=4,
+                                                        num_classes=10, input_size=32))
+    space = get_space("nasnet")
+    table = LatencyTable(device="cpu", device_name=device_name("cpu"), torch_version="any",
+                         onnxruntime_version=None, threads=1, backend="torch", batch=1,
+                         space=space_name, setting="tiny", input_size=32,
+                         entries={p.key: 1.0 for p in table_parts(space, "tiny")})
+    path = tmp_path / f"{space_name}.json"
+    table.save(path)
+    return space, str(path)
+
+
+def test_latency_ms_is_the_tables_sum_over_the_childs_parts(tmp_path, monkeypatch):
+    from nasforge.api import resolve
+    from nasforge.latency.table import network_parts
+    from nasforge.search.objectives import STATIC_METRICS
+
+    space, path = _unit_table(tmp_path, monkeypatch)
+    config = SearchConfig(constraints=("latency_ms<=100",), latency_table=path)
+    assert config.goal.static_metrics() == ("latency_ms",)
+    setting = ModelSetting("cifar", 10, 32, 3, (), path)
+    pair = space.to_graph(space.sample(np.random.default_rng(3)))
+    parts = network_parts(pair, resolve(pair, "tiny")[1])
+    assert STATIC_METRICS["latency_ms"](pair, setting) == pytest.approx(len(parts))
+
+
+def test_latency_ms_without_a_matching_table_is_bad_input(tmp_path, monkeypatch, capsys):
+    _, other_space = _unit_table(tmp_path, monkeypatch, space_name="nasnet-ext")
+    with pytest.raises(SearchError, match="--latency-table FILE"):
+        SearchConfig(constraints=("latency_ms<=10",))
+    with pytest.raises(SearchError, match="no objective or constraint uses latency_ms"):
+        SearchConfig(latency_table=other_space)
+    with pytest.raises(SearchError, match="built for space 'nasnet-ext'"):
+        SearchConfig(constraints=("latency_ms<=10",), latency_table=other_space)
+    assert main(["search", "--constraint", "latency_ms<=10", "--runs-dir", str(tmp_path),
+                 "--latency-table", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.json" in err

@@ -58,6 +58,9 @@ def register(sub):
                    help="METRIC OP NUMBER with OP <=, >=, < or > (repeatable), e.g. "
                         "'mult_adds<=600e6'; params and mult-adds are checked before training "
                         "(an infeasible child is never trained)")
+    p.add_argument("--latency-table", metavar="FILE",
+                   help="per-op latency table (nasforge latency --build-table) that predicts "
+                        "latency_ms for objectives and constraints")
     p.add_argument("--max-infeasible", type=int, metavar="K",
                    help="stop after K infeasible proposals (default: 20 x --trials)")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (default: 0)")
@@ -182,6 +185,8 @@ def run(args) -> int:
             max_consecutive_failures=args.max_consecutive_failures, seed=args.seed,
             address=args.address, storage=args.storage, faults=faults,
             **({} if goal is None else goal.spec()), max_infeasible=args.max_infeasible,
+            latency_table=None if args.latency_table is None else
+            str(Path(args.latency_table).resolve()),
             workers=args.workers)
         name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name

@@ -52,6 +52,8 @@ class SearchConfig:
     # objectives.py: NAME[:max|min], the primary first; several = a Pareto search
     objectives: tuple[str, ...] = ("val_acc:max",)
     constraints: tuple[str, ...] = ()  # "mult_adds<=600e6", ... (objectives.py)
+    latency_table: str | None = None  # per-op latency table file for the latency_ms metric
+    #   (nasforge latency --build-table; its space must be this search's space)
     max_infeasible: int | None = None  # infeasible proposals (never trained) before the search
     #   stops; None = objectives.DEFAULT_INFEASIBLE_FACTOR x trials
 
@@ -85,9 +87,32 @@ class SearchConfig:
         spec = goal.spec()
         object.__setattr__(self, "objectives", tuple(spec["objectives"]))
         object.__setattr__(self, "constraints", tuple(spec["constraints"]))
+        self._check_latency_table(goal)
         if self.max_infeasible is not None and (isinstance(self.max_infeasible, bool)
                                                 or int(self.max_infeasible) < 0):
             raise SearchError(f"max_infeasible must be >= 0, got {self.max_infeasible}")
+
+    def _check_latency_table(self, goal: Goal) -> None:
+        """latency_ms needs a table of this search's space; a table without latency_ms is
+        a mistake worth one line too."""
+        if "latency_ms" not in goal.static_metrics():
+            if self.latency_table is not None:
+                raise SearchError("--latency-table is given but no objective or constraint "
+                                  "uses latency_ms")
+            return
+        if self.latency_table is None:
+            raise SearchError("latency_ms needs a per-op latency table: --latency-table FILE "
+                              "(built by nasforge latency --build-table)")
+        from nasforge.latency import LatencyTableError, load_table
+        from nasforge.safe_load import RefusedFileError
+
+        try:
+            table = load_table(self.latency_table)
+        except (OSError, ValueError, LatencyTableError, RefusedFileError) as e:
+            raise SearchError(f"--latency-table {self.latency_table}: {e}") from None
+        if table.space != self.space:
+            raise SearchError(f"--latency-table {self.latency_table} was built for space "
+                              f"{table.space!r}, this search's space is {self.space!r}")
 
     @property
     def goal(self) -> Goal:

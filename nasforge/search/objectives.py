@@ -9,7 +9,8 @@ Ray adapter's pre-training screen, TensorBoard, ``compare`` and ``export`` all i
   function registered with ``register_static_metric(name, fn)`` (``fn(arch, setting)`` gets the
   proposal's ``CellPair`` and the search's ``ModelSetting`` and returns a float). nasforge
   registers ``params`` and ``mult_adds`` (nasforge.flops on the meta device: no memory, no
-  training); ``latency_ms`` can be registered the same way by a latency module.
+  training) and ``latency_ms`` (predicted by summing a per-op latency table, nasforge.latency,
+  for the table's device, space and setting: ``--latency-table FILE``).
 * **Objectives**: ``val_acc`` (its natural direction), ``mult_adds:min``; several
   (``val_acc:max,mult_adds:min``) make a Pareto search; the first is the *primary* objective
   (``best_cell.json``, ASHA, the progress line).
@@ -59,6 +60,7 @@ class ModelSetting:
     input_size: int  # pixels (square input)
     in_channels: int
     overrides: tuple[tuple[str, object], ...] = ()  # NetworkConfig fields (N, filters, ...)
+    latency_table: str | None = None  # per-op latency table file (latency_ms; nasforge.latency)
 
     def build(self, arch):
         """The child network of ``arch`` (on torch's current default device: wrap the call in
@@ -127,6 +129,24 @@ def _mult_adds(arch, setting: ModelSetting) -> float:
 register_static_metric("params", _params, "min", None, "trainable parameters")
 register_static_metric("mult_adds", _mult_adds, "min", None,
                        "multiply-adds of one forward pass at batch 1")
+
+
+@functools.lru_cache(maxsize=4)
+def _latency_predictor(table_path: str):
+    from nasforge.latency import latency_metric
+
+    return latency_metric(table_path)
+
+
+def _latency_ms(arch, setting: ModelSetting) -> float:
+    if setting.latency_table is None:
+        raise ObjectiveError("latency_ms needs a per-op latency table: --latency-table FILE "
+                             "(built by nasforge latency --build-table)")
+    return float(_latency_predictor(setting.latency_table)(arch))
+
+
+register_static_metric("latency_ms", _latency_ms, "min", None,
+                       "predicted ms of one forward pass on the latency table's device")
 
 
 def _metric(name: str, what: str) -> Metric:

@@ -323,7 +323,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             run.save_searcher(searcher.state_dict())
             setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
                                    data.image_size[0], data.channels,
-                                   tuple(sorted(recipe.overrides.items())))
+                                   tuple(sorted(recipe.overrides.items())),
+                                   config.latency_table)
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
                                           requeue=requeue, goal=goal, stop=stop,
                                           model_setting=setting, infeasible_cap=cap,
