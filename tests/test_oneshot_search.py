@@ -265,3 +265,36 @@ def test_one_and_two_gloo_workers_derive_the_same_cells(runs, tmp_path):
     run_oneshot(oneshot_config("gdas", workers=2), path)
     assert [line["hash"] for line in trajectory(path)] == \
         [line["hash"] for line in trajectory(runs("gdas"))]
+
+
+def test_a_path_is_evaluated_with_its_own_batch_statistics():
+    """Running statistics average every path trained; an evaluated path normalizes with its
+    batch's statistics (train-mode BN) and leaves the running statistics as they were."""
+    import numpy as np
+
+    from nasforge.oneshot import Supernet
+    from nasforge.oneshot.methods import OneShotModel
+    from nasforge.search_spaces import NasNetSpace
+    from nasforge.zoo import SETTINGS
+
+    torch.manual_seed(0)
+    space = NasNetSpace(combines=("add",), num_blocks=2)
+    supernet = Supernet(space, replace(SETTINGS["cifar"], N=1, filters=4))
+    arch = space.sample(np.random.default_rng(0))
+    for module in supernet.modules():  # running statistics far from any batch's
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.fill_(5.0)
+    model = OneShotModel(supernet)
+    model.eval_route = {"arch": arch}
+    x = torch.randn(8, 3, 32, 32)
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    with torch.no_grad():
+        evaluated = model.eval()(x)
+        after = {k: v.clone() for k, v in supernet.state_dict().items()}
+        supernet.train()
+        batch_stats = supernet(x, arch=arch)
+        supernet.eval()
+        running_stats = supernet(x, arch=arch)
+    torch.testing.assert_close(evaluated, batch_stats)
+    assert not torch.allclose(evaluated, running_stats)
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" in k)

@@ -61,23 +61,35 @@ class OneShotModel(nn.Module):
         self.eval_route: dict = {}
 
     def forward(self, x):
-        return self.supernet(x, **(self.train_route if self.training else self.eval_route))
+        if self.training:
+            return self.supernet(x, **self.train_route)
+        if "arch" not in self.eval_route:  # the mixture: every op ran at every step
+            return self.supernet(x, **self.eval_route)
+        # A path's BN running statistics average every path trained, not this one (evaluated
+        # with them, the derived cell of a gdas run on CIFAR-10 scored chance): a path is
+        # scored with its own batch statistics, as ENAS scores its samples and NAS-Bench-201's
+        # search cells do (track_running_stats=False); SPOS' evaluator recalibrates instead.
+        with frozen_batch_norm_statistics(self.supernet, batch_statistics=True):
+            return self.supernet(x, **self.eval_route)
 
 
 @contextlib.contextmanager
-def frozen_batch_norm_statistics(model: nn.Module):
-    """Train-mode BN (batch statistics, as ENAS scores its controller's samples) without
-    moving the running statistics the evaluation uses: momentum 0 while inside."""
+def frozen_batch_norm_statistics(model: nn.Module, batch_statistics: bool = False):
+    """BN without moving the running statistics the evaluation uses: momentum 0 while
+    inside; with ``batch_statistics``, every BN also normalizes with its batch's statistics
+    (train mode) even when ``model`` is in eval mode."""
     norms = [m for m in model.modules()
              if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
-    before = [m.momentum for m in norms]
+    before = [(m.momentum, m.training) for m in norms]
     for m in norms:
         m.momentum = 0.0
+        if batch_statistics:
+            m.training = True
     try:
         yield
     finally:
-        for m, momentum in zip(norms, before):
-            m.momentum = momentum
+        for m, (momentum, training) in zip(norms, before):
+            m.momentum, m.training = momentum, training
 
 
 def _all_reduce_mean(tensors: list[torch.Tensor], world: int) -> None:
