@@ -199,27 +199,9 @@ def _heatmap(table):
 
 # ----------------------------------------------------------------------------- the search
 def _open(config: SearchConfig | None, run_dir, resume: bool):
-    from nasforge.train import Recipe, get_recipe
+    from nasforge.search.runner import open_run
 
-    if resume:
-        run = RunFolder.open(run_dir)
-        saved = run.config()
-        if saved.get("format") != FORMAT:
-            raise SearchError(f"--resume {run_dir}: config.json is not a one-shot search config")
-        config = SearchConfig.from_dict(saved["search"])
-        try:
-            recipe = Recipe.from_dict(saved["recipe"])
-        except (TypeError, ValueError, KeyError) as e:
-            raise SearchError(f"--resume {run_dir}: config.json's recipe is malformed: {e}") \
-                from None
-        return run, config, recipe
-    if config is None:
-        raise SearchError("run_oneshot needs a SearchConfig")
-    try:
-        recipe = get_recipe(config.recipe)
-    except KeyError as e:
-        raise SearchError(str(e.args[0])) from None
-    return RunFolder(run_dir), config, recipe
+    return open_run(config, run_dir, resume, FORMAT, "one-shot search")
 
 
 def prepare(config: SearchConfig, recipe):

@@ -341,28 +341,36 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             ray.shutdown()
 
 
-def _open_run(config: SearchConfig | None, run_dir, resume: bool):
-    """(run folder, config, finished records, recipe) of a new or a resumed search."""
+def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORMAT,
+             kind: str = "nasforge search"):
+    """(run folder, config, recipe) of a new search or of the one saved in ``run_dir``
+    (``--resume``: its ``config.json`` must be of format ``fmt``; it trains with the recipe it
+    saved). Called first by every search driver (black-box and one-shot)."""
     from nasforge.train import Recipe, get_recipe
 
     if resume:
         run = RunFolder.open(run_dir)
         saved = run.config()
-        if saved.get("format") != FORMAT:
-            raise SearchError(f"--resume {run_dir}: config.json is not a nasforge search config")
+        if saved.get("format") != fmt:
+            raise SearchError(f"--resume {run_dir}: config.json is not a {kind} config")
         config = SearchConfig.from_dict(saved["search"])
-        records = run.trials()
     else:
         if config is None:
-            raise SearchError("run_search needs a SearchConfig")
-        run, records = RunFolder(run_dir), []
-    try:  # a resumed search trains with the recipe it saved
+            raise SearchError(f"a {kind} needs a SearchConfig")
+        run = RunFolder(run_dir)
+    try:
         recipe = Recipe.from_dict(saved["recipe"]) if resume else get_recipe(config.recipe)
     except KeyError as e:
         raise SearchError(str(e.args[0])) from None
     except (TypeError, ValueError) as e:
         raise SearchError(f"--resume {run_dir}: config.json's recipe is malformed: {e}") from None
-    return run, config, records, recipe
+    return run, config, recipe
+
+
+def _open_run(config: SearchConfig | None, run_dir, resume: bool):
+    """(run folder, config, finished records, recipe) of a new or a resumed search."""
+    run, config, recipe = open_run(config, run_dir, resume)
+    return run, config, run.trials() if resume else [], recipe
 
 
 def _run_description(config: SearchConfig, recipe, epochs: int, data) -> dict:
