@@ -44,11 +44,10 @@ from nasforge.controllers import get_searcher
 from nasforge.data import DeviceLoader, ImageData, load_data
 from nasforge.data.types import fixed_subset_indices
 from nasforge.oneshot import PathModel, Supernet, SupernetEvaluator, search_with_supernet
-from nasforge.search_spaces import NasNetSpace
+from nasforge.search_spaces import ENAS_MICRO_OPS, NasNetSpace
 from nasforge.train import evaluate, get_recipe, train
 from nasforge.zoo import SETTINGS
 
-ENAS_MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
 LITERATURE_KENDALL_TAU = 0.2  # Yu et al. 2020, docs/reference.md section 9
 
 

@@ -5,7 +5,8 @@ from typing import Callable
 
 from nasforge.rules import add_unique
 from nasforge.search_spaces.base import SearchSpace
-from nasforge.search_spaces.nasnet import Block, NasNetArch, NasNetExtSpace, NasNetSpace
+from nasforge.search_spaces.nasnet import (ENAS_MICRO_OPS, Block, EnasMicroSpace, NasNetArch,
+                                           NasNetExtSpace, NasNetSpace)
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {}
 
@@ -16,7 +17,7 @@ def register_space(name: str, factory: Callable[..., SearchSpace]) -> Callable[.
     return add_unique(SPACES, name, factory, "search space")
 
 
-for _space in (NasNetSpace, NasNetExtSpace):
+for _space in (NasNetSpace, NasNetExtSpace, EnasMicroSpace):
     register_space(_space.name, _space)
 
 
@@ -27,5 +28,5 @@ def get_space(name: str, **kwargs) -> SearchSpace:
         raise KeyError(f"unknown search space {name!r} (known: {', '.join(SPACES)})") from None
 
 
-__all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "NasNetArch", "Block", "SPACES",
-           "get_space", "register_space"]
+__all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "EnasMicroSpace", "ENAS_MICRO_OPS",
+           "NasNetArch", "Block", "SPACES", "get_space", "register_space"]

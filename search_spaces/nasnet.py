@@ -18,6 +18,8 @@ from nasforge.search_spaces.base import SearchSpace
 
 NUM_INPUTS = 2
 DECISIONS_PER_BLOCK = 5  # input a, input b, op a, op b, combine
+# ENAS' micro search space (Pham et al. 2018, docs/reference.md section 9): 5 ops, add combine
+ENAS_MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "identity")
 
 
 @dataclass(frozen=True)
@@ -135,3 +137,17 @@ class NasNetExtSpace(NasNetSpace):
 
     name = "nasnet-ext"
     default_ops = NASNET_EXT_OPS
+
+
+class EnasMicroSpace(NasNetSpace):
+    """ENAS' micro search space (Pham et al. 2018, docs/reference.md section 9): NASNet's
+    block choice with B = 5 over 5 ops (sep 3x3, sep 5x5, avg 3x3, max 3x3, identity) and the
+    ``add`` combine only. The weight-sharing searches' own space: 5 ops instead of 13 make
+    each shared weight trained about 2.6x as often per step."""
+
+    name = "enas-micro"
+    default_ops = ENAS_MICRO_OPS
+
+    def __init__(self, num_blocks: int = 5, ops: Sequence[str] | None = None,
+                 combines: Sequence[str] = ("add",)):
+        super().__init__(num_blocks, ops, combines)

@@ -97,3 +97,26 @@ def test_fifty_random_samples_compile_and_train_a_step():
         assert logits.shape == aux.shape == (2, 10)
         (logits.logsumexp(1).sum() + 0.4 * aux.logsumexp(1).sum()).backward()
         assert all(p.grad is not None for p in model.classifier.parameters())
+
+
+def test_enas_micro_space_is_the_one_docs_reference_describes():
+    """docs/reference.md section 9 (ENAS' cifar10_micro_search.sh): 5 ops, B = 5, add; the
+    count is the closed form: per cell, prod over blocks k of (2 + k)^2 inputs x 5^2 ops."""
+    import re
+    from pathlib import Path
+
+    text = Path(__file__).parents[1].joinpath("docs", "reference.md").read_text()
+    listed = re.search(r"5 ops \(([^)]*)\)", text).group(1).split(", ")
+    names = {"sep 3x3": "sep_conv_3x3", "sep 5x5": "sep_conv_5x5", "avg 3x3": "avg_pool_3x3",
+             "max 3x3": "max_pool_3x3", "identity": "identity"}
+    space = get_space("enas-micro")
+    assert sorted(space.ops) == sorted(names[n] for n in listed)
+    assert (space.num_blocks, space.combines) == (5, ("add",))
+    import math
+
+    per_cell = math.prod((2 + k) ** 2 * 5 ** 2 for k in range(5))
+    assert math.prod(space.decisions()) == per_cell ** 2
+    rng = np.random.default_rng(0)
+    used = {op for _ in range(50) for cell in space.sample(rng).cells() for b in cell
+            for op in b.ops}
+    assert used == set(space.ops)
