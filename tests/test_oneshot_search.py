@@ -298,3 +298,38 @@ def test_a_path_is_evaluated_with_its_own_batch_statistics():
     torch.testing.assert_close(evaluated, batch_stats)
     assert not torch.allclose(evaluated, running_stats)
     assert all(torch.equal(before[k], after[k]) for k in before if "running" in k)
+
+
+# the published search settings of each method's default recipe (docs/reference.md
+# section 9: ENAS' cifar10_micro_search.sh, DARTS' train_search.py; GDAS: DARTS' split and
+# optimiser for 240 epochs): (batch size, epochs)
+PUBLISHED_SEARCH_SETTINGS = {"enas": (160, 150), "darts": (64, 50), "gdas": (64, 240)}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_one_shot_search_without_recipe_trains_with_its_methods_recipe(method, monkeypatch,
+                                                                       tmp_path):
+    """Without --recipe, a one-shot search takes its method's recipe, not the black-box
+    children's ``search`` recipe."""
+    import nasforge.oneshot.run
+
+    class Started(Exception):
+        pass
+
+    seen = []
+
+    def started(config, run_dir, **kw):
+        seen.append(config.recipe)
+        raise Started
+
+    monkeypatch.setattr(nasforge.oneshot.run, "run_oneshot", started)
+    monkeypatch.setenv("NASFORGE_DEBUG", "1")  # main() re-raises instead of printing
+    from nasforge.cli import main
+
+    with pytest.raises(Started):
+        main(["search", "--searcher", method, "--data", "synthetic", "--runs-dir",
+              str(tmp_path)])
+    recipe = get_recipe(seen[0])
+    assert recipe.name != SearchConfig().recipe
+    if method in PUBLISHED_SEARCH_SETTINGS:
+        assert (recipe.batch_size, recipe.epochs) == PUBLISHED_SEARCH_SETTINGS[method]

@@ -26,8 +26,8 @@ def register(sub):
                         "population_size=50 or storage='\"sqlite:///s.db\"'")
     p.add_argument("--trials", type=int, default=d.trials,
                    help=f"finished trials to run (default: {d.trials})")
-    p.add_argument("--recipe", default=d.recipe, help=f"child training recipe (default: "
-                                                       f"{d.recipe})")
+    p.add_argument("--recipe", help=f"child training recipe (default: {d.recipe}, or a "
+                                    f"one-shot method's own, e.g. gdas-search)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs per child")
     p.add_argument("--data", help="data path or name (default: the recipe's); split into "
                                   "train/validation, the test set is never used")
@@ -160,6 +160,7 @@ def epoch_line(line: dict) -> str:
 
 def run(args) -> int:
     from nasforge.cli import UsageError
+    from nasforge.oneshot.methods import DEFAULT_RECIPES
     from nasforge.search import SearchConfig
     from nasforge.search.faults import ENV_VAR, parse_faults
     from nasforge.search.runner import run_search
@@ -176,7 +177,8 @@ def run(args) -> int:
         config = SearchConfig(
             space=args.space, searcher=args.searcher,
             searcher_options=_options(args.searcher_option), trials=args.trials,
-            recipe=args.recipe, epochs=args.epochs,
+            recipe=args.recipe or DEFAULT_RECIPES.get(args.searcher, SearchConfig.recipe),
+            epochs=args.epochs,
             data=os.path.abspath(args.data) if args.data and os.path.exists(args.data)
             else args.data,
             val_size=args.val_size, cache_dir=args.cache_dir, gpus=args.gpus,

@@ -502,15 +502,22 @@ class Spos(OneShotMethod):
 
 # ----------------------------------------------------------------------------- registry
 METHODS: dict[str, type[OneShotMethod]] = {}
+# the recipe a method's search trains its supernet with when no --recipe is given
+DEFAULT_RECIPES: dict[str, str] = {}
 
 
-def register_method(name: str, cls: type[OneShotMethod]) -> type[OneShotMethod]:
-    """Make ``cls`` available as ``nasforge search --searcher NAME``."""
-    return add_unique(METHODS, name, cls, "one-shot method")
+def register_method(name: str, cls: type[OneShotMethod],
+                    default_recipe: str) -> type[OneShotMethod]:
+    """Make ``cls`` available as ``nasforge search --searcher NAME``, training with the
+    recipe ``default_recipe`` unless the search names another."""
+    add_unique(METHODS, name, cls, "one-shot method")
+    DEFAULT_RECIPES[name] = default_recipe
+    return cls
 
 
-for _name, _cls in (("enas", Enas), ("darts", Darts), ("gdas", Gdas), ("spos", Spos)):
-    register_method(_name, _cls)
+for _name, _cls, _recipe in (("enas", Enas, "enas-micro"), ("darts", Darts, "darts-search"),
+                             ("gdas", Gdas, "gdas-search"), ("spos", Spos, "spos-search")):
+    register_method(_name, _cls, _recipe)
 
 
 def method_config(name: str, options: dict) -> OneShotConfig:
