@@ -9,8 +9,10 @@ distribution on validation minibatches (docs/reference.md section 9):
 * ``enas``: the RL controller (``controllers/rl.py``, REINFORCE with its moving-average
   baseline) samples a path per training step; after each epoch it takes ``controller_steps``
   steps, each rewarded with the sampled path's accuracy on a validation minibatch.
-* ``darts``: the mixture of every candidate (first order): before each weight step on a
-  training batch, one Adam step of the architecture logits on a validation batch.
+* ``darts``: the mixture of every candidate: before each weight step on a training batch,
+  one Adam step of the architecture logits on a validation batch, with the first-order
+  gradient, or (``unrolled=true``) the second-order one through a virtual step of the
+  weights on that training batch (``nasforge/oneshot/unrolled.py``).
 * ``gdas``: one hard Gumbel-softmax sample per step (straight-through), the temperature annealed
   from ``tau_max`` to ``tau_min`` over the epochs; the logits take an Adam step on a validation
   batch before each weight step, as in DARTS.
@@ -40,6 +42,7 @@ from torch import nn
 
 from nasforge.oneshot.supernet import (CELL_KINDS, SLOTS, ArchitectureParameters, Supernet,
                                        SupernetError, slot_candidates)
+from nasforge.oneshot.unrolled import FD_SCALE, buffers_restored, sgd_step, unrolled_gradient
 from nasforge.rules import add_unique, reject_unknown_keys
 from nasforge.train.hooks import TrainHooks
 from nasforge.train.trainer import local_batch
@@ -137,25 +140,40 @@ class EnasConfig(OneShotConfig):
 
 
 @dataclass(frozen=True)
-class DartsConfig(OneShotConfig):
-    """DARTS (Liu et al. 2019): architecture logits with Adam 3e-4, betas (0.5, 0.999),
-    weight decay 1e-3; first-order updates."""
+class LogitConfig(OneShotConfig):
+    """Architecture logits stepped as DARTS' (Liu et al. 2019): Adam 3e-4, betas (0.5,
+    0.999), weight decay 1e-3."""
 
     arch_lr: float = 3e-4  # Adam step size of the architecture logits
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
     arch_weight_decay: float = 1e-3
-    unrolled: bool = False  # second-order (unrolled) updates: not implemented, refused
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.unrolled:
-            raise ValueError("unrolled=true (second-order DARTS) is not implemented; the "
-                             "first-order updates are (unrolled=false)")
 
 
 @dataclass(frozen=True)
-class GdasConfig(DartsConfig):
+class DartsConfig(LogitConfig):
+    """DARTS: first-order updates by default; ``unrolled=true`` for second order (eq. 7-8,
+    ``nasforge/oneshot/unrolled.py``)."""
+
+    unrolled: bool = False  # second-order (unrolled) architecture gradient
+    xi: float | None = None  # virtual step size (lr units); None: the weights' current lr
+    fd_scale: float = FD_SCALE  # r of the finite difference's eps = r / ||grad_w' L_val||
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.xi is not None and self.xi < 0:
+            raise ValueError("xi must be >= 0")
+        if self.fd_scale <= 0:
+            raise ValueError("fd_scale must be > 0")
+
+    @property
+    def order(self) -> int:
+        """1 (first order) or 2 (unrolled)."""
+        return 2 if self.unrolled else 1
+
+
+@dataclass(frozen=True)
+class GdasConfig(LogitConfig):
     """GDAS (Dong & Yang 2019): hard Gumbel-softmax samples, temperature 10 -> 0.1."""
 
     tau_max: float = 10.0  # Gumbel-softmax temperature of the first epoch
@@ -194,6 +212,8 @@ class OneShotMethod(TrainHooks):
         self._val_iter = None
         self.epoch_started_at = None  # unix time of the current epoch's first step
         self.derived = None  # the last epoch's derived architecture
+        self.weight_optimizer = None  # the trainer's, and its training loss (bind_optimizer)
+        self.training_loss = None
 
     # --- TrainHooks ----------------------------------------------------------------------
     def bind(self, device, rank, world):
@@ -211,6 +231,9 @@ class OneShotMethod(TrainHooks):
             cutout=0, mean=self.data.mean, std=self.data.std,
             generator=torch.Generator().manual_seed(self.seed + 1))
         self.start()
+
+    def bind_optimizer(self, optimizer, loss):
+        self.weight_optimizer, self.training_loss = optimizer, loss
 
     def start(self) -> None:
         """Called by ``bind``: build what lives on the device (architecture parameters)."""
@@ -301,7 +324,7 @@ class OneShotMethod(TrainHooks):
 class _LogitMethod(OneShotMethod):
     """darts and gdas: architecture logits with DARTS' Adam, stepped on validation batches."""
 
-    Config = DartsConfig
+    Config = LogitConfig
 
     def start(self):
         cfg = self.config
@@ -352,13 +375,51 @@ class _LogitMethod(OneShotMethod):
 
 
 class Darts(_LogitMethod):
-    def before_step(self, epoch, step):
+    Config = DartsConfig
+
+    def before_step(self, epoch, step, batch):
         self.start_step(step)
         self.model.train()
-        self.arch_step(lambda x: self.model.supernet(x, mix=self.alphas.probabilities()))
+        if self.config.unrolled:
+            self.unrolled_arch_step(batch)
+        else:
+            self.arch_step(lambda x: self.model.supernet(x, mix=self.alphas.probabilities()))
         with torch.no_grad():
             mix = self.alphas.probabilities()
         self.model.train_route = {"mix": mix}
+
+    def unrolled_arch_step(self, batch) -> None:
+        """Called by ``before_step`` with ``unrolled=true``: one Adam step of the logits
+        with the second-order gradient, its virtual step taken on ``batch`` (the training
+        batch of the coming weight step) with the trainer's SGD and step size ``xi`` (default:
+        the weights' current learning rate, as DARTS). The weights are not touched and every
+        BN buffer is restored, so the weight step sees exactly the state it would have seen
+        without the architecture step."""
+        from torch.func import functional_call
+
+        supernet = self.model.supernet
+        (x_train, y_train), (x_val, y_val) = batch, self.val_batch()
+        params = dict(supernet.named_parameters())
+        optimizer = self.weight_optimizer
+        xi = self.config.xi if self.config.xi is not None else optimizer.param_groups[0]["lr"]
+
+        def logits(weights, x):
+            return functional_call(supernet, weights, (x,),
+                                   {"mix": self.alphas.probabilities()})
+
+        alphas = list(self.alphas.parameters())
+        with buffers_restored(supernet):
+            grads = unrolled_gradient(
+                lambda w: self.training_loss(logits(w, x_train), y_train),
+                lambda w: F.cross_entropy(logits(w, x_val), y_val),
+                {k: p.detach() for k, p in params.items()}, alphas,
+                lambda w, g: sgd_step(optimizer, params, w, g, xi), xi,
+                reduce=lambda tensors: _all_reduce_mean(tensors, self.world),
+                r=self.config.fd_scale)
+        for p, g in zip(alphas, grads):
+            p.grad = g
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
 
     def end_epoch(self, epoch):
         out = super().end_epoch(epoch)
@@ -381,7 +442,7 @@ class Gdas(_LogitMethod):
             return cfg.tau_min
         return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * epoch / (self.epochs - 1)
 
-    def before_step(self, epoch, step):
+    def before_step(self, epoch, step, batch):
         self.start_step(step)
         self.model.train()
         tau = self.temperature(epoch)
@@ -422,7 +483,7 @@ class Enas(OneShotMethod):
             batch_size=1, prefetch=1)
         self.paths = torch.Generator().manual_seed(self.seed + 3)
 
-    def before_step(self, epoch, step):
+    def before_step(self, epoch, step, batch):
         self.start_step(step)
         tokens, _ = self.controller.policy.sample(1, self.paths)
         self.model.train_route = {"arch": self.space.decode(tokens[0].tolist())}
@@ -462,7 +523,7 @@ class Spos(OneShotMethod):
     def start(self):
         self.paths = torch.Generator().manual_seed(self.seed + 3)
 
-    def before_step(self, epoch, step):
+    def before_step(self, epoch, step, batch):
         self.start_step(step)
         self.model.train_route = {"arch": self.uniform_path(self.paths)}
 

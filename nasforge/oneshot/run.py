@@ -33,7 +33,8 @@ from typing import Callable
 
 import nasforge
 from nasforge.oneshot.global_bn import use_global_batch_norm
-from nasforge.oneshot.methods import METHODS, Darts, OneShotModel, Spos, method_config
+from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
+                                      method_config)
 from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal
@@ -216,6 +217,10 @@ def prepare(config: SearchConfig, recipe):
         # filtering derived or evaluated paths) is not built yet
         raise SearchError(f"one-shot searches ({config.searcher}) optimize val_acc only: "
                           f"--objective/--objectives/--constraint are for black-box searchers")
+    if isinstance(method_cfg, DartsConfig) and method_cfg.unrolled and \
+            recipe.optimizer != "sgd":
+        raise SupernetError(f"unrolled=true simulates an SGD step; recipe {recipe.name} trains "
+                            f"the weights with {recipe.optimizer}")
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
     try:
@@ -266,7 +271,8 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         # a one-shot run's "trials" are its records: one per epoch (+ spos's search phase),
         # which is the budget `nasforge compare` shows
         config = replace(config, trials=epochs + (METHODS[config.searcher] is Spos))
-        run.create(_description(config, recipe, epochs, data, macro, space, estimate))
+        run.create(_description(config, recipe, epochs, data, macro, space, estimate,
+                                method_cfg))
     resources = {"cpu": float(workers), "gpu": float(config.gpus or 0)}
     t0 = time.time()
     if workers > 1 or config.address:
@@ -344,10 +350,13 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, epochs: int)
         "failure": None, "started_at": t0, "finished_at": now})
 
 
-def _description(config, recipe, epochs, data, macro, space, estimate) -> dict:
+def _description(config, recipe, epochs, data, macro, space, estimate, method_cfg) -> dict:
     from dataclasses import asdict
 
-    return {"format": FORMAT, "search": config.to_dict(),
+    method = {"name": config.searcher, **asdict(method_cfg)}  # every option, defaults too
+    if isinstance(method_cfg, DartsConfig):
+        method["order"] = method_cfg.order  # 1: first order, 2: unrolled (second order)
+    return {"format": FORMAT, "search": config.to_dict(), "method": method,
             "nasforge_version": nasforge.__version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,

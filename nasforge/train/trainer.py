@@ -1,6 +1,7 @@
 """``train``: the one training loop for search trials, final runs, baselines and smoke runs."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -142,6 +143,17 @@ def evaluate(model, loader, amp: bool, device: torch.device, *,
     return {"loss": loss / n, "acc": c / n, "top5": c5 / n}
 
 
+def training_loss(recipe: Recipe, output, y: torch.Tensor) -> torch.Tensor:
+    """The loss ``train`` minimises for a model ``output`` (logits, or (logits, auxiliary
+    logits)): label-smoothed cross-entropy plus ``aux_weight`` x the auxiliary head's."""
+    logits, aux = _split_output(output)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+    if aux is not None and recipe.aux_weight > 0:
+        loss = loss + recipe.aux_weight * F.cross_entropy(
+            aux.float(), y, label_smoothing=recipe.label_smoothing)
+    return loss
+
+
 def _optimizer(model, recipe: Recipe):
     if recipe.optimizer == "rmsprop":
         # TF-style RMSProp as used for NASNet on ImageNet: decay (alpha) 0.9, momentum 0.9,
@@ -224,6 +236,7 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     if steps_per_epoch < 1:
         raise ValueError("the training split is smaller than one batch")
     optimizer, scheduler = _optimizer_and_schedule(model, recipe, steps_per_epoch, total_epochs)
+    hooks.bind_optimizer(optimizer, functools.partial(training_loss, recipe))
 
     progress = _Progress()
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
@@ -462,14 +475,11 @@ def _train_pass(run: _Run, epoch: int) -> _EpochTally:
         for i, (x, y) in enumerate(run.train_loader):
             if has_drop_path:
                 model.set_drop_path_progress((epoch + i / steps_per_epoch) / run.total_epochs)
-            run.hooks.before_step(epoch, i)
+            run.hooks.before_step(epoch, i, (x, y))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=place.amp):
-                logits, aux = _split_output(run.fwd(x))
-                loss = F.cross_entropy(logits.float(), y,
-                                       label_smoothing=recipe.label_smoothing)
-                if aux is not None and recipe.aux_weight > 0:
-                    loss = loss + recipe.aux_weight * F.cross_entropy(
-                        aux.float(), y, label_smoothing=recipe.label_smoothing)
+                output = run.fwd(x)
+                loss = training_loss(recipe, output, y)
+            logits, _ = _split_output(output)
             if (i + 1) % place.check_every == 0:
                 check = loss.detach().float()
                 if place.distributed:  # every rank must agree, or the collectives hang
