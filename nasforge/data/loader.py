@@ -128,7 +128,8 @@ class DeviceLoader:
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
         base = state.get("flip_base")
-        self._flip_base = None if base is None else base.to("cpu", torch.bool)
+        self._flip_base = None if base is None else base.to(
+            self.generator.device if self.generator is not None else "cpu", torch.bool)
         if state.get("generator") is not None:
             if self.generator is None:
                 raise ValueError("this DeviceLoader has no generator to restore")

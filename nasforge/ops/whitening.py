@@ -47,8 +47,13 @@ class PatchWhitening(nn.Module):
         batch of this layer's inputs: filters = eigenvectors of the patch covariance (about
         the origin, as airbench: inputs are normalised) / sqrt(eigenvalue + eps), largest
         eigenvalue first, then their negatives."""
-        patches = image_patches(x, self.kernel).double()
-        cov = patches.T @ patches / len(patches)
+        d = self.weight.shape[1] * self.kernel * self.kernel
+        cov, count = torch.zeros(d, d, dtype=torch.float64, device=x.device), 0
+        for chunk in x.split(512):  # bounded memory: a chunk's patches at a time
+            patches = image_patches(chunk, self.kernel).double()
+            cov += patches.T @ patches
+            count += len(patches)
+        cov /= count
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
         eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
         filters = (eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + self.eps)).T

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from nasforge.data.loader import FLIP_MODES
 from nasforge.rules import add_unique, reject_unknown_keys
 
 
 LR_SHAPES = ("cosine", "linear")
-FLIP_MODES = ("random", "alternate")
 TTA_MODES = ("none", "flip", "flip_translate")
 
 
