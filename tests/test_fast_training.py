@@ -409,3 +409,34 @@ def test_cifar_fast_uses_the_ingredients_and_the_old_recipe_stays():
 def test_recipe_rejects_bad_ingredient_values(field, value):
     with pytest.raises(ValueError):
         Recipe(name="bad", **{field: value})
+
+
+# ------------------------------------------------------------------------------- resume
+class _Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_with_every_ingredient_equals_an_uninterrupted_one(tmp_path):
+    recipe = dataclasses.replace(
+        BASE, epochs=3, crop_padding=2, flip=True, flip_mode="alternate", bn_scale=False,
+        bn_bias_lr_mult=4.0, lr_shape="linear", warmup_epochs=1.0, warmup_start_ratio=0.2,
+        lookahead_every=3, tta="flip_translate", weight_decay=1e-3)
+    torch.manual_seed(0)
+    whole = nn.Sequential(nn.Identity(), Small())
+    torch.manual_seed(0)
+    first = copy.deepcopy(whole)
+    r_whole = train(whole, _data(), recipe, seed=0, checkpoint_dir=tmp_path / "a")
+
+    def stop_after_one(epoch, _metrics):
+        if epoch == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(first, _data(), recipe, seed=0, checkpoint_dir=tmp_path / "b",
+              report=stop_after_one)
+    torch.manual_seed(123)  # a fresh process: other weights, restored from the checkpoint
+    again = nn.Sequential(nn.Identity(), Small())
+    r_again = train(again, _data(), recipe, seed=0, checkpoint_dir=tmp_path / "b")
+    for a, b in zip(whole.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert r_whole["test_acc"] == r_again["test_acc"]
