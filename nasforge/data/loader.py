@@ -9,6 +9,7 @@ import torch
 from nasforge.data.types import ImageData
 
 PAD_MODES = ("reflect", "zero")
+FLIP_MODES = ("random", "alternate")
 
 
 class DeviceLoader:
@@ -25,6 +26,10 @@ class DeviceLoader:
     (row, column); if ``flip``, ``flip = randint(0, 2, (N,))``; if ``cutout`` L > 0,
     ``cy = randint(0, H, (N,))`` then ``cx = randint(0, W, (N,))``. Draw ``i`` applies to the
     ``i``-th image of the epoch (``perm[i]``). The loader never touches torch's global RNG.
+    ``flip_mode="alternate"`` (airbench): the flip draw happens in the first epoch only and
+    belongs to image *j* (not to position ``i``); in epoch ``e`` (0-based) image ``j`` is
+    flipped iff ``base[j] xor (e odd)``, so every image is seen in both orientations in any
+    two consecutive epochs.
     The augmentation, with tensor ops on ``device``:
 
     - random crop: output pixel (r, c) = padded source pixel (r + dy, c + dx), i.e. a
@@ -53,7 +58,8 @@ class DeviceLoader:
 
     def __init__(self, data: ImageData, batch_size: int, *, device="cpu", train: bool = True,
                  mean: Sequence[float], std: Sequence[float], crop_padding: int = 4,
-                 pad_mode: str = "reflect", flip: bool = True, cutout: int = 0,
+                 pad_mode: str = "reflect", flip: bool = True, flip_mode: str = "random",
+                 cutout: int = 0,
                  drop_last: bool | None = None, generator: torch.Generator | None = None,
                  channels_last: bool = False, dtype: torch.dtype = torch.float32):
         if not isinstance(data, ImageData):
@@ -68,6 +74,8 @@ class DeviceLoader:
             raise ValueError(f"std must be positive, got {tuple(std)}")
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        if flip_mode not in FLIP_MODES:
+            raise ValueError(f"flip_mode must be one of {FLIP_MODES}, got {flip_mode!r}")
         if crop_padding < 0 or cutout < 0:
             raise ValueError("crop_padding and cutout must be >= 0")
         if pad_mode == "reflect" and crop_padding >= min(h, w):
@@ -82,6 +90,8 @@ class DeviceLoader:
         self.crop_padding = int(crop_padding) if self.train else 0
         self.pad_mode = pad_mode
         self.flip = bool(flip) and self.train
+        self.flip_mode = flip_mode
+        self._flip_base = None  # alternate flips: image j's flip in even epochs (bool, (N,))
         self.cutout = int(cutout) if self.train else 0
         self.generator = generator
         self.channels_last = bool(channels_last)
@@ -109,11 +119,17 @@ class DeviceLoader:
 
     # --- resumable state ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch,
-                "generator": None if self.generator is None else self.generator.get_state()}
+        state = {"epoch": self.epoch,
+                 "generator": None if self.generator is None else self.generator.get_state()}
+        if self._flip_base is not None:
+            state["flip_base"] = self._flip_base.clone()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
+        base = state.get("flip_base")
+        self._flip_base = None if base is None else base.to(
+            self.generator.device if self.generator is not None else "cpu", torch.bool)
         if state.get("generator") is not None:
             if self.generator is None:
                 raise ValueError("this DeviceLoader has no generator to restore")
@@ -140,7 +156,14 @@ class DeviceLoader:
         perm = torch.randperm(n, **kw)
         p = self.crop_padding
         shift = torch.randint(-p, p + 1, (n, 2), **kw) if p > 0 else None
-        flip = torch.randint(0, 2, (n,), **kw).bool() if self.flip else None
+        flip = None
+        if self.flip and self.flip_mode == "random":
+            flip = torch.randint(0, 2, (n,), **kw).bool()
+        elif self.flip:  # alternate: a per-image draw in the first epoch, then every other
+            if self._flip_base is None:
+                self._flip_base = torch.randint(0, 2, (n,), **kw).bool()
+            odd = (self.epoch - 1) % 2 == 1  # __iter__ counted this epoch already
+            flip = self._flip_base.to(perm.device)[perm] ^ odd
         if self.cutout > 0:
             cy = torch.randint(0, h, (n,), **kw)
             cx = torch.randint(0, w, (n,), **kw)

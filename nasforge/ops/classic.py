@@ -18,6 +18,7 @@ ACTIVATIONS = {
     "relu6": nn.ReLU6,
     "hardswish": nn.Hardswish,
     "sigmoid": lambda inplace: nn.Sigmoid(),
+    "gelu": lambda inplace: nn.GELU(),  # exact (erf) GELU, airbench's activation
     "none": None,
 }
 
@@ -45,11 +46,20 @@ def _pad(kernel, dilation, padding):
 
 @register_op("conv", family="classic")
 def conv(c_in, c_out, stride, kernel=3, groups=1, dilation=1, padding=None, bias=False,
-         bn=True, bn_eps=1e-5, act="relu"):
-    """conv -> BN -> activation (each optional); ``groups="depthwise"`` means groups = c_in."""
+         bn=True, bn_eps=1e-5, act="relu", init="default"):
+    """conv -> BN -> activation (each optional); ``groups="depthwise"`` means groups = c_in.
+    ``init="dirac"``: the first ``min(c_in, c_out)`` filters start as the identity (partial
+    Dirac init, airbench), the others as PyTorch's default."""
     groups = c_in if groups == "depthwise" else groups
     layers = [nn.Conv2d(c_in, c_out, kernel, stride, _pad(kernel, dilation, padding), dilation,
                         groups, bias)]
+    if init == "dirac":
+        if groups != 1:
+            raise ValueError("conv init='dirac' needs groups=1")
+        with torch.no_grad():
+            nn.init.dirac_(layers[0].weight[:min(c_in, c_out)])
+    elif init != "default":
+        raise ValueError(f"conv init must be 'default' or 'dirac', got {init!r}")
     if bn:
         layers.append(nn.BatchNorm2d(c_out, eps=bn_eps))
     act_layer = _activation(act)

@@ -37,6 +37,52 @@ def cosine_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def linear_warmup_decay(step: int, total_steps: int, warmup_steps: int, start_ratio: float,
+                        min_ratio: float) -> float:
+    """LR multiplier at iteration ``step`` (0-based) of airbench's triangle: a straight line
+    from ``start_ratio`` at step 0 to 1 at ``warmup_steps``, then a straight line to
+    ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        frac = step / warmup_steps
+        return start_ratio + (1.0 - start_ratio) * frac
+    frac = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 1.0 + (min_ratio - 1.0) * frac
+
+
+def lookahead_decay(step: int, total_steps: int, final_decay: float) -> float:
+    """The lookahead EMA's decay after iteration ``step`` (1-based) of ``total_steps``:
+    ``final_decay * (step / total_steps) ** 3`` (airbench: near 0, i.e. no averaging, early
+    on; ``final_decay`` at the end)."""
+    return final_decay * (step / total_steps) ** 3
+
+
+class Lookahead:
+    """hlb-CIFAR10/airbench's lookahead: an EMA of a model's floating-point state (weights
+    and BN statistics) that the model is reset to at every update. Built before the first
+    step (the EMA starts at the model's state); ``update`` is called every
+    ``recipe.lookahead_every`` steps and after the last one (with decay 1: the model takes
+    the EMA)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()
+                    if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, decay: float) -> None:
+        """``ema <- decay * ema + (1 - decay) * model``, then ``model <- ema``."""
+        for k, v in model.state_dict().items():
+            if k in self.ema:
+                self.ema[k].lerp_(v, 1.0 - decay)
+                v.copy_(self.ema[k])
+
+    def state_dict(self) -> dict:
+        return dict(self.ema)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            self.ema[k].copy_(v)
+
+
 def cosine_restarts(step: int, first_period_steps: int, mult: float, min_ratio: float) -> float:
     """LR multiplier at iteration ``step`` of SGDR (Loshchilov & Hutter 2017, as ENAS's
     ``lr_cosine`` with ``lr_T_0``/``lr_T_mul``): half cosines from 1 to ``min_ratio``, the first
@@ -114,11 +160,38 @@ def _all_reduce_sum(values: list[torch.Tensor], device) -> list[float]:
     return [float(v) for v in t.cpu()]
 
 
+def tta_logits(model, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits of ``model`` on ``x`` with test-time augmentation ``tta`` (a recipe's
+    ``tta``): "none"; "flip": the mean of the logits of ``x`` and of its mirror image;
+    "flip_translate": 1/2 x that + 1/4 x that for ``x`` shifted one pixel down-right and
+    1/4 x that for ``x`` shifted one pixel up-left (reflect padding; airbench's level 2)."""
+    def plain(v):
+        return _split_output(model(v))[0].float()
+
+    def flipped(v):
+        return 0.5 * plain(v) + 0.5 * plain(v.flip(-1))
+
+    if tta == "none":
+        return plain(x)
+    if tta == "flip":
+        return flipped(x)
+    if tta != "flip_translate":
+        raise ValueError(f"unknown tta {tta!r}")
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[-2:]
+    shifted = [padded[..., :h, :w], padded[..., 2:2 + h, 2:2 + w]]
+    return 0.5 * flipped(x) + 0.25 * sum(flipped(v.contiguous(memory_format=fmt))
+                                         for v in shifted)
+
+
 @torch.no_grad()
 def evaluate(model, loader, amp: bool, device: torch.device, *,
-             distributed: bool = False) -> dict:
+             distributed: bool = False, tta: str = "none") -> dict:
     """``{"loss", "acc", "top5"}`` (mean cross-entropy, top-1 and top-5 fractions) of
-    ``model`` on ``loader``; with ``distributed``, ``loader`` gives this rank's share and the
+    ``model`` on ``loader``, its logits taken with test-time augmentation ``tta`` (see
+    ``tta_logits``); with ``distributed``, ``loader`` gives this rank's share and the
     sums are all-reduced, so every rank returns the figures of the whole split."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -127,7 +200,7 @@ def evaluate(model, loader, amp: bool, device: torch.device, *,
     n = 0
     for x, y in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, _ = _split_output(model(x))
+            logits = tta_logits(model, x, tta)
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
@@ -154,15 +227,34 @@ def training_loss(recipe: Recipe, output, y: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
+               torch.nn.SyncBatchNorm)
+
+
+def _param_groups(model, recipe: Recipe) -> list[dict]:
+    """The trained parameters (``requires_grad``), BN shifts in their own group with
+    ``bn_bias_lr_mult`` x the lr and weight decay / that (one group when it is 1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    mult = recipe.bn_bias_lr_mult
+    if mult == 1.0:
+        return [{"params": params}]
+    shifts = {id(m.bias) for m in model.modules()
+              if isinstance(m, BATCH_NORMS) and m.bias is not None and m.bias.requires_grad}
+    return [{"params": [p for p in params if id(p) not in shifts]},
+            {"params": [p for p in params if id(p) in shifts], "lr": recipe.lr * mult,
+             "weight_decay": recipe.weight_decay / mult}]
+
+
 def _optimizer(model, recipe: Recipe):
+    groups = _param_groups(model, recipe)
     if recipe.optimizer == "rmsprop":
         # TF-style RMSProp as used for NASNet on ImageNet: decay (alpha) 0.9, momentum 0.9,
         # epsilon 1.0 (torch adds eps outside the square root, TF inside; with eps = 1 both
         # denominators are ~1 for small second moments)
-        return torch.optim.RMSprop(model.parameters(), lr=recipe.lr, alpha=recipe.rmsprop_decay,
+        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_decay,
                                    eps=recipe.rmsprop_eps, momentum=recipe.momentum,
                                    weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
                            nesterov=recipe.nesterov and recipe.momentum > 0,
                            weight_decay=recipe.weight_decay)
 
@@ -210,6 +302,15 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     ends with the same metrics and weights as an uninterrupted run. A non-finite training loss
     ends the run with ``status="diverged"``. ``epochs`` overrides ``recipe.epochs``.
 
+    The fast-training ingredients are recipe fields, applied to any model: ``bn_scale=False``
+    fixes every BatchNorm scale at 1 (``freeze_bn_scales``) and ``bn_bias_lr_mult`` gives BN
+    shifts their own lr; ``data_init_images`` fits data-initialised layers (modules with
+    ``fit_to_inputs``, e.g. the patch-whitening conv) to the first training images before the
+    first step (``fit_data_initialised``); ``lr_shape="linear"`` is airbench's triangle;
+    ``lookahead_every`` keeps a :class:`Lookahead` EMA (saved in the checkpoint); ``tta``
+    evaluates the last epoch with test-time augmentation (``tta_logits``); ``flip_mode``
+    goes to the loader.
+
     ``hooks``: a :class:`~nasforge.train.hooks.TrainHooks` called around the steps and epochs
     (one-shot search steers a supernet through it); its state is saved in the checkpoint and
     restored on resume, and ``end_epoch``'s metrics join the epoch's history entry.
@@ -235,17 +336,22 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
         raise ValueError("the training split is smaller than one batch")
+    if not recipe.bn_scale:
+        freeze_bn_scales(model)
+    if recipe.data_init_images:
+        fit_data_initialised(model, _init_batches(data, recipe, place))
     optimizer, scheduler = _optimizer_and_schedule(model, recipe, steps_per_epoch, total_epochs)
     hooks.bind_optimizer(optimizer, functools.partial(training_loss, recipe))
+    lookahead = Lookahead(model) if recipe.lookahead_every else None
 
     progress = _Progress()
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         progress = _resume(ckpt_path, total_epochs, place, model, optimizer, scheduler,
-                           train_loader, hooks)
+                           train_loader, hooks, lookahead)
     fwd, eval_fwd = _forwards(model, recipe, place, hooks.find_unused_parameters)
     run = _Run(recipe, place, total_epochs, seed, model, fwd, eval_fwd, optimizer, scheduler,
-               train_loader, eval_sets, hooks)
+               train_loader, eval_sets, hooks, lookahead)
     t0 = time.perf_counter()
     for epoch in range(progress.epochs_done, total_epochs):
         if progress.status != "ok":
@@ -314,8 +420,8 @@ def _loaders(data, recipe: Recipe, place: _Placement, seed: int):
                   channels_last=place.channels_last)
     train_loader = DeviceLoader(train_data, batch, train=True,
                                 crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode,
-                                flip=recipe.flip, cutout=recipe.cutout, generator=gen,
-                                **common)
+                                flip=recipe.flip, flip_mode=recipe.flip_mode,
+                                cutout=recipe.cutout, generator=gen, **common)
     eval_sets = {}
     if data.val is not None:
         eval_sets["val"] = DeviceLoader(data.val, recipe.eval_batch_size, train=False,
@@ -329,6 +435,64 @@ def _loaders(data, recipe: Recipe, place: _Placement, seed: int):
     return train_loader, eval_sets
 
 
+def _init_batches(data, recipe: Recipe, place: _Placement):
+    """The unaugmented, normalised batches of the first ``recipe.data_init_images`` training
+    images (of the training subset) that data-initialised layers are fitted to."""
+    if hasattr(data, "make_loaders"):
+        raise ValueError("data_init_images needs a small-image (device-resident) data set")
+    train_data = _subset(data.train, recipe.train_subset)
+    n = min(recipe.data_init_images, len(train_data))
+    first = ImageData(train_data.images[:n], train_data.labels[:n])
+    return DeviceLoader(first, recipe.eval_batch_size, train=False, device=place.device,
+                        mean=data.mean, std=data.std, channels_last=place.channels_last)
+
+
+def freeze_bn_scales(model: torch.nn.Module) -> None:
+    """Called before the optimiser is built when ``recipe.bn_scale`` is False: every
+    BatchNorm scale is set to 1 and left out of training."""
+    for m in model.modules():
+        if isinstance(m, BATCH_NORMS) and m.weight is not None:
+            with torch.no_grad():
+                m.weight.fill_(1.0)
+            m.weight.requires_grad_(False)
+
+
+class _Captured(Exception):
+    """Stops a forward once the module being fitted has seen its input."""
+
+
+@torch.no_grad()
+def fit_data_initialised(model: torch.nn.Module, batches) -> int:
+    """Called before training when ``recipe.data_init_images`` > 0: every module of ``model``
+    with a ``fit_to_inputs(x)`` method (e.g. ``PatchWhitening``), in module order, gets the
+    inputs that reach it from ``batches`` (an iterable of ``(x, y)``; concatenated) with the
+    modules before it already fitted; the forward stops at the module, so the rest of the
+    network and its BN statistics are untouched. Returns the number of modules fitted."""
+    fitted = [m for m in model.modules() if callable(getattr(m, "fit_to_inputs", None))]
+    was_training = model.training
+    model.eval()
+    for module in fitted:
+        seen = []
+
+        def capture(_module, args):
+            seen.append(args[0].detach().float())
+            raise _Captured
+
+        handle = module.register_forward_pre_hook(capture)
+        try:
+            for x, _ in batches:
+                try:
+                    model(x)
+                except _Captured:
+                    pass
+        finally:
+            handle.remove()
+        module.fit_to_inputs(torch.cat(seen))
+        log.info("fitted %s to %d inputs", type(module).__name__, sum(len(t) for t in seen))
+    model.train(was_training)
+    return len(fitted)
+
+
 def _optimizer_and_schedule(model, recipe: Recipe, steps_per_epoch: int, total_epochs: int):
     """The recipe's optimizer and its per-iteration schedule (linear warm-up, then cosine)."""
     total_steps = steps_per_epoch * total_epochs
@@ -339,6 +503,12 @@ def _optimizer_and_schedule(model, recipe: Recipe, steps_per_epoch: int, total_e
         first = int(round(recipe.restart_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_restarts(s, first, recipe.restart_mult, min_ratio))
+        return optimizer, scheduler
+    if recipe.lr_shape == "linear":
+        start = recipe.warmup_start_ratio
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: linear_warmup_decay(s, total_steps, warmup_steps, start, min_ratio))
         return optimizer, scheduler
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio))
@@ -358,7 +528,7 @@ class _Progress:
 
 
 def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimizer,
-            scheduler, train_loader, hooks: TrainHooks) -> _Progress:
+            scheduler, train_loader, hooks: TrainHooks, lookahead: Lookahead | None) -> _Progress:
     """Called when ``checkpoint_dir`` holds a checkpoint: restores the model, optimizer,
     schedule, loader and RNG states in place and returns the progress it recorded."""
     state = load_checkpoint(ckpt_path)  # plain data only: see train/checkpoint.py
@@ -370,6 +540,8 @@ def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimi
     scheduler.load_state_dict(state["scheduler"])
     train_loader.load_state_dict(state["loader"])
     hooks.load_state_dict(state.get("hooks") or {})
+    if lookahead is not None and state.get("lookahead"):
+        lookahead.load_state_dict(state["lookahead"])
     torch.set_rng_state(state["torch_rng"])
     device = place.device
     if device.type == "cuda" and state.get("cuda_rng") is not None and not place.distributed:
@@ -416,6 +588,7 @@ class _Run:
     train_loader: object
     eval_sets: dict
     hooks: TrainHooks
+    lookahead: Lookahead | None = None  # recipe.lookahead_every > 0
 
 
 @dataclass
@@ -452,7 +625,7 @@ def _run_epoch(run: _Run, epoch: int, progress: _Progress, t0: float):
              "lr": run.optimizer.param_groups[0]["lr"]}
     if progress.status == "ok":
         entry.update(run.hooks.end_epoch(epoch))
-        entry.update(_evaluate_splits(run))
+        entry.update(_evaluate_splits(run, final=epoch + 1 == run.total_epochs))
     entry["epoch_s"] = time.perf_counter() - t_epoch
     entry["elapsed_s"] = progress.wall_s_before + time.perf_counter() - t0
     progress.history.append(entry)
@@ -493,6 +666,8 @@ def _train_pass(run: _Run, epoch: int) -> _EpochTally:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             run.optimizer.step()
             run.scheduler.step()
+            if run.lookahead is not None:
+                _lookahead_step(run, epoch * steps_per_epoch + i + 1)
             tally.loss_sum += loss.detach().double() * len(y)
             tally.correct += (logits.detach().argmax(1) == y).sum()
             tally.seen += len(y)
@@ -508,15 +683,28 @@ def _train_pass(run: _Run, epoch: int) -> _EpochTally:
     return tally
 
 
-def _evaluate_splits(run: _Run) -> dict:
-    """``{"<split>_loss", "<split>_acc", "<split>_top5"}`` for every evaluation split."""
+def _lookahead_step(run: _Run, step: int) -> None:
+    """After optimizer step ``step`` (1-based over the run): the lookahead update every
+    ``lookahead_every`` steps, and at the last step the model takes the EMA."""
+    total = len(run.train_loader) * run.total_epochs
+    if step % run.recipe.lookahead_every == 0:
+        run.lookahead.update(run.model,
+                             lookahead_decay(step, total, run.recipe.lookahead_decay))
+    if step >= total:  # as airbench: the steps since the last update are dropped
+        run.lookahead.update(run.model, 1.0)
+
+
+def _evaluate_splits(run: _Run, final: bool = False) -> dict:
+    """``{"<split>_loss", "<split>_acc", "<split>_top5"}`` for every evaluation split; the
+    ``final`` (last) epoch's with the recipe's test-time augmentation."""
     if run.place.distributed:  # rank 0's BN statistics, as DDP's forward would broadcast them
         for b in run.model.buffers():
             dist.broadcast(b, 0)
     out = {}
     for name, loader in run.eval_sets.items():
         m = evaluate(run.eval_fwd, loader, run.place.amp, run.place.device,
-                     distributed=run.place.distributed)
+                     distributed=run.place.distributed,
+                     tta=run.recipe.tta if final else "none")
         out[f"{name}_loss"], out[f"{name}_acc"] = m["loss"], m["acc"]
         out[f"{name}_top5"] = m["top5"]
     return out
@@ -537,6 +725,7 @@ def _checkpoint(run: _Run, ckpt_path: Path, epoch: int, progress: _Progress) -> 
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "loader": run.train_loader.state_dict(),
             "hooks": run.hooks.state_dict(),
+            "lookahead": None if run.lookahead is None else run.lookahead.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
