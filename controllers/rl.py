@@ -9,8 +9,16 @@ child by child as results arrive; it starts at the first reward). After every ``
 finished children (20) one update runs: the PPO clipped objective by default (the ratio is
 between the policy now and the one that sampled each child, which may be older when workers
 are slow), REINFORCE as an option, minus ``entropy_weight`` x entropy, Adam with lr 0.00035.
-Failed children get ``failed_reward`` (0) and never crash the controller; pruned children use
-their objective when they report one, ``failed_reward`` otherwise.
+Failed and infeasible children never crash the controller and get the *failed reward*; pruned
+children use their objective when they report one, the failed reward otherwise. The failed
+reward is ``failed_reward`` when set; by default (None) it is the worst outcome in the
+objective's own direction: the lowest reward of a scored child so far (a reward is the
+objective signed so that higher is better: a minimized ``mult_adds`` of 3e6 is -3e6) minus a
+margin, the larger of that reward's magnitude and the spread of the scored rewards (so with
+``val_acc`` rewards 0.1 .. 0.5 a failed child gets -0.3, with ``mult_adds`` rewards -3e6 .. -1e6
+it gets -6e6: below every scored child either way). A child that fails before any child has
+been scored carries no learning signal (no reward is known yet to be worse than): its
+advantage is 0 and it does not move the baseline.
 
 Each update records mean reward, baseline, policy entropy, loss and the KL divergence from the
 policy before the update to the one after it, measured on the batch: ``last_stats`` (a dict) and
@@ -44,7 +52,9 @@ class RLConfig:
     batch_size: int = 20            # finished children (ok, failed or pruned) per update
     ppo_clip: float = 0.2           # PPO epsilon: the probability ratio is clipped to 1 +- this
     ppo_epochs: int = 1             # gradient steps per update on the same batch
-    failed_reward: float = 0.0      # reward of a failed child (same units as the objective)
+    # reward of a failed or infeasible child, in the units of the signed objective; None = the
+    # lowest scored reward so far minus a margin (see the module docstring)
+    failed_reward: float | None = None
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     # speed only: sequences sampled at once from the current policy and handed out by later
     # asks; the unused ones are dropped at each update (one batched LSTM pass instead of many)
@@ -150,6 +160,10 @@ class ControllerRNN(nn.Module):
         return terms.sum((1, 2))
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
     if n is None or n == torch.get_num_threads():
@@ -180,6 +194,8 @@ class RLController(SearcherBase):
                                         cfg.tanh_constant)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.baseline: float | None = None
+        # (lowest, highest) reward of a scored child so far: the default failed reward's scale
+        self.reward_range: tuple[float, float] | None = None
         self._buffer: list[dict] = []  # finished children awaiting an update
         self._ahead: list[tuple[list[int], float]] = []  # prefetched (tokens, logp), current policy
         self.updates = 0
@@ -196,20 +212,44 @@ class RLController(SearcherBase):
         take, self._ahead = self._ahead[:n], self._ahead[n:]
         return [(self.space.decode(t), {"origin": "policy", "logp": lp}) for t, lp in take]
 
-    def reward(self, result: Result) -> float:
-        if result.status == "ok" or (result.status == "pruned" and
-                                     self.objective in result.metrics and
-                                     math.isfinite(float(result.metrics[self.objective]))):
+    def scored(self, result: Result) -> bool:
+        """Whether ``result`` has a reward of its own (its objective): ok, or pruned with a
+        finite objective; every other child gets the failed reward."""
+        return result.status == "ok" or (result.status == "pruned" and
+                                         self.objective in result.metrics and
+                                         math.isfinite(float(result.metrics[self.objective])))
+
+    def failed_reward(self) -> float | None:
+        """The reward of a failed or infeasible child now: ``config.failed_reward`` if set,
+        else the lowest scored reward minus max(its magnitude, the spread of the scored
+        rewards); None before any child is scored (default rule only)."""
+        if self.config.failed_reward is not None:
+            return float(self.config.failed_reward)
+        if self.reward_range is None:
+            return None
+        low, high = self.reward_range
+        return low - max(abs(low), high - low, 1e-12)
+
+    def reward(self, result: Result) -> float | None:
+        """The reward of a finished child (None: a failed child before any was scored, which
+        carries no learning signal)."""
+        if self.scored(result):
             return self.score(result)
-        return float(self.config.failed_reward)
+        return self.failed_reward()
 
     def _observe(self, proposal: Proposal, result: Result) -> None:
         r = self.reward(result)
-        if self.baseline is None:
-            self.baseline = r
-        advantage = r - self.baseline
-        d = self.config.baseline_decay
-        self.baseline = d * self.baseline + (1 - d) * r
+        if self.scored(result):
+            low, high = self.reward_range or (r, r)
+            self.reward_range = (min(low, r), max(high, r))
+        if r is None:  # nothing known yet to be worse than: no signal, baseline unmoved
+            advantage = 0.0
+        else:
+            if self.baseline is None:
+                self.baseline = r
+            advantage = r - self.baseline
+            d = self.config.baseline_decay
+            self.baseline = d * self.baseline + (1 - d) * r
         self._buffer.append({"tokens": list(proposal.tokens), "logp": proposal.meta["logp"],
                              "reward": r, "advantage": advantage})
         if len(self._buffer) >= self.config.batch_size:
@@ -249,8 +289,9 @@ class RLController(SearcherBase):
         self.updates += 1
         self.last_stats = {
             "update": self.updates, "children": sum(self.counts.values()),
-            "mean_reward": sum(b["reward"] for b in batch) / len(batch),
-            "baseline": float(self.baseline), "entropy": entropy0, "loss": losses[0],
+            "mean_reward": _mean([b["reward"] for b in batch if b["reward"] is not None]),
+            "baseline": math.nan if self.baseline is None else float(self.baseline),
+            "entropy": entropy0, "loss": losses[0],
             "kl": float(kl),
         }
         self.history.append(self.last_stats)
@@ -267,7 +308,9 @@ class RLController(SearcherBase):
         return {"policy": {k: v.clone() for k, v in self.policy.state_dict().items()},
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
                 "generator": self.generator.get_state(),
-                "baseline": self.baseline, "buffer": [dict(b) for b in self._buffer],
+                "baseline": self.baseline,
+                "reward_range": None if self.reward_range is None else list(self.reward_range),
+                "buffer": [dict(b) for b in self._buffer],
                 "ahead": [[list(t), lp] for t, lp in self._ahead],
                 "updates": self.updates, "history": [dict(h) for h in self.history]}
 
@@ -276,6 +319,8 @@ class RLController(SearcherBase):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        rr = state.get("reward_range")  # absent in states saved before it existed
+        self.reward_range = None if rr is None else (float(rr[0]), float(rr[1]))
         self._buffer = [dict(b) for b in state["buffer"]]
         self._ahead = [([int(x) for x in t], float(lp)) for t, lp in state["ahead"]]
         self.updates = int(state["updates"])

@@ -238,8 +238,8 @@ def test_dedup_cache_tells_the_searcher_and_only_caches_ok():
 def test_rl_defaults_are_the_papers():
     c = RLConfig()
     assert (c.hidden_size, c.init_range, c.algorithm, c.learning_rate, c.entropy_weight,
-            c.baseline_decay, c.batch_size, c.failed_reward) == \
-        (100, 0.1, "ppo", 0.00035, 0.00001, 0.95, 20, 0.0)
+            c.baseline_decay, c.batch_size) == (100, 0.1, "ppo", 0.00035, 0.00001, 0.95, 20)
+    assert c.failed_reward is None  # ours: the worst scored reward minus a margin
     s = RLController(NasNetSpace(), seed=0)
     pol = s.policy
     assert pol.lstm.hidden_size == 100 and pol.lstm.input_size == 100
@@ -248,6 +248,45 @@ def test_rl_defaults_are_the_papers():
     for p in pol.parameters():
         assert float(p.detach().abs().max()) <= 0.1
     assert s.optimizer.param_groups[0]["lr"] == 0.00035
+
+
+@pytest.mark.parametrize("objective, direction, values", [
+    ("mult_adds", "minimize", [3.1e6, 1.2e6, 2.4e6, 5.0e6, 0.9e6, 2.2e6]),
+    ("val_acc", "maximize", [0.31, 0.12, 0.55, 0.0, 0.47, 0.2]),
+])
+def test_rl_failed_children_get_less_than_every_scored_child(objective, direction, values):
+    """The property the default failed reward must have in either direction: a failed or
+    infeasible child's reward is below the reward of every child scored before it (the old
+    0.0 ranked a failed child above every real one when the objective is minimized: their
+    rewards are negative); before any child is scored a failure carries no signal."""
+    s = RLController(SPACE, RLConfig(batch_size=50), seed=0, objective=objective,
+                     direction=direction)
+    props = s.ask(2 * len(values) + 1)
+    s.tell(props[0], Result.failed("first child crashed"))
+    assert s._buffer[-1]["reward"] is None and s._buffer[-1]["advantage"] == 0.0
+    assert s.baseline is None
+    scored = []
+    for i, v in enumerate(values):
+        s.tell(props[1 + 2 * i], Result.ok(**{objective: v}))
+        scored.append(s._buffer[-1]["reward"])
+        assert scored[-1] == (v if direction == "maximize" else -v)
+        bad = Result.failed() if i % 2 else Result.infeasible({f"{objective}<=1": 1.0})
+        s.tell(props[2 + 2 * i], bad)
+        assert s._buffer[-1]["reward"] < min(scored)
+    # resumable exactly: a restored controller gives the next failure the same reward
+    restored = RLController(SPACE, RLConfig(batch_size=50), seed=0, objective=objective,
+                            direction=direction)
+    restored.load_state_dict(s.state_dict())
+    p, q = s.ask(1)[0], restored.ask(1)[0]
+    s.tell(p, Result.failed())
+    restored.tell(q, Result.failed())
+    assert restored._buffer[-1]["reward"] == s._buffer[-1]["reward"] < min(scored)
+
+
+def test_rl_explicit_failed_reward_is_kept():
+    s = RLController(SPACE, RLConfig(failed_reward=-7.5), seed=0)
+    assert s.reward(Result.failed()) == -7.5
+    assert s.reward(Result.infeasible({"params<=1": 1.0})) == -7.5
 
 
 def test_rl_update_every_batch_with_ema_baseline_and_stats():

@@ -225,9 +225,13 @@ def test_infeasible_results_rank_below_every_feasible_one_in_evolution_and_rl():
     evo.tell(b, Result.ok(val_acc=0.1))
     assert [m["id"] for m in evo.population] == [b.id]  # never a parent
     assert evo.best()[0].id == b.id and evo.counts["infeasible"] == 1
-    rl = get_searcher("rl", space, seed=0, dedup=False)
-    assert rl.reward(Result.infeasible({"params<=1.0": 1.0})) == rl.config.failed_reward
-    assert rl.reward(Result.infeasible({"params<=1.0": 1.0})) <= rl.reward(Result.ok(val_acc=0))
+    rl = get_searcher("rl", space, seed=0, dedup=False, direction="minimize",
+                      objective="mult_adds")
+    p, q = rl.ask(2)
+    rl.tell(p, Result.ok(mult_adds=3e6))
+    rl.tell(q, Result.infeasible({"params<=1.0": 1.0}))
+    assert rl.reward(Result.infeasible({"params<=1.0": 1.0})) < rl.reward(
+        Result.ok(mult_adds=3e6)) == -3e6
 
 
 # ------------------------------------------------------------------- the pre-training screen

@@ -235,21 +235,25 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
     # a Ray search's summary has "best" (of its primary objective); others only best_val_acc
     best = summary["best"] if "best" in summary else summary.get("best_val_acc")
     objective = summary.get("objective", "val_acc").split(":")[0]
-    outcome = "no trial finished ok, so there is no best cell" if best is None else \
-        f"best {objective} {_fmt_value(best)} (trial {summary['best_trial']}); best cell: " \
-        f"{summary['best_cell']}"
+    oneshot = "epochs" in summary  # one-shot: a record per epoch (+ spos's candidates)
+    notes = ""
     if summary.get("pareto_front") is not None:
         from nasforge.search.run_folder import PARETO
 
-        outcome += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
+        notes += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
     if summary.get("infeasible"):
-        outcome += f"; {summary['infeasible']} infeasible proposals never trained"
-    if "epochs" in summary and best is not None:  # one-shot: a record per epoch (+ spos's)
+        notes += f"; {summary['infeasible']} infeasible " + \
+            ("paths never evaluated" if oneshot else "proposals never trained")
+    if oneshot and best is not None:
         trial = summary["best_trial"]
         where = "search phase" if trial > summary["epochs"] else f"epoch {trial}"
-        _say(f"done: {summary['epochs']} epochs in {_fmt_s(summary['wall_s'])}; best {best:.4f} "
-             f"({where}); best cell: {summary['best_cell']}")
+        _say(f"done: {summary['epochs']} epochs in {_fmt_s(summary['wall_s'])}; best "
+             f"{objective} {_fmt_value(best)} ({where}); best cell: {summary['best_cell']}"
+             f"{notes}")
         return 0
+    outcome = "no trial finished ok, so there is no best cell" if best is None else \
+        f"best {objective} {_fmt_value(best)} (trial {summary['best_trial']}); best cell: " \
+        f"{summary['best_cell']}"
     _say(f"done: {summary['finished']} trials ({summary['failed']} failed) in "
-         f"{_fmt_s(summary['wall_s'])}; {outcome}")
+         f"{_fmt_s(summary['wall_s'])}; {outcome}{notes}")
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 
 def oneshot_worker(loop_config: dict) -> None:
     """``train_loop_per_worker`` of the search's ``TorchTrainer``."""
-    from nasforge.oneshot.run import Recorder, build, prepare, train_supernet
+    from nasforge.oneshot.run import Recorder, build, model_setting, prepare, train_supernet
     from nasforge.search.config import SearchConfig
     from nasforge.search.run_folder import RunFolder
     from nasforge.train import Recipe
@@ -39,7 +39,9 @@ def oneshot_worker(loop_config: dict) -> None:
                           loop_config["epochs"])
     recorder = None
     if rank == 0:
-        recorder = Recorder(run, method, space, macro, loop_config["resources"], board=True)
+        recorder = Recorder(run, method, space,
+                            model_setting(recipe, data, config.latency_table), config.goal,
+                            loop_config["resources"], board=True)
     try:
         train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
                        recorder, None, device, distributed=distributed)

@@ -11,14 +11,16 @@ batches through the path in train mode, without gradients; weights are never tou
 
 ``search_with_supernet`` drives any ask/tell searcher of ``nasforge.controllers`` (random,
 evolution, Optuna, RL) with an evaluator: each candidate costs ``recalibration_batches`` forward
-passes plus one pass over the validation images, no training.
+passes plus one pass over the validation images, no training. A ``CandidateJudge`` (the run
+folder's, with the search's constraints: ``oneshot/run.py``) may refuse a candidate before it
+is evaluated and decides the result each evaluated one is told.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
@@ -169,8 +171,26 @@ def check_same_space(searcher_space, supernet_space) -> None:
                          f"supernet.space")
 
 
+class CandidateJudge(Protocol):
+    """What ``search_with_supernet`` asks about each candidate besides its score."""
+
+    def before(self, proposal: Proposal) -> Result | None:
+        """Called before ``proposal`` is evaluated: None to evaluate it, or the result to tell
+        instead (``Result.infeasible``: it violates a constraint; it is never evaluated and
+        does not count toward the candidates)."""
+
+    def after(self, proposal: Proposal, result: Result, seconds: float) -> Result:
+        """Called after ``proposal`` was evaluated in ``seconds`` (``result``: ok, or failed
+        for a non-finite loss): the result to tell (e.g. with its static metrics, or
+        infeasible under an accuracy floor)."""
+
+    def stop(self) -> bool:
+        """Called before each proposal: True ends the search early (too many infeasible)."""
+
+
 def search_with_supernet(searcher, evaluator: SupernetEvaluator, candidates: int, *,
-                         on_result: Callable[[Proposal, Result], None] | None = None
+                         on_result: Callable[[Proposal, Result], None] | None = None,
+                         judge: CandidateJudge | None = None
                          ) -> list[tuple[Proposal, Result]]:
     """Run ``candidates`` evaluations of ``searcher``'s proposals by ``evaluator``, one at a
     time (ask 1, evaluate, tell), and return the ``(proposal, result)`` pairs in evaluation
@@ -179,9 +199,13 @@ def search_with_supernet(searcher, evaluator: SupernetEvaluator, candidates: int
     ``Result.ok(val_acc=..., val_loss=..., val_top5=...)`` per candidate (a duplicate wrapper
     such as ``DedupCache`` may tell it more, from its cache). ``on_result(proposal, result)``,
     if given, is called after each tell (a run folder's trajectory, a progress line).
+    ``judge`` (``CandidateJudge``): refuses candidates before evaluation (told their result,
+    not counted in ``candidates``; their pairs are returned too), decides the results told for
+    evaluated ones and may end the search early.
 
-    The best candidate is ``max(pairs, key=lambda pr: pr[1].metrics["val_acc"])`` (or the
-    searcher's ``best()``). Logs the rate in candidates per second at the end.
+    Without a judge the best candidate is ``max(pairs, key=lambda pr:
+    pr[1].metrics["val_acc"])`` (or the searcher's ``best()``). Logs the rate in candidates
+    per second at the end.
     """
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}")
@@ -189,16 +213,24 @@ def search_with_supernet(searcher, evaluator: SupernetEvaluator, candidates: int
         check_same_space(searcher.space, evaluator.space)
     pairs: list[tuple[Proposal, Result]] = []
     t0 = time.perf_counter()
-    for _ in range(candidates):
+    evaluated = 0
+    while evaluated < candidates and not (judge is not None and judge.stop()):
         proposal, = searcher.ask(1)
-        metrics = evaluator.evaluate(proposal.arch)
-        result = (Result.ok(**metrics) if math.isfinite(metrics["val_loss"]) else
-                  Result.failed("non-finite validation loss", **metrics))
+        started = time.perf_counter()
+        result = judge.before(proposal) if judge is not None else None
+        if result is None:
+            metrics = evaluator.evaluate(proposal.arch)
+            evaluated += 1
+            result = (Result.ok(**metrics) if math.isfinite(metrics["val_loss"]) else
+                      Result.failed("non-finite validation loss", **metrics))
+            if judge is not None:
+                result = judge.after(proposal, result, time.perf_counter() - started)
         searcher.tell(proposal, result)
         pairs.append((proposal, result))
         if on_result is not None:
             on_result(proposal, result)
     seconds = time.perf_counter() - t0
-    log.info("searched %d candidates with the supernet in %.1f s (%.2f candidates/s)",
-             candidates, seconds, candidates / max(seconds, 1e-9))
+    log.info("searched %d candidates with the supernet in %.1f s (%.2f candidates/s; %d "
+             "refused before evaluation)", evaluated, seconds, evaluated / max(seconds, 1e-9),
+             len(pairs) - evaluated)
     return pairs

@@ -18,7 +18,8 @@ distribution on validation minibatches (docs/reference.md section 9):
   batch before each weight step, as in DARTS.
 * ``spos``: uniformly random paths train the supernet; after training, an ask/tell searcher
   (``evaluator=evolution|optuna|random|rl``) searches ``candidates`` paths with the supernet as
-  evaluator (``search_phase``).
+  evaluator (``search_phase``), for the search's objectives and within its constraints (a
+  path that violates one is never evaluated).
 
 After every epoch each method derives one cell (``derive``): the argmax of the logits (darts,
 gdas), the most likely of ``derive_samples`` controller samples (enas), the best of
@@ -534,11 +535,13 @@ class Spos(OneShotMethod):
                                            for _ in range(self.config.derive_candidates))]
         return max(scored, key=lambda s: (s[0], -s[1]))[2]
 
-    def search_phase(self) -> tuple:
-        """Called once after the supernet is trained: the ``evaluator`` searcher proposes
-        ``candidates`` paths, each scored by ``SupernetEvaluator`` (its path's validation
-        accuracy after BN recalibration); returns the best ``(Proposal, Result)``."""
-        from nasforge.controllers import get_searcher
+    def search_phase(self, searcher, judge=None) -> list:
+        """Called once after the supernet is trained: ``searcher`` (an ask/tell searcher over
+        ``self.space``, built by the run for its objectives) proposes paths until
+        ``candidates`` are evaluated, each scored by ``SupernetEvaluator`` (its path's
+        validation accuracy after BN recalibration); ``judge`` (``evaluate.CandidateJudge``)
+        screens them against the search's constraints and records them. Returns every
+        ``(Proposal, Result)`` told, in order."""
         from nasforge.oneshot.evaluate import SupernetEvaluator, search_with_supernet
 
         cfg = self.config
@@ -547,12 +550,7 @@ class Spos(OneShotMethod):
             batch_size=cfg.recalibration_batch_size, device=self.device,
             generator=torch.Generator().manual_seed(self.seed + 5),
             validation_images=cfg.validation_images)
-        searcher = get_searcher(cfg.evaluator, self.space, seed=self.seed)
-        results = search_with_supernet(searcher, evaluator, cfg.candidates)
-        ok = [(p, r) for p, r in results if r.status == "ok"]
-        if not ok:
-            raise SupernetError("the search phase evaluated no path successfully")
-        return max(ok, key=lambda pr: (pr[1].metrics["val_acc"], -pr[0].id))
+        return search_with_supernet(searcher, evaluator, cfg.candidates, judge=judge)
 
     def _state(self):
         return {"paths": self.paths.get_state()}

@@ -11,16 +11,31 @@ the run folder is a search run folder that every tool reads unchanged::
     trajectory.jsonl   per epoch: derived cell, its hash, supernet val accuracy, entropy of the
                        architecture distribution, wall time, method statistics
     trials.jsonl       per epoch one trial record of the derived cell (its supernet validation
-                       accuracy as val_acc, the epoch's wall time as wall_s), plus spos's
-                       search-phase winner: what `nasforge compare` (device-hours), `export
+                       accuracy as val_acc, the epoch's wall time as wall_s), plus one record
+                       per candidate of spos's search phase (its recalibrated supernet scores,
+                       or status "infeasible" with the measured values for a path refused
+                       before evaluation): what `nasforge compare` (device-hours), `export
                        best_cell --run` and `transfer` read
-    best_cell.json     the best record's cell by the one best-trial rule (run_folder)
+    search_phase.json  spos: written when its search phase ends (candidates evaluated,
+                       infeasible, why it stopped); without it a resume reruns the phase
+    best_cell.json     the best record's cell by the one best-trial rule (run_folder), for the
+                       search's primary objective, among records within its constraints
+    pareto.json        several objectives: the front of the records (run_folder.write_pareto)
     events.out.tfevents.*   losses, accuracy, entropy, method statistics, architecture-weight
                        heatmaps and the derived cell's drawing per epoch
 
 trajectory.jsonl and trials.jsonl are functions of the checkpoint's history (each epoch's
 history entry holds what both lines need), so a resume rewrites them from the checkpoint:
 an epoch a SIGKILL cut short is neither lost nor repeated.
+
+Objectives and constraints (``--objective``, ``--objectives``, ``--constraint``) are honoured by
+``spos`` only: its search phase screens every proposal with the black-box search's
+``screen.Screen`` (a path over a params / mult-adds / latency_ms bound is never evaluated on the
+supernet, is recorded as infeasible and told to the searcher so; the same cap on infeasible
+proposals stops it), its searcher optimizes the primary objective (several: a Pareto search),
+and every record (the per-epoch derived cells too) is judged against the constraints. enas,
+darts and gdas derive their cell from a trained distribution (argmax, most likely sample), which
+a constraint cannot filter honestly: they refuse them in one line.
 """
 from __future__ import annotations
 
@@ -34,17 +49,21 @@ from typing import Callable
 import nasforge
 from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
-                                      method_config)
+                                      SposConfig, method_config)
 from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
 from nasforge.search.config import SearchConfig, SearchError
-from nasforge.search.objectives import Goal
-from nasforge.search.run_folder import TRIALS, RunFolder, best_trial, device_seconds
+from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, infeasible_cap
+from nasforge.search.run_folder import (TRIALS, RunFolder, best_trial, device_seconds,
+                                        trial_score)
+from nasforge.search.screen import Screen, judge_finished, result_from_record
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nasforge.oneshot/1"
 TRAJECTORY = "trajectory.jsonl"
-SEARCH_PHASE = "search"  # origin.phase of spos's search-phase record
+SEARCH_PHASE = "search"  # origin.phase of spos's search-phase records
+SEARCH_PHASE_DONE = "search_phase.json"  # spos: written when its search phase has ended
+CHILD_COUNTS = ("params", "mult_adds")  # measured for every epoch's derived cell
 
 
 def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
@@ -59,45 +78,53 @@ def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
         return False
 
 
+def _child_overrides(recipe) -> dict:
+    """NetworkConfig fields of the supernet's macro over the recipe's setting: the recipe's
+    model overrides (N, filters); no drop-path, no auxiliary head (the supernet has neither)."""
+    return {**dict(recipe.model_overrides), "drop_path_keep_prob": 1.0, "aux_head": False}
+
+
 def macro_config(recipe, data):
-    """The supernet's NASNet macro: the recipe's setting and model overrides (N, filters),
-    sized for ``data``; no drop-path, no auxiliary head (the supernet has neither)."""
+    """The supernet's NASNet macro: the recipe's setting and ``_child_overrides``, sized for
+    ``data``."""
     from nasforge.zoo import SETTINGS
 
     setting = recipe.setting or "cifar"
     if setting not in SETTINGS:
         raise SupernetError(f"recipe {recipe.name}: setting {setting!r} is not a cell-network "
                             f"setting ({', '.join(SETTINGS)})")
-    return replace(SETTINGS[setting], **dict(recipe.model_overrides),
+    return replace(SETTINGS[setting], **_child_overrides(recipe),
                    num_classes=data.num_classes, input_size=data.image_size[0],
-                   in_channels=data.channels, drop_path_keep_prob=1.0, aux_head=False)
+                   in_channels=data.channels)
+
+
+def model_setting(recipe, data, latency_table: str | None = None) -> ModelSetting:
+    """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
+    the network ``macro_config`` describes, as an ``objectives.ModelSetting``."""
+    return ModelSetting(recipe.setting or "cifar", data.num_classes, data.image_size[0],
+                        data.channels, tuple(sorted(_child_overrides(recipe).items())),
+                        latency_table)
 
 
 class Recorder:
     """The trainer's ``report`` on rank 0: run-folder lines, best cell and TensorBoard."""
 
-    def __init__(self, run: RunFolder, method, space, macro, resources: dict, board: bool):
-        self.run, self.method, self.space, self.macro = run, method, space, macro
+    def __init__(self, run: RunFolder, method, space, setting: ModelSetting, goal: Goal,
+                 resources: dict, board: bool):
+        self.run, self.method, self.space = run, method, space
+        self.goal = goal
+        self.screen = Screen(goal, space, setting)  # measures; epochs are never refused
         self.resources = resources
-        self.sizes: dict[str, tuple[int, int]] = {}
         self.writer = None
         if board:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(run.path))
 
-    def child_size(self, tokens) -> tuple[int, int]:
-        """(params, mult-adds) of a derived cell's stand-alone network under the macro."""
-        key = ",".join(map(str, tokens))
-        if key not in self.sizes:
-            from nasforge.compiler.network import Network
-            from nasforge.flops import count_mult_adds, count_params
-
-            net = Network(self.space.to_graph(self.space.decode(tokens)), self.macro)
-            self.sizes[key] = (count_params(net),
-                               count_mult_adds(net, self.macro.input_size,
-                                               self.macro.in_channels)[0])
-        return self.sizes[key]
+    def child_static(self, proposal) -> dict:
+        """params, mult-adds and the goal's other static metrics of a path's stand-alone
+        child (objectives.measure_static: the counter constraints are checked with)."""
+        return self.screen.measure(proposal, CHILD_COUNTS)
 
     def lines(self, entry: dict) -> tuple[dict, dict]:
         """(trajectory line, trials.jsonl record) of one epoch's history entry."""
@@ -109,20 +136,27 @@ class Recorder:
                 "lr": entry.get("lr"), "wall_s": entry.get("epoch_s"),
                 "elapsed_s": entry.get("elapsed_s")}
         traj.update({k: v for k, v in entry.items() if k.startswith("method_")})
-        params, mult_adds = self.child_size(entry["tokens"])
+        static = self.child_static(self._proposal(entry["tokens"], entry["hash"]))
         started = entry.get("started_at") or 0.0
         record = {
             "trial": epoch, "status": "ok", "hash": entry["hash"], "tokens": entry["tokens"],
             "origin": {"origin": self.method_name, "epoch": epoch},
             "arch": entry["cell"],
             "metrics": {"val_acc": entry.get("val_acc"), "val_loss": entry.get("val_loss"),
+                        **{k: v for k, v in static.items() if k not in CHILD_COUNTS},
                         "epoch": epoch},
-            "epochs": epoch, "params": params, "mult_adds": mult_adds,
+            "epochs": epoch, "params": static["params"], "mult_adds": static["mult_adds"],
             "wall_s": entry.get("epoch_s"), "train_s": None, "restored_epoch": 0,
             "resources": self.resources, "error": None, "failure": None,
             "started_at": started, "finished_at": started + float(entry.get("epoch_s") or 0),
         }
-        return traj, record
+        return traj, judge_finished(self.goal, record)
+
+    def _proposal(self, tokens, digest: str):
+        from nasforge.controllers import Proposal
+
+        tokens = tuple(int(t) for t in tokens)
+        return Proposal(-1, self.space.decode(tokens), tokens, digest)
 
     @property
     def method_name(self) -> str:
@@ -130,22 +164,26 @@ class Recorder:
 
     def sync(self, history: list[dict], keep_search_phase: bool) -> None:
         """Called before training: make trajectory.jsonl and trials.jsonl hold exactly the
-        checkpoint's epochs (and, once every epoch is done, spos's search-phase record)."""
+        checkpoint's epochs (and, once every epoch is done and spos's search phase ended, its
+        records; those of a phase cut short are dropped: it runs again)."""
         pairs = [self.lines(h) for h in history if "cell" in h]
         records = [r for _, r in pairs]
-        if keep_search_phase:
+        if keep_search_phase and (self.run.path / SEARCH_PHASE_DONE).is_file():
             records += [r for r in self.run.trials()
                         if r.get("origin", {}).get("phase") == SEARCH_PHASE]
         self.run.write_lines(TRAJECTORY, [t for t, _ in pairs])
         self.run.write_lines(TRIALS, records)
-        self._write_best(records)
+        self.write_best(records)
 
-    def _write_best(self, records: list[dict]) -> dict | None:
+    def write_best(self, records: list[dict]) -> dict | None:
+        """Called whenever the records change: best_cell.json (and pareto.json) from them."""
         from nasforge.dsl import CellPair
 
-        best = best_trial(records)
+        best = best_trial(records, self.goal.primary)
         if best is not None:
             self.run.write_best(CellPair.from_dict(best["arch"]).to_json() + "\n")
+        if self.goal.multi:
+            self.run.write_pareto(self.goal, self.goal.front(records))
         return best
 
     def epoch(self, epoch: int, entry: dict) -> None:
@@ -156,13 +194,9 @@ class Recorder:
         traj, record = self.lines(entry)
         self.run.append_line(TRAJECTORY, traj)
         self.run.append_trial(record)
-        self._write_best(self.run.trials())
+        self.write_best(self.run.trials())
         if self.writer is not None:
             self._board(epoch, traj)
-
-    def add_record(self, record: dict) -> None:
-        self.run.append_trial(record)
-        self._write_best(self.run.trials())
 
     def _board(self, step: int, traj: dict) -> None:
         import math
@@ -211,12 +245,14 @@ def prepare(config: SearchConfig, recipe):
     from nasforge.data import load_data
     from nasforge.search_spaces import SPACES, get_space
 
+    from nasforge.search.runner import goal_searcher
+
     method_cfg = method_config(config.searcher, config.searcher_options)
-    if config.goal != Goal.parse():
-        # one-shot methods rank paths by supernet accuracy; issue 13's part 5 (constraints
-        # filtering derived or evaluated paths) is not built yet
-        raise SearchError(f"one-shot searches ({config.searcher}) optimize val_acc only: "
-                          f"--objective/--objectives/--constraint are for black-box searchers")
+    if config.goal != Goal.parse() and METHODS[config.searcher] is not Spos:
+        raise SearchError(f"{config.searcher} derives its cell from a trained distribution, "
+                          f"which objectives and constraints cannot steer: "
+                          f"--objective/--objectives/--constraint are supported with spos "
+                          f"(and the black-box searchers)")
     if isinstance(method_cfg, DartsConfig) and method_cfg.unrolled and \
             recipe.optimizer != "sgd":
         raise SupernetError(f"unrolled=true simulates an SGD step; recipe {recipe.name} trains "
@@ -227,6 +263,8 @@ def prepare(config: SearchConfig, recipe):
         space = get_space(config.space, **method_cfg.space_options())
     except (TypeError, ValueError) as e:
         raise SupernetError(f"search space {config.space!r}: {e}") from None
+    if isinstance(method_cfg, SposConfig):  # its searcher can take the objectives (one line)
+        goal_searcher(method_cfg.evaluator, space, config.seed, config.goal)
     val_size = recipe.val_size if config.val_size is None else config.val_size
     data = load_data(config.data or recipe.data, split="search", val_size=val_size,
                      seed=config.seed, cache_dir=config.cache_dir)
@@ -268,12 +306,14 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     estimate = check_fits(space, macro, batch, METHODS[config.searcher] is Darts, device,
                           processes=workers)
     if not resume:
-        # a one-shot run's "trials" are its records: one per epoch (+ spos's search phase),
-        # which is the budget `nasforge compare` shows
-        config = replace(config, trials=epochs + (METHODS[config.searcher] is Spos))
+        # a one-shot run's "trials" are its records: one per epoch (+ one per candidate of
+        # spos's search phase), which is the budget `nasforge compare` shows
+        candidates = method_cfg.candidates if isinstance(method_cfg, SposConfig) else 0
+        config = replace(config, trials=epochs + candidates)
         run.create(_description(config, recipe, epochs, data, macro, space, estimate,
                                 method_cfg))
     resources = {"cpu": float(workers), "gpu": float(config.gpus or 0)}
+    setting = model_setting(recipe, data, config.latency_table)
     t0 = time.time()
     if workers > 1 or config.address:
         from nasforge.oneshot.distributed import train_data_parallel
@@ -289,21 +329,22 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         model.to(device)
         method.bind(device, 0, 1)
         method.load_state_dict(state.get("hooks") or {})
-        recorder = Recorder(run, method, space, macro, resources, board=False)
+        recorder = Recorder(run, method, space, setting, config.goal, resources, board=False)
     else:
         model, method = build(config, recipe, method_cfg, space, data, macro, epochs)
         if on_start is not None:
             on_start(f"{config.searcher} on a supernet of {estimate.params:,} parameters "
                      f"(about {estimate.total_bytes / 2 ** 30:.2f} GiB per step), one process")
-        recorder = Recorder(run, method, space, macro, resources, board=True)
+        recorder = Recorder(run, method, space, setting, config.goal, resources, board=True)
         try:
             result = train_supernet(config, recipe, run, model, method, data, epochs,
                                     recorder, on_epoch, device)
         finally:
             recorder.close()
+    phase = None
     if isinstance(method, Spos) and result["status"] == "ok":
-        _search_phase(run, recorder, method, epochs)
-    return _summary(run, config, result, epochs, time.time() - t0)
+        phase = _search_phase(run, recorder, method, config, epochs, setting)
+    return _summary(run, config, result, epochs, time.time() - t0, phase)
 
 
 def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: int,
@@ -327,27 +368,104 @@ def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: 
                  seed=config.seed, epochs=epochs, distributed=distributed, hooks=method)
 
 
-def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, epochs: int) -> None:
-    """spos after its last epoch: the searcher with the supernet as evaluator; its best path
-    becomes one more record (origin.phase "search"). Skipped when already recorded."""
-    if any(r.get("origin", {}).get("phase") == SEARCH_PHASE for r in run.trials()):
-        return
+class SearchPhaseJudge:
+    """spos's search phase as a search: the ``CandidateJudge`` of ``search_with_supernet``.
+
+    Every proposal is screened first with the search's ``Screen`` (the one the black-box
+    adapter uses): one that violates a constraint on a static metric is recorded as
+    ``infeasible`` with its measured values, told to the searcher so and counted toward the
+    cap, never evaluated. Every evaluated candidate becomes a record (supernet metrics, its
+    static metrics, evaluation time as wall_s), judged against the constraints on measured
+    metrics. Records go through the black-box search's ``SearchRecorder`` (trials.jsonl,
+    best_cell.json by the primary objective, pareto.json with several objectives). A
+    candidate's trial id is ``epochs + 1 + proposal.id``."""
+
+    def __init__(self, run: RunFolder, recorder: Recorder, screen: Screen, method: Spos,
+                 epochs: int, records: list[dict]):
+        from nasforge.search.runner import SearchRecorder
+
+        self.recorder, self.screen, self.epochs = recorder, screen, epochs
+        self.goal = recorder.goal
+        self.book = SearchRecorder(run, None, records, 0, 1, None, goal=self.goal)
+        self.origin = {"origin": recorder.method_name, "phase": SEARCH_PHASE,
+                       "evaluator": method.config.evaluator,
+                       "candidates": method.config.candidates}
+        self.static: dict[int, dict] = {}
+        self.evaluated = self.ok = 0
+
+    def _fields(self, proposal) -> dict:
+        return {"trial": self.epochs + 1 + proposal.id,
+                "origin": {**proposal.meta, **self.origin, "proposal": proposal.id,
+                           "proposed_by": proposal.meta.get("origin")},
+                "resources": self.recorder.resources}
+
+    def before(self, proposal):
+        static = self.screen.measure(proposal)
+        record = self.screen.refusal(proposal, static, **self._fields(proposal))
+        if record is None:
+            self.static[proposal.id] = static
+            return None
+        self.book.finished(record)  # recorded before the searcher is told, as black-box
+        self.screen.count_refusal()
+        return result_from_record(record)
+
+    def after(self, proposal, result, seconds: float):
+        self.evaluated += 1
+        static = self.static.pop(proposal.id)
+        now = time.time()
+        record = {
+            "trial": 0, "status": result.status, "hash": proposal.hash,
+            "tokens": list(proposal.tokens), "origin": {},
+            "arch": self.recorder.space.to_graph(proposal.arch).to_dict(),
+            "metrics": {**result.metrics, **static, "epoch": self.epochs},
+            "epochs": self.epochs, "params": static.get("params"),
+            "mult_adds": static.get("mult_adds"), "wall_s": seconds, "train_s": None,
+            "restored_epoch": 0, "resources": {}, "error": result.error, "failure": None,
+            "started_at": now - seconds, "finished_at": now, **self._fields(proposal)}
+        judge_finished(self.goal, record)
+        best = self.book.best
+        if record["params"] is None and \
+                best_trial([r for r in (best, record) if r], self.goal.primary) is record:
+            # a new best: its counts, as every epoch's record has (measured only for bests:
+            # counting costs about a candidate's evaluation on a GPU)
+            counts = self.recorder.child_static(proposal)
+            record.update(params=counts["params"], mult_adds=counts["mult_adds"])
+        self.book.finished(record)
+        self.ok += record["status"] == "ok"
+        return result_from_record(record)
+
+    def stop(self) -> bool:
+        return self.screen.capped
+
+
+def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: SearchConfig,
+                  epochs: int, setting: ModelSetting) -> dict:
+    """spos after its last epoch: the searcher (``evaluator``, for the search's objectives)
+    with the supernet as evaluator, every candidate recorded (``SearchPhaseJudge``); returns
+    and saves (search_phase.json) its summary. Skipped when it already ended."""
+    from nasforge.search.runner import goal_searcher
+
+    done = run.read_json(SEARCH_PHASE_DONE, "search-phase summary")
+    if done is not None:
+        return done
     t0 = time.time()
-    proposal, result = method.search_phase()
-    pair = method.space.to_graph(proposal.arch)
-    params, mult_adds = recorder.child_size(list(proposal.tokens))
-    now = time.time()
-    recorder.add_record({
-        "trial": epochs + 1, "status": "ok", "hash": pair.canonical_hash(),
-        "tokens": list(proposal.tokens),
-        "origin": {"origin": recorder.method_name, "phase": SEARCH_PHASE,
-                   "evaluator": method.config.evaluator,
-                   "candidates": method.config.candidates},
-        "arch": pair.to_dict(),
-        "metrics": {"val_acc": float(result.metrics["val_acc"]), "epoch": epochs},
-        "epochs": epochs, "params": params, "mult_adds": mult_adds, "wall_s": now - t0,
-        "train_s": None, "restored_epoch": 0, "resources": recorder.resources, "error": None,
-        "failure": None, "started_at": t0, "finished_at": now})
+    cfg = method.config
+    records = [r for r in run.trials() if r.get("origin", {}).get("phase") != SEARCH_PHASE]
+    if len(records) != len(run.trials()):  # a phase cut short (not synced: data parallel)
+        run.write_lines(TRIALS, records)
+        recorder.write_best(records)
+    screen = Screen(config.goal, method.space, setting,
+                    infeasible_cap(cfg.candidates, config.max_infeasible))
+    judge = SearchPhaseJudge(run, recorder, screen, method, epochs, records)
+    searcher = goal_searcher(cfg.evaluator, method.space, method.seed, config.goal)
+    method.search_phase(searcher, judge)
+    if judge.evaluated and not judge.ok:
+        raise SupernetError("the search phase evaluated no path successfully")
+    done = {"candidates": cfg.candidates, "evaluated": judge.evaluated,
+            "infeasible": screen.seen, "stopped": INFEASIBLE if screen.capped else None,
+            "wall_s": time.time() - t0}
+    run.write_json(SEARCH_PHASE_DONE, done)
+    return done
 
 
 def _description(config, recipe, epochs, data, macro, space, estimate, method_cfg) -> dict:
@@ -372,19 +490,32 @@ def _description(config, recipe, epochs, data, macro, space, estimate, method_cf
 
 
 def _summary(run: RunFolder, config: SearchConfig, result: dict, epochs: int,
-             wall_s: float) -> dict:
+             wall_s: float, phase: dict | None = None) -> dict:
+    from nasforge.search.runner import describe_infeasible
+
+    goal = config.goal
     records = run.trials()
-    best = best_trial(records)
+    trained = [r for r in records if r["status"] != INFEASIBLE]
+    best = best_trial(records, goal.primary)
+    stopped = None if result["status"] == "ok" else "broken"
+    if stopped is None and phase is not None and phase.get("stopped") == INFEASIBLE:
+        stopped = INFEASIBLE
     return {"run_dir": str(run.path), "searcher": config.searcher,
-            "budget": epochs,
-            "finished": len(records), "failed": 0, "pruned": 0,
-            "best_val_acc": None if best is None else best["metrics"]["val_acc"],
+            "budget": config.trials, "objective": str(goal.primary),
+            "finished": len(trained), "failed": sum(r["status"] == "failed" for r in records),
+            "pruned": 0, "infeasible": len(records) - len(trained),
+            "best": None if best is None else trial_score(best, goal.primary),
+            "best_val_acc": None if best is None else trial_score(best),
             "best_trial": None if best is None else best["trial"],
             "best_hash": None if best is None else best["hash"],
             "best_cell": str(run.best_path) if run.best_path.is_file() else None,
-            "stopped": None if result["status"] == "ok" else "broken",
+            "pareto_front": [r["trial"] for r in goal.front(records)] if goal.multi else None,
+            "stopped": stopped,
+            "infeasible_message": describe_infeasible(
+                config, phase["candidates"], "evaluation on the supernet")
+            if stopped == INFEASIBLE else None,
             "broken": None if result["status"] == "ok" else {
                 "message": f"supernet training {result['status']}", "trial": None,
                 "traceback": None},
             "status": result["status"], "epochs": result["epochs"], "wall_s": wall_s,
-            "device_s": sum(device_seconds(r) for r in records)}
+            "device_s": sum(device_seconds(r) for r in trained)}

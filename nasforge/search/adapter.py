@@ -7,10 +7,11 @@ report into a ``Result`` (ok / failed / pruned) and a ``trials.jsonl`` record, a
 recorder at the points where the run folder must change (see ``run_folder``'s crash order).
 
 Constraints are checked here, before Ray ever sees a proposal: ``suggest`` measures the static
-metrics the search needs (``objectives.py``: params, mult-adds, anything registered) and a
-proposal that violates a constraint is recorded as ``infeasible`` with the measured values,
-told to the searcher and replaced by the next proposal, so it is never trained and does not
-use the trial budget; after ``infeasible_cap`` of them the search stops (``StopRequest``
+metrics the search needs (``objectives.py``: params, mult-adds, anything registered) with the
+search's ``screen.Screen`` (the spos search phase uses the same one) and a proposal that
+violates a constraint is recorded as ``infeasible`` with the measured values, told to the
+searcher and replaced by the next proposal, so it is never trained and does not use the trial
+budget; after ``infeasible_cap`` of them the search stops (``StopRequest``
 reason ``"infeasible"``). Constraints on trained metrics (an accuracy floor) are checked when
 the trial ends: the child trained and counts, but it is marked infeasible for ranking.
 
@@ -30,7 +31,8 @@ from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
 from nasforge.search.failures import WORKER_DIED
-from nasforge.search.objectives import INFEASIBLE, METRICS, Goal, measure_static
+from nasforge.search.objectives import INFEASIBLE, METRICS, Goal
+from nasforge.search.screen import Screen, judge_finished, result_from_record
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,7 @@ class TuneSearcherAdapter(TuneSearcher):
         self.goal = goal or Goal()
         super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction)
         self.model_setting = model_setting
-        self.static_metrics = self.goal.static_metrics()
-        if self.static_metrics and model_setting is None:
-            raise ValueError(f"static metrics {self.static_metrics} need a model_setting")
-        self.infeasible_cap = infeasible_cap
-        self.infeasible_seen = int(infeasible_seen)
+        self.screen = Screen(self.goal, space, model_setting, infeasible_cap, infeasible_seen)
         self.static: dict[int, dict] = {}  # proposal id -> static metrics measured
         self.stop_request = stop if stop is not None else StopRequest()
         self.nasforge_searcher = searcher
@@ -119,39 +117,26 @@ class TuneSearcherAdapter(TuneSearcher):
                 return TuneSearcher.FINISHED
             proposal = self.requeue.pop(0) if self.requeue else \
                 self.nasforge_searcher.ask(1)[0]
-            static = measure_static(self.static_metrics, self.space.to_graph(proposal.arch),
-                                    self.model_setting) if self.static_metrics else {}
-            if not self.goal.violated(static, only_known=True):
+            static = self.screen.measure(proposal)
+            record = self.screen.refusal(proposal, static, ray_trial_id=None,
+                                         resources=self.resources)
+            if record is None:
                 break
-            self.refuse(proposal, static)
+            self.refuse(proposal, record)
         self.static[proposal.id] = static
         self.issued += 1
         self.live[trial_id] = (proposal, time.time())
         self.recorder.asked(self.nasforge_searcher, proposal, trial_id)
         return self.trial_config(proposal, static)
 
-    def refuse(self, proposal: Proposal, static: dict) -> None:
-        """Called by ``suggest`` for a proposal that violates a constraint before training:
-        recorded, told to the searcher as infeasible, never trained; stops the search at the
-        cap."""
-        now = time.time()
-        constraints = self.goal.constraint_values(static, only_known=True)
-        reason = "; ".join(self.goal.violated(static, only_known=True))
-        record = {
-            "trial": proposal.id, "ray_trial_id": None, "status": INFEASIBLE,
-            "hash": proposal.hash, "tokens": list(proposal.tokens),
-            "origin": dict(proposal.meta),
-            "arch": self.space.to_graph(proposal.arch).to_dict(),
-            "metrics": dict(static), "constraints": constraints, "feasible": False,
-            "epochs": 0, "params": static.get("params"), "mult_adds": static.get("mult_adds"),
-            "wall_s": 0.0, "train_s": 0.0, "restored_epoch": 0, "resources": self.resources,
-            "error": reason, "failure": None, "started_at": now, "finished_at": now,
-        }
+    def refuse(self, proposal: Proposal, record: dict) -> None:
+        """Called by ``suggest`` for a proposal that violates a constraint before training
+        (``record``: its ``Screen.refusal``): recorded, told to the searcher as infeasible,
+        never trained; stops the search at the cap."""
         self.recorder.finished(record)
         self.nasforge_searcher.tell(proposal, result_from_record(record))
         self.recorder.told(self.nasforge_searcher, record)
-        self.infeasible_seen += 1
-        if self.infeasible_cap is not None and self.infeasible_seen >= self.infeasible_cap:
+        if self.screen.count_refusal():
             self.stop_request.set(INFEASIBLE)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -232,35 +217,9 @@ class TuneSearcherAdapter(TuneSearcher):
             "resources": self.resources, "error": reason, "failure": failure,
             "started_at": t0, "finished_at": now,
         }
-        if self.goal.constraints and status == "ok":
-            # trained metrics (an accuracy floor) are known now; static ones were checked
-            values = {**{k: v for k, v in (("params", record["params"]),
-                                           ("mult_adds", record["mult_adds"])) if v is not None},
-                      **metrics}
-            record["constraints"] = self.goal.constraint_values(values)
-            violated = self.goal.violated(values)
-            record["feasible"] = not violated
-            if violated:
-                record["error"] = "; ".join(violated)
+        # trained metrics (an accuracy floor) are known now; static ones were checked
+        judge_finished(self.goal, record)
         return record, result_from_record(record)
-
-
-def result_from_record(record: dict) -> Result:
-    """The searcher's ``Result`` of a ``trials.jsonl`` record (also used by ``--resume``)."""
-    metrics = {k: v for k, v in record["metrics"].items() if k != "epoch"}
-    constraints = dict(record.get("constraints") or {})
-    if record["status"] == INFEASIBLE or (record["status"] == "ok" and
-                                          record.get("feasible") is False):
-        return Result.infeasible(constraints, record.get("error"),
-                                 **{k: v for k, v in metrics.items() if isinstance(v, float)
-                                    or isinstance(v, int)})
-    if record["status"] == "ok":
-        return Result("ok", {"mult_adds": float(record.get("mult_adds") or 0),
-                             "params": float(record.get("params") or 0), **metrics},
-                      constraints=constraints)
-    if record["status"] == "pruned":
-        return Result.pruned(**metrics)
-    return Result.failed(record.get("error"))
 
 
 def _metrics(result: dict) -> dict:

@@ -207,6 +207,15 @@ class RunFolder:
         _atomic_write(self.path / name, "".join(json.dumps(r, allow_nan=True) + "\n"
                                                 for r in records).encode())
 
+    def write_json(self, name: str, doc: dict) -> None:
+        """Replace the run's file ``name`` atomically with ``doc`` as JSON."""
+        _atomic_write(self.path / name, (json.dumps(doc, indent=1) + "\n").encode())
+
+    def read_json(self, name: str, what: str) -> dict | None:
+        """The run's JSON file ``name`` (``what`` names it in errors), or None if absent."""
+        path = self.path / name
+        return read_json(path, what) if path.is_file() else None
+
     def write_best(self, cell_pair_json: str) -> None:
         _atomic_write(self.path / BEST, cell_pair_json.encode())
 

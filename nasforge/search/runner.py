@@ -186,24 +186,32 @@ def _git_commit() -> str | None:
 # ----------------------------------------------------------------------- pieces of a search
 def make_searcher(config: SearchConfig):
     """(space, searcher) by registry name; SearchError for unknown names or options."""
-    from nasforge.controllers import SEARCHERS, get_searcher
     from nasforge.search_spaces import SPACES, get_space
 
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
-    if config.searcher not in SEARCHERS:
-        raise SearchError(f"unknown searcher {config.searcher!r} "
-                          f"(known: {', '.join(SEARCHERS)})")
     space = get_space(config.space)
-    goal = config.goal
-    options = dict(config.searcher_options)
+    return space, goal_searcher(config.searcher, space, config.seed, config.goal,
+                                config.searcher_options)
+
+
+def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None = None):
+    """The searcher ``name`` over ``space`` that optimizes ``goal``'s primary objective in its
+    direction (several objectives: the searcher must model them, its config's ``objectives``
+    field gets them); SearchError for unknown names or options. The one rule for black-box
+    searches and spos's search phase."""
+    from nasforge.controllers import SEARCHERS, get_searcher
+
+    if name not in SEARCHERS:
+        raise SearchError(f"unknown searcher {name!r} (known: {', '.join(SEARCHERS)})")
+    options = dict(options or {})
     if goal.multi:
-        cls = SEARCHERS[config.searcher]
+        cls = SEARCHERS[name]
         if not cls.multi_objective:
             raise SearchError(f"several objectives ({', '.join(map(str, goal.objectives))}) "
                               f"need a multi-objective searcher (known: "
                               f"{', '.join(n for n, c in SEARCHERS.items() if c.multi_objective)}"
-                              f"), not {config.searcher!r}")
+                              f"), not {name!r}")
         if cls.Config is not None and "objectives" in {f.name for f in
                                                        dataclasses.fields(cls.Config)}:
             if "objectives" in options:
@@ -212,12 +220,10 @@ def make_searcher(config: SearchConfig):
             options["objectives"] = tuple((o.name, o.optuna_direction)
                                           for o in goal.objectives)
     try:
-        searcher = get_searcher(config.searcher, space, seed=config.seed,
-                                objective=goal.primary.name,
-                                direction=goal.primary.optuna_direction, **options)
+        return get_searcher(name, space, seed=seed, objective=goal.primary.name,
+                            direction=goal.primary.optuna_direction, **options)
     except (TypeError, ValueError) as e:
-        raise SearchError(f"searcher {config.searcher!r}: {e}") from None
-    return space, searcher
+        raise SearchError(f"searcher {name!r}: {e}") from None
 
 
 def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]:
@@ -253,7 +259,7 @@ def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]
 def _reconcile(searcher, records: list[dict]) -> list:
     """After a crash: tell the searcher the recorded results it never heard of; return the
     proposals it still has in flight without a record (they are trained again)."""
-    from nasforge.search.adapter import result_from_record
+    from nasforge.search.screen import result_from_record
 
     by_id = {int(r["trial"]): r for r in records}
     requeue = []
@@ -552,11 +558,14 @@ def _describe_goal(goal: Goal) -> str:
                    if goal.constraints else " without constraints")
 
 
-def describe_infeasible(config: SearchConfig) -> str:
-    """One sentence: why a search stopped at the cap on infeasible proposals."""
-    cap = infeasible_cap(config.trials, config.max_infeasible)
+def describe_infeasible(config: SearchConfig, budget: int | None = None,
+                        before: str = "training") -> str:
+    """One sentence: why a search stopped at the cap on infeasible proposals (``budget``: the
+    evaluations the cap is a multiple of, default the trials; ``before``: what the refused
+    proposals never got)."""
+    cap = infeasible_cap(config.trials if budget is None else budget, config.max_infeasible)
     return (f"{cap} proposals violated the constraints ({', '.join(config.constraints)}) "
-            f"before training; the space is almost entirely infeasible: loosen the constraints "
+            f"before {before}; the space is almost entirely infeasible: loosen the constraints "
             f"or raise max_infeasible")
 
 

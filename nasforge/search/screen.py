@@ -1,0 +1,123 @@
+"""The constraint screen of a search: the one place where a proposal is judged feasible.
+
+Both search drivers use it: the Ray adapter before a child is trained (``adapter.py``) and the
+``spos`` search phase before a path is evaluated on the supernet (``oneshot/run.py``):
+
+* ``Screen.measure`` computes the static metrics the goal needs (params, mult-adds, latency_ms:
+  known from the graph, ``objectives.measure_static``) and ``Screen.refusal`` turns a proposal
+  that violates a constraint on them into its ``trials.jsonl`` record (status ``infeasible``,
+  the measured values, why); ``Screen.count_refusal`` counts it toward the cap on infeasible
+  proposals (``objectives.infeasible_cap``) after which the search stops.
+* ``judge_finished`` marks a finished ``ok`` record against the constraints on measured metrics
+  (an accuracy floor): it stays a finished trial but ranks as infeasible.
+* ``result_from_record`` is the searcher's ``Result`` of any record, so what a searcher is told
+  and what the run folder says are the same thing (also used by ``--resume``).
+
+Importing this module imports neither torch nor Ray.
+"""
+from __future__ import annotations
+
+import time
+
+from nasforge.controllers.base import Proposal, Result
+from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, measure_static
+
+
+class Screen:
+    """The pre-training (pre-evaluation) check of one search.
+
+    Built once per search driver with the search's ``goal``, the ``space`` the proposals come
+    from, the ``setting`` their children are built with (needed when the goal uses a static
+    metric), the ``cap`` on infeasible proposals (None: no cap) and ``seen``, the infeasible
+    proposals earlier parts of the run already recorded."""
+
+    def __init__(self, goal: Goal, space, setting: ModelSetting | None = None,
+                 cap: int | None = None, seen: int = 0):
+        self.goal, self.space, self.setting = goal, space, setting
+        self.static_metrics = goal.static_metrics()
+        if self.static_metrics and setting is None:
+            raise ValueError(f"static metrics {self.static_metrics} need a model_setting")
+        self.cap = cap
+        self.seen = int(seen)
+
+    @property
+    def capped(self) -> bool:
+        """Whether the infeasible proposals seen reached the cap (the search must stop)."""
+        return self.cap is not None and self.seen >= self.cap
+
+    def measure(self, proposal: Proposal, names=()) -> dict:
+        """Called once per proposal, before it is trained or evaluated: ``{metric: value}`` of
+        the static metrics the goal needs, plus ``names`` (empty when none is needed)."""
+        names = tuple(dict.fromkeys((*self.static_metrics, *names)))
+        if not names:
+            return {}
+        return measure_static(names, self.space.to_graph(proposal.arch), self.setting)
+
+    def refusal(self, proposal: Proposal, static: dict, **fields) -> dict | None:
+        """None when ``static`` (``measure``'s values) meets every constraint on them; else
+        the ``trials.jsonl`` record of a proposal refused before training: status
+        ``infeasible``, the measured values as its metrics, the constraint values and why.
+        ``fields`` fill or override the record's own (``trial``, ``resources``, ``origin``,
+        ``ray_trial_id``)."""
+        violated = self.goal.violated(static, only_known=True)
+        if not violated:
+            return None
+        now = time.time()
+        record = {
+            "trial": proposal.id, "status": INFEASIBLE,
+            "hash": proposal.hash, "tokens": list(proposal.tokens),
+            "origin": dict(proposal.meta),
+            "arch": self.space.to_graph(proposal.arch).to_dict(),
+            "metrics": dict(static),
+            "constraints": self.goal.constraint_values(static, only_known=True),
+            "feasible": False, "epochs": 0, "params": static.get("params"),
+            "mult_adds": static.get("mult_adds"), "wall_s": 0.0, "train_s": 0.0,
+            "restored_epoch": 0, "resources": {}, "error": "; ".join(violated),
+            "failure": None, "started_at": now, "finished_at": now,
+        }
+        record.update(fields)
+        return record
+
+    def count_refusal(self) -> bool:
+        """Called once per refused proposal, after it is recorded and told: counts it; True
+        when the search must stop (the cap is reached)."""
+        self.seen += 1
+        return self.capped
+
+
+def judge_finished(goal: Goal, record: dict) -> dict:
+    """Mark a finished record against every constraint, now that its measured metrics are
+    known (static ones were checked before): ``constraints`` (values, <= 0 feasible),
+    ``feasible`` and, when violated, ``error``. Only ``ok`` records of a constrained goal are
+    marked; returns ``record`` (changed in place)."""
+    if not goal.constraints or record.get("status") != "ok":
+        return record
+    values = {**{k: record[k] for k in ("params", "mult_adds") if record.get(k) is not None},
+              **record.get("metrics", {})}
+    record["constraints"] = goal.constraint_values(values)
+    violated = goal.violated(values)
+    record["feasible"] = not violated
+    if violated:
+        record["error"] = "; ".join(violated)
+    return record
+
+
+def result_from_record(record: dict) -> Result:
+    """The searcher's ``Result`` of a ``trials.jsonl`` record (also used by ``--resume``)."""
+    metrics = {k: v for k, v in record["metrics"].items() if k != "epoch"}
+    constraints = dict(record.get("constraints") or {})
+    if record["status"] == INFEASIBLE or (record["status"] == "ok" and
+                                          record.get("feasible") is False):
+        return Result.infeasible(constraints, record.get("error"),
+                                 **{k: v for k, v in metrics.items() if isinstance(v, float)
+                                    or isinstance(v, int)})
+    if record["status"] == "ok":
+        return Result("ok", {"mult_adds": float(record.get("mult_adds") or 0),
+                             "params": float(record.get("params") or 0), **metrics},
+                      constraints=constraints)
+    if record["status"] == "pruned":
+        return Result.pruned(**metrics)
+    return Result.failed(record.get("error"))
+
+
+__all__ = ["Screen", "judge_finished", "result_from_record"]
