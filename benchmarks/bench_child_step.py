@@ -6,7 +6,8 @@
 
 The child is the recipe's default model (``smoke``: NASNet-A N=1, F=8 on 32 px CIFAR images;
 ``search``: N=2, F=32), trained with the recipe's optimizer settings on random data. For each
-variant (``VARIANTS``: layout and ``torch.compile``) it reports the median step time from
+variant (``VARIANTS``: layout, ``torch.compile`` and shared ReLUs; ``-unshared``: each op
+computes its own ReLU, as the compiler did before) it reports the median step time from
 alternating rounds in this one process, images/s, and GFLOP/s, counting a training step as 3x
 the forward's FLOPs (2 per mult-add, ``nasforge.flops.count_mult_adds``); a compiled variant
 also reports its compile time (the first steps) and the steps a child needs before compiling
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,19 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_step_time import alternate  # noqa: E402
 
-# variant -> (channels_last, torch.compile)
-VARIANTS = {"eager-nchw": (False, False), "eager-cl": (True, False),
-            "compile-nchw": (False, True), "compile-cl": (True, True)}
+# variant -> (channels_last, torch.compile, shared ReLUs); "-unshared": every op computes its
+# own ReLU (``set_relu_sharing(model, False)``, the compiler before shared ReLUs)
+VARIANTS = {"eager-nchw": (False, False, True), "eager-cl": (True, False, True),
+            "compile-nchw": (False, True, True), "compile-cl": (True, True, True),
+            "eager-nchw-unshared": (False, False, False), "eager-cl-unshared": (True, False, False),
+            "compile-cl-unshared": (True, True, False)}
 CIFAR_TRAIN_IMAGES = 45_000  # CIFAR-10's training set less the search's 5,000 validation images
 
 
-def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: int = 0):
+def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: int = 0,
+               share_relu: bool = True):
     """``(step closure, model)`` for one training step of the recipe's child on a fixed
     random batch (cross-entropy + the auxiliary head, clipping, SGD, as the trainer does)."""
     from nasforge.api import build_model
+    from nasforge.compiler import set_relu_sharing
 
     torch.manual_seed(seed)
     model = build_model(recipe.model, recipe.setting, **recipe.overrides).train()
+    set_relu_sharing(model, share_relu)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -101,8 +109,9 @@ def main(argv=None) -> int:
     steps_per_child = images // batch * recipe.epochs
     steps, compile_s, model = {}, {}, None
     for name in args.variants.split(","):
-        channels_last, compiled = VARIANTS[name]
-        steps[name], model = child_step(recipe, channels_last, compiled, batch)
+        channels_last, compiled, share_relu = VARIANTS[name]
+        steps[name], model = child_step(recipe, channels_last, compiled, batch,
+                                        share_relu=share_relu)
         if compiled:  # the first calls compile forward and backward
             t = time.perf_counter()
             steps[name]()
@@ -111,21 +120,24 @@ def main(argv=None) -> int:
     flops_per_step = 3 * 2 * mult_adds * batch
     med = alternate(steps, args.rounds, args.steps)
     result = {"recipe": recipe.name, "batch": batch, "threads": args.threads,
+              "load_avg_1min": round(os.getloadavg()[0], 2),
               "mult_adds_per_image": mult_adds, "steps_per_child": steps_per_child,
               "variants": {}}
-    base = med.get("eager-nchw") or next(iter(med.values()))
+    base = next(iter(med.values()))  # vs_first: step time / the first variant's
     for name, s in med.items():
         v = {"step_ms": round(s * 1000, 1), "images_per_s": round(batch / s, 1),
              "gflop_per_s": round(flops_per_step / s / 1e9, 2),
              "vs_first": round(s / base, 3)}
         if name in compile_s:
-            eager = med.get("eager-cl" if VARIANTS[name][0] else "eager-nchw")
+            eager = med.get(name.replace("compile", "eager"))
             v["compile_s"] = round(compile_s[name], 1)
             if eager is not None and eager > s:
                 v["break_even_steps"] = round(compile_s[name] / (eager - s))
         result["variants"][name] = v
-    if args.profile:
-        result["top_ops"] = top_ops(child_step(recipe, True, False, batch)[0])
+    if args.profile:  # the first variant's eager step
+        channels_last, _, share_relu = VARIANTS[next(iter(med))]
+        result["top_ops"] = top_ops(child_step(recipe, channels_last, False, batch,
+                                               share_relu=share_relu)[0])
     if args.json:
         print(json.dumps(result))
     else:

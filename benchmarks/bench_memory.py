@@ -17,8 +17,8 @@ reported. Compare ``--workers 1`` with ``--workers 2``: the difference of the su
 what a second child adds to a node. ``--train-subset N`` trains each child on N images (a
 recipe variant) so that a child reaches its evaluation, whose batch of ``eval_batch_size``
 images is the largest activation footprint, in a short run; the search data shipped to the
-workers stays whole, and the padded, mirrored uint8 training copy a child's loader keeps
-(``DeviceLoader``: 3.1x the training images' bytes for CIFAR) then shrinks with N.
+workers stays whole (a child's loader reads it where Ray's object store maps it; with N it
+gathers a private copy of its N images).
 
 Breakdown mode (``--breakdown``): one child of the recipe trained for one epoch in this
 process (no Ray), with the RSS after each phase (torch imported, data loaded, model built,

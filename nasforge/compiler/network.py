@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nasforge.compiler.cell_module import NasNetCell
+from nasforge.compiler.cell_module import NasNetCell, after_relu
 from nasforge.dsl.cell import CellError, CellPair
 from nasforge.ops.layers import batch_norm
 
@@ -142,8 +142,10 @@ class AuxiliaryHead(nn.Module):
             batch_norm(768), nn.ReLU(inplace=False))
         self.classifier = nn.Linear(768, num_classes)
 
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x).mean((2, 3)), 1))
+    def forward(self, x, relu_x=None):
+        """``relu_x``: the ReLU of ``x`` when the network has it (shared ReLUs)."""
+        features = self.features(x) if relu_x is None else after_relu(self.features, relu_x)
+        return self.classifier(torch.flatten(features.mean((2, 3)), 1))
 
 
 class Network(nn.Module):
@@ -191,12 +193,36 @@ class Network(nn.Module):
     def forward_features(self, x):
         outputs = [self.stem(x)]
         aux = None
+        if self.training and all(cell.body.share_relu for cell in self.cells):
+            return self._forward_features_shared(outputs)
         for i, (slot, cell) in enumerate(zip(self.schedule.slots, self.cells)):
             outputs.append(cell(outputs[slot.cur],
                                 None if slot.prev is None else outputs[slot.prev]))
             if i == self.schedule.aux_after and self.training:
                 aux = self.aux_head(outputs[-1])
         return torch.relu(outputs[-1]), aux
+
+    def _forward_features_shared(self, outputs: list):
+        """``forward_features`` in training mode with shared ReLUs: each cell output's ReLU,
+        which the next cell's h_i input, the cell after's h_{i-1} input and the auxiliary
+        head would each compute, is computed once (``CompiledGraph``)."""
+        relus: dict[int, torch.Tensor] = {}
+
+        def relu_of(i: int) -> torch.Tensor:
+            if i not in relus:
+                relus[i] = torch.relu(outputs[i])
+            return relus[i]
+
+        aux = None
+        for i, (slot, cell) in enumerate(zip(self.schedule.slots, self.cells)):
+            has_prev = slot.prev is not None
+            outputs.append(cell(outputs[slot.cur], outputs[slot.prev] if has_prev else None,
+                                relu_of(slot.cur),
+                                relu_of(slot.prev) if has_prev and cell.reads_relu_prev
+                                else None))
+            if i == self.schedule.aux_after:
+                aux = self.aux_head(outputs[-1], relu_of(len(outputs) - 1))
+        return relu_of(len(outputs) - 1), aux
 
     def forward(self, x):
         features, aux = self.forward_features(x)

@@ -42,13 +42,16 @@ class DeviceLoader:
       clipped to the image, set to 0 in normalised units (= the mean colour; DeVries & Taylor
       and DARTS apply it after normalisation).
 
-    Cost: the draws are turned into gather offsets and cutout masks once per epoch, vectorised
-    over the set; a batch is then one ``index_select`` (crop and flip together), one
-    conversion, two in-place ops for the normalisation and one for cutout. For that, a
-    training loader keeps the set padded and, with ``flip``, also mirrored on ``device``
-    (``2 * (1 + 2p/H) * (1 + 2p/W)`` times the uint8 size, 3.1x for CIFAR with p=4; plus an
-    (N, H, W) bool cutout mask per epoch).
-    ``train=False``: the plain uint8 copy, no shuffling and no augmentation, consecutive
+    Cost: the draws are turned into crop offsets and cutout masks once per epoch, vectorised
+    over the set; a batch is then one gather of its images, their padding (and mirroring,
+    where flipped) in a batch-sized buffer, one ``index_select`` (crop and flip together), one
+    conversion, two in-place ops for the normalisation and one for cutout. Memory: the uint8
+    set itself (on the CPU, ``data.images`` is used as it is, with no copy: a search's
+    children share it through Ray's object store), plus an (N, H, W) bool cutout mask per
+    epoch. (Until 2026-12 the set was kept padded and mirrored, 3.1x its size for CIFAR with
+    p=4: 0.43 GB of every search child's worker for the 45,000 training images; the batches
+    are the same.)
+    ``train=False``: the plain uint8 set, no shuffling and no augmentation, consecutive
     slices. ``drop_last`` defaults to ``train``. ``len()`` is the number of batches per epoch.
 
     ``state_dict()`` holds the generator state and the epoch counter; the draws for an epoch
@@ -107,11 +110,7 @@ class DeviceLoader:
         self._bias = (-mean_t / std_t).to(self.device, dtype).view(1, c, 1, 1)
         self._rows = torch.arange(h, device=self.device)
         self._cols = torch.arange(w, device=self.device)
-        if self.train:
-            self.images = None
-            self._windows = self._padded_windows(data.images)
-        else:
-            self.images = data.images.to(self.device).contiguous()  # the one host-to-device copy
+        self.images = data.images.to(self.device).contiguous()  # the one host-to-device copy
 
     def __len__(self) -> int:
         n = self.shape[0]
@@ -146,9 +145,9 @@ class DeviceLoader:
         """This epoch's random draws, turned into per-position gather offsets and masks.
 
         All of it is computed here, once per epoch and vectorised over the whole set, so a
-        batch costs a handful of tensor ops: ``base[i]`` is the flat offset (in pixels) of the
-        first output row of the ``i``-th crop in the padded, mirrored device copy, ``keep[i]``
-        the cutout mask.
+        batch costs a handful of tensor ops: ``offset[i]`` is the flat offset (in pixels) of
+        the first output row of the ``i``-th crop in its padded (and, where ``flip[i]``,
+        mirrored) image, ``keep[i]`` the cutout mask.
         """
         n, _, h, w = self.shape
         g = self.generator
@@ -171,14 +170,11 @@ class DeviceLoader:
         perm = perm.to(dev)  # the draws move to the data's device once per epoch
         y = torch.full_like(perm, p) if shift is None else shift[:, 0].to(dev) + p
         x = torch.full_like(perm, p) if shift is None else shift[:, 1].to(dev) + p
-        img = perm
         if flip is not None:
-            # crop-then-mirror of padded image i at column x == crop of its mirrored copy
-            # (stored at i + N) at column 2p - x
+            # crop-then-mirror of a padded image at column x == crop of its mirror at 2p - x
             flip = flip.to(dev)
-            img = torch.where(flip, perm + n, perm)
             x = torch.where(flip, 2 * p - x, x)
-        draws = {"perm": perm, "base": (img * (h + 2 * p) + y) * (w + 2 * p) + x}
+        draws = {"perm": perm, "flip": flip, "offset": y * (w + 2 * p) + x}
         if self.cutout > 0:
             half = self.cutout // 2
             y0, x0 = (cy.to(dev) - half)[:, None], (cx.to(dev) - half)[:, None]
@@ -197,46 +193,48 @@ class DeviceLoader:
 
     def _train_batches(self, draws: dict):
         n, c, h, w = self.shape
-        row_offsets = self._rows * (w + 2 * self.crop_padding)
+        p = self.crop_padding
+        hp, wp = h + 2 * p, w + 2 * p
+        row_offsets = self._rows * wp
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         keep = draws.get("keep")
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            starts = draws["base"][sl, None] + row_offsets  # (B, H) first pixel of each row
-            b = len(starts)
-            crops = self._windows.index_select(0, starts.view(-1)).view(b, h, w, c)
+            idx = draws["perm"][sl]
+            b = len(idx)
+            windows = self._padded_windows(self.images.index_select(0, idx),
+                                           None if draws["flip"] is None else draws["flip"][sl])
+            base = torch.arange(b, device=self.device) * (hp * wp) + draws["offset"][sl]
+            starts = base[:, None] + row_offsets  # (B, H) first pixel of each row
+            crops = windows.index_select(0, starts.view(-1)).view(b, h, w, c)
             x = crops.permute(0, 3, 1, 2).to(self.dtype, memory_format=fmt)
             x.mul_(self._scale).add_(self._bias)
             if keep is not None:
                 x.mul_(keep[sl, None])
-            yield x, self.labels[draws["perm"][sl]]
+            yield x, self.labels[idx]
 
-    def _padded_windows(self, images: torch.Tensor) -> torch.Tensor:
-        """Pad (and mirror) the set once on ``device``; return a view of its crop rows.
+    def _padded_windows(self, images: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+        """Pad a batch's ``images`` (and mirror those where ``flip``); return a view of its
+        crop rows. Called once per training batch.
 
-        The device copy is ``(K * N, H + 2p, W + 2p, C)`` uint8, channels last, with K = 2
-        when flipping (the second half is every padded image mirrored) and 1 otherwise. Every
-        output row of every crop is then one contiguous run of ``W * C`` bytes of it, so a
-        whole batch of crops (and flips) is one ``index_select`` of ``B * H`` such runs from
-        ``unfold``'s window view, with no per-pixel index arithmetic.
+        The padded batch is ``(B, H + 2p, W + 2p, C)`` uint8, channels last. Every output row
+        of every crop is then one contiguous run of ``W * C`` bytes of it, so the batch's
+        crops (and flips) are one ``index_select`` of ``B * H`` such runs from ``unfold``'s
+        window view, with no per-pixel index arithmetic.
         """
-        n, c, h, w = self.shape
+        _, c, h, w = self.shape
         p = self.crop_padding
-        hp, wp = h + 2 * p, w + 2 * p
-        copies = 2 if self.flip else 1
-        out = torch.empty((copies * n, hp, wp, c), dtype=torch.uint8, device=self.device)
+        x = images.permute(0, 2, 3, 1)  # NHWC view
         if p and self.pad_mode == "reflect":
             # F.pad(mode="reflect") index maps; index_select works on uint8 on every device
+            hp, wp = h + 2 * p, w + 2 * p
             ridx = (h - 1) - ((h - 1) - (torch.arange(hp, device=self.device) - p).abs()).abs()
             cidx = (w - 1) - ((w - 1) - (torch.arange(wp, device=self.device) - p).abs()).abs()
-        for start in range(0, n, 4096):  # chunks bound the temporary memory
-            x = images[start:start + 4096].to(self.device).permute(0, 2, 3, 1)  # NHWC view
-            dest = out[start:start + len(x)]
-            if p and self.pad_mode == "reflect":
-                dest.copy_(x.index_select(1, ridx).index_select(2, cidx))
-            else:
-                dest.zero_()
-                dest[:, p:p + h, p:p + w] = x
-            if self.flip:
-                out[n + start:n + start + len(x)] = dest.flip(2)
-        return out.view(-1).unfold(0, w * c, c)  # row start pixel -> its W*C bytes
+            out = x.index_select(1, ridx).index_select(2, cidx)
+        else:
+            out = torch.zeros((len(x), h + 2 * p, w + 2 * p, c), dtype=torch.uint8,
+                              device=self.device)
+            out[:, p:p + h, p:p + w] = x
+        if flip is not None:
+            out = torch.where(flip[:, None, None, None], out.flip(2), out)
+        return out.contiguous().view(-1).unfold(0, w * c, c)  # row start pixel -> W*C bytes

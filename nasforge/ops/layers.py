@@ -184,4 +184,6 @@ class DropPath(nn.Module):
         if not self.training or keep >= 1.0:
             return x
         mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask / keep
+        # in place on the product (autograd keeps only the mask): one batch-sized tensor
+        # fewer per op output, the same values as ``x * mask / keep``
+        return (x * mask).div_(keep)
