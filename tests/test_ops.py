@@ -67,6 +67,8 @@ CLASSIC_EXAMPLES = {
     "residual_scale": [(8, 8, 1, {"factor": 0.17}, (8, 9, 9))],
     "deform_conv": [(8, 16, 2, {"kernel": 3}, (16, 5, 5)),
                     (8, 8, 1, {"modulated": True, "act": "none"}, (8, 9, 9))],
+    # a k x k conv without padding, 2 * c_in * k^2 outputs (the filters and their negatives)
+    "patch_whiten": [(3, 24, 1, {}, (24, 8, 8)), (3, 54, 1, {"kernel": 3}, (54, 7, 7))],
 }
 
 
