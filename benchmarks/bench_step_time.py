@@ -13,7 +13,10 @@ Pairs (``PAIRS``, name -> builder of ``(reference, nasforge)``):
   classifier's 7x7 average pool fixes the input size);
 * ``child``: a CIFAR search child (NASNet-A cells, N=1, F=8: the ``smoke`` recipe's child) vs
   its own ``nasforge export --format py`` module (the compiled graph's dispatch overhead
-  against fx-generated straight-line code; batch 32, 32 px).
+  against fx-generated straight-line code; batch 32, 32 px);
+* ``airbench``: the ``cifar-fast`` recipe's model (the DSL ``airbench`` at the recipe's
+  widths) vs airbench94's network written out in plain torch (``gpu_check.hand_airbench``,
+  same weights; batch 250, 32 px; ``--batch`` shows the cost per image at other batches).
 
 Each pair runs in NCHW (contiguous) and, with ``--channels-last``, in channels_last too.
 Prints the median step time of each and the ratio nasforge / reference (target <= 1.05).
@@ -35,7 +38,8 @@ import torch.nn.functional as F
 import nasforge
 
 # pair name -> (default batch, default input px, classes)
-DEFAULTS = {"resnet18": (64, 112, 1000), "nasnet-mobile": (4, 224, 1000), "child": (32, 32, 10)}
+DEFAULTS = {"resnet18": (64, 112, 1000), "nasnet-mobile": (4, 224, 1000), "child": (32, 32, 10),
+            "airbench": (250, 32, 10)}
 
 
 def _resnet18():
@@ -72,12 +76,32 @@ def load_exported(model_name: str, setting: str, **overrides):
     return exported, ours
 
 
+def _airbench():
+    # cifar-fast's model at its recipe's widths against airbench94's make_net written out in
+    # plain torch (benchmarks/gpu_check.py); the whitening filters are frozen in both
+    from gpu_check import hand_airbench, recipe_widths
+
+    from nasforge.train import get_recipe
+
+    widths = recipe_widths(get_recipe("cifar-fast"))
+    ours = nasforge.build_model("airbench", "cifar", widths=widths)
+    reference = hand_airbench(widths)
+    state = ours.state_dict()
+    whiten = {"whiten.weight": state.pop("blocks.0.ops.whiten.weight"),
+              "whiten.bias": state.pop("blocks.0.ops.whiten.bias")}
+    rest = [k for k in reference.state_dict() if not k.startswith("whiten.")]
+    reference.load_state_dict({**whiten, **dict(zip(rest, state.values()))})
+    reference.whiten.weight.requires_grad_(False)
+    return reference, ours
+
+
 def _child():
     # the smoke recipe's child (search children are NASNet cells of the same size)
     return load_exported("nasnet_a", "cifar", N=1, filters=8)
 
 
-PAIRS = {"resnet18": _resnet18, "nasnet-mobile": _nasnet_mobile, "child": _child}
+PAIRS = {"resnet18": _resnet18, "nasnet-mobile": _nasnet_mobile, "child": _child,
+         "airbench": _airbench}
 
 
 def step_fn(model, x, y):
@@ -133,6 +157,7 @@ def measure_pair(pair: str, batch: int, size: int, rounds: int, steps: int,
     return {"pair": pair, "layout": "channels_last" if channels_last else "nchw",
             "batch": batch, "size": size, "threads": torch.get_num_threads(),
             "reference_ms": med["reference"] * 1000, "nasforge_ms": med["nasforge"] * 1000,
+            "nasforge_ms_per_image": med["nasforge"] * 1000 / batch,
             "ratio": med["nasforge"] / med["reference"]}
 
 
@@ -162,7 +187,8 @@ def main(argv=None):
             else:
                 print(f"{pair:14s} {r['layout']:13s} batch {r['batch']}, {r['size']}px, "
                       f"{r['threads']} threads: reference {r['reference_ms']:8.1f} ms, "
-                      f"nasforge {r['nasforge_ms']:8.1f} ms, ratio {r['ratio']:.3f}",
+                      f"nasforge {r['nasforge_ms']:8.1f} ms "
+                      f"({r['nasforge_ms_per_image']:.3f} ms/image), ratio {r['ratio']:.3f}",
                       flush=True)
     return 0
 

@@ -12,9 +12,10 @@ No downloads: the data is nasforge's synthetic source (10,000 training and 2,000
   compile time: the first step), each with its model FLOP utilisation;
 * ``cifar_fast``: ``nasforge.train.train`` with the ``cifar-fast`` recipe (bf16 and
   channels_last apply on CUDA): seconds and test accuracy per epoch, images/s, MFU;
-* ``hand_loop``: a minimal hand-written loop training the same ResNet-9 (the recipe's widths,
-  batch, optimiser, label smoothing, reflect-pad crops and flips with one random offset and
-  flip per batch, bf16, channels_last) on the same data and device, and
+* ``hand_loop``: a minimal hand-written loop training the same airbench network (written out
+  in plain torch at the recipe's widths; the recipe's batch, optimiser, schedule, label
+  smoothing, reflect-pad crops and flips with one random offset and flip per batch, bf16,
+  channels_last) on the same data and device, and
   ``trainer_over_hand``: the hand loop's images/s over cifar-fast's (1.0 = the trainer adds
   nothing);
 * ``peak_memory_mb``: the most device memory allocated (CUDA) or this process's peak RSS (CPU)
@@ -169,40 +170,67 @@ def cifar_fast(data, device, reduced: bool, peak) -> tuple[dict, object]:
             "mfu": mfu(rate, mult_adds, peak), "wall_s": wall}, recipe
 
 
-def hand_resnet9(widths: list[int], classes: int = 10) -> nn.Module:
-    """Page's DAWNBench ResNet-9 written out by hand (conv-BN-ReLU blocks, 2x2 max pools,
-    residual pairs after stages 1 and 3, global max pool, linear): the hand loop's model."""
-    def block(c_in, c_out):
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-    class Residual(nn.Module):
-        def __init__(self, c):
+def hand_airbench(widths, classes: int = 10) -> nn.Module:
+    """airbench94's ``make_net`` (KellerJordan/cifar10-airbench) written out in plain torch:
+    whitening conv 2x2 (3 -> 24, bias) -> GELU, three conv groups (conv3x3 -> maxpool2 -> BN
+    -> GELU -> conv3x3 -> BN -> GELU), MaxPool2d(3), flatten, linear (no bias), x 1/9. The
+    hand loop's model, and ``tests/test_fast_training.py``'s reference for the zoo's
+    ``airbench``."""
+    class Group(nn.Module):
+        def __init__(self, c_in, c_out):
             super().__init__()
-            self.body = nn.Sequential(block(c, c), block(c, c))
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, padding="same", bias=False)
+            self.norm1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, padding="same", bias=False)
+            self.norm2 = nn.BatchNorm2d(c_out)
 
         def forward(self, x):
-            return x + self.body(x)
+            x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+            return F.gelu(self.norm2(self.conv2(x)))
 
-    w0, w1, w2, w3 = widths
-    return nn.Sequential(
-        block(3, w0),
-        block(w0, w1), nn.MaxPool2d(2), Residual(w1),
-        block(w1, w2), nn.MaxPool2d(2),
-        block(w2, w3), nn.MaxPool2d(2), Residual(w3),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, classes, bias=False))
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
+            self.groups = nn.Sequential(Group(24, widths[0]), Group(widths[0], widths[1]),
+                                        Group(widths[1], widths[2]))
+            self.fc = nn.Linear(widths[2], classes, bias=False)
+
+        def forward(self, x):
+            x = self.groups(F.gelu(self.whiten(x)))
+            return self.fc(F.max_pool2d(x, 3).flatten(1)) / 9
+
+    return Net()
+
+
+def recipe_widths(recipe) -> tuple:
+    """The conv-group widths of the recipe's (airbench) model: its setting's, or its
+    ``model_overrides``'."""
+    from nasforge.zoo.registry import get_entry
+
+    options = dict(get_entry(recipe.model).config(recipe.setting).options)
+    return tuple(dict(recipe.model_overrides).get("widths", options["widths"]))
 
 
 def hand_loop(data, recipe, device, peak) -> dict:
-    """The recipe's training written as a plain loop: what a hand-written script does."""
+    """The recipe's training written as a plain loop, what a hand-written airbench script
+    does: the same network (``hand_airbench`` at the recipe's widths; the whitening conv
+    frozen at its random init, BN scales fixed at 1), Nesterov SGD with the recipe's lr,
+    momentum, weight decay and airbench's linear schedule, BN shifts at ``bn_bias_lr_mult``
+    x the lr, label smoothing, reflect-pad crops and flips with one random offset and flip
+    per batch, bf16 on a GPU, channels_last; no lookahead and no test-time augmentation."""
     from nasforge.flops import count_mult_adds
 
     torch.manual_seed(0)
-    widths = [max(8, int(c * 0.25)) for c in (64, 128, 256, 512)]  # resnet9's cifar setting
-    model = hand_resnet9(widths)
+    model = hand_airbench(recipe_widths(recipe))
     mult_adds = count_mult_adds(model, 32)[0]
     on_gpu = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last)
+    model.whiten.weight.requires_grad_(False)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.weight.requires_grad_(False)
+    shifts = {id(m.bias) for m in norms}
     mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
 
@@ -215,12 +243,18 @@ def hand_loop(data, recipe, device, peak) -> dict:
     batch = min(recipe.batch_size, len(train_y))
     steps_per_epoch = len(train_y) // batch
     total = steps_per_epoch * recipe.epochs
-    warm = int(recipe.warmup_epochs * steps_per_epoch)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          nesterov=True, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm) /
-                                                                  max(1, total - warm))))
+    warm = max(1, int(recipe.warmup_epochs * steps_per_epoch))
+    mult = recipe.bn_bias_lr_mult
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(
+        [{"params": [p for p in trained if id(p) not in shifts]},
+         {"params": [p for p in trained if id(p) in shifts], "lr": recipe.lr * mult,
+          "weight_decay": recipe.weight_decay / mult}],
+        lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
+    start, end = recipe.warmup_start_ratio, recipe.min_lr / recipe.lr
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: start + (1 - start) * s / warm if s < warm else
+        1 + (end - 1) * min(1.0, (s - warm) / max(1, total - warm)))
     p = recipe.crop_padding
     gen = torch.Generator(device="cpu").manual_seed(0)
     epoch_s, acc = [], None

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,10 @@ from nasforge.ops.whitening import PatchWhitening, image_patches
 from nasforge.train import Recipe, get_recipe, train
 from nasforge.train.trainer import (Lookahead, fit_data_initialised, linear_warmup_decay,
                                     tta_logits)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from gpu_check import hand_airbench  # noqa: E402  airbench94's make_net, written out by hand
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,37 +107,6 @@ def test_data_initialisation_fits_each_layer_to_the_inputs_that_reach_it():
 
 
 # ---------------------------------------------------------------------------------- zoo
-def airbench94_reference(widths, classes=10):
-    """airbench94's ``make_net`` (KellerJordan/cifar10-airbench) written out in plain torch:
-    whitening conv 2x2 (3 -> 24, bias) -> GELU, three ConvGroups (conv3x3 -> maxpool2 -> BN
-    -> GELU -> conv3x3 -> BN -> GELU), MaxPool2d(3), flatten, linear (no bias), x 1/9."""
-    class Group(nn.Module):
-        def __init__(self, c_in, c_out):
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, padding="same", bias=False)
-            self.norm1 = nn.BatchNorm2d(c_out)
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, padding="same", bias=False)
-            self.norm2 = nn.BatchNorm2d(c_out)
-
-        def forward(self, x):
-            x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
-            return F.gelu(self.norm2(self.conv2(x)))
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
-            self.groups = nn.Sequential(Group(24, widths[0]), Group(widths[0], widths[1]),
-                                        Group(widths[1], widths[2]))
-            self.fc = nn.Linear(widths[2], classes, bias=False)
-
-        def forward(self, x):
-            x = self.groups(F.gelu(self.whiten(x)))
-            return self.fc(F.max_pool2d(x, 3).flatten(1)) / 9
-
-    return Net()
-
-
 def airbench94_param_count(widths, classes=10):
     """airbench94's layer list counted by hand: the whitening conv (2x2, 3 -> 24) has 288
     frozen filter weights (a buffer in nasforge, so not counted) and 24 biases; each group
@@ -153,7 +129,7 @@ def test_airbench_computes_the_reference_network():
     widths = (8, 16, 16)
     torch.manual_seed(0)
     model = build_model("airbench", "cifar", widths=widths).eval()
-    ref = airbench94_reference(widths).eval()
+    ref = hand_airbench(widths).eval()
     state = model.state_dict()
     whiten = {"whiten.weight": state.pop("blocks.0.ops.whiten.weight"),
               "whiten.bias": state.pop("blocks.0.ops.whiten.bias")}
@@ -171,7 +147,7 @@ def test_airbench_computes_the_reference_network():
 
 
 def test_airbench_convs_start_with_a_partial_identity():
-    model = build_model("airbench", "cifar")
+    model = build_model("airbench", "cifar", widths=(32, 128, 128))
     conv = model.blocks[2].ops["conv1"][0]  # 32 -> 128
     w = conv.weight.detach()
     ident = torch.zeros(3, 3)
@@ -401,6 +377,26 @@ def test_cifar_fast_uses_the_ingredients_and_the_old_recipe_stays():
     old = get_recipe("cifar-fast-resnet9")
     assert old.model == "resnet9" and old.epochs == 16 and old.batch_size == 512
     assert old.tta == "none" and old.flip_mode == "random" and old.lr_shape == "cosine"
+
+
+def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys):
+    """The recipe's ``model_overrides`` reach its default model when that is a chain (they
+    were dropped for chains: ``nasforge train --recipe cifar-fast`` built airbench at the
+    zoo setting's widths)."""
+    from data_fixtures import make_images, write_cifar_folder
+
+    from nasforge.cli import main
+
+    widths = dict(get_recipe("cifar-fast").model_overrides)["widths"]
+    assert tuple(widths) != (32, 128, 128)  # the zoo's cifar setting: the case that failed
+    folder = write_cifar_folder(tmp_path / "cifar", make_images(40, seed=1),
+                                make_images(10, seed=2))
+    rc = main(["train", "--recipe", "cifar-fast", "--data", str(folder.parent), "--epochs",
+               "1", "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--json",
+               "--cache-dir", str(tmp_path / "cache")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out)["params"] == airbench94_param_count(widths)
 
 
 @pytest.mark.parametrize("field,value", [("lr_shape", "step"), ("flip_mode", "always"),

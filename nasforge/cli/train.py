@@ -64,8 +64,9 @@ def _build(model_name: str, setting, recipe, data, arch):
 
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
         is_file = is_file_reference(model_name)
+        own = dict(recipe.model_overrides) if model_name == recipe.model else {}
         overrides = {"input_size": data.image_size[0],
-                     **({} if is_file else recipe.chain_overrides)}
+                     **({} if is_file else {**recipe.chain_overrides, **own})}
         num_classes = None if is_file else data.num_classes  # a chain file fixes its head
     else:
         overrides = recipe.overrides if model_name == recipe.model else \
