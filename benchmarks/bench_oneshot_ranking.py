@@ -6,8 +6,9 @@
         [--search-candidates 20] [--threads 1] [--seed 0] [--out runs/ranking.json]
 
 1. Trains one supernet with a uniformly sampled path per step (single-path one-shot: random
-   search with weight sharing) by the one trainer, ``nasforge.train.train``, on a fixed
-   subset of the real training split (``--train-images``).
+   search with weight sharing; the ``spos`` method's hooks) by the one trainer,
+   ``nasforge.train.train``, on a fixed subset of the real training split
+   (``--train-images``).
 2. Scores ``--cells`` random cells of the same space with ``SupernetEvaluator`` (the path's
    validation accuracy after BN recalibration on ``--recal-batches`` training batches), and,
    for comparison, with the supernet's training-time BN statistics (no recalibration).
@@ -38,37 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import stats
-from torch import nn
 
 from nasforge.controllers import get_searcher
 from nasforge.data import DeviceLoader, ImageData, load_data
 from nasforge.data.types import fixed_subset_indices
 from nasforge.oneshot import PathModel, Supernet, SupernetEvaluator, search_with_supernet
+from nasforge.oneshot.methods import OneShotModel, Spos, SposConfig
 from nasforge.search_spaces import ENAS_MICRO_OPS, NasNetSpace
 from nasforge.train import evaluate, get_recipe, train
 from nasforge.zoo import SETTINGS
 
 LITERATURE_KENDALL_TAU = 0.2  # Yu et al. 2020, docs/reference.md section 9
-
-
-class UniformPathSupernet(nn.Module):
-    """The supernet as a plain model for ``train``: every forward runs one path drawn
-    uniformly from the space (each decision independently uniform) by ``generator``.
-
-    Written here for the benchmark; the one-shot ``spos`` method (issue 12) trains its
-    supernet the same way: the two should share one wrapper when both exist."""
-
-    def __init__(self, supernet: Supernet, generator: torch.Generator):
-        super().__init__()
-        self.supernet, self.generator = supernet, generator
-        self.decisions = supernet.space.decisions()
-
-    def sample(self):
-        tokens = [int(torch.randint(n, (), generator=self.generator)) for n in self.decisions]
-        return self.supernet.space.decode(tokens)
-
-    def forward(self, x):
-        return self.supernet(x, arch=self.sample())
 
 
 def progress(msg: str) -> None:
@@ -123,9 +104,13 @@ def main():
 
     torch.manual_seed(args.seed)
     supernet = Supernet(space, config)
-    sampler = UniformPathSupernet(supernet, torch.Generator().manual_seed(args.seed))
+    # spos' own training: a uniformly drawn path per step (its derived cell per epoch, one
+    # path scored on one validation batch, is not used here)
+    model = OneShotModel(supernet)
+    spos = Spos(space, model, data, epochs=args.supernet_epochs, seed=args.seed,
+                config=SposConfig(derive_candidates=1, derive_batches=1))
     t = time.perf_counter()
-    train(sampler, replace(data, val=None), supernet_recipe, device=args.device, seed=args.seed,
+    train(model, data, supernet_recipe, device=args.device, seed=args.seed, hooks=spos,
           report=lambda e, m: progress(f"supernet epoch {e}: loss {m['train_loss']:.3f} "
                                        f"acc {m['train_acc']:.3f} ({m['train_s']:.0f} s)"))
     supernet_s = time.perf_counter() - t
