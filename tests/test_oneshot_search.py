@@ -328,12 +328,15 @@ def test_global_batch_norm_on_two_gloo_ranks_is_batch_norm_of_the_whole_batch(tm
 @pytest.mark.slow
 def test_one_and_two_gloo_workers_derive_the_same_cells(runs, tmp_path):
     """The same seed and global batch on 1 process and on 2 Ray Train workers (gloo): every
-    epoch derives the same cell (about 5 minutes on 2 busy cores: Ray and gloo start-up)."""
+    epoch derives the same cell (about 5 minutes on 2 busy cores: Ray and gloo start-up); the
+    driver's ``on_epoch`` (the console) gets each epoch's line, which rank 0 writes."""
     torch.set_num_threads(1)
     path = tmp_path / "two"
-    run_oneshot(oneshot_config("gdas", workers=2), path)
+    seen = []
+    run_oneshot(oneshot_config("gdas", workers=2), path, on_epoch=seen.append)
     assert [line["hash"] for line in trajectory(path)] == \
         [line["hash"] for line in trajectory(runs("gdas"))]
+    assert seen == trajectory(path)
 
 
 def test_a_path_is_evaluated_with_its_own_batch_statistics():

@@ -867,3 +867,30 @@ def test_search_joins_a_cluster_with_token_authentication(token_auth_head, tmp_p
     assert len(lines) == 1, r.stderr
     assert "token authentication" in lines[0] and "rejected the token" in lines[0], lines[0]
     assert str(other / ".ray" / "auth_token") in lines[0]
+
+
+def test_following_a_run_file_delivers_each_line_another_writer_appends(tmp_path):
+    """``RunFolder.following``: lines appended while it runs reach the callback once each, in
+    order, a half-written line only when complete; lines there before are skipped."""
+    import threading
+
+    run = RunFolder(tmp_path)
+    run.append_line("t.jsonl", {"epoch": 0})
+    got = []
+    written = threading.Event()
+
+    def writer():
+        for epoch in (1, 2):
+            run.append_line("t.jsonl", {"epoch": epoch})
+            time.sleep(0.05)
+        with open(tmp_path / "t.jsonl", "ab") as f:  # a line in two writes
+            f.write(b'{"epo')
+            f.flush()
+            time.sleep(0.1)
+            f.write(b'ch": 3}\n')
+        written.set()
+
+    with run.following("t.jsonl", got.append, interval_s=0.01):
+        threading.Thread(target=writer).start()
+        assert written.wait(10)
+    assert got == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]

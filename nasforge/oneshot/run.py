@@ -39,6 +39,7 @@ a constraint cannot filter honestly: they refuse them in one line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -321,7 +322,11 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         if on_start is not None:
             on_start(f"{config.searcher} on a supernet of {estimate.params:,} parameters, "
                      f"{workers} data-parallel workers")
-        result = train_data_parallel(config, recipe, run, epochs, workers, resources)
+        # the epochs' lines come from rank 0's process: the console follows its file
+        following = run.following(TRAJECTORY, on_epoch) if on_epoch is not None \
+            else contextlib.nullcontext()
+        with following:
+            result = train_data_parallel(config, recipe, run, epochs, workers, resources)
         # the driver's copy of the trained state, for spos's search phase
         model, method = build(config, recipe, method_cfg, space, data, macro, epochs)
         state = load_checkpoint(run.path / CHECKPOINT_NAME)

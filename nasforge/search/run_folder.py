@@ -20,10 +20,13 @@ killed anywhere in between leaves a line whose proposal is still "in flight" in 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
+from typing import Callable
 
 from nasforge.safe_load import RefusedFileError, load_plain, read_json, read_text
 from nasforge.search.config import SearchError
@@ -195,6 +198,46 @@ class RunFolder:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def following(self, name: str, on_record: Callable[[dict], None],
+                  interval_s: float = 1.0):
+        """Called around work another process does in this run (the rank-0 worker of a
+        data-parallel one-shot search appends its epochs' lines): ``on_record`` gets each
+        complete line appended to the file ``name`` meanwhile, in order, from a background
+        thread that polls every ``interval_s`` seconds, and once more on exit. Lines there
+        before entry are skipped; a file rewritten shorter (a resume's sync) restarts the
+        count at its length."""
+        seen = len(self._complete_lines(name))
+        stop = threading.Event()
+
+        def poll():
+            nonlocal seen
+            lines = self._complete_lines(name)
+            for line in lines[min(seen, len(lines)):]:
+                on_record(json.loads(line))
+            seen = len(lines)
+
+        def loop():
+            while not stop.wait(interval_s):
+                poll()
+
+        thread = threading.Thread(target=loop, name=f"follow-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            poll()
+
+    def _complete_lines(self, name: str) -> list[bytes]:
+        """The file's newline-terminated lines (a line being written is left out)."""
+        try:
+            data = (self.path / name).read_bytes()
+        except FileNotFoundError:
+            return []
+        return data.split(b"\n")[:-1]
 
     def write_traceback(self, trial_id: int, text: str) -> None:
         """Called when a failed child's record comes with the traceback of its exception."""
