@@ -405,3 +405,22 @@ def test_a_one_shot_search_without_recipe_trains_with_its_methods_recipe(method,
     assert recipe.name != SearchConfig().recipe
     if method in PUBLISHED_SEARCH_SETTINGS:
         assert (recipe.batch_size, recipe.epochs) == PUBLISHED_SEARCH_SETTINGS[method]
+
+
+def test_spos_search_phase_writes_the_black_box_searchs_tensorboard(runs):
+    """Every evaluated candidate of spos' search phase is a point of ``search/val_acc`` and
+    an HParams trial, as in a black-box search; the best so far never decreases."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nasforge.search import RunFolder, read_trials
+
+    run = runs("spos")
+    phase = [r for r in read_trials(run) if r.get("origin", {}).get("phase")]
+    assert len(phase) == METHOD_OPTIONS["spos"]["candidates"]
+    scalars = EventAccumulator(str(run)).Reload()
+    values = [e.value for e in scalars.Scalars("search/val_acc")]
+    assert values == pytest.approx([r["metrics"]["val_acc"] for r in phase])
+    best = [e.value for e in scalars.Scalars("search/best_val_acc")]
+    assert best == sorted(best) and best[-1] == pytest.approx(max(values))
+    for r in phase:
+        assert list(RunFolder(run).trial_dir(r["trial"]).glob("events.out.tfevents.*"))

@@ -386,12 +386,17 @@ class SearchPhaseJudge:
     candidate's trial id is ``epochs + 1 + proposal.id``."""
 
     def __init__(self, run: RunFolder, recorder: Recorder, screen: Screen, method: Spos,
-                 epochs: int, records: list[dict]):
+                 epochs: int, records: list[dict], searcher):
+        from nasforge.search.board import SearchBoard
         from nasforge.search.runner import SearchRecorder
 
         self.recorder, self.screen, self.epochs = recorder, screen, epochs
         self.goal = recorder.goal
-        self.book = SearchRecorder(run, None, records, 0, 1, None, goal=self.goal)
+        self.searcher = searcher
+        # the black-box search's TensorBoard: per-candidate HParams, search/ scalars
+        board = SearchBoard(run, f"{recorder.method_name} search phase", self.goal)
+        self.book = SearchRecorder(run, board, records, method.config.candidates, 1, None,
+                                   goal=self.goal)
         self.origin = {"origin": recorder.method_name, "phase": SEARCH_PHASE,
                        "evaluator": method.config.evaluator,
                        "candidates": method.config.candidates}
@@ -436,11 +441,16 @@ class SearchPhaseJudge:
             counts = self.recorder.child_static(proposal)
             record.update(params=counts["params"], mult_adds=counts["mult_adds"])
         self.book.finished(record)
+        self.book.told(self.searcher, record)
         self.ok += record["status"] == "ok"
         return result_from_record(record)
 
     def stop(self) -> bool:
         return self.screen.capped
+
+    def close(self) -> None:
+        """Called when the phase ends: flushes its TensorBoard files."""
+        self.book.board.close()
 
 
 def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: SearchConfig,
@@ -461,9 +471,12 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
         recorder.write_best(records)
     screen = Screen(config.goal, method.space, setting,
                     infeasible_cap(cfg.candidates, config.max_infeasible))
-    judge = SearchPhaseJudge(run, recorder, screen, method, epochs, records)
     searcher = goal_searcher(cfg.evaluator, method.space, method.seed, config.goal)
-    method.search_phase(searcher, judge)
+    judge = SearchPhaseJudge(run, recorder, screen, method, epochs, records, searcher)
+    try:
+        method.search_phase(searcher, judge)
+    finally:
+        judge.close()
     if judge.evaluated and not judge.ok:
         raise SupernetError("the search phase evaluated no path successfully")
     done = {"candidates": cfg.candidates, "evaluated": judge.evaluated,
