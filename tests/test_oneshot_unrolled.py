@@ -183,3 +183,24 @@ def test_an_unrolled_architecture_step_restores_every_weight_and_bn_buffer(one_t
     assert all(p.grad is None for p in supernet.parameters())
     assert not all(torch.equal(a, b.detach())
                    for a, b in zip(logits_before, method.alphas.parameters()))
+
+
+def test_the_memory_check_counts_the_unrolled_steps_weight_copies(monkeypatch):
+    """unrolled_gradient holds the weights' size twice more at once (gradient + virtual
+    weights, then those + the validation gradient): with free memory between the two
+    estimates, a first-order search fits and a second-order one is refused."""
+    from nasforge.oneshot import SupernetError, memory
+
+    space = SPACE
+    first = memory.estimate(space, MACRO, 8, mixed=True)
+    second = memory.estimate(space, MACRO, 8, mixed=True, unrolled=True)
+    params = first.params
+    assert params == sum(p.numel() for p in Supernet(space, MACRO).parameters())
+    # 2 more float32 copies of the weights, times the check's safety factor
+    assert second.total_bytes - first.total_bytes == pytest.approx(
+        memory.SAFETY * 2 * 4 * params, abs=1)
+    monkeypatch.setattr(memory, "available_bytes",
+                        lambda device: (first.total_bytes + second.total_bytes) // 2)
+    memory.check_fits(space, MACRO, 8, True, torch.device("cpu"))
+    with pytest.raises(SupernetError, match="does not fit"):
+        memory.check_fits(space, MACRO, 8, True, torch.device("cpu"), unrolled=True)

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # weights + gradients + momentum (SGD) -- with Adam's two moments it would be 4
 WEIGHT_COPIES = 3
+# second-order DARTS (unrolled.py) holds two more at once: the training gradient and the
+# virtual weights, then those and the validation gradient, then that and the shifted weights
+UNROLLED_EXTRA_COPIES = 2
 # the allocator's slack, the evaluation pass, the data on the device: measured peaks of small
 # CPU runs stayed below 1.5 x the estimate (README, one-shot section)
 SAFETY = 1.5
@@ -51,8 +54,9 @@ def _saved_bytes(fn, *args) -> tuple[int, object]:
     return saved[0], out
 
 
-def estimate(space, config, batch: int, mixed: bool) -> MemoryEstimate:
-    """The memory of one training step of the supernet of ``space`` under ``config``.
+def estimate(space, config, batch: int, mixed: bool, unrolled: bool = False) -> MemoryEstimate:
+    """The memory of one training step of the supernet of ``space`` under ``config``
+    (``unrolled``: second-order DARTS, ``UNROLLED_EXTRA_COPIES`` more weight copies).
 
     A path's activations are measured by one meta forward of the path whose every slot
     reads the first op from h_i. A mixture's are that, minus those slots' ops, plus every
@@ -77,8 +81,9 @@ def estimate(space, config, batch: int, mixed: bool) -> MemoryEstimate:
         finally:
             for h in hooks:
                 h.remove()
+        weight_bytes = params * (WEIGHT_COPIES + UNROLLED_EXTRA_COPIES * unrolled) * 4
         if not mixed:
-            return MemoryEstimate(params, params * WEIGHT_COPIES * 4, path_bytes, batch)
+            return MemoryEstimate(params, weight_bytes, path_bytes, batch)
         total = path_bytes
         with torch.no_grad():
             for cell, _, (h_i, h_prev) in cell_inputs:
@@ -99,7 +104,7 @@ def estimate(space, config, batch: int, mixed: bool) -> MemoryEstimate:
                                 cache[kind] = nbytes + out.numel() * out.element_size()
                             total += cache[kind]
                     total -= 2 * cache[(space.ops[0], 0)]  # the path's own ops, counted twice
-    return MemoryEstimate(params, params * WEIGHT_COPIES * 4, total, batch)
+    return MemoryEstimate(params, weight_bytes, total, batch)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -120,10 +125,10 @@ def available_bytes(device: torch.device) -> int:
 
 
 def check_fits(space, config, batch: int, mixed: bool, device: torch.device,
-               processes: int = 1) -> MemoryEstimate:
+               processes: int = 1, unrolled: bool = False) -> MemoryEstimate:
     """Raise SupernetError (one line, sizes in GiB) when ``processes`` copies of a supernet
     step do not fit in ``device``'s free memory; return the estimate otherwise."""
-    est = estimate(space, config, batch, mixed)
+    est = estimate(space, config, batch, mixed, unrolled)
     need = est.total_bytes * (processes if device.type != "cuda" else 1)
     have = available_bytes(device)
     log.info("supernet: %d parameters, %.1f MiB activations per image, %.2f GiB needed, "

@@ -305,7 +305,8 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     device = torch.device("cuda" if config.gpus else "cpu")
     batch = min(recipe.batch_size, len(data.train)) // workers
     estimate = check_fits(space, macro, batch, METHODS[config.searcher] is Darts, device,
-                          processes=workers)
+                          processes=workers, unrolled=isinstance(method_cfg, DartsConfig)
+                          and method_cfg.unrolled)
     if not resume:
         # a one-shot run's "trials" are its records: one per epoch (+ one per candidate of
         # spos's search phase), which is the budget `nasforge compare` shows
