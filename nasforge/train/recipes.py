@@ -227,11 +227,12 @@ AIRBENCH_MOMENTUM = 0.85
 AIRBENCH_LR_PER_IMAGE = 11.5 / (1024 * (1 + 1 / (1 - AIRBENCH_MOMENTUM)))  # x batch = lr
 AIRBENCH_WEIGHT_DECAY = 0.0153 / 11.5
 CIFAR_FAST_EPOCHS = 10
-# a CPU step costs the same per image from batch 128 to 250 and ~20% more at 500 (cache
-# footprint; airbench's 1024 is a GPU throughput choice), and a 10-epoch run gains from more
-# steps: 2,000 of 250 rather than 1,000 of 500
+# a CPU step costs about 12% more per image at batch 500 than at 250 (cache footprint;
+# `bench_step_time.py --pair airbench`; airbench's 1024 is a GPU throughput choice), and a
+# 10-epoch run gains from more steps: 2,000 of 250 rather than 1,000 of 500
 CIFAR_FAST_BATCH = 250
-CIFAR_FAST_WIDTHS = (16, 96, 96)  # airbench's 64/256/256 cut to 13% of its mult-adds for 2 CPU cores
+# airbench's 64/256/256 cut to 14% of its mult-adds (16M of 118M) to fit 2 CPU cores
+CIFAR_FAST_WIDTHS = (16, 96, 96)
 
 register_recipe(Recipe(
     name="cifar-fast",
