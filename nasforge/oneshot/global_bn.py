@@ -13,6 +13,8 @@ CPU), so 1 and N workers differ only by floating-point rounding.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -24,10 +26,13 @@ def _world() -> int:
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys) whose training-mode
-    statistics are those of the global batch."""
+    statistics are those of the global batch; inside ``local_batch_statistics`` those of the
+    batch this rank holds."""
+
+    local_statistics = False  # set by local_batch_statistics
 
     def forward(self, x):
-        if not self.training or _world() == 1:
+        if not self.training or self.local_statistics or _world() == 1:
             return super().forward(x)
         c = x.shape[1]
         xf = x.float()  # statistics in float32 also under bf16 autocast
@@ -53,6 +58,23 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)
+
+
+@contextlib.contextmanager
+def local_batch_statistics(model: nn.Module):
+    """Every GlobalBatchNorm2d of ``model`` normalises with the statistics of the batch its
+    rank holds while inside: for evaluations that give each rank whole batches of their own
+    (the trainer's ``evaluate`` takes batches ``rank, rank + world, ...``), whose counts may
+    differ between ranks, so a collective there would pair unrelated calls; the statistics
+    are those one process would compute for the same batch."""
+    norms = [m for m in model.modules() if isinstance(m, GlobalBatchNorm2d)]
+    for m in norms:
+        m.local_statistics = True
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.local_statistics = False
 
 
 def use_global_batch_norm(model: nn.Module) -> nn.Module:

@@ -41,6 +41,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from nasforge.oneshot.global_bn import local_batch_statistics
 from nasforge.oneshot.supernet import (CELL_KINDS, SLOTS, ArchitectureParameters, Supernet,
                                        SupernetError, slot_candidates)
 from nasforge.oneshot.unrolled import FD_SCALE, buffers_restored, sgd_step, unrolled_gradient
@@ -73,7 +74,9 @@ class OneShotModel(nn.Module):
         # with them, the derived cell of a gdas run on CIFAR-10 scored chance): a path is
         # scored with its own batch statistics, as ENAS scores its samples and NAS-Bench-201's
         # search cells do (track_running_stats=False); SPOS' evaluator recalibrates instead.
-        with frozen_batch_norm_statistics(self.supernet, batch_statistics=True):
+        # (whole batches per rank in a data-parallel evaluation: each rank's own statistics)
+        with frozen_batch_norm_statistics(self.supernet, batch_statistics=True), \
+                local_batch_statistics(self.supernet):
             return self.supernet(x, **self.eval_route)
 
 
