@@ -2,7 +2,7 @@
 
     python benchmarks/bench_memory.py --recipe smoke --workers 1 --data /tmp/cifarjpeg
         [--trials 2] [--epochs 1] [--train-subset N] [--max-seconds 300] [--interval 0.5]
-        [--recompute] [--default-worker-env] [--json]
+        [--recompute] [--worker-env KEY=VALUE] [--json]
     python benchmarks/bench_memory.py --breakdown --recipe smoke --data /tmp/cifarjpeg
 
 Search mode: starts a local Ray with ``--workers`` CPUs (one child per CPU, so that many
@@ -19,9 +19,9 @@ recipe variant) so that a child reaches its evaluation, whose batch of ``eval_ba
 images is the largest activation footprint, in a short run; the search data shipped to the
 workers stays whole (a child's loader reads it where Ray's object store maps it; with N it
 gathers a private copy of its N images). ``--recompute`` trains children with
-``recompute_cells`` (cells recomputed in the backward pass). Ray starts with nasforge's worker
-environment (``nasforge.cluster.worker_runtime_env``: malloc settings), as ``nasforge search``
-does; ``--default-worker-env`` starts it without (glibc's defaults) for the comparison.
+``recompute_cells`` (cells recomputed in the backward pass); ``--worker-env KEY=VALUE`` starts
+Ray's workers with that environment variable (Ray's job ``runtime_env``), e.g. glibc malloc
+settings, which a process reads when it starts.
 
 Breakdown mode (``--breakdown``): one child of the recipe trained for one epoch in this
 process (no Ray), with the RSS after each phase (torch imported, data loaded, model built,
@@ -110,7 +110,6 @@ class WorkerSampler(threading.Thread):
 def search_mode(args) -> dict:
     import ray
 
-    from nasforge.cluster import worker_runtime_env
     from nasforge.search import SearchConfig
     from nasforge.search.runner import run_search
 
@@ -128,9 +127,10 @@ def search_mode(args) -> dict:
 
         recipe = "-".join([args.recipe] + [f"{k}{v}" for k, v in changes.items()])
         register_recipe(replace(get_recipe(args.recipe), name=recipe, **changes))
+    worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR",
-             runtime_env=None if args.default_worker_env else worker_runtime_env())
+             runtime_env={"env_vars": worker_env} if worker_env else None)
     sampler = WorkerSampler(args.interval, args.max_seconds)
     t = time.perf_counter()
     try:
@@ -144,7 +144,7 @@ def search_mode(args) -> dict:
         ray.shutdown()
     return {"mode": "search", "recipe": args.recipe, "train_subset": args.train_subset,
             "recompute_cells": args.recompute,
-            "worker_env": {} if args.default_worker_env else worker_runtime_env()["env_vars"],
+            "worker_env": worker_env,
             "workers": args.workers,
             "trials": args.trials, "epochs": args.epochs, "data": args.data,
             "wall_s": round(time.perf_counter() - t, 1),
@@ -206,9 +206,9 @@ def main(argv=None) -> int:
     p.add_argument("--recompute", action="store_true",
                    help="children recompute their cells in the backward pass (a recipe "
                         "variant with recompute_cells=True)")
-    p.add_argument("--default-worker-env", action="store_true",
-                   help="start Ray without nasforge's worker environment (its malloc "
-                        "settings, nasforge.cluster.WORKER_ENV_VARS), as before 2026-12")
+    p.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable of Ray's workers from their start (e.g. "
+                        "MALLOC_MMAP_THRESHOLD_=131072); repeatable")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="interrupt the search after this long (peaks so far)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between samples")

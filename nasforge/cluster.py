@@ -33,24 +33,6 @@ HOW_TO_GIVE_A_TOKEN = (f"give the cluster's token (`ray get-auth-token` on its h
                        f"~/{DEFAULT_TOKEN_FILE}, in a file named by {TOKEN_PATH_VAR}, or in "
                        f"{TOKEN_VAR}")
 
-# The environment of every Ray worker process of a Ray that nasforge starts or joins (the job's
-# runtime_env, so Ray Tune's trial workers have it from their start, when glibc reads it).
-# glibc's malloc raises its mmap threshold to the size of each large block freed (up to
-# 32 MiB), so after the first step a CPU child's activations (1-13 MB tensors) come from the
-# malloc heap, which keeps them when freed. One `search` child (NASNet-A N=2 F=32, batch 32,
-# channels_last, 2 threads, 908 MB of saved activations) over 3-4 steps: glibc defaults peak
-# RSS 2,109 MB and 2,033 MB held between steps with 15 MB of live tensors (MALLOC_ARENA_MAX=2:
-# 2,103 MB); a fixed 128 KiB threshold: peak 1,739 MB, 740 MB between steps (jemalloc 1,762 /
-# 783 MB, tcmalloc 1,760 / 1,759 MB; both need a preloaded library), step time unchanged
-# within the machine's noise. Probe: README "Speed and memory".
-WORKER_ENV_VARS = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # bytes: blocks mmapped from 128 KiB
-
-
-def worker_runtime_env() -> dict:
-    """``ray.init``'s ``runtime_env`` for nasforge's Ray workers (``WORKER_ENV_VARS``); called by
-    ``connect_ray``, and by benchmarks that start Ray themselves."""
-    return {"env_vars": dict(WORKER_ENV_VARS)}
-
 
 class ClusterError(ValueError):
     """The Ray cluster cannot be reached or refuses us: one line for the user (exit code 2)."""
@@ -93,11 +75,9 @@ def _use_token_auth() -> None:
 
 
 def connect_ray(address: str | None) -> bool:
-    """``ray.init`` (a new local cluster when ``address`` is None) with nasforge's worker
-    environment (``worker_runtime_env``); ClusterError when the cluster is unreachable or
-    refuses the connection. Returns True when this call started Ray (and so should shut it
-    down). A Ray initialised before (by the caller) is used as it is, without that
-    environment."""
+    """``ray.init`` (a new local cluster when ``address`` is None); ClusterError when the
+    cluster is unreachable or refuses the connection. Returns True when this call started Ray
+    (and so should shut it down)."""
     import ray
 
     if ray.is_initialized():
@@ -115,8 +95,7 @@ def connect_ray(address: str | None) -> bool:
             log.info("joining %s with the Ray auth token from %s", address, token)
             _use_token_auth()
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR,
-                  log_to_driver=bool(os.environ.get("NASFORGE_DEBUG")),
-                  runtime_env=worker_runtime_env())
+                  log_to_driver=bool(os.environ.get("NASFORGE_DEBUG")))
     if not joining:
         ray.init(**kwargs)
         return True
