@@ -2,17 +2,19 @@
 
     python benchmarks/bench_child_step.py [--recipe smoke] [--batch 32] [--threads 1]
         [--rounds 8] [--steps 2] [--variants eager-nchw,eager-cl,compile-cl] [--profile]
-        [--json]
+        [--saved-bytes] [--json]
 
 The child is the recipe's default model (``smoke``: NASNet-A N=1, F=8 on 32 px CIFAR images;
 ``search``: N=2, F=32), trained with the recipe's optimizer settings on random data. For each
 variant (``VARIANTS``: layout, ``torch.compile`` and shared ReLUs; ``-unshared``: each op
-computes its own ReLU, as the compiler did before) it reports the median step time from
+computes its own ReLU, as the compiler did before; any variant + ``-recompute``: cells
+recomputed in the backward pass, ``Recipe.recompute_cells``) it reports the median step time from
 alternating rounds in this one process, images/s, and GFLOP/s, counting a training step as 3x
 the forward's FLOPs (2 per mult-add, ``nasforge.flops.count_mult_adds``); a compiled variant
 also reports its compile time (the first steps) and the steps a child needs before compiling
 pays off, against the recipe's steps per child. ``--profile`` adds the top operators of an
-eager step by self CPU time (``torch.profiler``).
+eager step by self CPU time (``torch.profiler``); ``--saved-bytes`` the bytes of the distinct
+storages autograd keeps for the backward pass of one training forward of each eager variant.
 """
 from __future__ import annotations
 
@@ -37,19 +39,20 @@ VARIANTS = {"eager-nchw": (False, False, True), "eager-cl": (True, False, True),
             "compile-nchw": (False, True, True), "compile-cl": (True, True, True),
             "eager-nchw-unshared": (False, False, False), "eager-cl-unshared": (True, False, False),
             "compile-cl-unshared": (True, True, False)}
+RECOMPUTE = "-recompute"  # variant suffix: cells recomputed in the backward pass
 CIFAR_TRAIN_IMAGES = 45_000  # CIFAR-10's training set less the search's 5,000 validation images
 
 
 def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: int = 0,
-               share_relu: bool = True):
+               share_relu: bool = True, recompute: bool = False):
     """``(step closure, model)`` for one training step of the recipe's child on a fixed
     random batch (cross-entropy + the auxiliary head, clipping, SGD, as the trainer does)."""
     from nasforge.api import build_model
-    from nasforge.compiler import set_relu_sharing
+    from nasforge.compiler import set_cell_recompute, set_relu_sharing
 
     torch.manual_seed(seed)
     model = build_model(recipe.model, recipe.setting, **recipe.overrides).train()
-    set_relu_sharing(model, share_relu)
+    set_cell_recompute(set_relu_sharing(model, share_relu), recompute)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -70,7 +73,21 @@ def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: in
         if recipe.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         opt.step()
+    step.batch = x
     return step, model
+
+
+def saved_bytes(model, x) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``model(x)``."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(storages.values())
 
 
 def top_ops(step, n: int = 12) -> list[dict]:
@@ -97,6 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2, help="steps per round")
     p.add_argument("--variants", default="eager-nchw,eager-cl,compile-cl")
     p.add_argument("--profile", action="store_true", help="top operators of an eager step")
+    p.add_argument("--saved-bytes", action="store_true",
+                   help="bytes kept for the backward pass by each eager variant")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     from nasforge.flops import count_mult_adds
@@ -107,11 +126,14 @@ def main(argv=None) -> int:
     batch = args.batch or recipe.batch_size
     images = recipe.train_subset or CIFAR_TRAIN_IMAGES
     steps_per_child = images // batch * recipe.epochs
-    steps, compile_s, model = {}, {}, None
+    steps, compile_s, saved, model = {}, {}, {}, None
     for name in args.variants.split(","):
-        channels_last, compiled, share_relu = VARIANTS[name]
+        channels_last, compiled, share_relu = VARIANTS[name.removesuffix(RECOMPUTE)]
         steps[name], model = child_step(recipe, channels_last, compiled, batch,
-                                        share_relu=share_relu)
+                                        share_relu=share_relu,
+                                        recompute=name.endswith(RECOMPUTE))
+        if args.saved_bytes and not compiled:
+            saved[name] = saved_bytes(model, steps[name].batch)
         if compiled:  # the first calls compile forward and backward
             t = time.perf_counter()
             steps[name]()
@@ -128,6 +150,8 @@ def main(argv=None) -> int:
         v = {"step_ms": round(s * 1000, 1), "images_per_s": round(batch / s, 1),
              "gflop_per_s": round(flops_per_step / s / 1e9, 2),
              "vs_first": round(s / base, 3)}
+        if name in saved:
+            v["saved_mb"] = round(saved[name] / 2 ** 20, 1)
         if name in compile_s:
             eager = med.get(name.replace("compile", "eager"))
             v["compile_s"] = round(compile_s[name], 1)
@@ -135,7 +159,7 @@ def main(argv=None) -> int:
                 v["break_even_steps"] = round(compile_s[name] / (eager - s))
         result["variants"][name] = v
     if args.profile:  # the first variant's eager step
-        channels_last, _, share_relu = VARIANTS[next(iter(med))]
+        channels_last, _, share_relu = VARIANTS[next(iter(med)).removesuffix(RECOMPUTE)]
         result["top_ops"] = top_ops(child_step(recipe, channels_last, False, batch,
                                                share_relu=share_relu)[0])
     if args.json:

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_memory.py --recipe smoke --workers 1 --data /tmp/cifarjpeg
         [--trials 2] [--epochs 1] [--train-subset N] [--max-seconds 300] [--interval 0.5]
-        [--json]
+        [--recompute] [--worker-env KEY=VALUE] [--json]
     python benchmarks/bench_memory.py --breakdown --recipe smoke --data /tmp/cifarjpeg
 
 Search mode: starts a local Ray with ``--workers`` CPUs (one child per CPU, so that many
@@ -18,7 +18,10 @@ what a second child adds to a node. ``--train-subset N`` trains each child on N 
 recipe variant) so that a child reaches its evaluation, whose batch of ``eval_batch_size``
 images is the largest activation footprint, in a short run; the search data shipped to the
 workers stays whole (a child's loader reads it where Ray's object store maps it; with N it
-gathers a private copy of its N images).
+gathers a private copy of its N images). ``--recompute`` trains children with
+``recompute_cells`` (cells recomputed in the backward pass); ``--worker-env KEY=VALUE`` starts
+Ray's workers with that environment variable (Ray's job ``runtime_env``), e.g. glibc malloc
+settings, which a process reads when it starts.
 
 Breakdown mode (``--breakdown``): one child of the recipe trained for one epoch in this
 process (no Ray), with the RSS after each phase (torch imported, data loaded, model built,
@@ -111,17 +114,23 @@ def search_mode(args) -> dict:
     from nasforge.search.runner import run_search
 
     recipe = args.recipe
+    changes = {}
     if args.train_subset:
+        changes["train_subset"] = args.train_subset
+    if args.recompute:
+        changes["recompute_cells"] = True
+    if changes:
         from dataclasses import replace
 
         from nasforge.train import get_recipe
         from nasforge.train.recipes import register_recipe
 
-        recipe = f"{args.recipe}-subset{args.train_subset}"
-        register_recipe(replace(get_recipe(args.recipe), name=recipe,
-                                train_subset=args.train_subset))
+        recipe = "-".join([args.recipe] + [f"{k}{v}" for k, v in changes.items()])
+        register_recipe(replace(get_recipe(args.recipe), name=recipe, **changes))
+    worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+             logging_level="ERROR",
+             runtime_env={"env_vars": worker_env} if worker_env else None)
     sampler = WorkerSampler(args.interval, args.max_seconds)
     t = time.perf_counter()
     try:
@@ -134,6 +143,8 @@ def search_mode(args) -> dict:
         sampler.stop()
         ray.shutdown()
     return {"mode": "search", "recipe": args.recipe, "train_subset": args.train_subset,
+            "recompute_cells": args.recompute,
+            "worker_env": worker_env,
             "workers": args.workers,
             "trials": args.trials, "epochs": args.epochs, "data": args.data,
             "wall_s": round(time.perf_counter() - t, 1),
@@ -156,7 +167,8 @@ def breakdown_mode(args) -> dict:
     from nasforge.data import load_data
     from nasforge.train import get_recipe, train
 
-    recipe = replace(get_recipe(args.recipe), epochs=1)
+    recipe = replace(get_recipe(args.recipe), epochs=1,
+                     recompute_cells=args.recompute or get_recipe(args.recipe).recompute_cells)
     data = load_data(args.data, split="search", val_size=recipe.val_size)
     phases["data loaded"] = me.memory_info().rss
     model = build_model(recipe.model, recipe.setting, num_classes=data.num_classes,
@@ -191,6 +203,12 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--train-subset", type=int, default=None,
                    help="train each child on this many images (default: the recipe's)")
+    p.add_argument("--recompute", action="store_true",
+                   help="children recompute their cells in the backward pass (a recipe "
+                        "variant with recompute_cells=True)")
+    p.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable of Ray's workers from their start (e.g. "
+                        "MALLOC_MMAP_THRESHOLD_=131072); repeatable")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="interrupt the search after this long (peaks so far)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between samples")

@@ -12,11 +12,14 @@ The cell schedule follows the TF reference builders literally (``_build_nasnet_b
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nasforge.compiler.cell_module import NasNetCell, after_relu
 from nasforge.dsl.cell import CellError, CellPair
@@ -148,9 +151,42 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(torch.flatten(features.mean((2, 3)), 1))
 
 
+@contextlib.contextmanager
+def _bn_statistics_kept(module: nn.Module):
+    """Runs its block with ``module``'s BatchNorm running statistics (mean, variance,
+    ``num_batches_tracked``) restored afterwards: a recomputed cell's BatchNorms see the batch
+    again, but the step updates their statistics once, in the forward pass."""
+    buffers = [(b, b.clone()) for m in module.modules()
+               if getattr(m, "track_running_stats", False)  # BatchNorm with statistics
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+               if b is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+
+def _recompute_contexts(cell: nn.Module):
+    """``checkpoint``'s ``context_fn`` for ``cell``: nothing around the forward pass, BN
+    statistics kept around the recomputation (called by ``checkpoint`` once per cell call)."""
+    return contextlib.nullcontext(), _bn_statistics_kept(cell)
+
+
 class Network(nn.Module):
     """A compiled cell network. ``forward`` returns logits, or ``(logits, aux_logits)`` in
-    training mode when the auxiliary head is on."""
+    training mode when the auxiliary head is on.
+
+    Recomputed cells (``recompute_cells``, off unless ``set_cell_recompute(model, True)``): in
+    training with gradients on, each cell runs under ``torch.utils.checkpoint`` (non-reentrant):
+    autograd keeps only the cell's inputs and recomputes the cell's inside during the backward
+    pass, with the forward's RNG state (the same drop-path masks) and its BatchNorm running
+    statistics left as the forward set them (updated once per step). Same loss and gradients;
+    a `search` child keeps a fraction of its activations for about a third more compute.
+    """
+
+    recompute_cells = False  # see set_cell_recompute
 
     def __init__(self, pair: CellPair, config: NetworkConfig):
         super().__init__()
@@ -190,13 +226,25 @@ class Network(nn.Module):
         for cell in self.cells:
             cell.drop_path.progress = float(progress)
 
+    def _cell_caller(self):
+        """How ``forward_features`` calls a cell in this pass: directly, or (recomputed cells,
+        training with gradients on) through ``checkpoint``."""
+        if not (self.recompute_cells and self.training and torch.is_grad_enabled()):
+            return lambda cell, *args: cell(*args)
+
+        def call(cell, *args):
+            return checkpoint(cell, *args, use_reentrant=False, preserve_rng_state=True,
+                              context_fn=functools.partial(_recompute_contexts, cell))
+        return call
+
     def forward_features(self, x):
         outputs = [self.stem(x)]
         aux = None
         if self.training and all(cell.body.share_relu for cell in self.cells):
             return self._forward_features_shared(outputs)
+        call = self._cell_caller()
         for i, (slot, cell) in enumerate(zip(self.schedule.slots, self.cells)):
-            outputs.append(cell(outputs[slot.cur],
+            outputs.append(call(cell, outputs[slot.cur],
                                 None if slot.prev is None else outputs[slot.prev]))
             if i == self.schedule.aux_after and self.training:
                 aux = self.aux_head(outputs[-1])
@@ -214,9 +262,11 @@ class Network(nn.Module):
             return relus[i]
 
         aux = None
+        call = self._cell_caller()
         for i, (slot, cell) in enumerate(zip(self.schedule.slots, self.cells)):
             has_prev = slot.prev is not None
-            outputs.append(cell(outputs[slot.cur], outputs[slot.prev] if has_prev else None,
+            outputs.append(call(cell, outputs[slot.cur],
+                                outputs[slot.prev] if has_prev else None,
                                 relu_of(slot.cur),
                                 relu_of(slot.prev) if has_prev and cell.reads_relu_prev
                                 else None))
@@ -228,3 +278,12 @@ class Network(nn.Module):
         features, aux = self.forward_features(x)
         logits = self.classifier(self.dropout(torch.flatten(features.mean((2, 3)), 1)))
         return (logits, aux) if aux is not None else logits
+
+
+def set_cell_recompute(model: nn.Module, on: bool) -> nn.Module:
+    """Turn recomputed cells (``Network``) on or off in every cell network of ``model``;
+    called by ``nasforge.train.train`` with ``Recipe.recompute_cells``. Returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, Network):
+            m.recompute_cells = bool(on)
+    return model

@@ -112,6 +112,12 @@ class Recipe:
     # ~10% faster and a fifth fewer activations kept for the backward pass); False: each op
     # computes its own, as before 2026-12
     share_relu: bool = True
+    # cell networks: each cell runs under torch.utils.checkpoint in training (only its inputs
+    # kept for the backward pass, its inside recomputed there with the same drop-path masks,
+    # BN statistics updated once; nasforge.compiler.set_cell_recompute): same loss and
+    # gradients, fewer bytes per child worker (a CPU search child's private memory is mostly
+    # these activations) for about one more forward pass of compute per step; False: off
+    recompute_cells: bool = False
     divergence_check_every: int = 1  # steps between non-finite-loss checks on CUDA (syncs)
     notes: str = field(default="", compare=False)
 

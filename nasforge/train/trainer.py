@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from nasforge.compiler import set_relu_sharing
+from nasforge.compiler import set_cell_recompute, set_relu_sharing
 from nasforge.data import DeviceLoader, ImageData
 from nasforge.data.types import fixed_subset_indices
 from nasforge.train.checkpoint import (CHECKPOINT_NAME, CHECKPOINT_VERSION, load_checkpoint,
@@ -275,7 +275,8 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
 
     Per epoch: one pass of augmented batches (DeviceLoader, generator seeded by ``seed``),
     SGD (momentum, optional Nesterov, weight decay; or RMSProp with ``recipe.optimizer``)
-    (cell networks share their ops' ReLUs unless ``recipe.share_relu`` is False)
+    (cell networks share their ops' ReLUs unless ``recipe.share_relu`` is False, and
+    recompute their cells in the backward pass when ``recipe.recompute_cells`` is True)
     with a per-iteration cosine schedule after
     a linear warm-up, label-smoothed cross-entropy plus ``aux_weight`` x the auxiliary head's
     loss, global gradient-norm clipping, ``set_drop_path_progress(epoch fraction)`` on models
@@ -326,7 +327,8 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     if total_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {total_epochs}")
     place = _placement(recipe, device, distributed)
-    model = set_relu_sharing(model.to(place.device), recipe.share_relu)
+    model = set_cell_recompute(set_relu_sharing(model.to(place.device), recipe.share_relu),
+                               recipe.recompute_cells)
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
     hooks = hooks if hooks is not None else TrainHooks()
