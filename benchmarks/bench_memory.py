@@ -24,8 +24,10 @@ Ray's workers with that environment variable (Ray's job ``runtime_env``), e.g. g
 settings, which a process reads when it starts.
 
 Breakdown mode (``--breakdown``): one child of the recipe trained for one epoch in this
-process (no Ray), with the RSS after each phase (torch imported, data loaded, model built,
-loaders built, first step, training pass, evaluation), to see where a worker's memory goes.
+process (no Ray; ``--train-subset`` applies), with the RSS after each phase (torch imported,
+data loaded, model built, the training pass's and the evaluation's peaks, and after ``train``
+returned: what the allocator kept), to see where a worker's memory goes; run it with an
+allocator setting in the environment (``MALLOC_MMAP_THRESHOLD_=131072 python ...``) to compare.
 
 Needs ``psutil`` (``pip install nasforge[bench]``). Prints one JSON object with ``--json``.
 """
@@ -168,7 +170,8 @@ def breakdown_mode(args) -> dict:
     from nasforge.train import get_recipe, train
 
     recipe = replace(get_recipe(args.recipe), epochs=1,
-                     recompute_cells=args.recompute or get_recipe(args.recipe).recompute_cells)
+                     recompute_cells=args.recompute or get_recipe(args.recipe).recompute_cells,
+                     train_subset=args.train_subset or get_recipe(args.recipe).train_subset)
     data = load_data(args.data, split="search", val_size=recipe.val_size)
     phases["data loaded"] = me.memory_info().rss
     model = build_model(recipe.model, recipe.setting, num_classes=data.num_classes,
@@ -190,6 +193,8 @@ def breakdown_mode(args) -> dict:
     train_end = epochs["reported_at"] - (epochs["epoch_s"] - epochs["train_s"])
     phases["training pass (peak)"] = max(r for t, r in samples if t <= train_end)
     phases["training + evaluation (peak)"] = max(r for _, r in samples)
+    # what the allocator kept of the freed activations (a reused Ray worker starts from it)
+    phases["after train() returned"] = me.memory_info().rss
     return {"mode": "breakdown", "recipe": args.recipe, "data": args.data,
             "rss_mb": {k: round(v / MB) for k, v in phases.items()}}
 
