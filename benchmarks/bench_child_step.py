@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_step_time import alternate  # noqa: E402
+from nasforge.flops import saved_activation_bytes  # noqa: E402
 
 # variant -> (channels_last, torch.compile, shared ReLUs); "-unshared": every op computes its
 # own ReLU (``set_relu_sharing(model, False)``, the compiler before shared ReLUs)
@@ -77,19 +78,6 @@ def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: in
     return step, model
 
 
-def saved_bytes(model, x) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass of ``model(x)``."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
-
-
 def top_ops(step, n: int = 12) -> list[dict]:
     """The ``n`` operators with the most self CPU time over 3 profiled steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -133,7 +121,7 @@ def main(argv=None) -> int:
                                         share_relu=share_relu,
                                         recompute=name.endswith(RECOMPUTE))
         if args.saved_bytes and not compiled:
-            saved[name] = saved_bytes(model, steps[name].batch)
+            saved[name] = saved_activation_bytes(model, steps[name].batch)
         if compiled:  # the first calls compile forward and backward
             t = time.perf_counter()
             steps[name]()

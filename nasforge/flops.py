@@ -28,3 +28,18 @@ def count_mult_adds(model: nn.Module, input_size: int, in_channels: int = 3) -> 
         return counter.get_total_flops() // 2, tuple(out.shape)
     finally:
         model.train(was_training)
+
+
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``model(x)``
+    (``saved_tensors_hooks``; a tensor saved by several ops counts once): the activation
+    memory of a training step, as the shared-ReLU and recomputed-cell figures measure it."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(storages.values())

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from nasforge.api import build_model
 from nasforge.compiler import set_cell_recompute, set_relu_sharing
+from nasforge.flops import saved_activation_bytes
 from nasforge.train import get_recipe
 from nasforge.train.recipes import Recipe
 
@@ -85,26 +86,11 @@ def test_the_gradient_comparison_sees_drop_path_masks():
     assert not torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
 
 
-def _saved_bytes(model, x) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass of ``model(x)``
-    (with recomputed cells: what the checkpoints keep, i.e. the cells' inputs, and what runs
-    outside cells)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
-
-
 def test_recomputed_cells_keep_at_most_half_the_bytes_and_eval_is_unchanged():
     model = build_model("nasnet_a", "cifar", N=1, filters=8).train()
     x = torch.randn(4, 3, 32, 32)
-    plain = _saved_bytes(model, x)
-    recomputed = _saved_bytes(set_cell_recompute(copy.deepcopy(model), True), x)
+    plain = saved_activation_bytes(model, x)
+    recomputed = saved_activation_bytes(set_cell_recompute(copy.deepcopy(model), True), x)
     assert 0 < recomputed <= 0.5 * plain
     model.eval()
     with torch.no_grad():

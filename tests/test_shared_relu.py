@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from nasforge.api import build_model
 from nasforge.compiler import set_relu_sharing
 from nasforge.compiler import Network
+from nasforge.flops import saved_activation_bytes
 from nasforge.dsl import Cell, CellPair
 from nasforge.zoo import SETTINGS
 
@@ -76,24 +77,11 @@ def test_shared_relus_give_the_plain_loss_and_gradients(channels_last):
                                        msg=f"{name} {key}")
 
 
-def _saved_bytes(model, x) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward pass of ``model(x)``."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(storages.values())
-
-
 def test_shared_relus_keep_fewer_activations_and_eval_runs_every_op_whole():
     model = build_model("nasnet_a", "cifar", N=1, filters=8).train()
     x = torch.randn(2, 3, 32, 32)
-    shared = _saved_bytes(model, x)
-    plain = _saved_bytes(set_relu_sharing(copy.deepcopy(model), False), x)
+    shared = saved_activation_bytes(model, x)
+    plain = saved_activation_bytes(set_relu_sharing(copy.deepcopy(model), False), x)
     # NASNet-A's normal cell: 3 ReLUs of h_{i-1} and 2 of h_i become one each, and a cell
     # output's ReLU is computed once for the next two cells: well over a tenth of the bytes
     assert shared < 0.9 * plain
