@@ -169,9 +169,9 @@ def breakdown_mode(args) -> dict:
     from nasforge.data import load_data
     from nasforge.train import get_recipe, train
 
-    recipe = replace(get_recipe(args.recipe), epochs=1,
-                     recompute_cells=args.recompute or get_recipe(args.recipe).recompute_cells,
-                     train_subset=args.train_subset or get_recipe(args.recipe).train_subset)
+    base = get_recipe(args.recipe)
+    recipe = replace(base, epochs=1, recompute_cells=args.recompute or base.recompute_cells,
+                     train_subset=args.train_subset or base.train_subset)
     data = load_data(args.data, split="search", val_size=recipe.val_size)
     phases["data loaded"] = me.memory_info().rss
     model = build_model(recipe.model, recipe.setting, num_classes=data.num_classes,

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from nasforge.oneshot import ArchitectureParameters, Supernet
-from nasforge.oneshot.unrolled import buffers_restored, sgd_step, unrolled_gradient
+from nasforge.compiler import buffers_restored
+from nasforge.oneshot.unrolled import sgd_step, unrolled_gradient
 from nasforge.search_spaces import NasNetSpace
 from nasforge.zoo import SETTINGS
 

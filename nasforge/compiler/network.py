@@ -152,26 +152,25 @@ class AuxiliaryHead(nn.Module):
 
 
 @contextlib.contextmanager
-def _bn_statistics_kept(module: nn.Module):
-    """Runs its block with ``module``'s BatchNorm running statistics (mean, variance,
-    ``num_batches_tracked``) restored afterwards: a recomputed cell's BatchNorms see the batch
-    again, but the step updates their statistics once, in the forward pass."""
-    buffers = [(b, b.clone()) for m in module.modules()
-               if getattr(m, "track_running_stats", False)  # BatchNorm with statistics
-               for b in (m.running_mean, m.running_var, m.num_batches_tracked)
-               if b is not None]
+def buffers_restored(module: nn.Module):
+    """Every buffer of ``module`` (BN running statistics, batch counters) holds on exit
+    exactly what it held on entry, whatever the forwards inside did to it: a recomputed
+    cell's BatchNorms see the batch again, and second-order DARTS' virtual forwards run, but
+    the statistics move once per step."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
     try:
         yield
     finally:
         with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
+            for b, value in saved:
+                b.copy_(value)
 
 
 def _recompute_contexts(cell: nn.Module):
-    """``checkpoint``'s ``context_fn`` for ``cell``: nothing around the forward pass, BN
-    statistics kept around the recomputation (called by ``checkpoint`` once per cell call)."""
-    return contextlib.nullcontext(), _bn_statistics_kept(cell)
+    """``checkpoint``'s ``context_fn`` for ``cell``: nothing around the forward pass, its
+    buffers (BN statistics) restored around the recomputation (called by ``checkpoint`` once
+    per cell call)."""
+    return contextlib.nullcontext(), buffers_restored(cell)
 
 
 class Network(nn.Module):

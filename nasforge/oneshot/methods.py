@@ -41,10 +41,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from nasforge.compiler import buffers_restored
 from nasforge.oneshot.global_bn import local_batch_statistics
 from nasforge.oneshot.supernet import (CELL_KINDS, SLOTS, ArchitectureParameters, Supernet,
                                        SupernetError, slot_candidates)
-from nasforge.oneshot.unrolled import FD_SCALE, buffers_restored, sgd_step, unrolled_gradient
+from nasforge.oneshot.unrolled import FD_SCALE, sgd_step, unrolled_gradient
 from nasforge.rules import add_unique, reject_unknown_keys
 from nasforge.train.hooks import TrainHooks
 from nasforge.train.trainer import local_batch

@@ -16,11 +16,10 @@ gradient clipping, which DARTS' virtual step also leaves out (a clipped step is 
 differentiable where the norm crosses the threshold). Weights are never changed in place:
 every forward at ``w'`` and ``w+-`` runs the module with a dict of tensors
 (``torch.func.functional_call``); the forwards' BN running-statistic updates are undone by
-``buffers_restored``.
+``nasforge.compiler.buffers_restored``.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import torch
@@ -28,19 +27,6 @@ from torch import nn
 
 Weights = dict[str, torch.Tensor]
 FD_SCALE = 0.01  # DARTS' r in eps = r / ||grad_w' L_val|| (architect.py)
-
-
-@contextlib.contextmanager
-def buffers_restored(module: nn.Module):
-    """Every buffer of ``module`` (BN running statistics, batch counters) holds on exit
-    exactly what it held on entry, whatever the forwards inside did to it."""
-    saved = [(b, b.detach().clone()) for b in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, value in saved:
-                b.copy_(value)
 
 
 def sgd_step(optimizer: torch.optim.Optimizer, params: dict[str, nn.Parameter],
