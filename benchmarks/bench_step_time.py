@@ -3,7 +3,7 @@ here wrote, same weights, same batch, same threads, measured in one process, alt
 
     python benchmarks/bench_step_time.py [--pair resnet18|nasnet-mobile|child|all]
         [--batch B] [--size PX] [--rounds 10] [--steps 3] [--threads N]
-        [--channels-last] [--json]
+        [--channels-last] [--bf16] [--json]
 
 Pairs (``PAIRS``, name -> builder of ``(reference, nasforge)``):
 
@@ -18,7 +18,9 @@ Pairs (``PAIRS``, name -> builder of ``(reference, nasforge)``):
   widths) vs airbench94's network written out in plain torch (``gpu_check.hand_airbench``,
   same weights; batch 250, 32 px; ``--batch`` shows the cost per image at other batches).
 
-Each pair runs in NCHW (contiguous) and, with ``--channels-last``, in channels_last too.
+Each pair runs in NCHW (contiguous) and, with ``--channels-last``, in channels_last too;
+``--bf16`` runs both models' forward passes under bf16 autocast (compare ``nasforge`` ms with
+and without it to see what ``Recipe.cpu_bf16`` buys on this CPU).
 Prints the median step time of each and the ratio nasforge / reference (target <= 1.05).
 """
 from __future__ import annotations
@@ -104,13 +106,15 @@ PAIRS = {"resnet18": _resnet18, "nasnet-mobile": _nasnet_mobile, "child": _child
          "airbench": _airbench}
 
 
-def step_fn(model, x, y):
-    """A closure running one SGD training step of ``model`` on ``(x, y)``."""
+def step_fn(model, x, y, bf16: bool = False):
+    """A closure running one SGD training step of ``model`` on ``(x, y)`` (forward under bf16
+    autocast with ``bf16``, as the trainer's ``Recipe.bf16`` / ``cpu_bf16``)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
         if isinstance(out, (tuple, list)):  # auxiliary head
             out = out[0]
         F.cross_entropy(out, y).backward()
@@ -139,7 +143,7 @@ def alternate(steps: dict, rounds: int, steps_per_round: int, device: str = "cpu
 
 
 def measure_pair(pair: str, batch: int, size: int, rounds: int, steps: int,
-                 channels_last: bool, device: str = "cpu") -> dict:
+                 channels_last: bool, device: str = "cpu", bf16: bool = False) -> dict:
     torch.manual_seed(0)
     reference, ours = PAIRS[pair]()
     classes = DEFAULTS[pair][2]
@@ -152,9 +156,9 @@ def measure_pair(pair: str, batch: int, size: int, rounds: int, steps: int,
         m = m.to(device).train()
         if channels_last:
             m = m.to(memory_format=torch.channels_last)
-        closures[name] = step_fn(m, x, y)
+        closures[name] = step_fn(m, x, y, bf16)
     med = alternate(closures, rounds, steps, device)
-    return {"pair": pair, "layout": "channels_last" if channels_last else "nchw",
+    return {"pair": pair, "layout": "channels_last" if channels_last else "nchw", "bf16": bf16,
             "batch": batch, "size": size, "threads": torch.get_num_threads(),
             "reference_ms": med["reference"] * 1000, "nasforge_ms": med["nasforge"] * 1000,
             "nasforge_ms_per_image": med["nasforge"] * 1000 / batch,
@@ -172,6 +176,8 @@ def main(argv=None):
     parser.add_argument("--channels-last", action="store_true",
                         help="also measure with channels_last models and inputs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true",
+                        help="forward passes under bf16 autocast (on CPU: AMX units pay)")
     parser.add_argument("--json", action="store_true", help="one JSON line per measurement")
     args = parser.parse_args(argv)
     if args.threads:
@@ -181,11 +187,11 @@ def main(argv=None):
         batch, size, _ = DEFAULTS[pair]
         for cl in ([False, True] if args.channels_last else [False]):
             r = measure_pair(pair, args.batch or batch, args.size or size, args.rounds,
-                             args.steps, cl, args.device)
+                             args.steps, cl, args.device, args.bf16)
             if args.json:
                 print(json.dumps(r), flush=True)
             else:
-                print(f"{pair:14s} {r['layout']:13s} batch {r['batch']}, {r['size']}px, "
+                print(f"{pair:14s} {r['layout']:13s} {'bf16' if r['bf16'] else 'fp32'} batch {r['batch']}, {r['size']}px, "
                       f"{r['threads']} threads: reference {r['reference_ms']:8.1f} ms, "
                       f"nasforge {r['nasforge_ms']:8.1f} ms "
                       f"({r['nasforge_ms_per_image']:.3f} ms/image), ratio {r['ratio']:.3f}",

@@ -379,16 +379,19 @@ def test_cifar_fast_uses_the_ingredients_and_the_old_recipe_stays():
     assert old.tta == "none" and old.flip_mode == "random" and old.lr_shape == "cosine"
 
 
-def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys):
+def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys,
+                                                                 monkeypatch):
     """The recipe's ``model_overrides`` reach its default model when that is a chain (they
     were dropped for chains: ``nasforge train --recipe cifar-fast`` built airbench at the
     zoo setting's widths)."""
     from data_fixtures import make_images, write_cifar_folder
 
     from nasforge.cli import main
+    from nasforge.train.recipes import RECIPES
 
-    widths = dict(get_recipe("cifar-fast").model_overrides)["widths"]
-    assert tuple(widths) != (32, 128, 128)  # the zoo's cifar setting: the case that failed
+    widths = (16, 96, 96)  # not the zoo's cifar setting (32/128/128): the case that failed
+    monkeypatch.setitem(RECIPES, "cifar-fast", dataclasses.replace(
+        get_recipe("cifar-fast"), model_overrides=(("widths", widths),), cpu_bf16=False))
     folder = write_cifar_folder(tmp_path / "cifar", make_images(40, seed=1),
                                 make_images(10, seed=2))
     rc = main(["train", "--recipe", "cifar-fast", "--data", str(folder.parent), "--epochs",

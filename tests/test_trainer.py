@@ -151,6 +151,21 @@ def test_bf16_autocast_and_channels_last_path_on_cpu():
     assert w.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("has_units", [True, False])
+def test_cpu_bf16_autocasts_on_cpu_only_where_the_cpu_has_bf16_units(has_units, monkeypatch):
+    from nasforge.train import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_bf16_units", lambda: has_units)
+    model = _model()
+    dtypes = set()
+    model.features[0].register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    r = dataclasses.replace(RECIPE, epochs=1, cpu_bf16=True)
+    res = train(model, _data("search", n=120), r, device="cpu")
+    assert res["status"] == "ok" and math.isfinite(res["train_loss"])
+    assert dtypes == ({torch.bfloat16} if has_units else {torch.float32})
+    assert model.features[0].weight.dtype == torch.float32  # master weights stay fp32
+
+
 def test_resume_gives_identical_metrics_and_weights(tmp_path):
     data = _data("search")
     ref_model = _model()

@@ -386,6 +386,14 @@ class _Placement:
     check_every: int  # iterations between divergence checks (each one syncs a GPU)
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles), the condition under
+    which ``Recipe.cpu_bf16`` pays. torch exposes the check only as ``torch.cpu``'s private
+    ``_is_amx_tile_supported`` (what inductor uses); a torch without it counts as no."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check())
+
+
 def _placement(recipe: Recipe, device, distributed: bool) -> _Placement:
     """Called first by ``train``: the device, this process's rank and the recipe's device
     flags (bf16, channels-last) that apply there."""
@@ -399,9 +407,13 @@ def _placement(recipe: Recipe, device, distributed: bool) -> _Placement:
     device = torch.device(device if device is not None else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     on_accel = device.type == "cuda" or recipe.device_flags_on_cpu
+    cpu_bf16 = recipe.cpu_bf16 and device.type == "cpu" and cpu_has_bf16_units()
+    if recipe.cpu_bf16 and device.type == "cpu" and not cpu_bf16:
+        log.info("recipe %s: this CPU has no AMX bf16 units; training in float32",
+                 recipe.name)
     return _Placement(
         device=device, distributed=distributed, rank=rank, world=world,
-        amp=recipe.bf16 and on_accel,
+        amp=recipe.bf16 and (on_accel or cpu_bf16),
         channels_last=recipe.channels_last and (on_accel or recipe.cpu_channels_last),
         check_every=1 if device.type != "cuda" else max(1, recipe.divergence_check_every))
 

@@ -51,5 +51,5 @@ register_model(ZooEntry(
     "airbench", "airbench", settings={"cifar": {"options": {"widths": (32, 128, 128)}}},
     build_chain=airbench,
     doc="Jordan 2024, airbench94 network (whitening conv, 3 conv groups, GELU); cifar setting "
-        "at widths 32/128/128 (cifar-fast trains it at 16/96/96)",
+        "at widths 32/128/128 (cifar-fast trains it at these widths)",
     reference="airbench94 make_net layer list (KellerJordan/cifar10-airbench)"))
