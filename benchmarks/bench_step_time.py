@@ -191,7 +191,8 @@ def main(argv=None):
             if args.json:
                 print(json.dumps(r), flush=True)
             else:
-                print(f"{pair:14s} {r['layout']:13s} {'bf16' if r['bf16'] else 'fp32'} batch {r['batch']}, {r['size']}px, "
+                precision = "bf16" if r["bf16"] else "fp32"
+                print(f"{pair:14s} {r['layout']:13s} {precision} batch {r['batch']}, {r['size']}px, "
                       f"{r['threads']} threads: reference {r['reference_ms']:8.1f} ms, "
                       f"nasforge {r['nasforge_ms']:8.1f} ms "
                       f"({r['nasforge_ms_per_image']:.3f} ms/image), ratio {r['ratio']:.3f}",
