@@ -263,9 +263,9 @@ register_recipe(Recipe(
     notes="Fast CPU CIFAR-10, airbench94's recipe (Jordan 2024) at widths 32/128/128 (0.50M "
           "params), batch 250, 14 epochs, bf16 autocast on AMX CPUs: patch-whitening first "
           "conv fitted to 5,000 training images, BN without scales (shifts at 64 x lr), "
-          "Nesterov SGD 0.85 with airbench's linear warm-up and decay, label smoothing 0.2, lookahead "
-          "every 5 steps, 2-pixel reflect crops, alternating flips, flip + translate "
-          "test-time augmentation."))
+          "Nesterov SGD 0.85 with airbench's linear warm-up and decay, label smoothing 0.2, "
+          "lookahead every 5 steps, 2-pixel reflect crops, alternating flips, flip + "
+          "translate test-time augmentation."))
 
 register_recipe(Recipe(
     name="cifar-fast-resnet9",

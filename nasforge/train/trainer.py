@@ -407,8 +407,9 @@ def _placement(recipe: Recipe, device, distributed: bool) -> _Placement:
     device = torch.device(device if device is not None else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     on_accel = device.type == "cuda" or recipe.device_flags_on_cpu
-    cpu_bf16 = recipe.cpu_bf16 and device.type == "cpu" and cpu_has_bf16_units()
-    if recipe.cpu_bf16 and device.type == "cpu" and not cpu_bf16:
+    wants_cpu_bf16 = recipe.cpu_bf16 and device.type == "cpu"
+    cpu_bf16 = wants_cpu_bf16 and cpu_has_bf16_units()
+    if wants_cpu_bf16 and not cpu_bf16:
         log.info("recipe %s: this CPU has no AMX bf16 units; training in float32",
                  recipe.name)
     return _Placement(

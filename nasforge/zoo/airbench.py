@@ -6,8 +6,8 @@ Layer list: a fixed 2x2 patch-whitening conv (3 -> 24 channels, no padding; op
 ``data_init_images``) -> GELU; three conv groups, each conv 3x3 -> 2x2 max pool -> BN -> GELU
 -> conv 3x3 -> BN -> GELU (convs without bias, partial Dirac init); 3x3 max pool; a linear
 classifier without bias; the logits times 1/9. airbench's widths are 64/256/256; the ``cifar``
-setting uses 32/128/128 (about a quarter of the mult-adds), and the ``cifar-fast`` recipe
-16/96/96 (its ``model_overrides``) to fit 2 CPU cores.
+setting uses 32/128/128 (about a quarter of the mult-adds), which the ``cifar-fast`` recipe
+trains (its ``model_overrides``) to fit 2 CPU cores.
 
 The BatchNorm scales are ordinary parameters here; airbench fixes them at 1, which the trainer
 does for any model when the recipe sets ``bn_scale=False``.
