@@ -111,4 +111,5 @@ def on_post_build(config, **kwargs):
         raise PluginError(
             f"{len(missing)} public module(s) without an API page: {', '.join(missing)}. "
             f"Document each on a page of docs/{API_DIR} (`::: {missing[0]}`, or its package "
-            f"with `show_submodules: true`).")
+            f"with `show_submodules: true`); a module renders once it or one of its members has a "
+            f"docstring.")
