@@ -1,4 +1,4 @@
-"""Stack a (normal, reduction) cell pair into a network: the CIFAR and ImageNet layouts [P][TF].
+"""Stack a (normal, reduction) cell pair into a network: the CIFAR and ImageNet layouts [P], [TF].
 
 The cell schedule follows the TF reference builders literally (``_build_nasnet_base`` and
 ``_build_pnasnet_base``), so every published wiring quirk is reproduced:

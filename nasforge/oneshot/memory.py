@@ -25,7 +25,7 @@ WEIGHT_COPIES = 3
 # virtual weights, then those and the validation gradient, then that and the shifted weights
 UNROLLED_EXTRA_COPIES = 2
 # the allocator's slack, the evaluation pass, the data on the device: measured peaks of small
-# CPU runs stayed below 1.5 x the estimate (README, one-shot section)
+# CPU runs stayed below 1.5 x the estimate (docs/benchmarks.md, one-shot)
 SAFETY = 1.5
 
 

@@ -323,7 +323,7 @@ class ArchitectureParameters(nn.Module):
             for _ in CELL_KINDS for k in range(space.num_blocks) for _ in SLOTS)
 
     def slot_logits(self) -> list[list[list[torch.Tensor]]]:
-        """logits[cell kind][block][slot]."""
+        """``logits[cell kind][block][slot]``."""
         it = iter(self.logits)
         return [[[next(it) for _ in SLOTS] for _ in range(self.space.num_blocks)]
                 for _ in CELL_KINDS]
