@@ -1,17 +1,7 @@
 """nasforge: neural architecture search over one graph DSL, compiled to PyTorch."""
 from __future__ import annotations
 
-import os as _os
-
 __version__ = "0.1.0"
-
-# In a source checkout (tests run with the repo on sys.path, ``python -m``), the sibling
-# top-level folders are found as nasforge.search_spaces / nasforge.controllers, exactly as the
-# installed wheel maps them; an installed package never takes this branch.
-_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "search_spaces")) and \
-        _os.path.isfile(_os.path.join(_checkout, "search_spaces", "__init__.py")):
-    __path__.append(_checkout)  # type: ignore[name-defined]
 
 
 def build_model(name_or_path, setting: str | None = None, num_classes: int | None = None,

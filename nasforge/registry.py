@@ -1,8 +1,9 @@
-"""Registries: the stable public vocabulary of ops and combines.
+"""Registries: the stable public vocabulary of ops, combines and activations.
 
-Every architecture in nasforge names its operations by these strings, so a name, once
-published, keeps its meaning. Later work adds entries (``register_op``/``register_combine``)
-instead of editing if-chains.
+Every architecture in nasforge names its operations by these strings (and an op's ``act``
+argument names an activation), so a name, once published, keeps its meaning. Later work adds
+entries (``register_op``/``register_combine``/``register_activation``) instead of editing
+if-chains.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from torch import nn
 from nasforge.rules import add_unique
 
 OpFactory = Callable[..., nn.Module]
+# ``factory(inplace=...)``: the layer, or None for a name that means "no activation"
+ActivationFactory = Callable[..., "nn.Module | None"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class CombineSpec:
 
 OPS: dict[str, OpSpec] = {}
 COMBINES: dict[str, CombineSpec] = {}
+ACTIVATIONS: dict[str, ActivationFactory] = {}  # filled by nasforge.ops.activations
 
 
 def register_op(name: str, *, family: str = "nasnet", parameter_free: bool = False,
@@ -79,3 +83,24 @@ def create_op(name: str, c_in: int, c_out: int, stride: int = 1, **args) -> nn.M
     except KeyError:
         raise KeyError(f"unknown op {name!r}") from None
     return spec.factory(c_in, c_out, stride, **args)
+
+
+def register_activation(name: str):
+    """Decorator: register ``factory(inplace=...) -> nn.Module | None`` under ``name``."""
+
+    def wrap(factory: ActivationFactory) -> ActivationFactory:
+        return add_unique(ACTIVATIONS, name, factory, "activation")
+
+    return wrap
+
+
+def create_activation(name: str, *, inplace: bool) -> nn.Module | None:
+    """The layer of activation ``name`` (an op's ``act`` argument; None for ``"none"``), built
+    by an op factory. ``inplace=True`` only inside an op, on a tensor the op itself made: a
+    graph state may have other consumers."""
+    try:
+        factory = ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})") \
+            from None
+    return factory(inplace=inplace)

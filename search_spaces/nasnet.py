@@ -131,7 +131,7 @@ class NasNetSpace(SearchSpace):
 
 class NasNetExtSpace(NasNetSpace):
     """NASNet's block choice over NASNet's 13 ops plus the building blocks of the CNN-design
-    literature (``nasforge.ops.extended.NASNET_EXT_OPS``: DARTS' dilated separable convs, SE,
+    literature (``nasforge.ops.NASNET_EXT_OPS``: DARTS' dilated separable convs, SE,
     CBAM and BAM gates, deformable 3x3 v1/v2, selective kernel, grouped conv + channel shuffle).
     Same decisions, encoding and mutations as ``nasnet``; only the op vocabulary is larger."""
 

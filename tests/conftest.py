@@ -1,9 +1,25 @@
 """Shared fixtures. Tests build their own data; nothing is downloaded."""
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+
+
+# Graphviz is a system package, not a pip dependency: without its ``dot`` program the tests that
+# render DOT skip (CI installs it, so they run there); cells are drawn with matplotlib instead.
+requires_dot = pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="needs Graphviz's 'dot' program, not on PATH (apt-get install graphviz)")
+
+
+@pytest.fixture
+def no_dot(tmp_path, monkeypatch):
+    """PATH without Graphviz's ``dot``: only an empty folder (rendering finds no program)."""
+    empty = tmp_path / "no-graphviz"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
 
 
 def run_cli(*args, cwd=None, timeout=300):

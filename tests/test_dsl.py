@@ -1,11 +1,12 @@
 """The cell DSL: builder, JSON, validation messages, canonical hash, DOT."""
 import json
-import shutil
 
 import pytest
 
 from nasforge.dsl import Cell, CellError, CellPair, cell_from_blocks, render
 from nasforge.zoo import ZOO
+
+from conftest import requires_dot
 
 
 def small_cell(swap=False, op="sep_conv_3x3"):
@@ -125,15 +126,23 @@ def test_mixed_resolutions_are_rejected():
         c.validate()
 
 
-def test_dot_text_and_svg():
+def test_dot_text():
     pair = ZOO["nasnet_a"].build_pair()
     dot = pair.to_dot()
     assert dot.startswith("digraph") and "sep_conv_5x5" in dot and "cluster_normal" in dot
     assert '"normal/b0"' in dot and "/2" in dot  # strided ops are marked in the reduction cell
-    assert shutil.which("dot"), "Graphviz 'dot' must be installed (README install step)"
-    svg = render(dot, "svg")
+
+
+@requires_dot
+def test_dot_renders_svg_and_png():
+    svg = render(ZOO["nasnet_a"].build_pair().to_dot(), "svg")
     assert b"<svg" in svg
     assert render(small_cell().to_dot(), "png").startswith(b"\x89PNG")
+
+
+def test_render_without_graphviz_names_the_missing_program(no_dot):
+    with pytest.raises(RuntimeError, match="needs Graphviz's 'dot' program"):
+        render(small_cell().to_dot(), "svg")
 
 
 def test_concat_order_counts_only_where_channel_positions_matter():

@@ -5,7 +5,6 @@ ONNX runs in onnxruntime; TorchScript is loaded back with torch.jit.load.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,14 +17,15 @@ import nasforge
 from nasforge.api import load_file, resolve
 from nasforge.cli import main
 from nasforge.dsl import Cell, CellPair
-from nasforge.export import EXPORTERS, ExportSource, export, export_source, register_exporter
+from nasforge.export import (EXPORTERS, ExportError, ExportSource, export, export_source,
+                             register_exporter)
 from nasforge.export.pysource import LeafTracer
 from nasforge.ops.layers import _same_total, same_padding
 from nasforge.search_spaces import get_space
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+from conftest import requires_dot
 
-HAS_DOT = shutil.which("dot") is not None
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sample(seed: int) -> CellPair:
@@ -189,12 +189,19 @@ def test_dot_export_is_the_cells_drawing(tmp_path):
                      for a, b in cell.graph.edges}
 
 
-@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+@requires_dot
 def test_svg_and_png_are_rendered_by_graphviz(tmp_path):
     svg = export("nasnet_a", "svg", tmp_path / "a.svg").read_bytes()
     assert b"<svg" in svg and b"normal cell" in svg
     png = export("nasnet_a", "png", tmp_path / "a.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_svg_and_png_without_graphviz_are_an_export_error(tmp_path, no_dot, fmt):
+    with pytest.raises(ExportError, match="needs Graphviz's 'dot' program"):
+        export("nasnet_a", fmt, tmp_path / f"a.{fmt}")
+    assert not (tmp_path / f"a.{fmt}").exists()
 
 
 # ------------------------------------------------------------------ standalone PyTorch

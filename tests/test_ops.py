@@ -1,4 +1,5 @@
 """The op registry: every op's shapes, and the reference construction details."""
+import inspect
 import math
 
 import pytest
@@ -88,6 +89,29 @@ def test_classic_ops_refuse_channel_changes_they_cannot_make():
     for name in ("max_pool", "act", "squeeze_excite", "channel_shuffle"):
         with pytest.raises(ValueError, match="cannot change channels"):
             create_op(name, 8, 16, 1)
+
+
+# every op with an ``act`` argument, with the other arguments it needs
+OPS_WITH_ACT = {"conv": {}, "bn_act_conv": {}, "bn_act": {}, "act": {}, "deform_conv": {},
+                "connection_table_conv": {"table": [[0]] * 8}, "trainable_subsample": {},
+                "soft_mask_branch": {}}
+
+
+def test_ops_with_act_lists_every_such_op():
+    assert set(OPS_WITH_ACT) == {n for n, spec in OPS.items()
+                                 if "act" in inspect.signature(spec.factory).parameters}
+
+
+@pytest.mark.parametrize("name", sorted(OPS_WITH_ACT))
+def test_every_op_reads_the_one_activation_table(name):
+    """One table, one lookup: every op names the same activations and refuses the same way."""
+    with pytest.raises(ValueError, match=r"unknown activation 'swish' \(known: relu, relu6, "
+                                         r"hardswish, sigmoid, gelu, none, lecun_tanh, tanh\)"):
+        create_op(name, 8, 8, 2 if name == "trainable_subsample" else 1, act="swish",
+                  **OPS_WITH_ACT[name])
+    op = create_op(name, 8, 8, 2 if name == "trainable_subsample" else 1, act="lecun_tanh",
+                   **OPS_WITH_ACT[name])
+    assert any(type(m).__name__ == "LeCunTanh" for m in op.modules())
 
 
 def test_channel_shuffle_and_split_values():

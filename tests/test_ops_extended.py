@@ -14,7 +14,7 @@ from nasforge.compiler import Network
 from nasforge.controllers import SEARCHERS, Result, get_searcher
 from nasforge.dsl import CellPair, cell_from_blocks
 from nasforge.ops import EXTENDED_OPS, NASNET_EXT_OPS, NASNET_OPS, OPS, create_op
-from nasforge.ops.extended import DeformConv
+from nasforge.ops.deformable import DeformConv
 from nasforge.search_spaces import get_space
 from nasforge.zoo import SETTINGS
 

@@ -1,4 +1,5 @@
-"""A plain `pip install .` maps search_spaces/ and controllers/ into the nasforge package."""
+"""A plain `pip install .` maps search_spaces/ and controllers/ into the nasforge package
+(through the links nasforge/search_spaces and nasforge/controllers)."""
 import os
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ def test_wheel_installs_subpackages_under_nasforge_only(tmp_path):
                                              ("controllers", "nasforge/controllers"))
                 for p in (ROOT / folder).rglob("*.py")}
     missing = sorted(expected - set(names))
-    assert not missing, f"not packaged (add the package to pyproject.toml): {missing}"
+    assert not missing, f"not packaged (a folder without __init__.py?): {missing}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "nasforge = nasforge.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -1,10 +1,20 @@
-"""Registered ops and combines. Importing this package fills the registries."""
-# imported for their side effect: filling the registries
-from nasforge.ops import (classic, classic_cifar, classic_ext, classic_more, combines,  # noqa: F401
-                          extended, nasnet, whitening)
-from nasforge.ops.extended import EXTENDED_OPS, NASNET_EXT_OPS
-from nasforge.ops.nasnet import NASNET_OPS
-from nasforge.registry import COMBINES, OPS, create_op, register_combine, register_op
+"""Registered ops, combines and activations. Importing this package fills the registries.
 
-__all__ = ["NASNET_OPS", "EXTENDED_OPS", "NASNET_EXT_OPS", "OPS", "COMBINES", "create_op",
-           "register_op", "register_combine"]
+One module per kind of op: ``nasnet`` (NASNet's 13 and DARTS' dilated separable convs, TF
+'SAME' padding, on ``layers``), ``conv_pool_linear`` (the single layers of hand-designed
+networks), ``channel_groups`` (channel shuffle/split/slice/pad, grouped convs), ``attention``
+(SE/CBAM/BAM gates, residual attention), ``selective_kernel``, ``deformable``, ``residual``
+(stochastic depth, residual scaling, highway), ``lenet``, ``whitening``; ``combines`` and
+``activations`` hold the generic combines and every activation.
+"""
+# imported for their side effect: filling the registries
+from nasforge.ops import (activations, attention, channel_groups, combines,  # noqa: F401
+                          conv_pool_linear, deformable, lenet, nasnet, residual,
+                          selective_kernel, whitening)
+from nasforge.ops.nasnet import EXTENDED_OPS, NASNET_EXT_OPS, NASNET_OPS
+from nasforge.registry import (ACTIVATIONS, COMBINES, OPS, create_activation, create_op,
+                               register_activation, register_combine, register_op)
+
+__all__ = ["NASNET_OPS", "EXTENDED_OPS", "NASNET_EXT_OPS", "OPS", "COMBINES", "ACTIVATIONS",
+           "create_op", "create_activation", "register_op", "register_combine",
+           "register_activation"]

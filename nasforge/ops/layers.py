@@ -120,6 +120,13 @@ class AvgPool2dSame(nn.Module):
         return summed / count
 
 
+def require_same_channels(op: str, c_in: int, c_out: int) -> None:
+    """Called by the factory of an op that cannot change the channel count: ValueError when
+    it is asked to."""
+    if c_in != c_out:
+        raise ValueError(f"{op} cannot change channels ({c_in} -> {c_out})")
+
+
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 

@@ -156,9 +156,26 @@ def dil_sep_conv_3x3(c_in, c_out, stride):
     return SeparableConv(c_in, c_out, 3, stride, repeats=1, dilation=2)
 
 
+@register_op("dil_sep_conv_5x5", family="darts")
+def dil_sep_conv_5x5(c_in, c_out, stride):
+    """DARTS' dil_conv_5x5 (Liu et al. 2019): ReLU -> depthwise 5x5 (dilation 2) -> pointwise
+    -> BN."""
+    return SeparableConv(c_in, c_out, 5, stride, repeats=1, dilation=2)
+
+
 # The search space's vocabulary, in the order of the paper's list (docs/reference.md section 1).
 NASNET_OPS: tuple[str, ...] = (
     "identity", "conv_1x3_3x1", "conv_1x7_7x1", "dil_conv_3x3", "avg_pool_3x3", "max_pool_3x3",
     "max_pool_5x5", "max_pool_7x7", "conv_1x1", "conv_3x3", "sep_conv_3x3", "sep_conv_5x5",
     "sep_conv_7x7",
 )
+# The building blocks of the CNN-design literature as searchable cell ops (issue 15), in the
+# order of its list; they follow the conventions above and live with their kind of op
+# (nasforge.ops.attention, deformable, selective_kernel, channel_groups).
+EXTENDED_OPS: tuple[str, ...] = (
+    "se_gate", "cbam_gate", "bam_gate", "deform_conv_3x3", "deform_conv_v2_3x3",
+    "sk_conv_3x3_5x5", "dil_sep_conv_5x5", "shuffle_conv_3x3",
+)
+# The nasnet-ext vocabulary: NASNet's 13, DARTS' dilated separable 3x3 (the 5x5's sibling),
+# then the literature's ops.
+NASNET_EXT_OPS: tuple[str, ...] = NASNET_OPS + ("dil_sep_conv_3x3",) + EXTENDED_OPS

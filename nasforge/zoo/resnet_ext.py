@@ -2,8 +2,9 @@
 
 All three are torchvision's ResNet-50 layout (v1.5: the stride on the 3x3 conv, which the
 authors' CBAM/BAM code also uses) with one change each, written with the registered ops of
-``nasforge.ops.extended``; op node ids follow the reference implementations' module names, so
-weight import is a name lookup (``nasforge.weights.load_resnet_state``).
+``nasforge.ops.deformable`` and ``nasforge.ops.attention``; op node ids follow the reference
+implementations' module names, so weight import is a name lookup
+(``nasforge.weights.load_resnet_state``).
 
 * ``dcn_resnet50``: the 3x3 convs of stages conv3-conv5 (``layer2``-``layer4``) deformable, the
   placement of DCNv2 (Zhu et al. 2019, section 4) and mmdetection's ``stage_with_dcn``; the
@@ -32,7 +33,7 @@ from functools import partial
 import torch
 
 from nasforge.dsl import Cell, CellChain
-from nasforge.ops.extended import DeformConv
+from nasforge.ops.deformable import DeformConv
 from nasforge.weights import load_resnet_state
 from nasforge.zoo.registry import ZooEntry, register_model
 from nasforge.zoo.resnet import classifier_head, conv_bn_act, imagenet_stem
