@@ -36,10 +36,3 @@ def test_a_module_missing_from_the_rendered_pages_is_reported():
     rendered = set(hooks.HEADING_ID.findall(html))
     expected = {"nasforge.search", "nasforge.search.runner", "nasforge.search.screen"}
     assert hooks.missing_api_pages(expected, rendered) == ["nasforge.search.screen"]
-
-
-def test_the_installed_subpackages_come_from_pyproject():
-    dirs = hooks.package_dirs()
-    assert dirs["nasforge.controllers"] == ROOT / "controllers"
-    assert dirs["nasforge.search_spaces"] == ROOT / "search_spaces"
-    assert dirs["nasforge"] == ROOT / "nasforge"
