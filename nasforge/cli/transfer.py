@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cluster import ResourceError
+
 
 def register(sub):
     p = sub.add_parser("transfer", help="train a found cell on ImageNet-style data next to "
@@ -99,6 +101,9 @@ def run(args) -> int:
         out = run_transfer(config, run_dir, resume=args.resume, on_message=_progress)
     except TransferError as e:
         raise UsageError(str(e)) from None
+    except ResourceError as e:  # the library names the resource, the CLI the option
+        option = "--gpus" if e.resource == "GPU" else "--workers"
+        raise UsageError(e.message(f"{option} {e.asked:g}")) from None
     except TransferFailed as e:
         print(f"nasforge: error: {e}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.cluster import ray_session
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
@@ -144,20 +145,19 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------- resources
+def resources_asked(config: TransferConfig) -> dict:
+    """The ``ray_session`` keywords of a transfer: one GPU per worker, or one CPU per worker."""
+    return {"gpus": config.gpus} if config.gpus > 0 else {"cpus": config.workers}
+
+
 def plan_workers(config: TransferConfig, cluster: dict) -> dict:
-    """``{"num_workers", "use_gpu", "cpus_per_worker", "loader_workers"}`` for the cluster."""
+    """``{"num_workers", "use_gpu", "cpus_per_worker", "loader_workers"}`` for a cluster with
+    ``cluster`` resources that hold ``resources_asked(config)`` (``ray_session`` checks that)."""
     have_cpus = int(cluster.get("CPU", 0))
-    have_gpus = int(cluster.get("GPU", 0))
     if config.gpus > 0:
-        if config.gpus > have_gpus:
-            raise TransferError(f"--gpus {config.gpus} asked for, but the Ray cluster has "
-                                f"{have_gpus} GPU(s)")
         workers, use_gpu = config.gpus, True
     else:
         workers, use_gpu = config.workers, False
-        if workers > have_cpus:
-            raise TransferError(f"--workers {workers} needs {workers} CPUs, the Ray cluster has "
-                                f"{have_cpus}")
     cpus = max(1, have_cpus // workers)
     loader = config.loader_workers
     if loader is None:
@@ -345,8 +345,6 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                  on_message: Callable[[str], None] | None = None) -> dict:
     """Run (``resume=True``: continue) a transfer in ``run_dir``; return
     ``{"run_dir", "rows", "table"}``."""
-    from nasforge.cluster import connect_ray
-
     say = on_message or (lambda msg: log.info("%s", msg))
     run_dir = Path(run_dir)
     plan_path = run_dir / PLAN
@@ -378,11 +376,8 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         if not (model_dir / RESULT).is_file() and (model_dir / CHECKPOINT_NAME).is_file():
             resumed_epochs[entry["spec"]["label"]] = \
                 load_checkpoint(model_dir / CHECKPOINT_NAME)["epoch"]
-    started = connect_ray(config.address)
-    try:
-        import ray
-
-        resources = plan_workers(config, ray.cluster_resources())
+    with ray_session(config.address, **resources_asked(config)) as cluster:
+        resources = plan_workers(config, cluster.resources)
         kind = "GPU" if resources["use_gpu"] else "CPU"
         say(f"{len(plan_d['models'])} models, each on {resources['num_workers']} data-parallel "
             f"{kind} worker(s) ({resources['cpus_per_worker']} CPU(s), "
@@ -411,9 +406,4 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                                      f"(continue with --resume)")
             rows.append(read_json(path, "model result"))
         table = write_comparison(run_dir, rows, plan_d)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     return {"run_dir": str(run_dir), "rows": rows, "table": table}
