@@ -103,6 +103,23 @@ def test_imagenet_networks_match_info_and_published_counts(tmp_path):
     assert count_params(with_aux) - count_params(model) == aux_head
 
 
+def test_a_baseline_trains_with_the_recipes_stochastic_depth_as_nasforge_train_does():
+    """A recipe with stochastic depth p_L < 1 reaches a transfer baseline whose builder takes
+    the option (as `nasforge train` builds it): block l of L survives with p_l = 1 - l / L
+    (1 - p_L) (Huang et al. 2016, eq. 4); with p_L = 1 the blocks have no stochastic depth."""
+    from nasforge.transfer import build
+    from nasforge.transfer.models import ModelSpec
+
+    spec = ModelSpec(label="resnet110", kind="baseline", ref="resnet110", setting="cifar")
+    recipe = dataclasses.replace(RECIPES["imagenet-baseline"], stochastic_depth=0.5)
+    survivals = [m.survival for m in build(spec, 10, 32, recipe).modules()
+                 if hasattr(m, "survival")]
+    blocks = 54  # ResNet-110: 3 stages of (110 - 2) / 6 residual blocks
+    assert survivals == pytest.approx([1 - b / blocks * 0.5 for b in range(1, blocks + 1)])
+    plain = build(spec, 10, 32, RECIPES["imagenet-baseline"])
+    assert not any(hasattr(m, "survival") for m in plain.modules())
+
+
 def test_info_cli_agrees(tmp_path, capsys):
     from nasforge.transfer import cell_spec, resolve_cell, spec_info
 

@@ -55,22 +55,20 @@ def _progress(msg: str) -> None:
 
 
 def _build(model_name: str, setting, recipe, data, arch):
-    """The model for ``data`` (its classes, channels and image size); drop-path and the
-    auxiliary head of the recipe apply to cell networks, stochastic depth to zoo chains, the
-    recipe's model overrides only to its own default model."""
+    """The model for ``data`` (its classes, channels and image size) with the overrides of
+    the recipe that apply to it (``Recipe.build_overrides``)."""
     from nasforge import build_model
     from nasforge.api import is_file_reference
     from nasforge.dsl import CellChain
 
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
         is_file = is_file_reference(model_name)
-        own = dict(recipe.model_overrides) if model_name == recipe.model else {}
         overrides = {"input_size": data.image_size[0],
-                     **({} if is_file else {**recipe.chain_overrides, **own})}
+                     **recipe.build_overrides(model_name,
+                                              network="chain_file" if is_file else "chain")}
         num_classes = None if is_file else data.num_classes  # a chain file fixes its head
     else:
-        overrides = recipe.overrides if model_name == recipe.model else \
-            recipe.training_overrides
+        overrides = recipe.build_overrides(model_name)
         overrides.update(input_size=data.image_size[0], in_channels=data.channels)
         num_classes = data.num_classes
     return build_model(model_name, setting, num_classes=num_classes, **overrides), overrides

@@ -330,7 +330,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             run.save_searcher(searcher.state_dict())
             setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
                                    data.image_size[0], data.channels,
-                                   tuple(sorted(recipe.overrides.items())),
+                                   tuple(sorted(recipe.build_overrides().items())),
                                    config.latency_table)
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
                                           requeue=requeue, goal=goal, stop=stop,
@@ -429,7 +429,7 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
 
     settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
                              setting=recipe.setting or "cifar",
-                             overrides=tuple(recipe.overrides.items()),
+                             overrides=tuple(recipe.build_overrides().items()),
                              seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
                              faults=config.faults, objective=config.goal.primary.name)
     trainable = tune.with_resources(
