@@ -25,7 +25,7 @@ from nasforge.cluster import ResourceError, check_resources
 from nasforge.controllers import get_searcher
 from nasforge.search import RunFolder, SearchConfig, SearchError, best_trial, read_trials
 from nasforge.search.adapter import TuneSearcherAdapter
-from nasforge.search.faults import parse_faults
+from nasforge.faults import parse_faults
 from nasforge.search.run_folder import device_seconds
 from nasforge.search.runner import _reconcile, plan_resources, resources_asked
 from nasforge.search_spaces import get_space
@@ -88,6 +88,26 @@ def test_fault_spec_parsing():
     assert parse_faults(None) == ()
     with pytest.raises(ValueError, match="bad entry"):
         parse_faults("explode:1")
+
+
+def test_one_fault_spelling_names_trials_and_transfer_models():
+    """nasforge.faults serves search trials (by id) and transfer models (by label) alike."""
+    from nasforge.faults import FaultPlan, InjectedFault, faults_from_env
+
+    assert parse_faults("raise:resnet18,nan:*") == (("raise", "resnet18"), ("nan", -1))
+    assert faults_from_env({"NASFORGE_INJECT_FAULTS": "kill:2"}) == (("kill", 2),)
+    with pytest.raises(ValueError, match="bad entry 'raise:res net'"):
+        parse_faults("raise:res net")
+    faults = parse_faults("raise:resnet18,kill:3,broken:*")
+    plans = {t: FaultPlan(faults, t, restored=False) for t in (3, "resnet18", "found")}
+    assert plans[3].kinds == {"kill", "broken"}
+    assert plans["resnet18"].kinds == {"raise", "broken"}
+    assert plans["found"].kinds == {"broken"}
+    plans["resnet18"].after_epoch(2)  # only after the first epoch
+    with pytest.raises(InjectedFault, match="^injected fault: the training of resnet18 raised"):
+        plans["resnet18"].after_epoch(1)
+    with pytest.raises(InjectedFault, match="^injected fault: trial 3 cannot start"):
+        FaultPlan(faults, 3, restored=True, name="trial 3").before_training(None)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -280,14 +280,14 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
 
     from nasforge import build_model
     from nasforge.transfer.models import ModelSpec
-    from nasforge.transfer.worker import FAIL_ENV
+    from nasforge.faults import ENV_VAR
 
     run = _fake_search_run(tmp_path / "search")
     args = ["transfer", str(run), "--data", str(tiny_imagefolder), "--workers", "2",
             "--epochs", "2", "--image-size", "32", "--batch-size", "40", "--N", "1",
             "--penultimate", "96", "--loader-workers", "0", "--max-failures", "0",
             "--runs-dir", str(tmp_path / "runs"), "--name", "t"]
-    monkeypatch.setenv(FAIL_ENV, "resnet18:1")
+    monkeypatch.setenv(ENV_VAR, "raise:resnet18")  # after its first epoch
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "training resnet18 failed" in err and "--resume" in err
@@ -297,7 +297,7 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
     assert len(first) == 1 and not (run_dir / "resnet18" / "result.json").exists()
     assert torch.load(run_dir / "resnet18" / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
-    monkeypatch.delenv(FAIL_ENV)
+    monkeypatch.delenv(ENV_VAR)
     assert main(["transfer", "--resume", "--name", "t", "--runs-dir",
                  str(tmp_path / "runs")]) == 0
     out, err = capsys.readouterr()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from nasforge.cluster import ResourceError
+from nasforge.faults import faults_from_env
 from nasforge.timefmt import format_duration
 
 
@@ -163,7 +164,6 @@ def run(args) -> int:
     from nasforge.cli import UsageError
     from nasforge.oneshot.methods import DEFAULT_RECIPES
     from nasforge.search import SearchConfig
-    from nasforge.search.faults import ENV_VAR, parse_faults
     from nasforge.search.runner import run_search
 
     goal = _goal(args)
@@ -172,7 +172,7 @@ def run(args) -> int:
         config = None
     else:
         try:
-            faults = parse_faults(os.environ.get(ENV_VAR))
+            faults = faults_from_env()
         except ValueError as e:
             raise UsageError(str(e)) from None
         config = SearchConfig(
