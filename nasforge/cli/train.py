@@ -4,8 +4,8 @@ named recipe (``nasforge train --run runs/X --recipe final-cifar``: the run's ``
 Writes the training run folder ``<runs-dir>/<name>/`` (``nasforge.train.run_folder``:
 ``config.json`` with the resolved recipe, model, data and version, ``metrics.jsonl``,
 TensorBoard event files, ``checkpoint.pt``); running again with the same ``--name`` resumes
-from the checkpoint. Progress goes to stderr; ``--json``
-prints one final JSON object on stdout.
+from the checkpoint. Progress goes to stderr; ``--json`` prints one final JSON object on
+stdout.
 """
 from __future__ import annotations
 
