@@ -335,6 +335,23 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
 
 
 # --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("option, resource", [("--gpus", "GPU"), ("--workers", "CPU")])
+def test_more_than_the_cluster_has_is_one_line_naming_the_option(option, resource, ray_local,
+                                                                 tiny_imagefolder, tmp_path,
+                                                                 capsys):
+    """ray_session refuses what the module's 2-CPU, GPU-less Ray cannot give; the CLI names
+    its option, nothing trains."""
+    run = _fake_search_run(tmp_path / "search")
+    code = main(["transfer", str(run), "--data", str(tiny_imagefolder), option, "4",
+                 "--epochs", "1", "--image-size", "32", "--N", "1", "--penultimate", "96",
+                 "--runs-dir", str(tmp_path / "runs"), "--name", "t"])
+    have = 0 if resource == "GPU" else 2
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == \
+        [f"nasforge: error: {option} 4 asked for, but the Ray cluster has {have} {resource}(s)"]
+    assert not list((tmp_path / "runs" / "t").glob("*/checkpoint.pt"))
+
+
 @pytest.mark.parametrize("case, expect", [
     ("no_val", "has no val/ folder"),
     ("no_train", "has no train/ folder"),
