@@ -1,4 +1,5 @@
-"""Joining a Ray cluster: ``connect_ray``, for ``nasforge search`` and ``nasforge transfer``.
+"""Joining a Ray cluster: ``ray_session`` (connect, check the resources asked for, shut down
+what it started), for black-box search, one-shot search on Ray Train and ``nasforge transfer``.
 
 Ray's token authentication: a head started by ``ray start --head`` while a token exists (Ray
 2.60 writes one to ``~/.ray/auth_token`` the first time ``ray.init()`` starts a local cluster)
@@ -19,6 +20,7 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,64 @@ HOW_TO_GIVE_A_TOKEN = (f"give the cluster's token (`ray get-auth-token` on its h
 
 class ClusterError(ValueError):
     """The Ray cluster cannot be reached or refuses us: one line for the user (exit code 2)."""
+
+
+class ResourceError(ClusterError):
+    """The Ray cluster has fewer GPUs or CPUs than a run asks for (``ray_session``'s check)."""
+
+    def __init__(self, resource: str, asked: float, have: float):
+        self.resource, self.asked, self.have = resource, asked, have  # "GPU" or "CPU"
+        super().__init__(self.message(f"{asked:g} {resource}(s)"))
+
+    def message(self, asked_by: str) -> str:
+        """The message with the request named by ``asked_by`` (the CLI names its option,
+        ``"--gpus 8"``; the library the amount, ``"8 GPU(s)"``)."""
+        return f"{asked_by} asked for, but the Ray cluster has {self.have:g} {self.resource}(s)"
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """What ``ray_session`` yields: the cluster's resources when the session began."""
+
+    resources: dict  # ray.cluster_resources(): {"CPU": 16.0, "GPU": 2.0, ...}
+    started: bool  # this session started the cluster (and shuts it down when it ends)
+
+    @property
+    def gpus(self) -> float:
+        return float(self.resources.get("GPU", 0))
+
+    @property
+    def cpus(self) -> float:
+        return float(self.resources.get("CPU", 0))
+
+
+def check_resources(resources: dict, *, gpus: float | None = None,
+                    cpus: float | None = None) -> None:
+    """ResourceError unless ``resources`` (``ray.cluster_resources()``) hold ``gpus`` GPUs and
+    ``cpus`` CPUs (None: nothing asked for)."""
+    for resource, asked in (("GPU", gpus), ("CPU", cpus)):
+        have = float(resources.get(resource, 0))
+        if asked is not None and asked > have + 1e-9:  # fractions of a GPU add up in floats
+            raise ResourceError(resource, float(asked), have)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, *, gpus: float | None = None, cpus: float | None = None):
+    """``with ray_session(address, gpus=2) as session:`` joins the cluster at ``address``
+    (``connect_ray``: a new local one for None, the token handling), checks that it has
+    ``gpus`` GPUs and ``cpus`` CPUs (``check_resources``) and yields a :class:`RaySession`;
+    on exit, also after an error, shuts Ray down if (and only if) this session started it.
+    The one way nasforge's search, one-shot search and transfer reach Ray."""
+    import ray
+
+    started = connect_ray(address)
+    try:
+        resources = dict(ray.cluster_resources())
+        check_resources(resources, gpus=gpus, cpus=cpus)
+        yield RaySession(resources, started)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def find_auth_token(environ=None, home: Path | None = None) -> str | None:

@@ -76,6 +76,44 @@ def test_train_json_and_run_folder(fx, tmp_path, capsys):
     assert res2["test_acc"] == res["test_acc"] and res2["train_loss"] == res["train_loss"]
 
 
+def test_a_training_run_folder_keeps_its_metrics_in_step_with_its_checkpoint(tmp_path):
+    """The training run folder of `nasforge train` and of every transfer model: a new run
+    writes nothing before training starts and then empties a stale metrics.jsonl; a resumed
+    run keeps the checkpoint's epochs (dropping lines a kill left beyond it) before its data
+    loads; every epoch adds a line and TensorBoard scalars of its finite numbers."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nasforge.train import save_checkpoint
+    from nasforge.train.run_folder import TrainingRunFolder
+
+    assert TrainingRunFolder(tmp_path / "none").resumed_epochs() == 0
+    assert not (tmp_path / "none").exists()
+    new = TrainingRunFolder(tmp_path / "new")
+    new.path.mkdir()
+    (new.path / "metrics.jsonl").write_text('{"epoch": 7}\n')
+    assert new.resumed_epochs() == 0
+    with new.open():
+        assert (new.path / "metrics.jsonl").read_text() == ""
+        new.log_epoch(1, {"epoch": 1, "train_loss": 0.5, "val_acc": float("nan")})
+    assert (new.path / "metrics.jsonl").read_text() == \
+        '{"epoch": 1, "train_loss": 0.5, "val_acc": NaN}\n'
+    scalars = EventAccumulator(str(new.path)).Reload()
+    assert scalars.Tags()["scalars"] == ["train_loss"]
+    assert [(e.step, e.value) for e in scalars.Scalars("train_loss")] == [(1, 0.5)]
+
+    resumed = TrainingRunFolder(tmp_path / "resumed")
+    save_checkpoint(tmp_path / "resumed" / "checkpoint.pt",
+                    {"epoch": 2, "history": [{"epoch": 1, "a": 1}, {"epoch": 2, "a": 2}]})
+    metrics = tmp_path / "resumed" / "metrics.jsonl"
+    metrics.write_text('{"epoch": 1, "a": 1, "x": 0}\n{"epoch": 2, "a": 2}\n{"epoch": 3}\n')
+    assert resumed.resumed_epochs() == 2
+    assert metrics.read_text() == '{"epoch": 1, "a": 1, "x": 0}\n{"epoch": 2, "a": 2}\n'
+    with resumed.open(board=False):
+        resumed.log_epoch(3, {"epoch": 3, "a": 3})
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert not list(resumed.path.glob("events.out.tfevents.*"))
+
+
 def test_train_imagefolder_and_cell_pair_file(fx, tmp_path, capsys):
     from nasforge.zoo import ZOO
 

@@ -21,12 +21,13 @@ import numpy as np
 import pytest
 
 from nasforge.cli import main
+from nasforge.cluster import ResourceError, check_resources
 from nasforge.controllers import get_searcher
 from nasforge.search import RunFolder, SearchConfig, SearchError, best_trial, read_trials
 from nasforge.search.adapter import TuneSearcherAdapter
-from nasforge.search.faults import parse_faults
+from nasforge.faults import parse_faults
 from nasforge.search.run_folder import device_seconds
-from nasforge.search.runner import _reconcile, plan_resources
+from nasforge.search.runner import _reconcile, plan_resources, resources_asked
 from nasforge.search_spaces import get_space
 from nasforge.train import get_recipe
 from nasforge.train.recipes import register_recipe
@@ -89,6 +90,26 @@ def test_fault_spec_parsing():
         parse_faults("explode:1")
 
 
+def test_one_fault_spelling_names_trials_and_transfer_models():
+    """nasforge.faults serves search trials (by id) and transfer models (by label) alike."""
+    from nasforge.faults import FaultPlan, InjectedFault, faults_from_env
+
+    assert parse_faults("raise:resnet18,nan:*") == (("raise", "resnet18"), ("nan", -1))
+    assert faults_from_env({"NASFORGE_INJECT_FAULTS": "kill:2"}) == (("kill", 2),)
+    with pytest.raises(ValueError, match="bad entry 'raise:res net'"):
+        parse_faults("raise:res net")
+    faults = parse_faults("raise:resnet18,kill:3,broken:*")
+    plans = {t: FaultPlan(faults, t, restored=False) for t in (3, "resnet18", "found")}
+    assert plans[3].kinds == {"kill", "broken"}
+    assert plans["resnet18"].kinds == {"raise", "broken"}
+    assert plans["found"].kinds == {"broken"}
+    plans["resnet18"].after_epoch(2)  # only after the first epoch
+    with pytest.raises(InjectedFault, match="^injected fault: the training of resnet18 raised"):
+        plans["resnet18"].after_epoch(1)
+    with pytest.raises(InjectedFault, match="^injected fault: trial 3 cannot start"):
+        FaultPlan(faults, 3, restored=True, name="trial 3").before_training(None)
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(trials=0), "--trials"), (dict(scheduler="hyperband"), "unknown scheduler"),
     (dict(gpus_per_trial=1.5), "gpus-per-trial"), (dict(max_retries=-1), "max-retries"),
@@ -113,9 +134,12 @@ def test_plan_resources(cluster, kw, per_trial, concurrency):
     assert ("CPU" in note) == (per_trial["gpu"] == 0)
 
 
-def test_plan_resources_refuses_more_gpus_than_the_cluster_has():
-    with pytest.raises(SearchError, match="--gpus 8 asked for, but the Ray cluster has 0"):
-        plan_resources(SearchConfig(gpus=8), {"CPU": 2})
+def test_a_search_asking_for_more_gpus_than_the_cluster_has_is_refused():
+    # ray_session's check (nasforge.cluster) with what a search asks for; the CLI names the
+    # option (test_search_cli_bad_input: "--gpus 8 asked for")
+    with pytest.raises(ResourceError,
+                       match=r"^8 GPU\(s\) asked for, but the Ray cluster has 0 GPU\(s\)$"):
+        check_resources({"CPU": 2}, **resources_asked(SearchConfig(gpus=8)))
 
 
 # ------------------------------------------------------------------------------------ adapter

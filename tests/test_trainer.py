@@ -93,6 +93,26 @@ def test_recipes_registry():
         Recipe(name="bad", epochs=0)
 
 
+def test_one_rule_says_which_recipe_overrides_a_model_gets():
+    final = get_recipe("final-cifar")  # nasnet_a N=6 F=32; drop-path keep 0.6, aux head
+    training = {"drop_path_keep_prob": 0.6, "aux_head": True}
+    assert final.build_overrides("nasnet_a") == final.build_overrides() == \
+        {"N": 6, "filters": 32, **training}  # its own model (search children: None)
+    assert final.build_overrides("pnasnet") == training  # another cell network
+    assert final.build_overrides("runs/x/best_cell.json") == training
+    # a supernet has neither drop-path nor an auxiliary head
+    assert final.build_overrides(network="supernet") == \
+        {"N": 6, "filters": 32, "drop_path_keep_prob": 1.0, "aux_head": False}
+    depth = get_recipe("cifar-stochastic-depth")  # resnet110, p_L = 0.5
+    assert depth.build_overrides("resnet110", network="chain") == {"stochastic_depth": 0.5}
+    assert depth.build_overrides("resnet56", network="chain") == {"stochastic_depth": 0.5}
+    assert depth.build_overrides("chain.json", network="chain_file") == {}
+    assert get_recipe("cifar-fast").build_overrides("airbench", network="chain") == \
+        {"widths": (32, 128, 128)}
+    with pytest.raises(ValueError, match="unknown network kind 'graph'"):
+        final.build_overrides(network="graph")
+
+
 def test_cosine_warmup_schedule():
     total, warm = 100, 10
     f = [cosine_warmup(s, total, warm, 0.0) for s in range(total)]

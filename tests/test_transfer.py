@@ -103,6 +103,23 @@ def test_imagenet_networks_match_info_and_published_counts(tmp_path):
     assert count_params(with_aux) - count_params(model) == aux_head
 
 
+def test_a_baseline_trains_with_the_recipes_stochastic_depth_as_nasforge_train_does():
+    """A recipe with stochastic depth p_L < 1 reaches a transfer baseline whose builder takes
+    the option (as `nasforge train` builds it): block l of L survives with p_l = 1 - l / L
+    (1 - p_L) (Huang et al. 2016, eq. 4); with p_L = 1 the blocks have no stochastic depth."""
+    from nasforge.transfer import build
+    from nasforge.transfer.models import ModelSpec
+
+    spec = ModelSpec(label="resnet110", kind="baseline", ref="resnet110", setting="cifar")
+    recipe = dataclasses.replace(RECIPES["imagenet-baseline"], stochastic_depth=0.5)
+    survivals = [m.survival for m in build(spec, 10, 32, recipe).modules()
+                 if hasattr(m, "survival")]
+    blocks = 54  # ResNet-110: 3 stages of (110 - 2) / 6 residual blocks
+    assert survivals == pytest.approx([1 - b / blocks * 0.5 for b in range(1, blocks + 1)])
+    plain = build(spec, 10, 32, RECIPES["imagenet-baseline"])
+    assert not any(hasattr(m, "survival") for m in plain.modules())
+
+
 def test_info_cli_agrees(tmp_path, capsys):
     from nasforge.transfer import cell_spec, resolve_cell, spec_info
 
@@ -263,14 +280,14 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
 
     from nasforge import build_model
     from nasforge.transfer.models import ModelSpec
-    from nasforge.transfer.worker import FAIL_ENV
+    from nasforge.faults import ENV_VAR
 
     run = _fake_search_run(tmp_path / "search")
     args = ["transfer", str(run), "--data", str(tiny_imagefolder), "--workers", "2",
             "--epochs", "2", "--image-size", "32", "--batch-size", "40", "--N", "1",
             "--penultimate", "96", "--loader-workers", "0", "--max-failures", "0",
             "--runs-dir", str(tmp_path / "runs"), "--name", "t"]
-    monkeypatch.setenv(FAIL_ENV, "resnet18:1")
+    monkeypatch.setenv(ENV_VAR, "raise:resnet18")  # after its first epoch
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "training resnet18 failed" in err and "--resume" in err
@@ -280,7 +297,7 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
     assert len(first) == 1 and not (run_dir / "resnet18" / "result.json").exists()
     assert torch.load(run_dir / "resnet18" / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
-    monkeypatch.delenv(FAIL_ENV)
+    monkeypatch.delenv(ENV_VAR)
     assert main(["transfer", "--resume", "--name", "t", "--runs-dir",
                  str(tmp_path / "runs")]) == 0
     out, err = capsys.readouterr()
@@ -318,6 +335,23 @@ def test_transfer_end_to_end_crash_and_resume(ray_local, tiny_imagefolder, tmp_p
 
 
 # --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("option, resource", [("--gpus", "GPU"), ("--workers", "CPU")])
+def test_more_than_the_cluster_has_is_one_line_naming_the_option(option, resource, ray_local,
+                                                                 tiny_imagefolder, tmp_path,
+                                                                 capsys):
+    """ray_session refuses what the module's 2-CPU, GPU-less Ray cannot give; the CLI names
+    its option, nothing trains."""
+    run = _fake_search_run(tmp_path / "search")
+    code = main(["transfer", str(run), "--data", str(tiny_imagefolder), option, "4",
+                 "--epochs", "1", "--image-size", "32", "--N", "1", "--penultimate", "96",
+                 "--runs-dir", str(tmp_path / "runs"), "--name", "t"])
+    have = 0 if resource == "GPU" else 2
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == \
+        [f"nasforge: error: {option} 4 asked for, but the Ray cluster has {have} {resource}(s)"]
+    assert not list((tmp_path / "runs" / "t").glob("*/checkpoint.pt"))
+
+
 @pytest.mark.parametrize("case, expect", [
     ("no_val", "has no val/ folder"),
     ("no_train", "has no train/ folder"),

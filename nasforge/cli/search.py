@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cluster import ResourceError
+from nasforge.faults import faults_from_env
 from nasforge.timefmt import format_duration
 
 
@@ -162,7 +164,6 @@ def run(args) -> int:
     from nasforge.cli import UsageError
     from nasforge.oneshot.methods import DEFAULT_RECIPES
     from nasforge.search import SearchConfig
-    from nasforge.search.faults import ENV_VAR, parse_faults
     from nasforge.search.runner import run_search
 
     goal = _goal(args)
@@ -171,7 +172,7 @@ def run(args) -> int:
         config = None
     else:
         try:
-            faults = parse_faults(os.environ.get(ENV_VAR))
+            faults = faults_from_env()
         except ValueError as e:
             raise UsageError(str(e)) from None
         config = SearchConfig(
@@ -200,13 +201,20 @@ def run(args) -> int:
 
     from nasforge.oneshot.run import is_oneshot, run_oneshot
 
-    if is_oneshot(config, run_dir):
-        summary = run_oneshot(config, run_dir, resume=bool(args.resume),
-                              on_epoch=lambda line: _say(epoch_line(line)), on_start=on_start)
-    else:
-        summary = run_search(config, run_dir, resume=bool(args.resume),
-                             on_progress=lambda p: _say(progress_line(p)), on_start=on_start,
-                             expect_goal=goal if args.resume else None)
+    oneshot = is_oneshot(config, run_dir)
+    try:
+        if oneshot:
+            summary = run_oneshot(config, run_dir, resume=bool(args.resume),
+                                  on_epoch=lambda line: _say(epoch_line(line)),
+                                  on_start=on_start)
+        else:
+            summary = run_search(config, run_dir, resume=bool(args.resume),
+                                 on_progress=lambda p: _say(progress_line(p)),
+                                 on_start=on_start, expect_goal=goal if args.resume else None)
+    except ResourceError as e:  # the library names the resource, the CLI the option
+        option = "--gpus" if e.resource == "GPU" else "--workers" if oneshot else \
+            "--cpus-per-trial"
+        raise UsageError(e.message(f"{option} {e.asked:g}")) from None
     if args.json:
         print(json.dumps(summary))
     return _report_end(summary, run_dir, done_line=not args.json)

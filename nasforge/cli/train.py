@@ -1,10 +1,11 @@
 """``nasforge train``: train a zoo model, a cell-pair JSON or a search run's best cell with a
 named recipe (``nasforge train --run runs/X --recipe final-cifar``: the run's ``best_cell.json``).
 
-Writes ``<runs-dir>/<name>/``: ``config.json`` (resolved recipe, model, data, version),
-``metrics.jsonl`` (one line per epoch), TensorBoard event files and ``checkpoint.pt``; running
-again with the same ``--name`` resumes from the checkpoint. Progress goes to stderr; ``--json``
-prints one final JSON object on stdout.
+Writes the training run folder ``<runs-dir>/<name>/`` (``nasforge.train.run_folder``:
+``config.json`` with the resolved recipe, model, data and version, ``metrics.jsonl``,
+TensorBoard event files, ``checkpoint.pt``); running again with the same ``--name`` resumes
+from the checkpoint. Progress goes to stderr; ``--json`` prints one final JSON object on
+stdout.
 """
 from __future__ import annotations
 
@@ -55,22 +56,20 @@ def _progress(msg: str) -> None:
 
 
 def _build(model_name: str, setting, recipe, data, arch):
-    """The model for ``data`` (its classes, channels and image size); drop-path and the
-    auxiliary head of the recipe apply to cell networks, stochastic depth to zoo chains, the
-    recipe's model overrides only to its own default model."""
+    """The model for ``data`` (its classes, channels and image size) with the overrides of
+    the recipe that apply to it (``Recipe.build_overrides``)."""
     from nasforge import build_model
     from nasforge.api import is_file_reference
     from nasforge.dsl import CellChain
 
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
         is_file = is_file_reference(model_name)
-        own = dict(recipe.model_overrides) if model_name == recipe.model else {}
         overrides = {"input_size": data.image_size[0],
-                     **({} if is_file else {**recipe.chain_overrides, **own})}
+                     **recipe.build_overrides(model_name,
+                                              network="chain_file" if is_file else "chain")}
         num_classes = None if is_file else data.num_classes  # a chain file fixes its head
     else:
-        overrides = recipe.overrides if model_name == recipe.model else \
-            recipe.training_overrides
+        overrides = recipe.build_overrides(model_name)
         overrides.update(input_size=data.image_size[0], in_channels=data.channels)
         num_classes = data.num_classes
     return build_model(model_name, setting, num_classes=num_classes, **overrides), overrides
@@ -110,8 +109,8 @@ def run(args) -> int:
     import nasforge
     from nasforge.cli import UsageError
     from nasforge.data import load_data
-    from nasforge.train import CHECKPOINT_NAME, get_recipe, sync_metrics, train
-    from nasforge.train.epoch_log import log_epoch
+    from nasforge.train import get_recipe, train
+    from nasforge.train.run_folder import TrainingRunFolder
 
     recipe = get_recipe(args.recipe)
     if args.epochs is not None and args.epochs < 1:
@@ -141,10 +140,9 @@ def run(args) -> int:
         stem = f"{Path(args.run_dir).resolve().name}-{stem}"
     name = args.name or f"{stem}-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.runs_dir) / name
-    metrics_path = run_dir / "metrics.jsonl"
-    resuming = (run_dir / CHECKPOINT_NAME).exists()
-    if resuming:  # a refused checkpoint stops the run here, before the data loads
-        done_epochs = sync_metrics(metrics_path, run_dir / CHECKPOINT_NAME)
+    folder = TrainingRunFolder(run_dir)
+    done_epochs = folder.resumed_epochs()  # a refused checkpoint stops here, before the data
+    if done_epochs:
         _progress(f"resuming {run_dir} after epoch {done_epochs}")
 
     val_size = recipe.val_size if args.val_size is None else args.val_size
@@ -153,7 +151,6 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     model, overrides = _build(model_name, setting, recipe, data, arch)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     config = {"nasforge_version": nasforge.__version__, "recipe": recipe.to_dict(),
               "epochs": epochs, "seed": args.seed,
               "model": {"name": model_name, "setting": setting, "overrides": overrides,
@@ -165,21 +162,14 @@ def run(args) -> int:
                        "test": None if data.test is None else len(data.test),
                        "classes": list(data.classes), "image_size": list(data.image_size)},
               "torch_version": torch.__version__}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(log_dir=str(run_dir))
-    except ImportError:  # tensorboard is a dependency; a broken install still trains
+    folder.write_config(config)
+    if folder.open().board is None:
         _progress("warning: tensorboard is not installed: no event files are written")
-        writer = None
-    if not resuming:
-        metrics_path.write_text("")
     t_start = time.perf_counter()
     first_epoch = []
 
     def report(epoch: int, m: dict) -> None:
-        log_epoch(metrics_path, writer, epoch, m)
+        folder.log_epoch(epoch, m)
         if not first_epoch:
             first_epoch.append(epoch - 1)
         done = epoch - first_epoch[0]
@@ -195,12 +185,9 @@ def run(args) -> int:
 
     _progress(f"training {model_name} ({config['model']['params']:,} params) with recipe "
               f"{recipe.name} on {data!r} for {epochs} epochs -> {run_dir}")
-    try:
+    with folder:
         result = train(model, data, recipe, report=report, checkpoint_dir=run_dir,
                        device=args.device, seed=args.seed, epochs=epochs)
-    finally:
-        if writer is not None:
-            writer.close()
     summary = {k: v for k, v in result.items() if k != "history"}
     summary.setdefault("test_acc", None)
     summary.update(run_dir=str(run_dir), recipe=recipe.name, model=model_name)

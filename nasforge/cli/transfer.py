@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cluster import ResourceError
+from nasforge.faults import faults_from_env
+
 
 def register(sub):
     p = sub.add_parser("transfer", help="train a found cell on ImageNet-style data next to "
@@ -96,9 +99,17 @@ def run(args) -> int:
     name = args.name or f"transfer-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.runs_dir) / name
     try:
-        out = run_transfer(config, run_dir, resume=args.resume, on_message=_progress)
+        faults = faults_from_env()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        out = run_transfer(config, run_dir, resume=args.resume, on_message=_progress,
+                           faults=faults)
     except TransferError as e:
         raise UsageError(str(e)) from None
+    except ResourceError as e:  # the library names the resource, the CLI the option
+        option = "--gpus" if e.resource == "GPU" else "--workers"
+        raise UsageError(e.message(f"{option} {e.asked:g}")) from None
     except TransferFailed as e:
         print(f"nasforge: error: {e}", file=sys.stderr)
         return 1

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nasforge.cluster import ray_session
+
 
 def oneshot_worker(loop_config: dict) -> None:
     """``train_loop_per_worker`` of the search's ``TorchTrainer``."""
@@ -55,33 +57,20 @@ def train_data_parallel(config, recipe, run, epochs: int, workers: int,
     """Train the supernet of ``config`` into ``run`` on ``workers`` Ray Train workers (one per
     GPU with ``config.gpus``); returns ``{"status", "epochs", "history"}`` read back from the
     checkpoint rank 0 wrote."""
-    import ray
-
-    from nasforge.cluster import connect_ray
-    from nasforge.search.config import SearchError
     from nasforge.train import CHECKPOINT_NAME, load_checkpoint
     from nasforge.train.data_parallel import torch_trainer
 
     use_gpu = bool(config.gpus)
-    started = connect_ray(config.address)
-    try:
-        have = ray.cluster_resources()
-        if use_gpu and workers > int(have.get("GPU", 0)):
-            raise SearchError(f"--gpus {workers} asked for, but the Ray cluster has "
-                              f"{int(have.get('GPU', 0))} GPU(s)")
-        cpus = max(1, int(have.get("CPU", 1)) // workers)
-        if not use_gpu and workers > int(have.get("CPU", 0)):
-            raise SearchError(f"--workers {workers} needs {workers} CPUs, the Ray cluster has "
-                              f"{int(have.get('CPU', 0))}")
+    # one GPU per worker, or one CPU per worker
+    with ray_session(config.address, gpus=workers if use_gpu else None,
+                     cpus=None if use_gpu else workers) as cluster:
+        cpus = max(1, int(cluster.cpus) // workers)
         loop_config = {"search": config.to_dict(), "recipe": recipe.to_dict(),
                        "run_dir": str(Path(run.path).resolve()), "epochs": epochs,
                        "use_gpu": use_gpu, "threads": cpus, "resources": resources}
         trainer = torch_trainer(oneshot_worker, loop_config, workers=workers, use_gpu=use_gpu,
                                 cpus_per_worker=cpus, storage=str(Path(run.path).resolve()))
         trainer.fit()
-    finally:
-        if started:
-            ray.shutdown()
     state = load_checkpoint(Path(run.path) / CHECKPOINT_NAME)
     return {"status": state.get("status", "ok"), "epochs": int(state["epoch"]),
             "history": state["history"]}

@@ -79,22 +79,17 @@ def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
         return False
 
 
-def _child_overrides(recipe) -> dict:
-    """NetworkConfig fields of the supernet's macro over the recipe's setting: the recipe's
-    model overrides (N, filters); no drop-path, no auxiliary head (the supernet has neither)."""
-    return {**dict(recipe.model_overrides), "drop_path_keep_prob": 1.0, "aux_head": False}
-
-
 def macro_config(recipe, data):
-    """The supernet's NASNet macro: the recipe's setting and ``_child_overrides``, sized for
-    ``data``."""
+    """The supernet's NASNet macro: the recipe's setting and its overrides for a supernet
+    (``Recipe.build_overrides``: its model overrides, N and filters; no drop-path, no auxiliary
+    head), sized for ``data``."""
     from nasforge.zoo import SETTINGS
 
     setting = recipe.setting or "cifar"
     if setting not in SETTINGS:
         raise SupernetError(f"recipe {recipe.name}: setting {setting!r} is not a cell-network "
                             f"setting ({', '.join(SETTINGS)})")
-    return replace(SETTINGS[setting], **_child_overrides(recipe),
+    return replace(SETTINGS[setting], **recipe.build_overrides(network="supernet"),
                    num_classes=data.num_classes, input_size=data.image_size[0],
                    in_channels=data.channels)
 
@@ -102,9 +97,9 @@ def macro_config(recipe, data):
 def model_setting(recipe, data, latency_table: str | None = None) -> ModelSetting:
     """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
     the network ``macro_config`` describes, as an ``objectives.ModelSetting``."""
+    overrides = recipe.build_overrides(network="supernet")
     return ModelSetting(recipe.setting or "cifar", data.num_classes, data.image_size[0],
-                        data.channels, tuple(sorted(_child_overrides(recipe).items())),
-                        latency_table)
+                        data.channels, tuple(sorted(overrides.items())), latency_table)
 
 
 class Recorder:

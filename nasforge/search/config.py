@@ -48,7 +48,7 @@ class SearchConfig:
     address: str | None = None  # Ray cluster: None = start a local one, "auto", "ray://h:p"
     workers: int = 1  # one-shot search: data-parallel CPU training processes (--gpus N: N)
     storage: str | None = None  # Ray storage for trial checkpoints (default: <run>/ray)
-    faults: tuple[tuple[str, int], ...] = ()  # chaos testing: (kind, trial id), see faults.py
+    faults: tuple[tuple[str, int], ...] = ()  # chaos testing: (kind, trial id), nasforge/faults.py
     # objectives.py: NAME[:max|min], the primary first; several = a Pareto search
     objectives: tuple[str, ...] = ("val_acc:max",)
     constraints: tuple[str, ...] = ()  # "mult_adds<=600e6", ... (objectives.py)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 import nasforge
-from nasforge.cluster import connect_ray
+from nasforge.cluster import ray_session
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch
 from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, infeasible_cap
@@ -226,17 +226,19 @@ def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None 
         raise SearchError(f"searcher {name!r}: {e}") from None
 
 
+def resources_asked(config: SearchConfig) -> dict:
+    """The ``ray_session`` keywords of a search: its GPUs (None: whatever the cluster has) and
+    one trial's CPUs."""
+    return {"gpus": config.gpus, "cpus": config.cpus_per_trial}
+
+
 def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]:
-    """({"cpu", "gpu"} per trial, concurrent trials, a sentence for the console)."""
+    """({"cpu", "gpu"} per trial, concurrent trials, a sentence for the console) on a cluster
+    with ``cluster`` resources that hold ``resources_asked(config)`` (``ray_session`` checks
+    that)."""
     have_gpus = float(cluster.get("GPU", 0))
     have_cpus = float(cluster.get("CPU", 0))
     gpus = have_gpus if config.gpus is None else float(config.gpus)
-    if gpus > have_gpus + 1e-9:
-        raise SearchError(f"--gpus {config.gpus:g} asked for, but the Ray cluster has "
-                          f"{have_gpus:g} GPU(s)")
-    if config.cpus_per_trial > have_cpus:
-        raise SearchError(f"--cpus-per-trial {config.cpus_per_trial:g} is more than the "
-                          f"cluster's {have_cpus:g} CPUs")
     if gpus > 0:
         if config.gpus_per_trial > gpus:
             raise SearchError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than "
@@ -306,12 +308,11 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     cap = infeasible_cap(config.trials, config.max_infeasible)
     infeasible_seen = sum(r["status"] == INFEASIBLE for r in records)
 
-    started_ray = connect_ray(config.address)
+    ray_exit = contextlib.ExitStack()  # closed last: Ray outlives the board
+    cluster = ray_exit.enter_context(ray_session(config.address, **resources_asked(config)))
     board = None
     try:
-        import ray
-
-        per_trial, concurrency, note = plan_resources(config, ray.cluster_resources())
+        per_trial, concurrency, note = plan_resources(config, cluster.resources)
         data = load_data(config.data or recipe.data, split="search", val_size=val_size,
                          seed=config.seed, cache_dir=config.cache_dir)
         if not resume:
@@ -329,7 +330,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             run.save_searcher(searcher.state_dict())
             setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
                                    data.image_size[0], data.channels,
-                                   tuple(sorted(recipe.overrides.items())),
+                                   tuple(sorted(recipe.build_overrides().items())),
                                    config.latency_table)
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
                                           requeue=requeue, goal=goal, stop=stop,
@@ -341,10 +342,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     finally:
         if board is not None:
             board.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        ray_exit.close()
 
 
 def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORMAT,
@@ -431,7 +429,7 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
 
     settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
                              setting=recipe.setting or "cifar",
-                             overrides=tuple(recipe.overrides.items()),
+                             overrides=tuple(recipe.build_overrides().items()),
                              seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
                              faults=config.faults, objective=config.goal.primary.name)
     trainable = tune.with_resources(

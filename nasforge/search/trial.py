@@ -39,7 +39,7 @@ class TrialSettings:
     overrides: tuple[tuple[str, object], ...]  # NetworkConfig overrides (N, filters, ...)
     seed: int  # search seed; each child's seed derives from it and the trial id
     threads: int  # torch intra-op threads of a CPU child
-    faults: tuple[tuple[str, int], ...] = ()  # chaos testing (faults.py)
+    faults: tuple[tuple[str, int], ...] = ()  # chaos testing (nasforge/faults.py)
     objective: str = "val_acc"  # the primary objective: in every report (Ray's metric)
 
 
@@ -70,7 +70,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
 
     from nasforge.api import build_model
     from nasforge.flops import count_mult_adds, count_params
-    from nasforge.search.faults import FaultPlan
+    from nasforge.faults import FaultPlan
     from nasforge.train import train
     from nasforge.train import CHECKPOINT_NAME, load_checkpoint
 
@@ -92,7 +92,7 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
                 shutil.copy(os.path.join(d, CHECKPOINT_NAME), os.path.join(work, CHECKPOINT_NAME))
             summary["restored_epoch"] = load_checkpoint(
                 os.path.join(work, CHECKPOINT_NAME))["epoch"]
-        faults = FaultPlan(settings.faults, trial_id, restored is not None)
+        faults = FaultPlan(settings.faults, trial_id, restored is not None, f"trial {trial_id}")
 
         torch.manual_seed(seed)
         pair = settings.space.to_graph(settings.space.decode(spec["tokens"]))

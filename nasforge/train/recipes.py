@@ -180,7 +180,30 @@ class Recipe:
     def overrides(self) -> dict:
         """The default model's build overrides: ``model_overrides`` over
         ``training_overrides``."""
-        return {**self.training_overrides, **dict(self.model_overrides)}
+        return self.build_overrides()
+
+    def build_overrides(self, model_name: str | None = None, *, network: str = "cell") -> dict:
+        """The one rule for which of this recipe's overrides apply to the model it trains
+        (``nasforge train``, search children, the one-shot supernet, transfer models).
+
+        ``model_name``: the model's zoo name or file; None: the recipe's own model with a
+        searched cell (search children, the supernet). ``model_overrides`` apply only to the
+        recipe's own model (``model``). ``network`` says what is built:
+        ``"cell"``: a cell network, with ``training_overrides`` (drop-path, auxiliary head);
+        ``"chain"``: a hand-designed network, with ``chain_overrides`` (stochastic depth);
+        ``"chain_file"``: a cell-chain file, which fixes its own options: nothing applies;
+        ``"supernet"``: a one-shot supernet, which has neither drop-path nor an auxiliary
+        head (off even where ``model_overrides`` turn them on)."""
+        own = dict(self.model_overrides) if model_name in (None, self.model) else {}
+        if network == "cell":
+            return {**self.training_overrides, **own}
+        if network == "chain":
+            return {**self.chain_overrides, **own}
+        if network == "chain_file":
+            return {}
+        if network == "supernet":
+            return {**own, "drop_path_keep_prob": 1.0, "aux_head": False}
+        raise ValueError(f"unknown network kind {network!r} (cell, chain, chain_file, supernet)")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -142,13 +142,14 @@ def spec_info(spec: ModelSpec, num_classes: int, image_size: int) -> dict:
 
 
 def build(spec: ModelSpec, num_classes: int, image_size: int, recipe=None):
-    """The network to train: ``spec`` plus, for cell networks, the recipe's auxiliary head
-    and drop-path."""
+    """The network to train: ``spec`` plus the overrides of ``recipe`` that apply to it
+    (``Recipe.build_overrides``: drop-path and the auxiliary head of cell networks, stochastic
+    depth of baselines, as ``nasforge train`` builds them)."""
     from nasforge import build_model
     from nasforge.train import get_recipe
 
-    extra = get_recipe(recipe).training_overrides \
-        if spec.kind == "cell" and recipe is not None else {}
+    extra = {} if recipe is None else get_recipe(recipe).build_overrides(
+        spec.ref, network="cell" if spec.kind == "cell" else "chain")
     return build_model(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,
                        **spec.overrides, **extra)
 

@@ -5,8 +5,9 @@ Run folder ``runs/<name>/``::
 
     transfer.json        the resolved plan: config, model specs, recipes, params/mult-adds
     cell.json            the transferred cell pair (unless it is a zoo name)
-    <model>/             per model: checkpoint.pt (after every epoch, rank 0), metrics.jsonl,
-                         TensorBoard events, result.json when finished
+    <model>/             per model, a training run folder (nasforge.train.run_folder:
+                         checkpoint.pt after every epoch, metrics.jsonl, TensorBoard events;
+                         written by rank 0), and result.json when finished
     ray/                 Ray Train's own run state (one Ray Train run trains all models)
     comparison.md/.csv   the table; events.out.tfevents.* with it as text and the scalars
 
@@ -26,10 +27,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.cluster import ray_session
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from nasforge.train.run_folder import METRICS_NAME
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
 
@@ -144,20 +147,19 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------- resources
+def resources_asked(config: TransferConfig) -> dict:
+    """The ``ray_session`` keywords of a transfer: one GPU per worker, or one CPU per worker."""
+    return {"gpus": config.gpus} if config.gpus > 0 else {"cpus": config.workers}
+
+
 def plan_workers(config: TransferConfig, cluster: dict) -> dict:
-    """``{"num_workers", "use_gpu", "cpus_per_worker", "loader_workers"}`` for the cluster."""
+    """``{"num_workers", "use_gpu", "cpus_per_worker", "loader_workers"}`` for a cluster with
+    ``cluster`` resources that hold ``resources_asked(config)`` (``ray_session`` checks that)."""
     have_cpus = int(cluster.get("CPU", 0))
-    have_gpus = int(cluster.get("GPU", 0))
     if config.gpus > 0:
-        if config.gpus > have_gpus:
-            raise TransferError(f"--gpus {config.gpus} asked for, but the Ray cluster has "
-                                f"{have_gpus} GPU(s)")
         workers, use_gpu = config.gpus, True
     else:
         workers, use_gpu = config.workers, False
-        if workers > have_cpus:
-            raise TransferError(f"--workers {workers} needs {workers} CPUs, the Ray cluster has "
-                                f"{have_cpus}")
     cpus = max(1, have_cpus // workers)
     loader = config.loader_workers
     if loader is None:
@@ -168,13 +170,14 @@ def plan_workers(config: TransferConfig, cluster: dict) -> dict:
 
 # ------------------------------------------------------------------------------- training
 def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
-         say: Callable[[str], None]) -> None:
+         say: Callable[[str], None], faults=()) -> None:
     """One Ray Train run whose workers train every unfinished model in turn; progress is
-    read from the models' ``metrics.jsonl`` while it runs."""
+    read from the models' ``metrics.jsonl`` while it runs. ``faults``: chaos testing
+    (``nasforge.faults``)."""
     import threading
 
     from nasforge.train.data_parallel import torch_trainer
-    from nasforge.transfer.worker import FAIL_ENV, train_worker
+    from nasforge.transfer.worker import train_worker
 
     models = [dict(entry, model_dir=str((run_dir / entry["spec"]["label"]).resolve()))
               for entry in plan_d["models"]]
@@ -183,7 +186,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
         "data": plan_d["data"]["root"], "val_split": plan_d["data"]["val_split"],
         "loader_workers": resources["loader_workers"], "use_gpu": resources["use_gpu"],
         "threads": resources["cpus_per_worker"], "seed": config.seed,
-        "fail": os.environ.get(FAIL_ENV),
+        "faults": list(faults),
     }
     trainer = torch_trainer(train_worker, loop_config, workers=resources["num_workers"],
                             use_gpu=resources["use_gpu"],
@@ -199,14 +202,14 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
 
     thread = threading.Thread(target=target, name="nasforge-transfer-fit", daemon=True)
     thread.start()
-    seen = {m["spec"]["label"]: _count_lines(Path(m["model_dir"]) / "metrics.jsonl")
+    seen = {m["spec"]["label"]: _count_lines(Path(m["model_dir"]) / METRICS_NAME)
             for m in models}
     finished = {m["spec"]["label"] for m in models if (Path(m["model_dir"]) / RESULT).is_file()}
     while True:
         thread.join(timeout=2.0)
         for m in models:
             label, mdir = m["spec"]["label"], Path(m["model_dir"])
-            lines = _read_lines(mdir / "metrics.jsonl")
+            lines = _read_lines(mdir / METRICS_NAME)
             for line in lines[seen[label]:]:
                 try:
                     e = json.loads(line)
@@ -342,11 +345,10 @@ def write_comparison(run_dir: Path, rows: list[dict], plan_d: dict) -> str:
 
 # ------------------------------------------------------------------------------- the run
 def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False,
-                 on_message: Callable[[str], None] | None = None) -> dict:
+                 on_message: Callable[[str], None] | None = None, faults=()) -> dict:
     """Run (``resume=True``: continue) a transfer in ``run_dir``; return
-    ``{"run_dir", "rows", "table"}``."""
-    from nasforge.cluster import connect_ray
-
+    ``{"run_dir", "rows", "table"}``. ``faults``: chaos testing, ``(kind, model label)`` pairs
+    (``nasforge.faults``; not saved in the plan, so a resumed run has only those it is given)."""
     say = on_message or (lambda msg: log.info("%s", msg))
     run_dir = Path(run_dir)
     plan_path = run_dir / PLAN
@@ -378,11 +380,8 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         if not (model_dir / RESULT).is_file() and (model_dir / CHECKPOINT_NAME).is_file():
             resumed_epochs[entry["spec"]["label"]] = \
                 load_checkpoint(model_dir / CHECKPOINT_NAME)["epoch"]
-    started = connect_ray(config.address)
-    try:
-        import ray
-
-        resources = plan_workers(config, ray.cluster_resources())
+    with ray_session(config.address, **resources_asked(config)) as cluster:
+        resources = plan_workers(config, cluster.resources)
         kind = "GPU" if resources["use_gpu"] else "CPU"
         say(f"{len(plan_d['models'])} models, each on {resources['num_workers']} data-parallel "
             f"{kind} worker(s) ({resources['cpus_per_worker']} CPU(s), "
@@ -402,7 +401,7 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                 f"{recipe['image_size']} px; recipe {recipe['name']}, {recipe['epochs']} "
                 f"epoch(s), global batch {recipe['batch_size']}")
         if left:
-            _fit(plan_d, resources, run_dir, config, say)
+            _fit(plan_d, resources, run_dir, config, say, faults)
         rows = []
         for entry in plan_d["models"]:
             path = run_dir / entry["spec"]["label"] / RESULT
@@ -411,9 +410,4 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                                      f"(continue with --resume)")
             rows.append(read_json(path, "model result"))
         table = write_comparison(run_dir, rows, plan_d)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
     return {"run_dir": str(run_dir), "rows": rows, "table": table}

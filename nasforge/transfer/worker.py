@@ -12,34 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FAIL_ENV = "NASFORGE_TRANSFER_FAIL"  # tests: "LABEL:EPOCH" -> one injected crash
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by the test hook that stands for a crash in the middle of an epoch."""
-
-
-def _failure_hook(model, model_dir: Path, spec_label: str, fail: str | None):
-    """With ``fail = "LABEL:K"``: the first training forward after epoch K's checkpoint of
-    model LABEL raises (once per run folder: a marker file remembers it)."""
-    if not fail:
-        return
-    label, _, epoch = fail.rpartition(":")
-    if label != spec_label:
-        return
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
-
-    marker = model_dir / ".injected_failure"
-    ckpt = model_dir / CHECKPOINT_NAME
-
-    def hook(module, args):
-        if not module.training or marker.exists() or not ckpt.exists():
-            return
-        if load_checkpoint(ckpt)["epoch"] >= int(epoch):
-            marker.touch()
-            raise InjectedFailure(f"injected failure in {label} after epoch {epoch}")
-
-    model.register_forward_pre_hook(hook)
+from nasforge.faults import FaultPlan
+from nasforge.train.run_folder import TrainingRunFolder
 
 
 def train_worker(config: dict) -> None:
@@ -74,41 +48,31 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
     import ray.train
 
     from nasforge.data.stream import ImageFolderStream
-    from nasforge.train import CHECKPOINT_NAME, Recipe, sync_metrics, train
-    from nasforge.train.epoch_log import log_epoch
+    from nasforge.train import Recipe, train
     from nasforge.transfer.models import ModelSpec, build
 
     recipe = Recipe.from_dict(entry["recipe"])
     spec = ModelSpec.from_dict(entry["spec"])
-    model_dir = Path(entry["model_dir"])
+    # rank 0 keeps the model's training run folder; every rank reads its checkpoint
+    folder = TrainingRunFolder(entry["model_dir"])
+    faults = FaultPlan(config.get("faults", ()), spec.label,
+                       restored=folder.checkpoint_path.exists())
 
     torch.manual_seed(config["seed"])
     model = build(spec, config["num_classes"], recipe.image_size, recipe)
-    _failure_hook(model, model_dir, spec.label, config.get("fail"))
+    faults.before_training(model)
     data = ImageFolderStream(config["data"], val_split=config["val_split"],
                              image_size=recipe.image_size, workers=config["loader_workers"],
                              check=False)
-
-    writer = None
-    metrics_path = model_dir / "metrics.jsonl"
     if rank == 0:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        sync_metrics(metrics_path, model_dir / CHECKPOINT_NAME)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(log_dir=str(model_dir))
-        except ImportError:
-            writer = None
+        folder.open()
 
     def report(epoch: int, m: dict) -> None:
         if rank == 0:
-            log_epoch(metrics_path, writer, epoch, m)
+            folder.log_epoch(epoch, m)
         ray.train.report({k: v for k, v in m.items() if isinstance(v, (int, float))})
+        faults.after_epoch(epoch)
 
-    try:
-        train(model, data, recipe, report=report, checkpoint_dir=model_dir, device=device,
+    with folder:
+        train(model, data, recipe, report=report, checkpoint_dir=folder.path, device=device,
               seed=config["seed"], epochs=recipe.epochs, distributed=distributed)
-    finally:
-        if writer is not None:
-            writer.close()
