@@ -88,7 +88,7 @@ class TuneSearcherAdapter(TuneSearcher):
                  stop: StopRequest | None = None, model_setting=None,
                  infeasible_cap: int | None = None, infeasible_seen: int = 0):
         self.goal = goal or Goal()
-        super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction)
+        super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction.value)
         self.model_setting = model_setting
         self.screen = Screen(self.goal, space, model_setting, infeasible_cap, infeasible_seen)
         self.static: dict[int, dict] = {}  # proposal id -> static metrics measured

@@ -417,7 +417,7 @@ def make_scheduler(config: SearchConfig, epochs: int):
     from ray.tune.schedulers import ASHAScheduler
 
     primary = config.goal.primary
-    return ASHAScheduler(time_attr="epoch", metric=primary.name, mode=primary.direction,
+    return ASHAScheduler(time_attr="epoch", metric=primary.name, mode=primary.direction.value,
                          max_t=epochs, grace_period=max(1, epochs // 4), reduction_factor=3)
 
 
@@ -447,7 +447,7 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
                                     max_concurrent_trials=concurrency, scheduler=scheduler,
                                     # a scheduler holds its own metric (Ray refuses both)
                                     metric=None if scheduler else primary.name,
-                                    mode=None if scheduler else primary.direction,
+                                    mode=None if scheduler else primary.direction.value,
                                     reuse_actors=True,
                                     trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
