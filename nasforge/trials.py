@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator
 
 
 class Status(str, enum.Enum):
@@ -36,6 +38,19 @@ class Status(str, enum.Enum):
 
 
 TRIAL_STATUSES = (Status.OK, Status.FAILED, Status.PRUNED, Status.INFEASIBLE)  # of a trial
+
+
+class StopReason(str, enum.Enum):
+    """Why a search ended before its budget (a summary's ``stopped``)."""
+
+    BROKEN = "broken"  # its children kept failing alike (failures.FailureWatch)
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    INFEASIBLE = Status.INFEASIBLE.value  # the cap on infeasible proposals was reached
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
 
 
 class Direction(str, enum.Enum):
@@ -125,9 +140,13 @@ class _Absent(enum.Enum):
 ABSENT = _Absent.ABSENT  # a key the record's line does not have (not the same as null)
 
 
-@dataclass(frozen=True)
-class TrialRecord:
+@dataclass(frozen=True, eq=True)
+class TrialRecord(Mapping):
     """One line of ``trials.jsonl``: a finished trial, or a proposal refused before training.
+
+    Also a read-only mapping of that line (``record["trial"]``, ``record.get("feasible")``), so
+    whatever reads records from a run folder (the board, the failure rule, ``compare``) reads a
+    record still in memory the same way.
 
     ``trial``: nasforge's trial id; ``status``; ``hash``/``tokens``/``arch``: the proposal
     (canonical hash, decision indices, cell pair as a dict); ``origin``: where it came from
@@ -175,7 +194,11 @@ class TrialRecord:
               "feasible")
 
     def to_json(self) -> dict:
-        """The ``trials.jsonl`` line (a dict of JSON values)."""
+        """The ``trials.jsonl`` line (a new dict of JSON values)."""
+        return dict(self._line)
+
+    @functools.cached_property
+    def _line(self) -> dict:
         out = {}
         for key in self._ORDER:
             v = getattr(self, key)
@@ -190,6 +213,21 @@ class TrialRecord:
             out[key] = v
         out.update(self.extra)
         return out
+
+    # the read-only mapping of the line
+    def __getitem__(self, key: str) -> Any:
+        return self._line[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._line)
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    @classmethod
+    def of(cls, record: "TrialRecord | Mapping") -> "TrialRecord":
+        """``record`` itself, or the record of a ``trials.jsonl`` line."""
+        return record if isinstance(record, TrialRecord) else cls.from_json(record)
 
     @classmethod
     def from_json(cls, line: Mapping) -> "TrialRecord":
@@ -219,7 +257,7 @@ class SearchSummary:
 
     ``budget``: trials (one-shot: epochs + search-phase candidates); ``finished``: trials
     trained or evaluated (not the infeasible ones); ``best``: the best value of the primary
-    ``objective`` (``"val_acc:max"``), ``best_val_acc`` that of the best trial by val_acc;
+    ``objective`` (``"val_acc:max"``) and ``best_val_acc`` that best trial's val_acc;
     ``stopped``: why it ended before its budget (``broken``, ``interrupted``, ``infeasible``;
     None when it did not), with ``broken``/``infeasible_message`` saying more; ``wall_s`` and
     ``device_s`` in seconds. A one-shot search also has ``status`` (of the supernet's
@@ -240,7 +278,7 @@ class SearchSummary:
     best_hash: str | None
     best_cell: str | None
     pareto_front: list[int] | None
-    stopped: str | None
+    stopped: StopReason | None
     infeasible_message: str | None
     broken: Mapping[str, Any] | None
     wall_s: float
@@ -253,12 +291,20 @@ class SearchSummary:
         """Whether this is a one-shot search (its trials are epochs and candidates)."""
         return self.epochs is not None
 
+    def __post_init__(self):
+        if self.stopped is not None:
+            object.__setattr__(self, "stopped", StopReason(self.stopped))
+        if self.status is not None:
+            object.__setattr__(self, "status", Status(self.status))
+
     def to_json(self) -> dict:
+        """The summary as JSON values (a black-box search's has no ``status``/``epochs``)."""
         out = dataclasses.asdict(self)
+        out["stopped"] = None if self.stopped is None else self.stopped.value
         if not self.oneshot:
             del out["status"], out["epochs"]
         elif self.status is not None:
-            out["status"] = Status(self.status).value
+            out["status"] = self.status.value
         return out
 
     @classmethod
@@ -267,5 +313,5 @@ class SearchSummary:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-__all__ = ["Status", "TRIAL_STATUSES", "Direction", "rank_key", "metric_value", "rankable",
+__all__ = ["Status", "TRIAL_STATUSES", "StopReason", "Direction", "rank_key", "metric_value", "rankable",
            "TrialRecord", "ABSENT", "SearchSummary"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nasforge.trials import Status
+
 
 def oneshot_worker(loop_config: dict) -> None:
     """``train_loop_per_worker`` of the search's ``TorchTrainer``."""
@@ -83,5 +85,5 @@ def train_data_parallel(config, recipe, run, epochs: int, workers: int,
         if started:
             ray.shutdown()
     state = load_checkpoint(Path(run.path) / CHECKPOINT_NAME)
-    return {"status": state.get("status", "ok"), "epochs": int(state["epoch"]),
+    return {"status": state.get("status", Status.OK.value), "epochs": int(state["epoch"]),
             "history": state["history"]}

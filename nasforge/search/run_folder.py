@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from nasforge.safe_load import RefusedFileError, load_plain, read_json, read_text
 from nasforge.search.config import SearchError
@@ -187,9 +187,10 @@ class RunFolder:
         return self.path / BEST
 
     # -------------------------------------------------------------- writing
-    def append_trial(self, record: dict) -> None:
-        """Called once per finished trial, before the searcher hears of it."""
-        self.append_line(TRIALS, record)
+    def append_trial(self, record: Mapping) -> None:
+        """Called once per finished trial, before the searcher hears of it (``record``: a
+        ``trials.TrialRecord`` or its line)."""
+        self.append_line(TRIALS, dict(record))
 
     def append_line(self, name: str, record: dict) -> None:
         """Append ``record`` as one JSON line to the run's file ``name`` (fsynced)."""
