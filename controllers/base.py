@@ -83,7 +83,7 @@ class Result:
     value is <= 0), for searchers that model constraints (Optuna); empty when unconstrained.
     """
 
-    status: Status = Status.OK  # its text ("ok", ...) is accepted
+    status: Status = Status.OK  # its text is accepted too
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
     constraints: Mapping[str, float] = field(default_factory=dict)

@@ -339,7 +339,7 @@ class OptunaSearcher(SearcherBase):
 
         if not hasattr(optuna.trial.Trial, "set_constraint"):
             log.warning("optuna %s has no Trial.set_constraint: infeasible trials are told as "
-                        "failed", optuna.__version__)
+                        "failures", optuna.__version__)
             return False
         frozen = self.study.get_trials(deepcopy=False)[number]
         trial = optuna.trial.Trial(self.study, frozen._trial_id)

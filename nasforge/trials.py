@@ -309,8 +309,11 @@ class SearchSummary:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "SearchSummary":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The summary of its JSON; a key it lacks reads as None (``objective``: val_acc, what
+        a search optimized before objectives existed)."""
+        missing = {"objective": "val_acc"}
+        return cls(**{f.name: data.get(f.name, missing.get(f.name))
+                      for f in dataclasses.fields(cls)})
 
 
 __all__ = ["Status", "TRIAL_STATUSES", "StopReason", "Direction", "rank_key", "metric_value", "rankable",

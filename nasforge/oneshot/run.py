@@ -466,7 +466,7 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     if judge.evaluated and not judge.ok:
         raise SupernetError("the search phase evaluated no path successfully")
     done = {"candidates": cfg.candidates, "evaluated": judge.evaluated,
-            "infeasible": screen.seen,
+            Status.INFEASIBLE.value: screen.seen,  # paths refused before evaluation
             "stopped": StopReason.INFEASIBLE.value if screen.capped else None,
             "wall_s": time.time() - t0}
     run.write_json(SEARCH_PHASE_DONE, done)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from nasforge.trials import Status
 
 ERROR = "error"
-DIVERGED = "diverged"
+DIVERGED = Status.DIVERGED.value  # its training ended with that status
 OUT_OF_MEMORY = "out_of_memory"
 WORKER_DIED = "worker_died"
 FAILURE_KINDS = (ERROR, DIVERGED, OUT_OF_MEMORY, WORKER_DIED)

@@ -14,7 +14,6 @@ Importing this module imports neither torch nor Ray.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -168,7 +167,7 @@ class SearchRecorder(RunRecorder):
         self.run.save_searcher(searcher.state_dict())
         progress = self.progress(record)
         if self.board is not None and record["status"] != Status.INFEASIBLE:
-            self.board.finished(record, dataclasses.asdict(progress), searcher.stats(),
+            self.board.finished(record, progress, searcher.stats(),
                                 self.best_changed, self.best,
                                 self.front if self.front_changed else None)
         if self.on_progress is not None:

@@ -82,7 +82,7 @@ def read_trials(run_dir) -> list[dict]:
 
 def trial_score(record: dict, objective: str | Objective = "val_acc") -> float | None:
     """The value a trial competes with for "best": its finite value of the objective's metric
-    (``objectives.metric_value``) when its status is ``ok`` and it meets the search's
+    (``trials.metric_value``) when its status is ``ok`` and it meets the search's
     constraints, else None (failed, pruned and infeasible trials never count as best).
     ``objective``: an ``Objective`` or its text (``"val_acc"``, ``"mult_adds:min"``)."""
     if not rankable(record):
