@@ -32,6 +32,7 @@ from nasforge.timefmt import format_duration
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
+from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def finish_model(entry: dict, model_dir: Path) -> dict:
         "top1": last.get("val_acc"), "top5": last.get("val_top5"),
         "train_images_per_s": (state.get("train_images", 0) / train_s) if train_s else None,
         "wall_s": float(state.get("wall_s") or 0.0), "epochs": int(state.get("epoch", 0)),
-        "status": state.get("status", "ok"), "recipe": recipe["name"],
+        "status": state.get("status", Status.OK.value), "recipe": recipe["name"],
         "world_size": state.get("world_size"),
     }
     if "N" in info:
@@ -304,7 +305,7 @@ def table_markdown(rows: list[dict]) -> str:
                      f"{_fmt_count(r['params'])} | {_fmt_count(r['mult_adds'])} | "
                      f"{_fmt_pct(r['top1'])} | {_fmt_pct(r['top5'])} | "
                      f"{'-' if ips is None else f'{ips:.1f}'} | {_fmt_s(r['wall_s'])} | "
-                     f"{r['epochs']}{'' if r.get('status', 'ok') == 'ok' else ' ' + r['status']} |")
+                     f"{r['epochs']}{'' if r.get('status', Status.OK) == Status.OK else ' ' + r['status']} |")
     return "\n".join(lines) + "\n"
 
 
