@@ -92,14 +92,13 @@ class Direction(str, enum.Enum):
         """The worst value there is: -inf when larger is better, else +inf."""
         return -math.inf if self is Direction.MAX else math.inf
 
-    def worse(self, a: float, b: float) -> float:
-        """The worse of two values."""
-        return min(a, b) if self is Direction.MAX else max(a, b)
-
     def worst(self, values: Iterable[float]) -> float:
         """The worst of ``values`` (at least one)."""
-        values = list(values)
-        return min(values) if self is Direction.MAX else max(values)
+        return (min if self is Direction.MAX else max)(values)
+
+    def worse(self, a: float, b: float) -> float:
+        """The worse of two values."""
+        return self.worst((a, b))
 
 
 _SPELLINGS = {"max": Direction.MAX, "min": Direction.MIN,
@@ -158,7 +157,9 @@ class TrialRecord(Mapping):
     ``started_at``/``finished_at``: Unix seconds. Keys a line may lack: ``ray_trial_id`` (Ray's
     id: black-box searches only), ``constraints`` (``{constraint: violation}``, <= 0 feasible)
     and ``feasible`` (both only in constrained searches). ``extra``: keys of a line this class
-    does not know, kept so a line reads back and writes out the same.
+    does not know, kept so a line reads back and writes out the same; ``key_order``: the
+    order of a line read from a file, kept for the same reason (a new record writes its keys
+    in the order the search drivers always have).
     """
 
     trial: int
@@ -183,6 +184,7 @@ class TrialRecord(Mapping):
     constraints: Mapping[str, float] | None = None  # None: the line has no such key
     feasible: bool | None = None  # None: the line has no such key
     extra: Mapping[str, Any] = field(default_factory=dict)
+    key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "status", Status(self.status))
@@ -212,6 +214,8 @@ class TrialRecord(Mapping):
                 v = dict(v)
             out[key] = v
         out.update(self.extra)
+        if self.key_order:
+            out = {**{k: out[k] for k in self.key_order if k in out}, **out}
         return out
 
     # the read-only mapping of the line
@@ -232,10 +236,11 @@ class TrialRecord(Mapping):
     @classmethod
     def from_json(cls, line: Mapping) -> "TrialRecord":
         """A record from its ``trials.jsonl`` line (lines of older runs lack some keys)."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "key_order"}
         values = {k: v for k, v in line.items() if k in known}
         values["tokens"] = tuple(values.get("tokens") or ())
-        return cls(**values, extra={k: v for k, v in line.items() if k not in known})
+        return cls(**values, extra={k: v for k, v in line.items() if k not in known},
+                   key_order=tuple(line))
 
     def replace(self, **changes) -> "TrialRecord":
         return dataclasses.replace(self, **changes)

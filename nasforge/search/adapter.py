@@ -42,7 +42,7 @@ METRIC_KEYS = tuple(n for n, m in METRICS.items() if not m.static) + ("epoch",)
 
 
 class Recorder(Protocol):
-    """What the adapter reports to (``runner.SearchRecorder``)."""
+    """What the adapter reports to (``recorder.SearchRecorder``)."""
 
     def asked(self, searcher, proposal: Proposal, ray_trial_id: str) -> None:
         """After ``searcher.ask``, before the trial is handed to Ray."""
