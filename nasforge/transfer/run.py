@@ -290,6 +290,12 @@ def _fmt_pct(v) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:.2f}%"
 
 
+def _status_note(result: dict) -> str:
+    """`` diverged`` after a result's epochs when its training did not end ok."""
+    status = result.get("status", Status.OK)
+    return "" if status == Status.OK else f" {status}"
+
+
 def _fmt_s(s) -> str:
     return format_duration(s or 0)
 
@@ -305,7 +311,7 @@ def table_markdown(rows: list[dict]) -> str:
                      f"{_fmt_count(r['params'])} | {_fmt_count(r['mult_adds'])} | "
                      f"{_fmt_pct(r['top1'])} | {_fmt_pct(r['top5'])} | "
                      f"{'-' if ips is None else f'{ips:.1f}'} | {_fmt_s(r['wall_s'])} | "
-                     f"{r['epochs']}{'' if r.get('status', Status.OK) == Status.OK else ' ' + r['status']} |")
+                     f"{r['epochs']}{_status_note(r)} |")
     return "\n".join(lines) + "\n"
 
 
