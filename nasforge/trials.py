@@ -321,5 +321,5 @@ class SearchSummary:
                       for f in dataclasses.fields(cls)})
 
 
-__all__ = ["Status", "TRIAL_STATUSES", "StopReason", "Direction", "rank_key", "metric_value", "rankable",
-           "TrialRecord", "ABSENT", "SearchSummary"]
+__all__ = ["Status", "TRIAL_STATUSES", "StopReason", "Direction", "rank_key", "metric_value",
+           "rankable", "TrialRecord", "ABSENT", "SearchSummary"]

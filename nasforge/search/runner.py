@@ -162,8 +162,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     DataError, nasforge.cluster's ClusterError) for bad input before anything is written. A
     search that ends before its budget returns normally; its summary's ``stopped`` says why
     (a ``trials.StopReason``: broken, with ``broken`` = ``failure_report``; interrupted; or
-    infeasible when the cap on infeasible proposals was reached). ``expect_goal``: with ``resume``, the objectives
-    and constraints the caller asked for; SearchError when they differ from the run's."""
+    infeasible when the cap on infeasible proposals was reached). ``expect_goal``: with
+    ``resume``, the objectives and constraints the caller asked for; SearchError when they differ from the run's."""
     from nasforge.data import load_data
     from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
     from nasforge.search.board import SearchBoard

@@ -83,8 +83,8 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         torch.set_num_threads(max(1, settings.threads))
     seed = child_seed(settings.seed, trial_id)
     work = tempfile.mkdtemp(prefix=f"nasforge-trial-{trial_id}-")
-    summary = {"final_status": Status.FAILED.value, "error": None, "failure": None, "traceback": None,
-               "params": None, "mult_adds": None, "train_s": 0.0, "restored_epoch": 0}
+    summary = {"final_status": Status.FAILED.value, "error": None, "failure": None,
+               "traceback": None, "params": None, "mult_adds": None, "train_s": 0.0, "restored_epoch": 0}
     held: dict = {}
     try:
         restored = tune.get_checkpoint()
