@@ -31,11 +31,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from nasforge.trials import Direction, Status, metric_value, rankable
+from nasforge.trials import Direction, metric_value, rankable
 
 OPERATORS = ("<=", ">=", "<", ">")
 DEFAULT_OBJECTIVE = "val_acc"
-INFEASIBLE = Status.INFEASIBLE  # the trials.jsonl status of a proposal refused before training
 DEFAULT_INFEASIBLE_FACTOR = 20  # infeasible proposals allowed per trial of the budget
 
 
@@ -411,4 +410,4 @@ def infeasible_cap(trials: int, max_infeasible: int | None) -> int:
 __all__ = ["Metric", "ModelSetting", "METRICS", "STATIC_METRICS", "register_static_metric",
            "Objective", "Direction", "Constraint", "Goal", "ObjectiveError", "parse_objective",
            "parse_objectives", "parse_constraint", "metric_value", "hypervolume",
-           "measure_static", "infeasible_cap", "INFEASIBLE", "DEFAULT_OBJECTIVE"]
+           "measure_static", "infeasible_cap", "DEFAULT_OBJECTIVE"]
