@@ -42,7 +42,7 @@ class SearchProgress:
     elapsed_s: float  # wall time of this invocation
     eta_s: float | None  # estimated wall time to the budget
     device_s: float  # accumulated device seconds (trial wall x GPUs, x 1 on CPU)
-    last: dict | None = None  # the record of the trial that just finished
+    last: Mapping | None = None  # the record (TrialRecord) of the trial that just finished
     objective: str = "val_acc"  # the primary objective's metric (what ``best`` is)
     infeasible: int = 0  # proposals refused before training (not in ``finished``)
     front: int | None = None  # Pareto front size (several objectives only)
