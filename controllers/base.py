@@ -32,9 +32,11 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from nasforge.trials import TRIAL_STATUSES, Direction, Status, rank_key
+
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "failed", "pruned", "infeasible")
+STATUSES = TRIAL_STATUSES
 STATE_FORMAT = "nasforge.searcher/1"
 HASH_MEMO_SIZE = 100_000  # decision sequences whose canonical hash is remembered
 
@@ -81,7 +83,7 @@ class Result:
     value is <= 0), for searchers that model constraints (Optuna); empty when unconstrained.
     """
 
-    status: str = "ok"
+    status: Status = Status.OK  # its text is accepted too
     metrics: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
     constraints: Mapping[str, float] = field(default_factory=dict)
@@ -89,26 +91,27 @@ class Result:
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"result status {self.status!r} is not one of {', '.join(STATUSES)}")
+        object.__setattr__(self, "status", Status(self.status))
 
     @classmethod
     def ok(cls, **metrics: float) -> "Result":
-        return cls("ok", dict(metrics))
+        return cls(Status.OK, dict(metrics))
 
     @classmethod
     def failed(cls, error: str | None = None, **metrics: float) -> "Result":
-        return cls("failed", dict(metrics), error)
+        return cls(Status.FAILED, dict(metrics), error)
 
     @classmethod
     def pruned(cls, **metrics: float) -> "Result":
-        return cls("pruned", dict(metrics))
+        return cls(Status.PRUNED, dict(metrics))
 
     @classmethod
     def infeasible(cls, constraints: Mapping[str, float], error: str | None = None,
                    **metrics: float) -> "Result":
-        return cls("infeasible", dict(metrics), error, dict(constraints))
+        return cls(Status.INFEASIBLE, dict(metrics), error, dict(constraints))
 
     def to_dict(self) -> dict:
-        d = {"status": self.status, "metrics": dict(self.metrics), "error": self.error}
+        d = {"status": self.status.value, "metrics": dict(self.metrics), "error": self.error}
         if self.constraints:
             d["constraints"] = dict(self.constraints)
         return d
@@ -163,8 +166,9 @@ class SearcherBase(Searcher):
     state-dict envelope. Subclasses implement ``_propose``, ``_observe`` and (for extra state)
     ``_get_state``/``_set_state``.
 
-    ``objective`` is the metric key to optimize and ``direction`` ``maximize`` or ``minimize``;
-    internally a *score* is the objective signed so that higher is better.
+    ``objective`` is the metric key to optimize and ``direction`` a ``Direction`` (or its text:
+    ``maximize``/``minimize``, ``max``/``min``); internally a *score* is the objective signed
+    so that higher is better.
     """
 
     Config: ClassVar[type | None] = None
@@ -173,9 +177,8 @@ class SearcherBase(Searcher):
     multi_objective: ClassVar[bool] = False
 
     def __init__(self, space, config=None, seed: int = 0, objective: str = "val_acc",
-                 direction: str = "maximize"):
-        if direction not in ("maximize", "minimize"):
-            raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+                 direction: Direction | str = Direction.MAX):
+        direction = Direction.parse(direction)
         if self.Config is not None:
             config = self.Config() if config is None else config
             if not isinstance(config, self.Config):
@@ -212,10 +215,11 @@ class SearcherBase(Searcher):
         result = self._checked(result)
         del self._pending[pid]
         self.counts[result.status] += 1
-        if result.status == "ok":
-            score = self.score(result)
-            if self._best is None or score > self._best[0]:
-                self._best = (score, own.to_dict(), result.to_dict())
+        if result.status == Status.OK:
+            value = float(result.metrics[self.objective])
+            if self._best is None or self._rank_key(value, own.id) < \
+                    self._rank_key(*self._best_value()):
+                self._best = (self.score(result), own.to_dict(), result.to_dict())
         self._observe(own, result)
 
     def in_flight(self) -> list[Proposal]:
@@ -225,21 +229,29 @@ class SearcherBase(Searcher):
         return {f"{status}_results": float(n) for status, n in self.counts.items()}
 
     def best(self) -> tuple[Proposal, Result] | None:
-        """The best ``ok`` result told so far (first one on ties), or None."""
+        """The best ``ok`` result told so far, or None: ranked by the run folder's rule
+        (``trials.rank_key``: the objective in its direction, ties to the lowest proposal id),
+        whatever order the results arrived in."""
         if self._best is None:
             return None
         return Proposal.from_dict(self._best[1], self.space), Result.from_dict(self._best[2])
 
+    def _best_value(self) -> tuple[float, int]:
+        """(objective value, proposal id) of the best result so far."""
+        return float(self._best[2]["metrics"][self.objective]), int(self._best[1]["id"])
+
+    def _rank_key(self, value: float, proposal_id: int) -> tuple[float, int]:
+        return rank_key(value, self.direction, proposal_id)
+
     # ---------------------------------------------------------------- score
     def score(self, result: Result) -> float:
         """The objective of an ``ok`` result, signed so that higher is better."""
-        value = float(result.metrics[self.objective])
-        return value if self.direction == "maximize" else -value
+        return self.direction.sign * float(result.metrics[self.objective])
 
     def _checked(self, result: Result) -> Result:
         """Validate before any state changes. An ``ok`` result whose objective is NaN or
         infinite (a diverged run) is handled as failed."""
-        if result.status != "ok":
+        if result.status != Status.OK:
             return result
         if self.objective not in result.metrics:
             raise ValueError(f"an ok result needs the objective {self.objective!r} in its metrics"
@@ -247,7 +259,7 @@ class SearcherBase(Searcher):
         if not math.isfinite(float(result.metrics[self.objective])):
             log.warning("objective %s=%s is not finite: handled as a failed result",
                         self.objective, result.metrics[self.objective])
-            return Result("failed", dict(result.metrics), "non-finite objective")
+            return Result(Status.FAILED, dict(result.metrics), "non-finite objective")
         return result
 
     # ----------------------------------------------------------------- hooks
@@ -294,11 +306,11 @@ class SearcherBase(Searcher):
             "config": self._config_dict(),
             "seed": self.seed,
             "objective": self.objective,
-            "direction": self.direction,
+            "direction": self.direction.optuna,
             "rng": self.rng.bit_generator.state,
             "next_id": self._next_id,
             "pending": [p.to_dict() for p in self._pending.values()],
-            "counts": dict(self.counts),
+            "counts": {s.value: n for s, n in self.counts.items()},
             "best": list(self._best) if self._best is not None else None,
             "searcher_state": self._get_state(),
         }
@@ -313,7 +325,8 @@ class SearcherBase(Searcher):
         if state.get("config") != self._config_dict():
             raise ValueError(f"state was saved with a different config: {state.get('config')} "
                              f"!= {self._config_dict()}")
-        if (state["objective"], state["direction"]) != (self.objective, self.direction):
+        if state["objective"] != self.objective or \
+                Direction.parse(state["direction"]) != self.direction:
             raise ValueError("state was saved for a different objective/direction")
         self.seed = int(state["seed"])
         self.rng = np.random.default_rng()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nasforge.controllers.base import Proposal, Result, Searcher
+from nasforge.trials import Status
 
 
 class PlantedTask:
@@ -110,7 +111,7 @@ def run_search(searcher: Searcher, task: PlantedTask, budget: int, workers: int 
         t0 = time.perf_counter()
         searcher.tell(p, result)
         searcher_s += time.perf_counter() - t0
-        if result.status == "ok":
+        if result.status == Status.OK:
             best = max(best, result.metrics["val_acc"])
         trace.append(best)
         times.append(searcher_s)

@@ -19,6 +19,7 @@ import logging
 from typing import Mapping
 
 from nasforge.controllers.base import Proposal, Result, Searcher
+from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class DedupCache(Searcher):
         pid = proposal.id if isinstance(proposal, Proposal) else int(proposal)
         own = {p.id: p for p in self.inner.in_flight()}.get(pid)
         self.inner.tell(proposal, result)
-        if self.enabled and own is not None and result.status == "ok":
+        if self.enabled and own is not None and result.status == Status.OK:
             self.cache.setdefault(own.hash, result)
 
     def in_flight(self) -> list[Proposal]:

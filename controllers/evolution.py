@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from nasforge.controllers.base import Proposal, Result, SearcherBase
+from nasforge.trials import Status
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class RegularizedEvolution(SearcherBase):
     def _observe(self, proposal: Proposal, result: Result) -> None:
         if proposal.meta.get("origin") == "random":
             self._initial_in_flight -= 1
-        if result.status != "ok":
+        if result.status != Status.OK:
             return  # failed and pruned children never join the population
         self.population.append({"id": proposal.id, "tokens": list(proposal.tokens),
                                 "score": self.score(result)})

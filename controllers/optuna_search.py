@@ -55,6 +55,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nasforge.controllers.base import Proposal, Result, SearcherBase
+from nasforge.trials import Direction, Status
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,8 @@ class OptunaConfig:
 
     def __post_init__(self):
         if self.objectives is not None:
-            objs = tuple((str(k), str(d)) for k, d in self.objectives)
-            for _, d in objs:
-                if d not in ("maximize", "minimize"):
-                    raise ValueError(f"objective direction {d!r} is not maximize/minimize")
+            # Optuna's spelling, as configs and searcher states on disk hold it
+            objs = tuple((str(k), Direction.parse(d).optuna) for k, d in self.objectives)
             if not objs:
                 raise ValueError("objectives is empty")
             object.__setattr__(self, "objectives", objs)
@@ -227,11 +226,11 @@ def _trial_from_json(d: Mapping):
         intermediate_values={int(k): float(v) for k, v in d["intermediate_values"]})
 
 
-def _finite_or(value, direction: str) -> float:
+def _finite_or(value, direction: Direction | str) -> float:
     """``value`` if finite, else the worst value of ``direction``."""
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
-    return -math.inf if direction == "maximize" else math.inf
+    return Direction.parse(direction).worst_value
 
 
 class OptunaSearcher(SearcherBase):
@@ -250,9 +249,10 @@ class OptunaSearcher(SearcherBase):
         optuna.logging.enable_propagation()
         super().__init__(space, config, seed, **kw)
         cfg = self.config
-        self.objectives = cfg.objectives or ((self.objective, self.direction),)
+        self.objectives = cfg.objectives or ((self.objective, self.direction.optuna),)
         # the first objective is the searcher's (best(), score())
-        self.objective, self.direction = self.objectives[0]
+        self.objective, direction = self.objectives[0]
+        self.direction = Direction.parse(direction)
         self._sampler_name = sampler_class_name(cfg.sampler, len(self.objectives) > 1)
         cls = getattr(optuna.samplers, self._sampler_name, None)
         if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
@@ -304,12 +304,12 @@ class OptunaSearcher(SearcherBase):
 
     def _checked(self, result: Result) -> Result:
         result = super()._checked(result)
-        if result.status == "ok":
+        if result.status == Status.OK:
             missing = [k for k, _ in self.objectives if k not in result.metrics]
             if missing:
                 raise ValueError(f"an ok result needs the objectives {missing} in its metrics")
             if not all(math.isfinite(float(result.metrics[k])) for k, _ in self.objectives):
-                return Result("failed", dict(result.metrics), "non-finite objective")
+                return Result(Status.FAILED, dict(result.metrics), "non-finite objective")
         return result
 
     def _observe(self, proposal: Proposal, result: Result) -> None:
@@ -317,16 +317,16 @@ class OptunaSearcher(SearcherBase):
 
         number = proposal.meta["trial_number"]
         if result.constraints and not self._set_constraints(number, result.constraints) \
-                and result.status == "infeasible":
+                and result.status == Status.INFEASIBLE:
             self.study.tell(number, state=TrialState.FAIL)
             return
-        if result.status in ("ok", "infeasible"):
+        if result.status in (Status.OK, Status.INFEASIBLE):
             # an infeasible trial is complete with its constraint values; Optuna's samplers
             # (TPE, NSGA-II, GP) rank it by its violation, never by these values, which for a
             # child refused before training are the worst possible
             values = [_finite_or(result.metrics.get(k), d) for k, d in self.objectives]
             self.study.tell(number, values if len(values) > 1 else values[0])
-        elif result.status == "pruned":
+        elif result.status == Status.PRUNED:
             self.study.tell(number, state=TrialState.PRUNED)
         else:
             self.study.tell(number, state=TrialState.FAIL)
@@ -339,7 +339,7 @@ class OptunaSearcher(SearcherBase):
 
         if not hasattr(optuna.trial.Trial, "set_constraint"):
             log.warning("optuna %s has no Trial.set_constraint: infeasible trials are told as "
-                        "failed", optuna.__version__)
+                        "failures", optuna.__version__)
             return False
         frozen = self.study.get_trials(deepcopy=False)[number]
         trial = optuna.trial.Trial(self.study, frozen._trial_id)

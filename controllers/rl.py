@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from nasforge.controllers.base import Proposal, Result, SearcherBase
+from nasforge.trials import Status
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class RLController(SearcherBase):
     def scored(self, result: Result) -> bool:
         """Whether ``result`` has a reward of its own (its objective): ok, or pruned with a
         finite objective; every other child gets the failed reward."""
-        return result.status == "ok" or (result.status == "pruned" and
+        return result.status == Status.OK or (result.status == Status.PRUNED and
                                          self.objective in result.metrics and
                                          math.isfinite(float(result.metrics[self.objective])))
 

@@ -603,3 +603,24 @@ def test_planted_task_and_async_simulation():
     assert rec.best == rec.trace[-1] and rec.ms_per_proposal > 0
     assert evals_to_reach([0.1, 0.5, 0.7], 0.5) == 2 and evals_to_reach([0.1], 0.5) is None
     assert median_or_none([1, 3, None]) == 3 and median_or_none([1, None, None]) is None
+
+
+@pytest.mark.parametrize("direction,worse", [("maximize", 0.5), ("minimize", 0.9)])
+def test_best_ranks_like_the_run_folder_when_results_arrive_out_of_order(direction, worse):
+    """Searcher.best() and run_folder.ranked_trials name the same winner: of two proposals tied
+    on the best value, the lowest id, though the other one's result was told first."""
+    from nasforge.search.run_folder import ranked_trials
+
+    s = SEARCHERS["random"](NasNetSpace(num_blocks=2), seed=0, objective="val_loss",
+                            direction=direction)
+    p0, p1, p2, p3 = s.ask(4)
+    told = [(p3, Result.ok(val_loss=worse)), (p2, Result.failed("OOM")),
+            (p1, Result.ok(val_loss=0.7)), (p0, Result.ok(val_loss=0.7))]
+    records = []
+    for p, r in told:
+        s.tell(p, r)
+        records.append({"trial": p.id, "status": r.to_dict()["status"],
+                        "metrics": dict(r.metrics)})
+    assert ranked_trials(records, f"val_loss:{direction[:3]}")[0]["trial"] == 0
+    best_proposal, best_result = s.best()
+    assert best_proposal.id == 0 and best_result.metrics["val_loss"] == 0.7

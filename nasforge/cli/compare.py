@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from nasforge.trials import Status, TrialRecord
+
 
 def register(sub):
     p = sub.add_parser("compare", help="compare search runs (table + TensorBoard command)")
@@ -23,7 +25,8 @@ def _load(run_dir):
 
     run = RunFolder.open(run_dir)
     config = run.config()
-    return config, run_goal(config), sorted(run.trials(), key=lambda r: r.get("finished_at", 0))
+    records = [TrialRecord.from_json(r) for r in run.trials()]
+    return config, run_goal(config), sorted(records, key=lambda r: r.finished_at or 0)
 
 
 def shared_reference(runs: list, given: dict | None = None) -> dict[str, float]:
@@ -41,8 +44,7 @@ def shared_reference(runs: list, given: dict | None = None) -> dict[str, float]:
             if given and o.name in given:
                 continue
             old = reference.get(o.name)
-            reference[o.name] = v if old is None else (min(old, v) if o.direction == "max"
-                                                       else max(old, v))
+            reference[o.name] = v if old is None else o.direction.worse(old, v)
     return reference
 
 
@@ -51,33 +53,32 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
     the primary objective, trials and device-hours needed to reach it (in finishing order),
     wall time (first start to last finish); for a Pareto run also the front's size and
     hypervolume with ``reference`` (``shared_reference``; default: this run's own)."""
-    from nasforge.search.objectives import INFEASIBLE
     from nasforge.search.run_folder import best_trial, device_seconds, trial_score
 
     config, goal, records = _load(run_dir)
-    infeasible = sum(r["status"] == INFEASIBLE for r in records)
+    infeasible = sum(r.status == Status.INFEASIBLE for r in records)
     primary = goal.primary
     best_record = best_trial(records, primary)
     best = None if best_record is None else trial_score(best_record, primary)
     best_acc = best_trial(records, "val_acc")
     best_at, device_at_best, device_s, trained = None, None, 0.0, 0
     for r in records:
-        if r["status"] == INFEASIBLE:
+        if r.status == Status.INFEASIBLE:
             continue
         trained += 1
         device_s += device_seconds(r)
         if best_at is None and best is not None and trial_score(r, primary) == best:
             best_at, device_at_best = trained, device_s  # the first trial to reach the best
-    timed = [r for r in records if r["status"] != INFEASIBLE]
-    wall = (max(r["finished_at"] for r in timed) - min(r["started_at"] for r in timed)) \
+    timed = [r for r in records if r.status != Status.INFEASIBLE]
+    wall = (max(r.finished_at for r in timed) - min(r.started_at for r in timed)) \
         if timed else 0.0
     row = {"run": str(run_dir), "searcher": config.get("search", {}).get("searcher"),
            "objectives": [str(o) for o in goal.objectives],
            "constraints": [str(c) for c in goal.constraints], "objective": str(primary),
            "budget": config.get("search", {}).get("trials"), "finished": trained,
-           "failed": sum(r["status"] == "failed" for r in records),
-           "pruned": sum(r["status"] == "pruned" for r in records),
-           "infeasible": infeasible, "best": best,
+           **{s.value: sum(r.status == s for r in records)  # trials by status
+              for s in (Status.FAILED, Status.PRUNED)},
+           Status.INFEASIBLE.value: infeasible, "best": best,
            "best_val_acc": None if best_acc is None else trial_score(best_acc),
            "trials_to_best": best_at,
            "device_hours_to_best": None if device_at_best is None else device_at_best / 3600,
@@ -146,10 +147,11 @@ def run(args) -> int:
         print(json.dumps(rows))
         return 0
     pareto = any(row["front_size"] is not None for row in rows)
-    infeasible = any(row["infeasible"] for row in rows)
+    infeasible = any(row[Status.INFEASIBLE] for row in rows)
     objectives = sorted({row["objective"] for row in rows})
     one_objective = len(objectives) == 1
-    head = ["run", "searcher", "finished", "failed"] + (["infeasible"] if infeasible else []) \
+    head = ["run", "searcher", "finished", str(Status.FAILED)] \
+        + ([str(Status.INFEASIBLE)] if infeasible else []) \
         + ([f"best {objectives[0].split(':')[0]}"] if one_objective else ["objective", "best"]) \
         + ["trials to best", "device-h to best", "wall"] \
         + (["front", "hypervolume"] if pareto else [])
@@ -157,8 +159,8 @@ def run(args) -> int:
     for row in rows:
         dh = "-" if row["device_hours_to_best"] is None else f"{row['device_hours_to_best']:.3f}"
         table.append([Path(row["run"]).name, str(row["searcher"]),
-                      f"{row['finished']}/{row['budget']}", str(row["failed"])]
-                     + ([str(row["infeasible"])] if infeasible else [])
+                      f"{row['finished']}/{row['budget']}", str(row[Status.FAILED])]
+                     + ([str(row[Status.INFEASIBLE])] if infeasible else [])
                      + ([] if one_objective else [row["objective"]])
                      + [_fmt(row["best"]), str(row["trials_to_best"] or "-"), dh,
                         f"{row['wall_s'] / 60:.1f} min"]

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from nasforge.trials import Status
+
 log = logging.getLogger(__name__)
 
 BEST = "best_cell"
@@ -144,7 +146,7 @@ def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
         return [(_trial_arch(record, run_dir), _describe_trial(record, goal), path)]
     ranked = ranked_trials(records, goal.primary)
     if not ranked:
-        raise UsageError(f"{run_dir} has no finished trial (status 'ok', within its "
+        raise UsageError(f"{run_dir} has no finished trial (status '{Status.OK}', within its "
                          f"constraints, with {goal.primary.name}; {len(records)} trial "
                          f"record(s))")
     if args.top is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from nasforge.cluster import ResourceError
 from nasforge.faults import faults_from_env
 from nasforge.timefmt import format_duration
+from nasforge.trials import SearchSummary, Status, StopReason
 
 
 def register(sub):
@@ -113,14 +114,14 @@ def _options(items: list[str]) -> dict:
 
 
 def progress_line(p) -> str:
-    from nasforge.search.objectives import metric_value
+    from nasforge.trials import metric_value
 
     width = len(str(p.budget))
     parts = []
     if p.last is not None:
         r = p.last
         value = metric_value(r, p.objective)
-        what = f"{p.objective} {_fmt_value(value)}" if r["status"] == "ok" and \
+        what = f"{p.objective} {_fmt_value(value)}" if r["status"] == Status.OK and \
             r.get("feasible") is not False and value is not None else \
             (r.get("error") or r["status"])
         parts.append(f"trial {r['trial']} {r['status']}: {what} ({r['wall_s']:.0f} s)")
@@ -222,46 +223,45 @@ def run(args) -> int:
 
 def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
     """The last line of a search and its exit code: 0 done, 1 broken, 130 interrupted."""
+    summary = SearchSummary.from_json(summary)
     resume = f"nasforge search --resume {shlex.quote(str(run_dir))}"
-    if summary["stopped"] == "broken":
-        broken = summary["broken"]
+    if summary.stopped == StopReason.BROKEN:
+        broken = summary.broken
         where = f"traceback: {broken['traceback']}" if broken["traceback"] else \
             f"trial {broken['trial']} in {run_dir / 'trials.jsonl'}"
         _say(f"nasforge: error: search stopped: {broken['message']} ({where}); after a fix, "
              f"continue with: {resume}")
         return 1
-    if summary["stopped"] == "infeasible":
-        _say(f"nasforge: error: search stopped after {summary['finished']} of "
-             f"{summary['budget']} trials: {summary['infeasible_message']}")
+    if summary.stopped == StopReason.INFEASIBLE:
+        _say(f"nasforge: error: search stopped after {summary.finished} of "
+             f"{summary.budget} trials: {summary.infeasible_message}")
         return 1
-    if summary["stopped"] == "interrupted":
-        _say(f"nasforge: interrupted after {summary['finished']} of {summary['budget']} "
+    if summary.stopped == StopReason.INTERRUPTED:
+        _say(f"nasforge: interrupted after {summary.finished} of {summary.budget} "
              f"trials; continue with: {resume}")
         return 130
     if not done_line:
         return 0
-    # a Ray search's summary has "best" (of its primary objective); others only best_val_acc
-    best = summary["best"] if "best" in summary else summary.get("best_val_acc")
-    objective = summary.get("objective", "val_acc").split(":")[0]
-    oneshot = "epochs" in summary  # one-shot: a record per epoch (+ spos's candidates)
+    best = summary.best  # of the primary objective
+    objective = summary.objective.split(":")[0]
     notes = ""
-    if summary.get("pareto_front") is not None:
+    if summary.pareto_front is not None:
         from nasforge.search.run_folder import PARETO
 
-        notes += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
-    if summary.get("infeasible"):
-        notes += f"; {summary['infeasible']} infeasible " + \
-            ("paths never evaluated" if oneshot else "proposals never trained")
-    if oneshot and best is not None:
-        trial = summary["best_trial"]
-        where = "search phase" if trial > summary["epochs"] else f"epoch {trial}"
-        _say(f"done: {summary['epochs']} epochs in {_fmt_s(summary['wall_s'])}; best "
-             f"{objective} {_fmt_value(best)} ({where}); best cell: {summary['best_cell']}"
+        notes += f"; Pareto front of {len(summary.pareto_front)}: {run_dir / PARETO}"
+    if summary.infeasible:
+        notes += f"; {summary.infeasible} infeasible " + \
+            ("paths never evaluated" if summary.oneshot else "proposals never trained")
+    if summary.oneshot and best is not None:
+        trial = summary.best_trial
+        where = "search phase" if trial > summary.epochs else f"epoch {trial}"
+        _say(f"done: {summary.epochs} epochs in {_fmt_s(summary.wall_s)}; best "
+             f"{objective} {_fmt_value(best)} ({where}); best cell: {summary.best_cell}"
              f"{notes}")
         return 0
     outcome = "no trial finished ok, so there is no best cell" if best is None else \
-        f"best {objective} {_fmt_value(best)} (trial {summary['best_trial']}); best cell: " \
-        f"{summary['best_cell']}"
-    _say(f"done: {summary['finished']} trials ({summary['failed']} failed) in "
-         f"{_fmt_s(summary['wall_s'])}; {outcome}{notes}")
+        f"best {objective} {_fmt_value(best)} (trial {summary.best_trial}); best cell: " \
+        f"{summary.best_cell}"
+    _say(f"done: {summary.finished} trials ({summary.failed} failed) in "
+         f"{_fmt_s(summary.wall_s)}; {outcome}{notes}")
     return 0

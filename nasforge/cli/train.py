@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from nasforge.timefmt import format_duration
+from nasforge.trials import Status
 
 
 def register(sub):
@@ -197,4 +198,4 @@ def run(args) -> int:
         _progress(f"{result['status']}: " + ", ".join(
             f"{k} {summary[k]:.4f}" for k in ("val_acc", "test_acc")
             if summary.get(k) is not None) + f" in {format_duration(result['wall_s'])}")
-    return 0 if result["status"] == "ok" else 1
+    return 0 if result["status"] == Status.OK else 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nasforge.cluster import ray_session
+from nasforge.trials import Status
 
 
 def oneshot_worker(loop_config: dict) -> None:
@@ -72,5 +73,5 @@ def train_data_parallel(config, recipe, run, epochs: int, workers: int,
                                 cpus_per_worker=cpus, storage=str(Path(run.path).resolve()))
         trainer.fit()
     state = load_checkpoint(Path(run.path) / CHECKPOINT_NAME)
-    return {"status": state.get("status", "ok"), "epochs": int(state["epoch"]),
+    return {"status": state.get("status", Status.OK.value), "epochs": int(state["epoch"]),
             "history": state["history"]}

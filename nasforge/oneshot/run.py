@@ -13,7 +13,7 @@ the run folder is a search run folder that every tool reads unchanged::
     trials.jsonl       per epoch one trial record of the derived cell (its supernet validation
                        accuracy as val_acc, the epoch's wall time as wall_s), plus one record
                        per candidate of spos's search phase (its recalibrated supernet scores,
-                       or status "infeasible" with the measured values for a path refused
+                       or status ``infeasible`` with the measured values for a path refused
                        before evaluation): what `nasforge compare` (device-hours), `export
                        best_cell --run` and `transfer` read
     search_phase.json  spos: written when its search phase ends (candidates evaluated,
@@ -53,10 +53,11 @@ from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel,
                                       SposConfig, method_config)
 from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
 from nasforge.search.config import SearchConfig, SearchError
-from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, infeasible_cap
-from nasforge.search.run_folder import (TRIALS, RunFolder, best_trial, device_seconds,
-                                        trial_score)
+from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
+from nasforge.search.recorder import RunRecorder, SearchRecorder
+from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
 from nasforge.search.screen import Screen, judge_finished, result_from_record
+from nasforge.trials import SearchSummary, Status, StopReason, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,16 @@ def model_setting(recipe, data, latency_table: str | None = None) -> ModelSettin
 
 
 class Recorder:
-    """The trainer's ``report`` on rank 0: run-folder lines, best cell and TensorBoard."""
+    """The trainer's ``report`` on rank 0: trajectory lines, the epoch's TensorBoard scalars
+    and images, and its trial record through the search's ``RunRecorder`` (trials.jsonl,
+    best_cell.json, pareto.json: the black-box search's recorder)."""
 
     def __init__(self, run: RunFolder, method, space, setting: ModelSetting, goal: Goal,
                  resources: dict, board: bool):
         self.run, self.method, self.space = run, method, space
         self.goal = goal
-        self.screen = Screen(goal, space, setting)  # measures; epochs are never refused
+        # the screen measures; epochs are never refused
+        self.book = RunRecorder(run, goal, screen=Screen(goal, space, setting))
         self.resources = resources
         self.writer = None
         if board:
@@ -120,9 +124,9 @@ class Recorder:
     def child_static(self, proposal) -> dict:
         """params, mult-adds and the goal's other static metrics of a path's stand-alone
         child (objectives.measure_static: the counter constraints are checked with)."""
-        return self.screen.measure(proposal, CHILD_COUNTS)
+        return self.book.screen.measure(proposal, CHILD_COUNTS)
 
-    def lines(self, entry: dict) -> tuple[dict, dict]:
+    def lines(self, entry: dict) -> tuple[dict, TrialRecord]:
         """(trajectory line, trials.jsonl record) of one epoch's history entry."""
         epoch = int(entry["epoch"])
         traj = {"epoch": epoch, "cell": entry["cell"], "hash": entry["hash"],
@@ -134,18 +138,16 @@ class Recorder:
         traj.update({k: v for k, v in entry.items() if k.startswith("method_")})
         static = self.child_static(self._proposal(entry["tokens"], entry["hash"]))
         started = entry.get("started_at") or 0.0
-        record = {
-            "trial": epoch, "status": "ok", "hash": entry["hash"], "tokens": entry["tokens"],
-            "origin": {"origin": self.method_name, "epoch": epoch},
-            "arch": entry["cell"],
-            "metrics": {"val_acc": entry.get("val_acc"), "val_loss": entry.get("val_loss"),
-                        **{k: v for k, v in static.items() if k not in CHILD_COUNTS},
-                        "epoch": epoch},
-            "epochs": epoch, "params": static["params"], "mult_adds": static["mult_adds"],
-            "wall_s": entry.get("epoch_s"), "train_s": None, "restored_epoch": 0,
-            "resources": self.resources, "error": None, "failure": None,
-            "started_at": started, "finished_at": started + float(entry.get("epoch_s") or 0),
-        }
+        record = TrialRecord(
+            trial=epoch, status=Status.OK, hash=entry["hash"], tokens=tuple(entry["tokens"]),
+            origin={"origin": self.method_name, "epoch": epoch}, arch=entry["cell"],
+            metrics={"val_acc": entry.get("val_acc"), "val_loss": entry.get("val_loss"),
+                     **{k: v for k, v in static.items() if k not in CHILD_COUNTS},
+                     "epoch": epoch},
+            epochs=epoch, params=static["params"], mult_adds=static["mult_adds"],
+            wall_s=entry.get("epoch_s"), train_s=None, restored_epoch=0,
+            resources=self.resources, error=None, failure=None, started_at=started,
+            finished_at=started + float(entry.get("epoch_s") or 0))
         return traj, judge_finished(self.goal, record)
 
     def _proposal(self, tokens, digest: str):
@@ -168,19 +170,7 @@ class Recorder:
             records += [r for r in self.run.trials()
                         if r.get("origin", {}).get("phase") == SEARCH_PHASE]
         self.run.write_lines(TRAJECTORY, [t for t, _ in pairs])
-        self.run.write_lines(TRIALS, records)
-        self.write_best(records)
-
-    def write_best(self, records: list[dict]) -> dict | None:
-        """Called whenever the records change: best_cell.json (and pareto.json) from them."""
-        from nasforge.dsl import CellPair
-
-        best = best_trial(records, self.goal.primary)
-        if best is not None:
-            self.run.write_best(CellPair.from_dict(best["arch"]).to_json() + "\n")
-        if self.goal.multi:
-            self.run.write_pareto(self.goal, self.goal.front(records))
-        return best
+        self.book.rewrite(records)
 
     def epoch(self, epoch: int, entry: dict) -> None:
         """The trainer's ``report`` (rank 0): append the epoch's lines, update the best
@@ -189,8 +179,7 @@ class Recorder:
             return
         traj, record = self.lines(entry)
         self.run.append_line(TRAJECTORY, traj)
-        self.run.append_trial(record)
-        self.write_best(self.run.trials())
+        self.book.append(record)
         if self.writer is not None:
             self._board(epoch, traj)
 
@@ -343,7 +332,7 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         finally:
             recorder.close()
     phase = None
-    if isinstance(method, Spos) and result["status"] == "ok":
+    if isinstance(method, Spos) and result["status"] == Status.OK:
         phase = _search_phase(run, recorder, method, config, epochs, setting)
     return _summary(run, config, result, epochs, time.time() - t0, phase)
 
@@ -384,7 +373,6 @@ class SearchPhaseJudge:
     def __init__(self, run: RunFolder, recorder: Recorder, screen: Screen, method: Spos,
                  epochs: int, records: list[dict], searcher):
         from nasforge.search.board import SearchBoard
-        from nasforge.search.runner import SearchRecorder
 
         self.recorder, self.screen, self.epochs = recorder, screen, epochs
         self.goal = recorder.goal
@@ -419,26 +407,24 @@ class SearchPhaseJudge:
         self.evaluated += 1
         static = self.static.pop(proposal.id)
         now = time.time()
-        record = {
-            "trial": 0, "status": result.status, "hash": proposal.hash,
-            "tokens": list(proposal.tokens), "origin": {},
-            "arch": self.recorder.space.to_graph(proposal.arch).to_dict(),
-            "metrics": {**result.metrics, **static, "epoch": self.epochs},
-            "epochs": self.epochs, "params": static.get("params"),
-            "mult_adds": static.get("mult_adds"), "wall_s": seconds, "train_s": None,
-            "restored_epoch": 0, "resources": {}, "error": result.error, "failure": None,
-            "started_at": now - seconds, "finished_at": now, **self._fields(proposal)}
-        judge_finished(self.goal, record)
+        record = TrialRecord(
+            trial=0, status=result.status, hash=proposal.hash, tokens=tuple(proposal.tokens),
+            origin={}, arch=self.recorder.space.to_graph(proposal.arch).to_dict(),
+            metrics={**result.metrics, **static, "epoch": self.epochs}, epochs=self.epochs,
+            params=static.get("params"), mult_adds=static.get("mult_adds"), wall_s=seconds,
+            train_s=None, restored_epoch=0, resources={}, error=result.error, failure=None,
+            started_at=now - seconds, finished_at=now).replace(**self._fields(proposal))
+        record = judge_finished(self.goal, record)
         best = self.book.best
-        if record["params"] is None and \
+        if record.params is None and \
                 best_trial([r for r in (best, record) if r], self.goal.primary) is record:
             # a new best: its counts, as every epoch's record has (measured only for bests:
             # counting costs about a candidate's evaluation on a GPU)
             counts = self.recorder.child_static(proposal)
-            record.update(params=counts["params"], mult_adds=counts["mult_adds"])
+            record = record.replace(params=counts["params"], mult_adds=counts["mult_adds"])
         self.book.finished(record)
         self.book.told(self.searcher, record)
-        self.ok += record["status"] == "ok"
+        self.ok += record.status == Status.OK
         return result_from_record(record)
 
     def stop(self) -> bool:
@@ -463,8 +449,7 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     cfg = method.config
     records = [r for r in run.trials() if r.get("origin", {}).get("phase") != SEARCH_PHASE]
     if len(records) != len(run.trials()):  # a phase cut short (not synced: data parallel)
-        run.write_lines(TRIALS, records)
-        recorder.write_best(records)
+        recorder.book.rewrite(records)
     screen = Screen(config.goal, method.space, setting,
                     infeasible_cap(cfg.candidates, config.max_infeasible))
     searcher = goal_searcher(cfg.evaluator, method.space, method.seed, config.goal)
@@ -476,7 +461,8 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     if judge.evaluated and not judge.ok:
         raise SupernetError("the search phase evaluated no path successfully")
     done = {"candidates": cfg.candidates, "evaluated": judge.evaluated,
-            "infeasible": screen.seen, "stopped": INFEASIBLE if screen.capped else None,
+            Status.INFEASIBLE.value: screen.seen,  # paths refused before evaluation
+            "stopped": StopReason.INFEASIBLE.value if screen.capped else None,
             "wall_s": time.time() - t0}
     run.write_json(SEARCH_PHASE_DONE, done)
     return done
@@ -508,28 +494,29 @@ def _summary(run: RunFolder, config: SearchConfig, result: dict, epochs: int,
     from nasforge.search.runner import describe_infeasible
 
     goal = config.goal
-    records = run.trials()
-    trained = [r for r in records if r["status"] != INFEASIBLE]
+    records = [TrialRecord.from_json(r) for r in run.trials()]
+    trained = [r for r in records if r.status != Status.INFEASIBLE]
     best = best_trial(records, goal.primary)
-    stopped = None if result["status"] == "ok" else "broken"
-    if stopped is None and phase is not None and phase.get("stopped") == INFEASIBLE:
-        stopped = INFEASIBLE
-    return {"run_dir": str(run.path), "searcher": config.searcher,
-            "budget": config.trials, "objective": str(goal.primary),
-            "finished": len(trained), "failed": sum(r["status"] == "failed" for r in records),
-            "pruned": 0, "infeasible": len(records) - len(trained),
-            "best": None if best is None else trial_score(best, goal.primary),
-            "best_val_acc": None if best is None else trial_score(best),
-            "best_trial": None if best is None else best["trial"],
-            "best_hash": None if best is None else best["hash"],
-            "best_cell": str(run.best_path) if run.best_path.is_file() else None,
-            "pareto_front": [r["trial"] for r in goal.front(records)] if goal.multi else None,
-            "stopped": stopped,
-            "infeasible_message": describe_infeasible(
-                config, phase["candidates"], "evaluation on the supernet")
-            if stopped == INFEASIBLE else None,
-            "broken": None if result["status"] == "ok" else {
-                "message": f"supernet training {result['status']}", "trial": None,
-                "traceback": None},
-            "status": result["status"], "epochs": result["epochs"], "wall_s": wall_s,
-            "device_s": sum(device_seconds(r) for r in trained)}
+    ok = result["status"] == Status.OK  # the supernet's training
+    stopped = None if ok else StopReason.BROKEN
+    if stopped is None and phase is not None and phase.get("stopped") == StopReason.INFEASIBLE:
+        stopped = StopReason.INFEASIBLE
+    return SearchSummary(
+        run_dir=str(run.path), searcher=config.searcher, budget=config.trials,
+        objective=str(goal.primary), finished=len(trained),
+        failed=sum(r.status == Status.FAILED for r in records), pruned=0,
+        infeasible=len(records) - len(trained),
+        best=None if best is None else trial_score(best, goal.primary),
+        best_val_acc=None if best is None else trial_score(best),
+        best_trial=None if best is None else best.trial,
+        best_hash=None if best is None else best.hash,
+        best_cell=str(run.best_path) if run.best_path.is_file() else None,
+        pareto_front=[r.trial for r in goal.front(records)] if goal.multi else None,
+        stopped=stopped,
+        infeasible_message=describe_infeasible(
+            config, phase["candidates"], "evaluation on the supernet")
+        if stopped == StopReason.INFEASIBLE else None,
+        broken=None if ok else {"message": f"supernet training {result['status']}",
+                                "trial": None, "traceback": None},
+        status=result["status"], epochs=result["epochs"], wall_s=wall_s,
+        device_s=sum(device_seconds(r) for r in trained)).to_json()

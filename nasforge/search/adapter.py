@@ -11,8 +11,8 @@ metrics the search needs (``objectives.py``: params, mult-adds, anything registe
 search's ``screen.Screen`` (the spos search phase uses the same one) and a proposal that
 violates a constraint is recorded as ``infeasible`` with the measured values, told to the
 searcher and replaced by the next proposal, so it is never trained and does not use the trial
-budget; after ``infeasible_cap`` of them the search stops (``StopRequest``
-reason ``"infeasible"``). Constraints on trained metrics (an accuracy floor) are checked when
+budget; after ``infeasible_cap`` of them the search stops (``StopRequest`` reason
+``StopReason.INFEASIBLE``). Constraints on trained metrics (an accuracy floor) are checked when
 the trial ends: the child trained and counts, but it is marked infeasible for ranking.
 
 A search can end before its budget (``StopRequest``: the failure rule, Ctrl-C): from then on no
@@ -31,8 +31,9 @@ from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
 from nasforge.search.failures import WORKER_DIED
-from nasforge.search.objectives import INFEASIBLE, METRICS, Goal
+from nasforge.search.objectives import METRICS, Goal
 from nasforge.search.screen import Screen, judge_finished, result_from_record
+from nasforge.trials import Status, StopReason, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ METRIC_KEYS = tuple(n for n, m in METRICS.items() if not m.static) + ("epoch",)
 
 
 class Recorder(Protocol):
-    """What the adapter reports to (``runner.SearchRecorder``)."""
+    """What the adapter reports to (``recorder.SearchRecorder``)."""
 
     def asked(self, searcher, proposal: Proposal, ray_trial_id: str) -> None:
         """After ``searcher.ask``, before the trial is handed to Ray."""
@@ -49,11 +50,11 @@ class Recorder(Protocol):
     def epoch(self, proposal: Proposal, metrics: dict) -> None:
         """Per intermediate report of a running trial."""
 
-    def finished(self, record: dict, traceback: str | None = None) -> None:
+    def finished(self, record: TrialRecord, traceback: str | None = None) -> None:
         """A trial ended: append its record (before the searcher is told); ``traceback``: the
         child's, when it raised."""
 
-    def told(self, searcher, record: dict) -> None:
+    def told(self, searcher, record: TrialRecord) -> None:
         """After ``searcher.tell``: save the searcher, update best/TensorBoard/progress."""
 
 
@@ -62,10 +63,10 @@ class StopRequest:
     the adapter and by Ray Tune's stopper (``runner``)."""
 
     def __init__(self):
-        self.reason: str | None = None  # "broken" | "interrupted" | "infeasible"
-        self.broken = None  # failures.BrokenSearch when reason == "broken"
+        self.reason: StopReason | None = None
+        self.broken = None  # failures.BrokenSearch when the reason is BROKEN
 
-    def set(self, reason: str, broken=None) -> None:
+    def set(self, reason: StopReason, broken=None) -> None:
         if self.reason is None:  # the first reason is the one to report
             self.reason, self.broken = reason, broken
 
@@ -88,7 +89,7 @@ class TuneSearcherAdapter(TuneSearcher):
                  stop: StopRequest | None = None, model_setting=None,
                  infeasible_cap: int | None = None, infeasible_seen: int = 0):
         self.goal = goal or Goal()
-        super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction)
+        super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction.value)
         self.model_setting = model_setting
         self.screen = Screen(self.goal, space, model_setting, infeasible_cap, infeasible_seen)
         self.static: dict[int, dict] = {}  # proposal id -> static metrics measured
@@ -129,7 +130,7 @@ class TuneSearcherAdapter(TuneSearcher):
         self.recorder.asked(self.nasforge_searcher, proposal, trial_id)
         return self.trial_config(proposal, static)
 
-    def refuse(self, proposal: Proposal, record: dict) -> None:
+    def refuse(self, proposal: Proposal, record: TrialRecord) -> None:
         """Called by ``suggest`` for a proposal that violates a constraint before training
         (``record``: its ``Screen.refusal``): recorded, told to the searcher as infeasible,
         never trained; stops the search at the cap."""
@@ -137,7 +138,7 @@ class TuneSearcherAdapter(TuneSearcher):
         self.nasforge_searcher.tell(proposal, result_from_record(record))
         self.recorder.told(self.nasforge_searcher, record)
         if self.screen.count_refusal():
-            self.stop_request.set(INFEASIBLE)
+            self.stop_request.set(StopReason.INFEASIBLE)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.live:
@@ -189,36 +190,33 @@ class TuneSearcherAdapter(TuneSearcher):
 
     # --------------------------------------------------------------- records
     def make_record(self, proposal: Proposal, ray_trial_id: str, result: dict, error: bool,
-                    t0: float, static: dict | None = None) -> tuple[dict, Result]:
-        """The ``trials.jsonl`` line and the searcher's ``Result`` of a finished trial
+                    t0: float, static: dict | None = None) -> tuple[TrialRecord, Result]:
+        """The ``trials.jsonl`` record and the searcher's ``Result`` of a finished trial
         (``static``: the metrics measured before it trained)."""
         metrics = {**_metrics(result), **(static or {})}
         final = result.get("final_status")
         failure = None
         if error:
-            status, reason = "failed", "the trial's worker failed on every attempt (see Ray's " \
-                                       "error file in the trial folder)"
+            status = Status.FAILED
+            reason = "the trial's worker failed on every attempt (see Ray's error file in " \
+                     "the trial folder)"
             failure = WORKER_DIED
         elif final is None:
-            status, reason = "pruned", None  # the scheduler stopped it before its last epoch
+            status, reason = Status.PRUNED, None  # the scheduler stopped it before its end
         else:
-            status, reason = final, result.get("error")
-            failure = result.get("failure") if status == "failed" else None
+            status, reason = Status(final), result.get("error")
+            failure = result.get("failure") if status == Status.FAILED else None
         now = time.time()
-        record = {
-            "trial": proposal.id, "ray_trial_id": ray_trial_id, "status": status,
-            "hash": proposal.hash, "tokens": list(proposal.tokens),
-            "origin": dict(proposal.meta),
-            "arch": self.space.to_graph(proposal.arch).to_dict(),
-            "metrics": metrics, "epochs": int(metrics.get("epoch") or 0),
-            "params": result.get("params"), "mult_adds": result.get("mult_adds"),
-            "wall_s": now - t0, "train_s": result.get("train_s"),
-            "restored_epoch": result.get("restored_epoch", 0),
-            "resources": self.resources, "error": reason, "failure": failure,
-            "started_at": t0, "finished_at": now,
-        }
+        record = TrialRecord(
+            trial=proposal.id, ray_trial_id=ray_trial_id, status=status, hash=proposal.hash,
+            tokens=tuple(proposal.tokens), origin=dict(proposal.meta),
+            arch=self.space.to_graph(proposal.arch).to_dict(), metrics=metrics,
+            epochs=int(metrics.get("epoch") or 0), params=result.get("params"),
+            mult_adds=result.get("mult_adds"), wall_s=now - t0, train_s=result.get("train_s"),
+            restored_epoch=result.get("restored_epoch", 0), resources=self.resources,
+            error=reason, failure=failure, started_at=t0, finished_at=now)
         # trained metrics (an accuracy floor) are known now; static ones were checked
-        judge_finished(self.goal, record)
+        record = judge_finished(self.goal, record)
         return record, result_from_record(record)
 
 

@@ -23,7 +23,8 @@ import io
 import logging
 import math
 
-from nasforge.search.objectives import Goal, metric_value
+from nasforge.search.objectives import Goal
+from nasforge.trials import metric_value
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,11 @@ class SearchBoard:
                 w.add_scalar(k, metrics[k], step)
         w.flush()
 
-    def finished(self, record: dict, progress: dict, searcher_stats: dict,
+    def finished(self, record: dict, progress, searcher_stats: dict,
                  best_changed: bool, best_record: dict | None,
                  front: list[dict] | None = None) -> None:
-        """After each trained trial; ``front``: the new Pareto front when it just changed."""
+        """After each trained trial (``progress``: the search's ``recorder.SearchProgress``
+        after it); ``front``: the new Pareto front when it just changed."""
         from torch.utils.tensorboard.summary import hparams
 
         tid = int(record["trial"])
@@ -92,7 +94,7 @@ class SearchBoard:
         w.close()
         self._writers.pop(tid, None)
 
-        step = int(progress["finished"])
+        step = int(progress.finished)
         s = self.writer
         name = self.goal.primary.name
         value = metric_value(record, name) if feasible else None
@@ -100,15 +102,15 @@ class SearchBoard:
             s.add_scalar(f"search/{name}", value, step)
         if feasible:
             self._points.append(record)
-        if progress["best"] is not None:
-            s.add_scalar(f"search/best_{name}", progress["best"], step)
-            s.add_scalar(f"search/best_{name}_by_device_s", progress["best"],
-                         int(round(progress["device_s"])))
-        s.add_scalar("search/failed", progress["failed"], step)
-        s.add_scalar("search/pruned", progress["pruned"], step)
-        s.add_scalar("search/infeasible", progress.get("infeasible", 0), step)
-        if progress.get("front") is not None:
-            s.add_scalar("search/pareto_front_size", progress["front"], step)
+        if progress.best is not None:
+            s.add_scalar(f"search/best_{name}", progress.best, step)
+            s.add_scalar(f"search/best_{name}_by_device_s", progress.best,
+                         int(round(progress.device_s)))
+        s.add_scalar("search/failed", progress.failed, step)
+        s.add_scalar("search/pruned", progress.pruned, step)
+        s.add_scalar("search/infeasible", progress.infeasible, step)
+        if progress.front is not None:
+            s.add_scalar("search/pareto_front_size", progress.front, step)
         for k, v in searcher_stats.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 s.add_scalar(f"searcher/{k}", v, step)

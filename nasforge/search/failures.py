@@ -25,8 +25,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nasforge.trials import Status
+
 ERROR = "error"
-DIVERGED = "diverged"
+DIVERGED = Status.DIVERGED.value  # its training ended with that status
 OUT_OF_MEMORY = "out_of_memory"
 WORKER_DIED = "worker_died"
 FAILURE_KINDS = (ERROR, DIVERGED, OUT_OF_MEMORY, WORKER_DIED)
@@ -78,7 +80,7 @@ class FailureWatch:
 
     def observe(self, record: dict) -> BrokenSearch | None:
         self.seen += 1
-        failed = record.get("status") == "failed"
+        failed = record.get("status") == Status.FAILED
         kind = record.get("failure") or (ERROR if failed else None)
         if failed and kind not in COUNTED:
             self.first_all_errors = False
@@ -100,3 +102,10 @@ class FailureWatch:
                                 trial=int(record["trial"]), count=self.limit,
                                 first_trials=first and self.streak < self.limit)
         return None
+
+
+def describe_broken(broken: BrokenSearch) -> str:
+    """One sentence: why the search was stopped as broken."""
+    if broken.first_trials:
+        return f"the first {broken.count} trials all failed, the last with {broken.error}"
+    return f"{broken.count} trials in a row failed with {broken.error}"

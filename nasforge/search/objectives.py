@@ -31,10 +31,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-DIRECTIONS = {"max": "maximize", "min": "minimize"}  # spelling on the CLI -> Optuna's
+from nasforge.trials import Direction, metric_value, rankable
+
 OPERATORS = ("<=", ">=", "<", ">")
 DEFAULT_OBJECTIVE = "val_acc"
-INFEASIBLE = "infeasible"  # the trials.jsonl status of a proposal refused before training
 DEFAULT_INFEASIBLE_FACTOR = 20  # infeasible proposals allowed per trial of the budget
 
 
@@ -45,10 +45,13 @@ class ObjectiveError(ValueError):
 @dataclass(frozen=True)
 class Metric:
     name: str
-    direction: str  # "max" | "min": the direction of "better"
+    direction: Direction  # of "better" ("max" | "min" accepted)
     static: bool  # known from the architecture before training
     bound: float | None = None  # the worst value it can take (a hypervolume reference), if any
     description: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "direction", Direction.parse(self.direction))
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,6 @@ STATIC_METRICS: dict[str, Callable] = {}  # name -> fn(arch, ModelSetting) -> fl
 def _add_metric(metric: Metric) -> Metric:
     if metric.name in METRICS:
         raise ValueError(f"metric {metric.name!r} is already registered")
-    if metric.direction not in DIRECTIONS:
-        raise ValueError(f"metric direction must be one of {', '.join(DIRECTIONS)}")
     METRICS[metric.name] = metric
     return metric
 
@@ -160,16 +161,19 @@ def _metric(name: str, what: str) -> Metric:
 @dataclass(frozen=True)
 class Objective:
     name: str
-    direction: str  # "max" | "min"
+    direction: Direction  # "max" | "min" (and Optuna's spelling) accepted
+
+    def __post_init__(self):
+        object.__setattr__(self, "direction", Direction.parse(self.direction))
 
     @property
     def sign(self) -> float:
         """+1 when larger is better: ``sign * value`` is a score to maximize."""
-        return 1.0 if self.direction == "max" else -1.0
+        return self.direction.sign
 
     @property
     def optuna_direction(self) -> str:
-        return DIRECTIONS[self.direction]
+        return self.direction.optuna
 
     def __str__(self) -> str:
         return f"{self.name}:{self.direction}"
@@ -184,9 +188,9 @@ def parse_objective(text) -> Objective:
     metric = _metric(name, f"objective {text!r}")
     if not sep:
         direction = metric.direction
-    elif direction not in DIRECTIONS:
+    elif direction not in (d.value for d in Direction):
         raise ObjectiveError(f"objective {text!r}: direction {direction!r} is not "
-                             f"{' or '.join(DIRECTIONS)}")
+                             f"{' or '.join(d.value for d in Direction)}")
     return Objective(name, direction)
 
 
@@ -309,7 +313,7 @@ class Goal:
     # ------------------------------------------------------------------ records
     def values(self, record: dict) -> tuple[float, ...] | None:
         """The objective values of a feasible ``ok`` record (None otherwise)."""
-        if record.get("status") != "ok" or record.get("feasible") is False:
+        if not rankable(record):
             return None
         out = []
         for o in self.objectives:
@@ -353,8 +357,7 @@ class Goal:
             elif METRICS[o.name].bound is not None and o.direction == METRICS[o.name].direction:
                 out.append(METRICS[o.name].bound)
             elif vals:
-                column = [v[i] for v in vals]
-                out.append(min(column) if o.direction == "max" else max(column))
+                out.append(o.direction.worst(v[i] for v in vals))
             else:
                 return None
         return tuple(out)
@@ -364,18 +367,6 @@ class Goal:
         points = [self.values(r) for r in self.front(records)]
         return hypervolume([[-o.sign * x for o, x in zip(self.objectives, p)] for p in points],
                            [-o.sign * x for o, x in zip(self.objectives, reference)])
-
-
-def metric_value(record: dict, name: str) -> float | None:
-    """A record's finite value of ``name``: its ``metrics`` (trained and pre-measured static
-    values), else the record's own top-level field (``params`` and ``mult_adds``, counted by
-    the trial on the real child)."""
-    v = record.get("metrics", {}).get(name)
-    if v is None:
-        v = record.get(name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
 
 
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
@@ -417,6 +408,6 @@ def infeasible_cap(trials: int, max_infeasible: int | None) -> int:
 
 
 __all__ = ["Metric", "ModelSetting", "METRICS", "STATIC_METRICS", "register_static_metric",
-           "Objective", "Constraint", "Goal", "ObjectiveError", "parse_objective",
+           "Objective", "Direction", "Constraint", "Goal", "ObjectiveError", "parse_objective",
            "parse_objectives", "parse_constraint", "metric_value", "hypervolume",
-           "measure_static", "infeasible_cap", "INFEASIBLE", "DEFAULT_OBJECTIVE"]
+           "measure_static", "infeasible_cap", "DEFAULT_OBJECTIVE"]

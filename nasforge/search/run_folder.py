@@ -26,11 +26,12 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from nasforge.safe_load import RefusedFileError, load_plain, read_json, read_text
 from nasforge.search.config import SearchError
-from nasforge.search.objectives import Goal, Objective, metric_value, parse_objective
+from nasforge.search.objectives import Goal, Objective, parse_objective
+from nasforge.trials import metric_value, rank_key, rankable
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +82,25 @@ def read_trials(run_dir) -> list[dict]:
 
 def trial_score(record: dict, objective: str | Objective = "val_acc") -> float | None:
     """The value a trial competes with for "best": its finite value of the objective's metric
-    (``objectives.metric_value``) when its status is ``ok`` and it meets the search's
+    (``trials.metric_value``) when its status is ``ok`` and it meets the search's
     constraints, else None (failed, pruned and infeasible trials never count as best).
     ``objective``: an ``Objective`` or its text (``"val_acc"``, ``"mult_adds:min"``)."""
-    if record.get("status") != "ok" or record.get("feasible") is False:
+    if not rankable(record):
         return None
     return metric_value(record, parse_objective(objective).name)
 
 
 def ranked_trials(records: list[dict], objective: str | Objective = "val_acc") -> list[dict]:
     """The records with a ``trial_score``, best first in the objective's direction (ties:
-    lowest trial id).
+    lowest trial id: ``trials.rank_key``).
 
     The one best-trial rule of nasforge: the search's progress and ``best_cell.json``,
-    ``nasforge compare`` and ``nasforge export best_cell`` all rank trials with it."""
+    ``nasforge compare`` and ``nasforge export best_cell`` all rank trials with it, and
+    ``Searcher.best()`` with the same ``rank_key``."""
     objective = parse_objective(objective)
     scored = [r for r in records if trial_score(r, objective) is not None]
-    return sorted(scored, key=lambda r: (-objective.sign * trial_score(r, objective),
-                                         int(r["trial"])))
+    return sorted(scored, key=lambda r: rank_key(trial_score(r, objective), objective.direction,
+                                                 r["trial"]))
 
 
 def run_goal(config: dict) -> Goal:
@@ -185,9 +187,10 @@ class RunFolder:
         return self.path / BEST
 
     # -------------------------------------------------------------- writing
-    def append_trial(self, record: dict) -> None:
-        """Called once per finished trial, before the searcher hears of it."""
-        self.append_line(TRIALS, record)
+    def append_trial(self, record: Mapping) -> None:
+        """Called once per finished trial, before the searcher hears of it (``record``: a
+        ``trials.TrialRecord`` or its line)."""
+        self.append_line(TRIALS, dict(record))
 
     def append_line(self, name: str, record: dict) -> None:
         """Append ``record`` as one JSON line to the run's file ``name`` (fsynced)."""

@@ -3,8 +3,8 @@
 Who does what: Ray Tune schedules trials on the cluster's resources, retries trials whose
 worker died (``FailureConfig``), checkpoints them and stops weak ones (ASHA);
 ``TuneSearcherAdapter`` turns proposals into trials and results into ``tell``; the trainable
-(``trial.run_trial``) trains one child with nasforge's trainer; ``SearchRecorder`` keeps the
-run folder, TensorBoard and the progress callback up to date.
+(``trial.run_trial``) trains one child with nasforge's trainer; ``SearchRecorder``
+(``recorder.py``) keeps the run folder, TensorBoard and the progress callback up to date.
 
 Resume is driven by the run folder, not by ``Tuner.restore``: Ray saves its experiment state on
 a timer, so after a driver SIGKILL it can lag behind trials that already finished and would
@@ -30,145 +30,21 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import nasforge
 from nasforge.cluster import ray_session
 from nasforge.search.config import SearchConfig, SearchError
-from nasforge.search.failures import BrokenSearch, FailureWatch
-from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, infeasible_cap
-from nasforge.search.run_folder import (SEARCHER_STATE, RunFolder, best_trial, device_seconds,
-                                        trial_score)
+from nasforge.search.failures import BrokenSearch, FailureWatch, describe_broken
+from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
+from nasforge.search.recorder import SearchProgress, SearchRecorder
+from nasforge.search.run_folder import SEARCHER_STATE, RunFolder, trial_score
+from nasforge.trials import SearchSummary, Status, StopReason
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nasforge.search/1"
-
-
-@dataclass(frozen=True)
-class SearchProgress:
-    """Handed to the progress callback after every finished trial."""
-
-    budget: int  # trials the search runs to
-    finished: int  # trials finished (ok + failed + pruned), earlier parts included
-    failed: int
-    pruned: int
-    running: int  # trials handed to Ray and not finished
-    best: float | None  # best value of the primary objective so far
-    best_trial: int | None
-    elapsed_s: float  # wall time of this invocation
-    eta_s: float | None  # estimated wall time to the budget
-    device_s: float  # accumulated device seconds (trial wall x GPUs, x 1 on CPU)
-    last: dict | None = None  # the record of the trial that just finished
-    objective: str = "val_acc"  # the primary objective's metric (what ``best`` is)
-    infeasible: int = 0  # proposals refused before training (not in ``finished``)
-    front: int | None = None  # Pareto front size (several objectives only)
-
-
-class SearchRecorder:
-    """The adapter's ``Recorder``: run folder, TensorBoard and progress (see adapter.py)."""
-
-    def __init__(self, run: RunFolder, board, records: list[dict], budget: int,
-                 concurrency: int, on_progress: Callable[[SearchProgress], None] | None,
-                 watch: FailureWatch | None = None, stop=None, goal: Goal | None = None):
-        self.run, self.board, self.budget = run, board, budget
-        self.goal = goal or Goal()
-        self.concurrency = max(1, concurrency)
-        self.on_progress = on_progress
-        self.watch, self.stop = watch, stop  # the failure rule; adapter.StopRequest
-        self.counts = {"ok": 0, "failed": 0, "pruned": 0}
-        self.infeasible = 0
-        self.device_s = 0.0
-        for r in records:
-            if r["status"] == INFEASIBLE:
-                self.infeasible += 1
-                continue
-            self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
-            self.device_s += device_seconds(r)
-        self.best = best_trial(records, self.goal.primary)
-        self.front = self.goal.front(records) if self.goal.multi else []  # several objectives
-        self._best_changed = self._front_changed = False
-        self.running = 0
-        self.t0 = time.time()
-        self.walls: list[float] = []
-
-    @property
-    def n_finished(self) -> int:
-        return sum(self.counts.values())
-
-    def asked(self, searcher, proposal, ray_trial_id) -> None:
-        self.running += 1
-        self.run.save_searcher(searcher.state_dict())
-
-    def epoch(self, proposal, metrics) -> None:
-        if self.board is not None:
-            self.board.epoch(proposal.id, metrics)
-
-    def finished(self, record: dict, traceback: str | None = None) -> None:
-        if record["status"] == INFEASIBLE:  # refused before training: not a trial of the budget
-            self.run.append_trial(record)
-            self.infeasible += 1
-            self._best_changed = self._front_changed = False
-            return
-        if traceback:
-            self.run.write_traceback(record["trial"], traceback)
-        self.run.append_trial(record)
-        self.running -= 1
-        self.counts[record["status"]] += 1
-        self.device_s += device_seconds(record)
-        self.walls.append(record["wall_s"])
-        best = best_trial([record] if self.best is None else [self.best, record],
-                          self.goal.primary)
-        self._best_changed = best is record
-        if self._best_changed:
-            self.best = record
-            self.run.write_best(_pair_json(record["arch"]))
-        self._front_changed = False
-        if self.goal.multi and self.goal.values(record) is not None:
-            # dominance is transitive: the old front plus the new trial is the new front
-            front = self.goal.front(self.front + [record])
-            self._front_changed = [r["trial"] for r in front] != \
-                [r["trial"] for r in self.front]
-            if self._front_changed:
-                self.front = front
-                self.run.write_pareto(self.goal, front)
-        broken = self.watch.observe(record) if self.watch is not None else None
-        if broken is not None and self.stop is not None:
-            log.info("the search is broken: %s", describe_broken(broken))  # the CLI says it
-            self.stop.set("broken", broken)
-
-    def told(self, searcher, record: dict) -> None:
-        self.run.save_searcher(searcher.state_dict())
-        progress = self.progress(record)
-        if self.board is not None and record["status"] != INFEASIBLE:
-            self.board.finished(record, dataclasses.asdict(progress), searcher.stats(),
-                                self._best_changed, self.best,
-                                self.front if self._front_changed else None)
-        if self.on_progress is not None:
-            self.on_progress(progress)
-
-    def progress(self, last: dict | None = None) -> SearchProgress:
-        left = self.budget - self.n_finished
-        eta = None
-        if self.walls:
-            mean = sum(self.walls) / len(self.walls)
-            eta = math.ceil(left / self.concurrency) * mean if left > 0 else 0.0
-        return SearchProgress(
-            budget=self.budget, finished=self.n_finished, failed=self.counts["failed"],
-            pruned=self.counts["pruned"], running=max(0, self.running),
-            best=trial_score(self.best, self.goal.primary) if self.best else None,
-            best_trial=self.best["trial"] if self.best else None,
-            elapsed_s=time.time() - self.t0, eta_s=eta, device_s=self.device_s, last=last,
-            objective=self.goal.primary.name, infeasible=self.infeasible,
-            front=len(self.front) if self.goal.multi else None)
-
-
-def _pair_json(arch: dict) -> str:
-    from nasforge.dsl import CellPair
-
-    return CellPair.from_dict(arch).to_json() + "\n"
 
 
 def _git_commit() -> str | None:
@@ -287,9 +163,9 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     ``SearchProgress`` after every finished trial. Raises SearchError (or nasforge.data's
     DataError, nasforge.cluster's ClusterError) for bad input before anything is written. A
     search that ends before its budget returns normally; its summary's ``stopped`` says why
-    ("broken" with ``broken`` = ``failure_report``, "interrupted", or "infeasible" when the
-    cap on infeasible proposals was reached). ``expect_goal``: with ``resume``, the objectives
-    and constraints the caller asked for; SearchError when they differ from the run's."""
+    (a ``trials.StopReason``: broken, with ``broken`` = ``failure_report``; interrupted; or
+    infeasible when the cap on infeasible proposals was reached). ``expect_goal``: with
+    ``resume``, the objectives and constraints the caller asked for; SearchError when they differ from the run's."""
     from nasforge.data import load_data
     from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
     from nasforge.search.board import SearchBoard
@@ -304,9 +180,9 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     requeue = _restore_searcher(run, searcher, records)
     epochs = config.epochs or recipe.epochs
     val_size = recipe.val_size if config.val_size is None else config.val_size
-    remaining = config.trials - sum(r["status"] != INFEASIBLE for r in records)
+    remaining = config.trials - sum(r["status"] != Status.INFEASIBLE for r in records)
     cap = infeasible_cap(config.trials, config.max_infeasible)
-    infeasible_seen = sum(r["status"] == INFEASIBLE for r in records)
+    infeasible_seen = sum(r["status"] == Status.INFEASIBLE for r in records)
 
     ray_exit = contextlib.ExitStack()  # closed last: Ray outlives the board
     cluster = ray_exit.enter_context(ray_session(config.address, **resources_asked(config)))
@@ -325,7 +201,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                                   FailureWatch(config.max_consecutive_failures), stop, goal)
         board = recorder.board
         if remaining > 0 and infeasible_seen >= cap:
-            stop.set(INFEASIBLE)
+            stop.set(StopReason.INFEASIBLE)
         elif remaining > 0:
             run.save_searcher(searcher.state_dict())
             setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
@@ -415,7 +291,7 @@ def make_scheduler(config: SearchConfig, epochs: int):
     from ray.tune.schedulers import ASHAScheduler
 
     primary = config.goal.primary
-    return ASHAScheduler(time_attr="epoch", metric=primary.name, mode=primary.direction,
+    return ASHAScheduler(time_attr="epoch", metric=primary.name, mode=primary.direction.value,
                          max_t=epochs, grace_period=max(1, epochs // 4), reduction_factor=3)
 
 
@@ -445,7 +321,7 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
                                     max_concurrent_trials=concurrency, scheduler=scheduler,
                                     # a scheduler holds its own metric (Ray refuses both)
                                     metric=None if scheduler else primary.name,
-                                    mode=None if scheduler else primary.direction,
+                                    mode=None if scheduler else primary.direction.value,
                                     reuse_actors=True,
                                     trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
@@ -517,7 +393,7 @@ def _stop_on_interrupt(stop):
     previous = signal.getsignal(signal.SIGINT)
 
     def interrupted(signum, frame):
-        stop.set("interrupted")
+        stop.set(StopReason.INTERRUPTED)
         signal.signal(signal.SIGINT, previous)
 
     signal.signal(signal.SIGINT, interrupted)
@@ -567,13 +443,6 @@ def describe_infeasible(config: SearchConfig, budget: int | None = None,
             f"or raise max_infeasible")
 
 
-def describe_broken(broken: BrokenSearch) -> str:
-    """One sentence: why the search was stopped as broken."""
-    if broken.first_trials:
-        return f"the first {broken.count} trials all failed, the last with {broken.error}"
-    return f"{broken.count} trials in a row failed with {broken.error}"
-
-
 def failure_report(run: RunFolder, broken: BrokenSearch) -> dict:
     """The summary's ``broken``: the error, its trial and that trial's traceback file."""
     path = run.traceback_path(broken.trial)
@@ -585,16 +454,16 @@ def failure_report(run: RunFolder, broken: BrokenSearch) -> dict:
 def _summary(run: RunFolder, recorder: SearchRecorder, config: SearchConfig, stop) -> dict:
     p = recorder.progress()
     best = recorder.best
-    return {"run_dir": str(run.path), "searcher": config.searcher, "budget": config.trials,
-            "finished": p.finished, "failed": p.failed, "pruned": p.pruned,
-            "infeasible": p.infeasible, "objective": str(config.goal.primary),
-            "best": p.best, "best_val_acc": trial_score(best) if best else None,
-            "best_trial": p.best_trial,
-            "pareto_front": [r["trial"] for r in recorder.front] if config.goal.multi else None,
-            "infeasible_message": describe_infeasible(config)
-            if stop.reason == INFEASIBLE else None,
-            "best_hash": best["hash"] if best else None,
-            "best_cell": str(run.best_path) if run.best_path.is_file() else None,
-            "stopped": stop.reason,
-            "broken": failure_report(run, stop.broken) if stop.broken else None,
-            "wall_s": p.elapsed_s, "device_s": p.device_s}
+    return SearchSummary(
+        run_dir=str(run.path), searcher=config.searcher, budget=config.trials,
+        objective=str(config.goal.primary), finished=p.finished, failed=p.failed,
+        pruned=p.pruned, infeasible=p.infeasible, best=p.best,
+        best_val_acc=trial_score(best) if best else None, best_trial=p.best_trial,
+        best_hash=best.hash if best else None,
+        best_cell=str(run.best_path) if run.best_path.is_file() else None,
+        pareto_front=[r.trial for r in recorder.front] if config.goal.multi else None,
+        stopped=stop.reason,
+        infeasible_message=describe_infeasible(config)
+        if stop.reason == StopReason.INFEASIBLE else None,
+        broken=failure_report(run, stop.broken) if stop.broken else None,
+        wall_s=p.elapsed_s, device_s=p.device_s).to_json()

@@ -18,9 +18,11 @@ Importing this module imports neither torch nor Ray.
 from __future__ import annotations
 
 import time
+from typing import Mapping
 
 from nasforge.controllers.base import Proposal, Result
-from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, measure_static
+from nasforge.search.objectives import Goal, ModelSetting, measure_static
+from nasforge.trials import Status, TrialRecord
 
 
 class Screen:
@@ -53,7 +55,7 @@ class Screen:
             return {}
         return measure_static(names, self.space.to_graph(proposal.arch), self.setting)
 
-    def refusal(self, proposal: Proposal, static: dict, **fields) -> dict | None:
+    def refusal(self, proposal: Proposal, static: dict, **fields) -> TrialRecord | None:
         """None when ``static`` (``measure``'s values) meets every constraint on them; else
         the ``trials.jsonl`` record of a proposal refused before training: status
         ``infeasible``, the measured values as its metrics, the constraint values and why.
@@ -63,20 +65,15 @@ class Screen:
         if not violated:
             return None
         now = time.time()
-        record = {
-            "trial": proposal.id, "status": INFEASIBLE,
-            "hash": proposal.hash, "tokens": list(proposal.tokens),
-            "origin": dict(proposal.meta),
-            "arch": self.space.to_graph(proposal.arch).to_dict(),
-            "metrics": dict(static),
-            "constraints": self.goal.constraint_values(static, only_known=True),
-            "feasible": False, "epochs": 0, "params": static.get("params"),
-            "mult_adds": static.get("mult_adds"), "wall_s": 0.0, "train_s": 0.0,
-            "restored_epoch": 0, "resources": {}, "error": "; ".join(violated),
-            "failure": None, "started_at": now, "finished_at": now,
-        }
-        record.update(fields)
-        return record
+        return TrialRecord(
+            trial=proposal.id, status=Status.INFEASIBLE, hash=proposal.hash,
+            tokens=tuple(proposal.tokens), origin=dict(proposal.meta),
+            arch=self.space.to_graph(proposal.arch).to_dict(), metrics=dict(static),
+            constraints=self.goal.constraint_values(static, only_known=True),
+            feasible=False, epochs=0, params=static.get("params"),
+            mult_adds=static.get("mult_adds"), wall_s=0.0, train_s=0.0, restored_epoch=0,
+            resources={}, error="; ".join(violated), failure=None, started_at=now,
+            finished_at=now).replace(**fields)
 
     def count_refusal(self) -> bool:
         """Called once per refused proposal, after it is recorded and told: counts it; True
@@ -85,39 +82,38 @@ class Screen:
         return self.capped
 
 
-def judge_finished(goal: Goal, record: dict) -> dict:
+def judge_finished(goal: Goal, record: TrialRecord) -> TrialRecord:
     """Mark a finished record against every constraint, now that its measured metrics are
     known (static ones were checked before): ``constraints`` (values, <= 0 feasible),
     ``feasible`` and, when violated, ``error``. Only ``ok`` records of a constrained goal are
-    marked; returns ``record`` (changed in place)."""
-    if not goal.constraints or record.get("status") != "ok":
+    marked; returns the marked record (``record`` itself when there is nothing to mark)."""
+    if not goal.constraints or record.status != Status.OK:
         return record
     values = {**{k: record[k] for k in ("params", "mult_adds") if record.get(k) is not None},
-              **record.get("metrics", {})}
-    record["constraints"] = goal.constraint_values(values)
+              **record.metrics}
     violated = goal.violated(values)
-    record["feasible"] = not violated
-    if violated:
-        record["error"] = "; ".join(violated)
-    return record
+    return record.replace(constraints=goal.constraint_values(values), feasible=not violated,
+                          **({"error": "; ".join(violated)} if violated else {}))
 
 
-def result_from_record(record: dict) -> Result:
-    """The searcher's ``Result`` of a ``trials.jsonl`` record (also used by ``--resume``)."""
-    metrics = {k: v for k, v in record["metrics"].items() if k != "epoch"}
-    constraints = dict(record.get("constraints") or {})
-    if record["status"] == INFEASIBLE or (record["status"] == "ok" and
-                                          record.get("feasible") is False):
-        return Result.infeasible(constraints, record.get("error"),
+def result_from_record(record: TrialRecord | Mapping) -> Result:
+    """The searcher's ``Result`` of a record or its ``trials.jsonl`` line (also used by
+    ``--resume``)."""
+    record = TrialRecord.of(record)
+    metrics = {k: v for k, v in record.metrics.items() if k != "epoch"}
+    constraints = dict(record.constraints or {})
+    if record.status == Status.INFEASIBLE or not record.rankable and \
+            record.status == Status.OK:
+        return Result.infeasible(constraints, record.error,
                                  **{k: v for k, v in metrics.items() if isinstance(v, float)
                                     or isinstance(v, int)})
-    if record["status"] == "ok":
-        return Result("ok", {"mult_adds": float(record.get("mult_adds") or 0),
-                             "params": float(record.get("params") or 0), **metrics},
+    if record.status == Status.OK:
+        return Result(Status.OK, {"mult_adds": float(record.mult_adds or 0),
+                                  "params": float(record.params or 0), **metrics},
                       constraints=constraints)
-    if record["status"] == "pruned":
+    if record.status == Status.PRUNED:
         return Result.pruned(**metrics)
-    return Result.failed(record.get("error"))
+    return Result.failed(record.error)
 
 
 __all__ = ["Screen", "judge_finished", "result_from_record"]

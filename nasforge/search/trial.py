@@ -8,7 +8,7 @@ can stop weak children and a retried trial (its worker died) resumes from its la
 last epoch is reported together with the trial's summary (``final_status``, ``params``,
 ``mult_adds``, ``train_s``), which is how the adapter tells a finished child from one the
 scheduler stopped. A child that raises, diverges or runs out of memory is reported as
-``final_status="failed"``, not raised: a deterministic failure would only fail again on retry;
+``final_status`` failed, not raised: a deterministic failure would only fail again on retry;
 Ray's retries are for dead workers. Its summary says why (``failure``, see ``failures.py``) and,
 when it raised, carries the traceback for the driver to save in the run folder.
 """
@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass
 
 from nasforge.search.failures import DIVERGED, ERROR, failure_kind
+from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         torch.set_num_threads(max(1, settings.threads))
     seed = child_seed(settings.seed, trial_id)
     work = tempfile.mkdtemp(prefix=f"nasforge-trial-{trial_id}-")
-    summary = {"final_status": "failed", "error": None, "failure": None, "traceback": None,
-               "params": None, "mult_adds": None, "train_s": 0.0, "restored_epoch": 0}
+    summary = {"final_status": Status.FAILED.value, "error": None, "failure": None,
+               "traceback": None, "params": None, "mult_adds": None, "train_s": 0.0, "restored_epoch": 0}
     held: dict = {}
     try:
         restored = tune.get_checkpoint()
@@ -118,11 +119,11 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         try:
             result = train(model, data, settings.recipe, report=report, checkpoint_dir=work,
                            device=device, seed=seed, epochs=settings.epochs)
-            if result["status"] == "ok":
-                summary["final_status"] = "ok"
+            if result["status"] == Status.OK:
+                summary["final_status"] = Status.OK.value
             else:
                 summary["error"] = f"training {result['status']}"
-                summary["failure"] = DIVERGED if result["status"] == "diverged" else ERROR
+                summary["failure"] = DIVERGED if result["status"] == Status.DIVERGED else ERROR
             held.setdefault("epoch", result["epochs"])
             for key in ("val_acc", "val_loss", "train_acc", "train_loss"):
                 if key in result and key not in held:
@@ -139,10 +140,10 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
     final = dict(held)
     final.update(static)
     final.update(summary)
-    final["val_acc"] = _finite(final.get("val_acc")) if final["final_status"] == "ok" \
+    final["val_acc"] = _finite(final.get("val_acc")) if final["final_status"] == Status.OK \
         else float("nan")
     if final["val_acc"] is None:
-        final.update(final_status="failed", val_acc=float("nan"),
+        final.update(final_status=Status.FAILED.value, val_acc=float("nan"),
                      error=final["error"] or "no validation accuracy",
                      failure=final["failure"] or ERROR)
     tune.report(final)

@@ -20,6 +20,7 @@ from nasforge.train.checkpoint import (CHECKPOINT_NAME, CHECKPOINT_VERSION, load
                                        save_checkpoint)
 from nasforge.train.hooks import TrainHooks
 from nasforge.train.recipes import Recipe, get_recipe
+from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     the model under your own seed before calling. With a checkpoint in ``checkpoint_dir``, the
     run resumes after its last epoch (model, optimiser, schedule, loader and RNG states) and
     ends with the same metrics and weights as an uninterrupted run. A non-finite training loss
-    ends the run with ``status="diverged"``. ``epochs`` overrides ``recipe.epochs``.
+    ends the run with status ``diverged``. ``epochs`` overrides ``recipe.epochs``.
 
     The fast-training ingredients are recipe fields, applied to any model: ``bn_scale=False``
     fixes every BatchNorm scale at 1 (``freeze_bn_scales``) and ``bn_bias_lr_mult`` gives BN
@@ -358,7 +359,7 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
                train_loader, eval_sets, hooks, lookahead)
     t0 = time.perf_counter()
     for epoch in range(progress.epochs_done, total_epochs):
-        if progress.status != "ok":
+        if progress.status != Status.OK:
             break
         entry, train_s, seen = _run_epoch(run, epoch, progress, t0)
         if ckpt_path is not None:
@@ -538,7 +539,7 @@ class _Progress:
 
     epochs_done: int = 0
     history: list = field(default_factory=list)  # one metrics dict per finished epoch
-    status: str = "ok"  # "diverged" ends the run
+    status: str = Status.OK.value  # Status.DIVERGED ends the run (plain text: checkpointed)
     wall_s_before: float = 0.0  # seconds of wall time spent by earlier processes
     train_s: float = 0.0  # seconds inside training passes, all processes
     train_images: int = 0  # images trained on, all processes
@@ -565,7 +566,7 @@ def _resume(ckpt_path: Path, total_epochs: int, place: _Placement, model, optimi
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     log.info("resumed from %s after epoch %d", ckpt_path, int(state["epoch"]))
     return _Progress(epochs_done=int(state["epoch"]), history=list(state["history"]),
-                     status=state.get("status", "ok"),
+                     status=state.get("status", Status.OK.value),
                      wall_s_before=float(state.get("wall_s", 0.0)),
                      train_s=float(state.get("train_s", 0.0)),
                      train_images=int(state.get("train_images", 0)))
@@ -628,7 +629,7 @@ def _run_epoch(run: _Run, epoch: int, progress: _Progress, t0: float):
     t_epoch = time.perf_counter()
     tally = _train_pass(run, epoch)
     if tally.diverged:
-        progress.status = "diverged"
+        progress.status = Status.DIVERGED.value
         log.warning("non-finite training loss in epoch %d: run diverged", epoch + 1)
     if place.device.type == "cuda":
         torch.cuda.synchronize(place.device)
@@ -637,10 +638,10 @@ def _run_epoch(run: _Run, epoch: int, progress: _Progress, t0: float):
     progress.train_images += tally.seen
     entry = {"epoch": epoch + 1,
              "train_loss": (float(tally.loss_sum) / max(tally.seen, 1)
-                            if progress.status == "ok" else math.nan),
+                            if progress.status == Status.OK else math.nan),
              "train_acc": int(tally.correct) / max(tally.seen, 1),
              "lr": run.optimizer.param_groups[0]["lr"]}
-    if progress.status == "ok":
+    if progress.status == Status.OK:
         entry.update(run.hooks.end_epoch(epoch))
         entry.update(_evaluate_splits(run, final=epoch + 1 == run.total_epochs))
     entry["epoch_s"] = time.perf_counter() - t_epoch

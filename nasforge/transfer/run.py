@@ -35,6 +35,7 @@ from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from nasforge.train.run_folder import METRICS_NAME
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
+from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def finish_model(entry: dict, model_dir: Path) -> dict:
         "top1": last.get("val_acc"), "top5": last.get("val_top5"),
         "train_images_per_s": (state.get("train_images", 0) / train_s) if train_s else None,
         "wall_s": float(state.get("wall_s") or 0.0), "epochs": int(state.get("epoch", 0)),
-        "status": state.get("status", "ok"), "recipe": recipe["name"],
+        "status": state.get("status", Status.OK.value), "recipe": recipe["name"],
         "world_size": state.get("world_size"),
     }
     if "N" in info:
@@ -292,6 +293,12 @@ def _fmt_pct(v) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:.2f}%"
 
 
+def _status_note(result: dict) -> str:
+    """`` diverged`` after a result's epochs when its training did not end ok."""
+    status = result.get("status", Status.OK)
+    return "" if status == Status.OK else f" {status}"
+
+
 def _fmt_s(s) -> str:
     return format_duration(s or 0)
 
@@ -307,7 +314,7 @@ def table_markdown(rows: list[dict]) -> str:
                      f"{_fmt_count(r['params'])} | {_fmt_count(r['mult_adds'])} | "
                      f"{_fmt_pct(r['top1'])} | {_fmt_pct(r['top5'])} | "
                      f"{'-' if ips is None else f'{ips:.1f}'} | {_fmt_s(r['wall_s'])} | "
-                     f"{r['epochs']}{'' if r.get('status', 'ok') == 'ok' else ' ' + r['status']} |")
+                     f"{r['epochs']}{_status_note(r)} |")
     return "\n".join(lines) + "\n"
 
 
