@@ -526,7 +526,26 @@ def test_compare_cli(faulty_run, tmp_path, capsys):
     row, = json.loads(capsys.readouterr().out)
     assert row["finished"] == 6 and row["failed"] == 2 and row["searcher"] == "evolution"
     assert row["best_val_acc"] == summary["best_val_acc"]
-    assert 1 <= row["trials_to_best"] <= 6 and row["device_hours_to_best"] > 0
+    # the same summary computed here from trials.jsonl: finishing order, the first trial to
+    # reach the best val_acc, CPU trials' device time = their wall time
+    lines = (run_dir / "trials.jsonl").read_text().splitlines()
+    records = sorted((json.loads(x) for x in lines), key=lambda r: r["finished_at"])
+    accs = [r["metrics"]["val_acc"] if r["status"] == "ok" else None for r in records]
+    best = max(a for a in accs if a is not None)
+    at = accs.index(best)
+    wall = [r["wall_s"] for r in records]
+    assert [r["resources"]["gpu"] for r in records] == [0] * 6
+    assert row["best_val_acc"] == row["best"] == best
+    assert row["finished"] == len(records) == 6
+    assert row["failed"] == sum(r["status"] == "failed" for r in records) == 2
+    assert row["pruned"] == row["infeasible"] == 0
+    assert row["trials_to_best"] == at + 1
+    assert row["device_hours_to_best"] == pytest.approx(sum(wall[:at + 1]) / 3600, rel=1e-9)
+    assert row["device_hours"] == pytest.approx(sum(wall) / 3600, rel=1e-9)
+    assert row["wall_s"] == pytest.approx(max(r["finished_at"] for r in records)
+                                          - min(r["started_at"] for r in records), rel=1e-9)
+    assert row["budget"] == 6 and row["objective"] == "val_acc:max"
+    assert row["front_size"] is row["hypervolume"] is None
     assert main(["compare", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "evolution" in out
