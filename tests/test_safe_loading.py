@@ -260,7 +260,7 @@ def test_searcher_state_refuses_a_planted_file(name, form, tmp_path, marker):
     # the library's own load_state refuses it the same way
     from nasforge.controllers import load_state
 
-    with pytest.raises(RefusedFileError):
+    with pytest.raises(RefusedFileError, match="refusing to load"):
         load_state(get_searcher(name, SPACE, seed=0), path)
 
 
@@ -455,7 +455,8 @@ def test_transfer_resume_refuses_a_planted_checkpoint(form, transfer_run, capsys
     _cli_refuses(capsys, _transfer_resume(transfer_run), ckpt, "refusing to load checkpoint")
     from nasforge.transfer.run import finish_model
 
-    with pytest.raises(RefusedFileError):  # rank 0's result.json from the final checkpoint
+    # rank 0's result.json from the final checkpoint
+    with pytest.raises(RefusedFileError, match="refusing to load checkpoint"):
         finish_model({"spec": {}, "info": {}, "recipe": {}}, ckpt.parent)
 
 

@@ -61,7 +61,7 @@ def test_imagenet_recipes():
     assert (mobile.image_size, large.image_size) == (224, 331)
     base = RECIPES["imagenet-baseline"]
     assert base.optimizer == "sgd" and base.label_smoothing == 0.1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'rmsprop'"):
         dataclasses.replace(base, optimizer="adam")
 
 
