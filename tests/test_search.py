@@ -31,7 +31,7 @@ from nasforge.search_spaces import get_space
 from nasforge.train import get_recipe
 from nasforge.train.recipes import register_recipe
 
-from conftest import lines_of, run_cli, wait_for
+from conftest import EVENT_DEADLINE_S, lines_of, run_cli, wait_for
 
 # tiny children: NASNet N=1 F=4 on 256 synthetic images, 2 epochs, 200 validation images
 TINY = register_recipe(replace(get_recipe("smoke"), name="search-test", train_subset=256,
@@ -423,7 +423,7 @@ def test_tensorboard_serves_scalars_and_hparams(faulty_run, tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
+        deadline = time.time() + EVENT_DEADLINE_S  # ends as soon as the tags are served
         tags = None
         while time.time() < deadline:
             try:
