@@ -55,7 +55,7 @@ def test_same_function_after_weight_import(name, one_thread):
 
 
 def test_import_rejects_another_depth():
-    with pytest.raises(WeightImportError):
+    with pytest.raises(WeightImportError, match=r"unmatched tensors: .*'layer3\.6\."):
         load_resnet_state(build_model("resnet50"),
                                 torchvision.models.resnet101(weights=None).state_dict())
 

@@ -38,9 +38,10 @@ DETERMINISTIC = settings(derandomize=True, database=None,
                          suppress_health_check=[HealthCheck.too_slow])
 # 100 examples per graph-level property (200 before: these 11 tests took about 2 minutes of
 # the default suite on 2 busy cores); the compile and network properties keep their counts
-GRAPH = settings(DETERMINISTIC, max_examples=100, deadline=2000)  # ms per example
-COMPILE = settings(DETERMINISTIC, max_examples=100, deadline=10000)
-NETWORK = settings(DETERMINISTIC, max_examples=30, deadline=20000)
+# the counts, not a time per example, bound these tests: a deadline fails on a busy machine
+GRAPH = settings(DETERMINISTIC, max_examples=100, deadline=None)
+COMPILE = settings(DETERMINISTIC, max_examples=100, deadline=None)
+NETWORK = settings(DETERMINISTIC, max_examples=30, deadline=None)
 
 CELL_OPS = NASNET_OPS + ("dil_sep_conv_3x3",)  # ops that take (c_in, c_out, stride) only
 F = 4  # filters of compiled cells: tiny, the properties are about wiring

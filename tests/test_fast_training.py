@@ -406,7 +406,7 @@ def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys
                                          ("tta", "crops"), ("bn_bias_lr_mult", 0.0),
                                          ("lookahead_decay", 1.5), ("data_init_images", -1)])
 def test_recipe_rejects_bad_ingredient_values(field, value):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"recipe bad: .*{field}"):
         Recipe(name="bad", **{field: value})
 
 

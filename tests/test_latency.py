@@ -16,7 +16,7 @@ from nasforge.compiler.network import NetworkConfig
 from nasforge.dsl import Cell, CellPair
 from nasforge.latency import (LatencyError, LatencyTable, LatencyTableError, load_table,
                               measure_latency, predict_latency_ms, run_backend)
-from nasforge.latency.measure import device_name
+from nasforge.latency.measure import CLOCKS, device_name
 from nasforge.latency.table import network_parts, table_parts
 from nasforge.safe_load import RefusedFileError
 from nasforge.search_spaces import NasNetSpace
@@ -26,32 +26,60 @@ SLEEP_S = 0.01
 
 
 class Sleeper(nn.Module):
-    """Sleeps a known time per call; the first ``slow_calls`` calls sleep 20x longer."""
-
-    def __init__(self, slow_calls=0):
-        super().__init__()
-        self.calls, self.slow_calls = 0, slow_calls
+    """Sleeps a known time per call."""
 
     def forward(self, x):
-        self.calls += 1
-        time.sleep(SLEEP_S * (20 if self.calls <= self.slow_calls else 1))
+        time.sleep(SLEEP_S)
         return x
 
 
+class Ticker(nn.Module):
+    """Each call advances a fake clock by the next of ``durations_ms``; no real time passes, so
+    what is measured does not depend on how busy the machine is."""
+
+    def __init__(self, durations_ms):
+        super().__init__()
+        self.durations_ms, self.calls, self.now_s = list(durations_ms), 0, 0.0
+
+    def forward(self, x):
+        self.now_s += self.durations_ms[self.calls] / 1e3
+        self.calls += 1
+        return x
+
+
+WARMUP_MS = [1000.0, 1000.0]  # would dominate every statistic if timed
+TIMED_MS = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0]
+
+
 # ------------------------------------------------------------------------ measure_latency
-def test_measured_median_of_a_sleeping_model_is_its_sleep():
+def test_measured_median_of_a_sleeping_model_is_at_least_its_sleep():
+    """The real clock: sleep() never returns early, however loaded the machine is."""
     result = measure_latency(Sleeper(), (3, 8, 8), warmup=1, repeats=9)
-    # sleep() never returns early; the median shrugs off a few preempted calls
-    assert SLEEP_S * 1e3 <= result.median_ms < SLEEP_S * 1e3 * 1.5
+    assert result.p10_ms >= SLEEP_S * 1e3
     assert result.p10_ms <= result.median_ms <= result.p90_ms
     assert (result.repeats, result.batch, result.backend) == (9, 1, "torch")
 
 
-def test_warmup_calls_are_not_timed():
-    model = Sleeper(slow_calls=2)  # 200 ms each: would dominate p90 if timed
+def test_statistics_are_those_of_the_timed_calls_only(monkeypatch):
+    """On a fake wall clock the model advances by known durations: the median, deciles and
+    IQR are exactly those of the timed calls (numpy's linear percentiles), warmup left out."""
+    model = Ticker(WARMUP_MS + TIMED_MS)
+    monkeypatch.setitem(CLOCKS, "wall", lambda: model.now_s)
+    result = measure_latency(model, (3, 8, 8), warmup=len(WARMUP_MS), repeats=len(TIMED_MS))
+    assert model.calls == len(WARMUP_MS) + len(TIMED_MS)
+    p10, q25, median, q75, p90 = np.percentile(TIMED_MS, [10, 25, 50, 75, 90])
+    assert result.median_ms == pytest.approx(median) and median == 4.0
+    assert result.p10_ms == pytest.approx(p10) and result.p90_ms == pytest.approx(p90)
+    assert result.iqr_ms == pytest.approx(q75 - q25)
+    assert (result.repeats, result.warmup, result.clock) == (len(TIMED_MS), 2, "wall")
+
+
+def test_warmup_calls_are_not_timed(monkeypatch):
+    model = Ticker([200.0, 200.0] + [SLEEP_S * 1e3] * 5)  # the warmup would dominate p90
+    monkeypatch.setitem(CLOCKS, "wall", lambda: model.now_s)
     result = measure_latency(model, (3, 8, 8), warmup=2, repeats=5)
     assert model.calls == 7
-    assert result.p90_ms < SLEEP_S * 1e3 * 5
+    assert result.p90_ms == pytest.approx(SLEEP_S * 1e3)
 
 
 def test_cpu_clock_leaves_out_time_spent_off_the_cpu():

@@ -457,7 +457,7 @@ def test_cell_drawing_without_graphviz_is_a_png():
 
 def test_infinite_values_never_count():
     assert GOAL2.values(_r(0, math.nan, 1)) is None
-    with pytest.raises(ObjectiveError):
+    with pytest.raises(ObjectiveError, match=r"NAME\[:max\|min\]"):
         parse_objectives("")
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from nasforge.oneshot.run import TRAJECTORY, run_oneshot
 from nasforge.search.config import SearchConfig
 from nasforge.train import CHECKPOINT_NAME, get_recipe, load_checkpoint, register_recipe
 
-from conftest import run_cli
+from conftest import lines_of, run_cli, wait_for
 
 # a supernet of 5 cells (N=1) of 4 filters, 2 blocks over 3 ops; 2 steps of 32 images per epoch
 TEST_RECIPE = register_recipe(replace(
@@ -219,14 +218,11 @@ def test_sigkill_then_resume_loses_no_epoch_and_repeats_none(runs, tmp_path):
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     traj = run_dir / TRAJECTORY
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if traj.exists() and traj.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stderr.read().decode()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for(lambda: lines_of(traj) >= 1, proc, "the first epoch's trajectory line")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert traj.read_text().count("\n") < 3  # killed before the end
     # one thread, as the runs compared with: a different thread count may sum differently
     r = subprocess.run([sys.executable, "-m", "nasforge", "search", "--resume", str(run_dir),

@@ -63,7 +63,7 @@ def test_same_function_after_weight_import(reference):
 
 def test_weight_import_rejects_a_different_architecture():
     ref = timm.create_model("pnasnet5large")
-    with pytest.raises(WeightImportError):
+    with pytest.raises(WeightImportError, match="has 14 cells, the model 22"):
         load_reference_state(build_model("nasnet_a", "large"), ref.state_dict())
 
 

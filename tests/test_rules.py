@@ -1,13 +1,19 @@
 """One policy per rule (nasforge.rules): every registry refuses a duplicate name, every config
 read from a dict refuses an unknown key with one line naming it."""
+import ast
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from nasforge.controllers import SEARCHERS, RandomSearch, get_searcher, register_searcher
 from nasforge.export import EXPORTERS, register_exporter
-from nasforge.registry import COMBINES, OPS, register_combine, register_op
+from nasforge.oneshot import SupernetError
+from nasforge.oneshot.methods import DEFAULT_RECIPES, METHODS, Spos, method_config, register_method
+from nasforge.registry import (ACTIVATIONS, COMBINES, OPS, register_activation, register_combine,
+                               register_op)
 from nasforge.search.config import SearchConfig, SearchError
+from nasforge.search.objectives import METRICS, STATIC_METRICS, register_static_metric
 from nasforge.search_spaces import SPACES, NasNetSpace, register_space
 from nasforge.train.recipes import RECIPES, get_recipe, register_recipe
 from nasforge.transfer import ModelSpec, TransferConfig, TransferError
@@ -28,16 +34,50 @@ REGISTRIES = {
                  lambda: register_exporter("json", ".txt")(lambda source, path: None)),
     "searcher": (SEARCHERS, "rl", lambda: register_searcher("rl", RandomSearch)),
     "space": (SPACES, "nasnet", lambda: register_space("nasnet", lambda **kw: NasNetSpace(2))),
+    "metric": (METRICS, "params",
+               lambda: register_static_metric("params", lambda arch, setting: 0.0)),
+    "one-shot method": (METHODS, "darts", lambda: register_method("darts", Spos, "smoke")),
+    "activation": (ACTIVATIONS, "relu",
+                   lambda: register_activation("relu")(lambda inplace: None)),
 }
+# the tables a registration also writes to: a refused one leaves them as they were
+COMPANIONS = {"metric": STATIC_METRICS, "one-shot method": DEFAULT_RECIPES}
 
 
 @pytest.mark.parametrize("registry", sorted(REGISTRIES))
 def test_registry_refuses_a_duplicate_name_and_keeps_the_original(registry):
     table, name, register_again = REGISTRIES[registry]
     original = table[name]
-    with pytest.raises(ValueError, match=f"{name!r} is already registered"):
-        register_again()
-    assert table[name] is original
+    companion = COMPANIONS.get(registry, {})
+    companion_before = dict(companion)
+    try:
+        with pytest.raises(ValueError, match=f"{name!r} is already registered"):
+            register_again()
+        assert table[name] is original
+        assert companion == companion_before
+    finally:  # a registry without the rule must not leak the replacement into other tests
+        table[name] = original
+        companion.clear()
+        companion.update(companion_before)
+
+
+def _register_functions() -> set[str]:
+    """Every ``register_*`` function defined in the library (nasforge, controllers,
+    search_spaces), found in the source: a new registry cannot be added untested."""
+    root = Path(__file__).resolve().parents[1]
+    names = set()
+    for folder in ("nasforge", "controllers", "search_spaces"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef) and node.name.startswith("register_"):
+                    names.add(node.name)
+    return names
+
+
+def test_every_register_function_is_covered():
+    covered = set().union(*(fn.__code__.co_names for _, _, fn in REGISTRIES.values()))
+    missing = _register_functions() - covered
+    assert _register_functions() and not missing, f"add to REGISTRIES: {sorted(missing)}"
 
 
 def test_a_new_name_registers():
@@ -62,6 +102,8 @@ CONFIGS = {
     "transfer-model": (ModelSpec("m", "baseline", "resnet18", None).to_dict(),
                        ModelSpec.from_dict, TransferError),
     "searcher": ({"population_size": 10, "sample_size": 3}, _searcher_config, TypeError),
+    "one-shot method": ({"candidates": 20}, lambda data: method_config("spos", data),
+                        SupernetError),
 }
 
 

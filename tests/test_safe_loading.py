@@ -260,7 +260,7 @@ def test_searcher_state_refuses_a_planted_file(name, form, tmp_path, marker):
     # the library's own load_state refuses it the same way
     from nasforge.controllers import load_state
 
-    with pytest.raises(RefusedFileError):
+    with pytest.raises(RefusedFileError, match="refusing to load"):
         load_state(get_searcher(name, SPACE, seed=0), path)
 
 
@@ -323,13 +323,67 @@ def test_an_encoded_pickle_in_optuna_trial_attributes_is_refused(encoding, marke
 
 
 # ------------------------------------------------------------------ search run JSON files
-@pytest.mark.parametrize("protocol", [0, pickle.HIGHEST_PROTOCOL])
+# JSON cannot run code: what can go wrong with a config.json read back is a file that is not
+# JSON text, or JSON that names what nasforge does not have or holds the wrong types. Each is
+# refused in one line (exit 2), before the run folder is touched.
+@pytest.mark.parametrize("content, expect", [
+    (b"\x80\x04\x95 binary", "not UTF-8 text"),
+    (b'{"format": "nasforge-search-v1", "search": {', "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+], ids=["binary", "truncated", "a list"])
 @pytest.mark.parametrize("command", ["resume", "compare"])
-def test_a_planted_search_config_is_refused(protocol, command, tmp_path, capsys, marker):
+def test_a_search_config_that_is_not_a_json_object_is_refused(content, expect, command,
+                                                                tmp_path, capsys):
     run, _ = _search_run(tmp_path, "random")
-    (run / "config.json").write_bytes(raw_pickle(marker, protocol))
+    (run / "config.json").write_bytes(content)
     argv = ["search", "--resume", run] if command == "resume" else ["compare", run]
-    _cli_refuses(capsys, argv, run / "config.json", "cannot read search config")
+    line = _cli_refuses(capsys, argv, run / "config.json", expect)
+    assert "search config" in line
+
+
+def _edit(key, value):
+    return lambda saved: saved["search"].__setitem__(key, value)
+
+
+def _edit_recipe(key, value):
+    return lambda saved: saved["recipe"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (_edit("searcher", "nope"), "unknown searcher 'nope'"),
+    (_edit("space", "nope"), "unknown search space 'nope'"),
+    (_edit("space", "../../../etc/passwd"), "unknown search space '../../../etc/passwd'"),
+    (_edit("scheduler", "nope"), "unknown scheduler 'nope'"),
+    (_edit("objectives", ["nope:max"]), "unknown metric 'nope'"),
+    (_edit("bogus", 1), "search config: unknown key 'bogus'"),
+    (_edit("trials", "many"), "search config: a field has the wrong type"),
+    (_edit("faults", [["crash"]]), "search config: a field has the wrong type"),
+    (_edit("trials", 0), "at least 1, got 0"),
+    (_edit("searcher_options", {"bogus": 1}), "searcher 'random'"),
+    (_edit_recipe("bogus", 1), "recipe is malformed: recipe: unknown key 'bogus'"),
+    (_edit_recipe("lr", "fast"), "recipe is malformed"),
+    (lambda saved: saved.__setitem__("format", "other"), "is not a nasforge search config"),
+    (lambda saved: saved.pop("search"), "is not a nasforge search config"),
+], ids=["unknown searcher", "unknown space", "space as a path", "unknown scheduler",
+        "unknown metric", "extra key", "trials not a number", "faults not pairs",
+        "no trials", "unknown searcher option", "recipe extra key", "recipe lr not a number",
+        "other format", "no search section"])
+def test_a_resumed_search_config_naming_what_nasforge_lacks_is_refused(edit, expect, tmp_path,
+                                                                       capsys):
+    """Every field of a saved config is checked as strictly as a flag: names go through the
+    registries (a name is never a path), keys through the dataclass, types through the
+    config's own checks. The run folder is left as it was."""
+    run, _ = _search_run(tmp_path, "random")
+    saved = json.loads((run / "config.json").read_text())
+    edit(saved)
+    (run / "config.json").write_text(json.dumps(saved))
+    before = sorted(p.name for p in run.iterdir())
+    rc = main(["search", "--resume", str(run)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("nasforge: error:") and expect in err, err
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert (run / "trials.jsonl").read_text() == ""
 
 
 @pytest.mark.parametrize("protocol", [0, pickle.HIGHEST_PROTOCOL])
@@ -401,7 +455,8 @@ def test_transfer_resume_refuses_a_planted_checkpoint(form, transfer_run, capsys
     _cli_refuses(capsys, _transfer_resume(transfer_run), ckpt, "refusing to load checkpoint")
     from nasforge.transfer.run import finish_model
 
-    with pytest.raises(RefusedFileError):  # rank 0's result.json from the final checkpoint
+    # rank 0's result.json from the final checkpoint
+    with pytest.raises(RefusedFileError, match="refusing to load checkpoint"):
         finish_model({"spec": {}, "info": {}, "recipe": {}}, ckpt.parent)
 
 

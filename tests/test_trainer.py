@@ -89,7 +89,7 @@ def test_recipes_registry():
         final.epochs = 1
     with pytest.raises(KeyError, match="unknown recipe"):
         get_recipe("nope")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         Recipe(name="bad", epochs=0)
 
 

@@ -126,8 +126,13 @@ class SearchConfig:
     def from_dict(cls, data: dict) -> "SearchConfig":
         reject_unknown_keys(cls, data, "search config", SearchError)
         data = dict(data)
-        data["faults"] = tuple((str(k), int(t)) for k, t in data.get("faults", ()))
-        for key in ("objectives", "constraints"):  # JSON lists; absent in older runs
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        try:
+            data["faults"] = tuple((str(k), int(t)) for k, t in data.get("faults", ()))
+            for key in ("objectives", "constraints"):  # JSON lists; absent in older runs
+                if key in data:
+                    data[key] = tuple(data[key])
+            return cls(**data)
+        except SearchError:
+            raise
+        except (TypeError, ValueError) as e:  # a field of the wrong type in a saved config
+            raise SearchError(f"search config: a field has the wrong type ({e})") from None

@@ -231,7 +231,7 @@ def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORM
     if resume:
         run = RunFolder.open(run_dir)
         saved = run.config()
-        if saved.get("format") != fmt:
+        if saved.get("format") != fmt or not isinstance(saved.get("search"), dict):
             raise SearchError(f"--resume {run_dir}: config.json is not a {kind} config")
         config = SearchConfig.from_dict(saved["search"])
     else:
