@@ -300,8 +300,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     space, searcher = make_searcher(config)
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
-    epochs = config.epochs or recipe.epochs
-    val_size = recipe.val_size if config.val_size is None else config.val_size
+    epochs = config.epochs or recipe.schedule.epochs
+    val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
     remaining = config.trials - sum(r["status"] != INFEASIBLE for r in records)
     cap = infeasible_cap(config.trials, config.max_infeasible)
     infeasible_seen = sum(r["status"] == INFEASIBLE for r in records)
@@ -312,7 +312,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
         import ray
 
         per_trial, concurrency, note = plan_resources(config, ray.cluster_resources())
-        data = load_data(config.data or recipe.data, split="search", val_size=val_size,
+        data = load_data(config.data or recipe.defaults.data, split="search", val_size=val_size,
                          seed=config.seed, cache_dir=config.cache_dir)
         if not resume:
             run.create(_run_description(config, recipe, epochs, data))
@@ -327,7 +327,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             stop.set(INFEASIBLE)
         elif remaining > 0:
             run.save_searcher(searcher.state_dict())
-            setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
+            setting = ModelSetting(recipe.defaults.setting or "cifar", data.num_classes,
                                    data.image_size[0], data.channels,
                                    tuple(sorted(recipe.overrides.items())),
                                    config.latency_table)
@@ -387,7 +387,7 @@ def _run_description(config: SearchConfig, recipe, epochs: int, data) -> dict:
             "nasforge_version": nasforge.__version__, "git_commit": _git_commit(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,
-            "setting": recipe.setting or "cifar",  # of the children (export)
+            "setting": recipe.defaults.setting or "cifar",  # of the children (export)
             "data": {"source": data.source, "format": data.format,
                      "train": len(data.train), "val": len(data.val),
                      "classes": list(data.classes), "image_size": list(data.image_size)},
@@ -430,7 +430,7 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
     from nasforge.search.trial import TrialSettings, run_trial
 
     settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
-                             setting=recipe.setting or "cifar",
+                             setting=recipe.defaults.setting or "cifar",
                              overrides=tuple(recipe.overrides.items()),
                              seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
                              faults=config.faults, objective=config.goal.primary.name)

@@ -83,11 +83,11 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
     model_dir = Path(entry["model_dir"])
 
     torch.manual_seed(config["seed"])
-    model = build(spec, config["num_classes"], recipe.image_size, recipe)
+    model = build(spec, config["num_classes"], recipe.augmentation.image_size, recipe)
     _failure_hook(model, model_dir, spec.label, config.get("fail"))
     data = ImageFolderStream(config["data"], val_split=config["val_split"],
-                             image_size=recipe.image_size, workers=config["loader_workers"],
-                             check=False)
+                             image_size=recipe.augmentation.image_size,
+                             workers=config["loader_workers"], check=False)
 
     writer = None
     metrics_path = model_dir / "metrics.jsonl"
@@ -108,7 +108,7 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
 
     try:
         train(model, data, recipe, report=report, checkpoint_dir=model_dir, device=device,
-              seed=config["seed"], epochs=recipe.epochs, distributed=distributed)
+              seed=config["seed"], epochs=recipe.schedule.epochs, distributed=distributed)
     finally:
         if writer is not None:
             writer.close()
