@@ -35,7 +35,7 @@ def cpu_has_bf16_units() -> bool:
     return bool(check and check())
 
 
-def placement(recipe: Recipe, device, distributed: bool) -> Placement:
+def decide_placement(recipe: Recipe, device, distributed: bool) -> Placement:
     """Called first by ``train``: the device, this process's rank and the recipe's device
     flags (bf16, channels-last) that apply there."""
     if distributed:

@@ -419,8 +419,8 @@ register_recipe(Recipe(
     augmentation=Augmentation(pad_mode="reflect"),
     speed=Speed(eval_batch_size=1000),
     notes="The earlier cifar-fast (85.8% in 22 min on 2 CPU cores): a quarter-width DAWNBench "
-          "ResNet-9 (0.41M params, 24M mult-adds), 16 epochs, Nesterov SGD with warm-up and cosine, label smoothing 0.2, "
-          "reflect-pad crops and flips (airbench-style)."))
+          "ResNet-9 (0.41M params, 24M mult-adds), 16 epochs, Nesterov SGD with warm-up and "
+          "cosine, label smoothing 0.2, reflect-pad crops and flips (airbench-style)."))
 
 register_recipe(Recipe(
     name="cifar-stochastic-depth",

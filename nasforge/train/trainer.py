@@ -30,7 +30,8 @@ from nasforge.train.hooks import TrainHooks
 from nasforge.train.loaders import local_batch, make_loaders
 from nasforge.train.lookahead import Lookahead, lookahead_decay, lookahead_step
 from nasforge.train.optimizers import BATCH_NORMS, freeze_bn_scales, make_optimizer
-from nasforge.train.placement import Placement, cpu_has_bf16_units, forwards, placement
+from nasforge.train.placement import (Placement, cpu_has_bf16_units, decide_placement,
+                                      forwards)
 from nasforge.train.recipes import Recipe, get_recipe
 from nasforge.train.schedules import (cosine_restarts, cosine_warmup, linear_warmup_decay,
                                       lr_scheduler)
@@ -106,14 +107,15 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     ends with the same metrics and weights as an uninterrupted run. A non-finite training loss
     ends the run with ``status="diverged"``. ``epochs`` overrides ``recipe.schedule.epochs``.
 
-    The fast-training ingredients are recipe fields, applied to any model: ``optim.bn_scale=False``
-    fixes every BatchNorm scale at 1 (``freeze_bn_scales``) and ``bn_bias_lr_mult`` gives BN
-    shifts their own lr; ``data_init_images`` fits data-initialised layers (modules with
-    ``fit_to_inputs``, e.g. the patch-whitening conv) to the first training images before the
-    first step (``fit_data_initialised``); ``lr_shape="linear"`` is airbench's triangle;
-    ``lookahead_every`` keeps a :class:`Lookahead` EMA (saved in the checkpoint); ``tta``
-    evaluates the last epoch with test-time augmentation (``tta_logits``); ``flip_mode``
-    goes to the loader.
+    The fast-training ingredients are recipe fields, applied to any model:
+    ``optim.bn_scale=False`` fixes every BatchNorm scale at 1 (``freeze_bn_scales``) and
+    ``optim.bn_bias_lr_mult`` gives BN shifts their own lr; ``inputs.data_init_images`` fits
+    data-initialised layers (modules with ``fit_to_inputs``, e.g. the patch-whitening conv) to
+    the first training images before the first step (``fit_data_initialised``);
+    ``schedule.lr_shape="linear"`` is airbench's triangle; ``optim.lookahead_every`` keeps a
+    :class:`Lookahead` EMA (saved in the checkpoint); ``augmentation.tta`` evaluates the last
+    epoch with test-time augmentation (``tta_logits``); ``augmentation.flip_mode`` goes to the
+    loader.
 
     ``hooks``: a :class:`~nasforge.train.hooks.TrainHooks` called around the steps and epochs
     (one-shot search steers a supernet through it); its state is saved in the checkpoint and
@@ -127,7 +129,7 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     total_epochs = int(recipe.schedule.epochs if epochs is None else epochs)
     if total_epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {total_epochs}")
-    place = placement(recipe, device, distributed)
+    place = decide_placement(recipe, device, distributed)
     model = _on_device(model, recipe, place)
     hooks = hooks if hooks is not None else TrainHooks()
     hooks.bind(place.device, place.rank, place.world)
@@ -138,10 +140,7 @@ def train(model: torch.nn.Module, data, recipe: Recipe | str, *,
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
         raise ValueError("the training split is smaller than one batch")
-    if not recipe.optim.bn_scale:
-        freeze_bn_scales(model)
-    if recipe.inputs.data_init_images:
-        fit_data_initialised(model, init_batches(data, recipe, place))
+    _prepare_weights(model, data, recipe, place)
     optimizer = make_optimizer(model, recipe)
     scheduler = lr_scheduler(optimizer, recipe, steps_per_epoch, total_epochs)
     hooks.bind_optimizer(optimizer, functools.partial(training_loss, recipe))
@@ -180,6 +179,16 @@ def _on_device(model: torch.nn.Module, recipe: Recipe, place: Placement) -> torc
     if place.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _prepare_weights(model: torch.nn.Module, data, recipe: Recipe, place: Placement) -> None:
+    """Called before the optimizer is built: BatchNorm scales fixed at 1 when
+    ``optim.bn_scale`` is False, data-initialised layers fitted to the first
+    ``inputs.data_init_images`` training images."""
+    if not recipe.optim.bn_scale:
+        freeze_bn_scales(model)
+    if recipe.inputs.data_init_images:
+        fit_data_initialised(model, init_batches(data, recipe, place))
 
 
 @dataclass

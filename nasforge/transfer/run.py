@@ -204,6 +204,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
     seen = {m["spec"]["label"]: _count_lines(Path(m["model_dir"]) / "metrics.jsonl")
             for m in models}
     finished = {m["spec"]["label"] for m in models if (Path(m["model_dir"]) / RESULT).is_file()}
+    epochs = {m["spec"]["label"]: Recipe.from_dict(m["recipe"]).schedule.epochs for m in models}
     while True:
         thread.join(timeout=2.0)
         for m in models:
@@ -214,7 +215,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
                     e = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                parts = [f"{label}: epoch {e['epoch']}/{m['recipe']['epochs']}",
+                parts = [f"{label}: epoch {e['epoch']}/{epochs[label]}",
                          f"loss {e.get('train_loss', float('nan')):.4f}"]
                 if "val_acc" in e:
                     parts.append(f"top-1 {_fmt_pct(e['val_acc'])} top-5 "
