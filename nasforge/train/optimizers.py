@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nasforge.train.recipes import Recipe
+from nasforge.train.recipes import OPTIMIZERS, Recipe
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
                torch.nn.SyncBatchNorm)
@@ -53,6 +53,7 @@ def _rmsprop(groups: list[dict], recipe: Recipe) -> torch.optim.Optimizer:
 
 #: ``recipe.optim.kind`` -> builder of the optimizer over the parameter groups
 OPTIMIZER_BUILDERS = {"sgd": _sgd, "rmsprop": _rmsprop}
+assert set(OPTIMIZER_BUILDERS) == set(OPTIMIZERS), "a recipe's optimizer names and builders differ"
 
 
 def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from nasforge.train.recipes import Recipe
+from nasforge.train.recipes import LR_SHAPES, Recipe
 
 
 def cosine_warmup(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
@@ -44,6 +44,20 @@ def cosine_restarts(step: int, first_period_steps: int, mult: float, min_ratio: 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def _cosine_curve(schedule, total_steps: int, warmup_steps: int, min_ratio: float):
+    return lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio)
+
+
+def _linear_curve(schedule, total_steps: int, warmup_steps: int, min_ratio: float):
+    start = schedule.warmup_start_ratio
+    return lambda s: linear_warmup_decay(s, total_steps, warmup_steps, start, min_ratio)
+
+
+#: ``recipe.schedule.lr_shape`` -> the multiplier of step ``s`` over a run without restarts
+LR_CURVES = {"cosine": _cosine_curve, "linear": _linear_curve}
+assert set(LR_CURVES) == set(LR_SHAPES), "a recipe's lr shapes and curves differ"
+
+
 def lr_scheduler(optimizer, recipe: Recipe, steps_per_epoch: int, total_epochs: int):
     """Called once the optimizer exists: the ``LambdaLR`` of ``recipe.schedule`` over
     ``total_epochs`` of ``steps_per_epoch`` (stepped after every optimizer step): SGDR when
@@ -57,10 +71,5 @@ def lr_scheduler(optimizer, recipe: Recipe, steps_per_epoch: int, total_epochs: 
         mult = schedule.restart_mult
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_restarts(s, first, mult, min_ratio))
-    if schedule.lr_shape == "linear":
-        start = schedule.warmup_start_ratio
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: linear_warmup_decay(s, total_steps, warmup_steps, start, min_ratio))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_warmup(s, total_steps, warmup_steps, min_ratio))
+    curve = LR_CURVES[schedule.lr_shape](schedule, total_steps, warmup_steps, min_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, curve)
