@@ -8,10 +8,10 @@ The child is the recipe's default model (``smoke``: NASNet-A N=1, F=8 on 32 px C
 ``search``: N=2, F=32), trained with the recipe's optimizer settings on random data. For each
 variant (``VARIANTS``: layout, ``torch.compile`` and shared ReLUs; ``-unshared``: each op
 computes its own ReLU, as the compiler did before; any variant + ``-recompute``: cells
-recomputed in the backward pass, ``Recipe.recompute_cells``) it reports the median step time from
-alternating rounds in this one process, images/s, and GFLOP/s, counting a training step as 3x
-the forward's FLOPs (2 per mult-add, ``nasforge.flops.count_mult_adds``); a compiled variant
-also reports its compile time (the first steps) and the steps a child needs before compiling
+recomputed in the backward pass, ``Recipe.speed.recompute_cells``) it reports the median step
+time from alternating rounds in this one process, images/s, and GFLOP/s, counting a training
+step as 3x the forward's FLOPs (2 per mult-add, ``nasforge.flops.count_mult_adds``); a compiled
+variant also reports its compile time (the first steps) and the steps a child needs before compiling
 pays off, against the recipe's steps per child. ``--profile`` adds the top operators of an
 eager step by self CPU time (``torch.profiler``); ``--saved-bytes`` the bytes of the distinct
 storages autograd keeps for the backward pass of one training forward of each eager variant.
@@ -52,7 +52,7 @@ def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: in
     from nasforge.compiler import set_cell_recompute, set_relu_sharing
 
     torch.manual_seed(seed)
-    model = build_model(recipe.model, recipe.setting, **recipe.overrides).train()
+    model = build_model(recipe.defaults.model, recipe.defaults.setting, **recipe.overrides).train()
     set_cell_recompute(set_relu_sharing(model, share_relu), recompute)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
@@ -60,19 +60,19 @@ def child_step(recipe, channels_last: bool, compiled: bool, batch: int, seed: in
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
     fwd = torch.compile(model) if compiled else model
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.schedule.lr,
+                          momentum=recipe.optim.momentum, weight_decay=recipe.optim.weight_decay)
 
     def step():
         out = fwd(x)
         logits, aux = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-        if aux is not None and recipe.aux_weight > 0:
-            loss = loss + recipe.aux_weight * F.cross_entropy(aux, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=recipe.regularisation.label_smoothing)
+        if aux is not None and recipe.regularisation.aux_weight > 0:
+            loss = loss + recipe.regularisation.aux_weight * F.cross_entropy(aux, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if recipe.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        if recipe.regularisation.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.regularisation.grad_clip)
         opt.step()
     step.batch = x
     return step, model
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     recipe = get_recipe(args.recipe)
-    batch = args.batch or recipe.batch_size
-    images = recipe.train_subset or CIFAR_TRAIN_IMAGES
-    steps_per_child = images // batch * recipe.epochs
+    batch = args.batch or recipe.schedule.batch_size
+    images = recipe.inputs.train_subset or CIFAR_TRAIN_IMAGES
+    steps_per_child = images // batch * recipe.schedule.epochs
     steps, compile_s, saved, model = {}, {}, {}, None
     for name in args.variants.split(","):
         channels_last, compiled, share_relu = VARIANTS[name.removesuffix(RECOMPUTE)]

@@ -122,13 +122,11 @@ def search_mode(args) -> dict:
     if args.recompute:
         changes["recompute_cells"] = True
     if changes:
-        from dataclasses import replace
-
         from nasforge.train import get_recipe
         from nasforge.train.recipes import register_recipe
 
         recipe = "-".join([args.recipe] + [f"{k}{v}" for k, v in changes.items()])
-        register_recipe(replace(get_recipe(args.recipe), name=recipe, **changes))
+        register_recipe(get_recipe(args.recipe).replace(name=recipe, **changes))
     worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR",
@@ -163,19 +161,17 @@ def breakdown_mode(args) -> dict:
 
     torch.set_num_threads(1)
     phases["torch imported"] = me.memory_info().rss
-    from dataclasses import replace
-
     from nasforge.api import build_model
     from nasforge.data import load_data
     from nasforge.train import get_recipe, train
 
     base = get_recipe(args.recipe)
-    recipe = replace(base, epochs=1, recompute_cells=args.recompute or base.recompute_cells,
-                     train_subset=args.train_subset or base.train_subset)
-    data = load_data(args.data, split="search", val_size=recipe.val_size)
+    recipe = base.replace(epochs=1, recompute_cells=args.recompute or base.speed.recompute_cells,
+                          train_subset=args.train_subset or base.inputs.train_subset)
+    data = load_data(args.data, split="search", val_size=recipe.inputs.val_size)
     phases["data loaded"] = me.memory_info().rss
-    model = build_model(recipe.model, recipe.setting, num_classes=data.num_classes,
-                        **recipe.overrides)
+    model = build_model(recipe.defaults.model, recipe.defaults.setting,
+                        num_classes=data.num_classes, **recipe.overrides)
     phases["model built"] = me.memory_info().rss
     samples = []  # (seconds since train() was called, rss)
 

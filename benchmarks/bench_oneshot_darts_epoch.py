@@ -17,7 +17,6 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import torch
 
@@ -29,7 +28,7 @@ def one_order(args) -> dict:
     from nasforge.train import CHECKPOINT_NAME, get_recipe, load_checkpoint, register_recipe
 
     torch.set_num_threads(args.threads)
-    recipe = register_recipe(replace(get_recipe("oneshot-cifar-cpu"), name="darts-cifar-epoch",
+    recipe = register_recipe(get_recipe("oneshot-cifar-cpu").replace(name="darts-cifar-epoch",
                                      train_subset=args.train_subset, epochs=1))
     config = SearchConfig(searcher="darts", recipe=recipe.name, data=args.data, val_size=1000,
                           seed=0, searcher_options={

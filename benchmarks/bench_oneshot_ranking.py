@@ -98,9 +98,9 @@ def main():
     config = replace(SETTINGS["cifar"], N=args.N, filters=args.filters,
                      num_classes=data.num_classes)
     # One short recipe for both: the search recipe (NASNet child training) shortened.
-    base = replace(get_recipe("search"), batch_size=args.batch, lr=args.lr)
-    supernet_recipe = replace(base, name="ranking-supernet", epochs=args.supernet_epochs)
-    child_recipe = replace(base, name="ranking-child", epochs=args.child_epochs)
+    base = get_recipe("search").replace(batch_size=args.batch, lr=args.lr)
+    supernet_recipe = base.replace(name="ranking-supernet", epochs=args.supernet_epochs)
+    child_recipe = base.replace(name="ranking-child", epochs=args.child_epochs)
 
     torch.manual_seed(args.seed)
     supernet = Supernet(space, config)

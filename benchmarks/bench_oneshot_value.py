@@ -75,7 +75,7 @@ def supernet_scores(run: RunFolder, archs: list, args) -> list[float]:
     config = run.config()
     search = config["search"]
     recipe = Recipe.from_dict(config["recipe"])
-    val_size = recipe.val_size if search.get("val_size") is None else search["val_size"]
+    val_size = recipe.inputs.val_size if search.get("val_size") is None else search["val_size"]
     data = load_data(config["data"]["source"], split="search", val_size=val_size,
                      seed=search["seed"], cache_dir=args.cache_dir)
     space = run_space(run)
@@ -164,7 +164,7 @@ def main():
     progress(f"data: {data!r}; space {space.name} (B={space.num_blocks}, ops {space.ops})")
     config = replace(SETTINGS["cifar"], N=args.N, filters=args.filters,
                      num_classes=data.num_classes)
-    recipe = replace(get_recipe("search"), name="value-standalone", split="final",
+    recipe = get_recipe("search").replace(name="value-standalone", split="final",
                      epochs=args.epochs, batch_size=args.batch, lr=args.lr)
 
     rows = []

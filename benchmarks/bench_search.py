@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     from nasforge.train import get_recipe
     from nasforge.train.recipes import register_recipe
 
-    register_recipe(replace(get_recipe("smoke"), name="bench-search", epochs=args.epochs,
+    register_recipe(get_recipe("smoke").replace(name="bench-search", epochs=args.epochs,
                             train_subset=args.train_subset, val_size=args.val_size))
     runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="nasforge-bench-search-"))
     t = time.perf_counter()

@@ -20,7 +20,7 @@ Pairs (``PAIRS``, name -> builder of ``(reference, nasforge)``):
 
 Each pair runs in NCHW (contiguous) and, with ``--channels-last``, in channels_last too;
 ``--bf16`` runs both models' forward passes under bf16 autocast (compare ``nasforge`` ms with
-and without it to see what ``Recipe.cpu_bf16`` buys on this CPU).
+and without it to see what ``Recipe.speed.cpu_bf16`` buys on this CPU).
 Prints the median step time of each and the ratio nasforge / reference (target <= 1.05).
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ PAIRS = {"resnet18": _resnet18, "nasnet-mobile": _nasnet_mobile, "child": _child
 
 def step_fn(model, x, y, bf16: bool = False):
     """A closure running one SGD training step of ``model`` on ``(x, y)`` (forward under bf16
-    autocast with ``bf16``, as the trainer's ``Recipe.bf16`` / ``cpu_bf16``)."""
+    autocast with ``bf16``, as the trainer's ``Recipe.speed.bf16`` / ``cpu_bf16``)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():

@@ -38,7 +38,6 @@ import math
 import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -104,12 +103,13 @@ def child_speed(recipe, device, batch: int, steps: int, backend: str, peak) -> d
     on_gpu = device.type == "cuda"  # bf16 on a CPU without bf16 units would time emulation
     for compiled in (False, True):
         torch.manual_seed(0)
-        model = build_model(recipe.model, recipe.setting, **recipe.overrides)
+        model = build_model(recipe.defaults.model, recipe.defaults.setting, **recipe.overrides)
         if compiled is False:
             out["mult_adds_per_image"] = count_mult_adds(model, 32)[0]
         model = model.to(device, memory_format=torch.channels_last).train()
         fwd = torch.compile(model, backend=backend) if compiled else model
-        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.schedule.lr,
+                              momentum=recipe.optim.momentum)
         x = torch.randn(batch, 3, 32, 32, device=device).contiguous(
             memory_format=torch.channels_last)
         y = torch.randint(0, 10, (batch,), device=device)
@@ -150,10 +150,10 @@ def cifar_fast(data, device, reduced: bool, peak) -> tuple[dict, object]:
 
     recipe = get_recipe("cifar-fast")
     if reduced:
-        recipe = replace(recipe, name="cifar-fast-reduced", epochs=1, batch_size=64,
+        recipe = recipe.replace(name="cifar-fast-reduced", epochs=1, batch_size=64,
                          eval_batch_size=256, warmup_epochs=0.0)
     torch.manual_seed(0)
-    model = build_model(recipe.model, recipe.setting)
+    model = build_model(recipe.defaults.model, recipe.defaults.setting)
     mult_adds = count_mult_adds(model, 32)[0]
     epochs = []
     t = time.perf_counter()
@@ -208,8 +208,8 @@ def recipe_widths(recipe) -> tuple:
     ``model_overrides``'."""
     from nasforge.zoo.registry import get_entry
 
-    options = dict(get_entry(recipe.model).config(recipe.setting).options)
-    return tuple(dict(recipe.model_overrides).get("widths", options["widths"]))
+    options = dict(get_entry(recipe.defaults.model).config(recipe.defaults.setting).options)
+    return tuple(dict(recipe.defaults.model_overrides).get("widths", options["widths"]))
 
 
 def hand_loop(data, recipe, device, peak) -> dict:
@@ -240,25 +240,26 @@ def hand_loop(data, recipe, device, peak) -> dict:
     train_x = data.train.images.to(device)
     train_y = data.train.labels.to(device)
     test_x, test_y = normalise(data.test.images.to(device)), data.test.labels.to(device)
-    batch = min(recipe.batch_size, len(train_y))
+    batch = min(recipe.schedule.batch_size, len(train_y))
     steps_per_epoch = len(train_y) // batch
-    total = steps_per_epoch * recipe.epochs
-    warm = max(1, int(recipe.warmup_epochs * steps_per_epoch))
-    mult = recipe.bn_bias_lr_mult
+    total = steps_per_epoch * recipe.schedule.epochs
+    warm = max(1, int(recipe.schedule.warmup_epochs * steps_per_epoch))
+    mult = recipe.optim.bn_bias_lr_mult
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(
         [{"params": [p for p in trained if id(p) not in shifts]},
-         {"params": [p for p in trained if id(p) in shifts], "lr": recipe.lr * mult,
-          "weight_decay": recipe.weight_decay / mult}],
-        lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay)
-    start, end = recipe.warmup_start_ratio, recipe.min_lr / recipe.lr
+         {"params": [p for p in trained if id(p) in shifts], "lr": recipe.schedule.lr * mult,
+          "weight_decay": recipe.optim.weight_decay / mult}],
+        lr=recipe.schedule.lr, momentum=recipe.optim.momentum, nesterov=True,
+        weight_decay=recipe.optim.weight_decay)
+    start, end = recipe.schedule.warmup_start_ratio, recipe.schedule.min_lr / recipe.schedule.lr
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: start + (1 - start) * s / warm if s < warm else
         1 + (end - 1) * min(1.0, (s - warm) / max(1, total - warm)))
-    p = recipe.crop_padding
+    p = recipe.augmentation.crop_padding
     gen = torch.Generator(device="cpu").manual_seed(0)
     epoch_s, acc = [], None
-    for _ in range(recipe.epochs):
+    for _ in range(recipe.schedule.epochs):
         _sync(device)
         t = time.perf_counter()
         model.train()
@@ -273,7 +274,7 @@ def hand_loop(data, recipe, device, peak) -> dict:
             x = ((x / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
                 loss = F.cross_entropy(model(x).float(), train_y[idx],
-                                       label_smoothing=recipe.label_smoothing)
+                                       label_smoothing=recipe.regularisation.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -311,10 +312,10 @@ def run_check(reduced: bool, device: str | None = None) -> dict:
 
     search = get_recipe("search")
     if reduced:
-        search = replace(search, name="search-reduced", model_overrides=(("N", 1),
+        search = search.replace(name="search-reduced", model_overrides=(("N", 1),
                                                                          ("filters", 8)))
     memory.reset()
-    out["child"] = child_speed(search, dev, batch=4 if reduced else search.batch_size,
+    out["child"] = child_speed(search, dev, batch=4 if reduced else search.schedule.batch_size,
                                steps=1 if reduced else 30,
                                backend="eager" if reduced else "inductor", peak=peak)
     out["peak_memory_mb"]["child"] = memory.peak_mb()

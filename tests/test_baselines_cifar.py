@@ -326,4 +326,4 @@ def test_recipe_rejects_a_survival_probability_outside_0_1():
 
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="stochastic_depth"):
-            Recipe(name="bad", stochastic_depth=bad)
+            Recipe(name="bad").replace(stochastic_depth=bad)

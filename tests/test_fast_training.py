@@ -6,7 +6,6 @@ independent expectation (a property, a hand computation or a hand-written refere
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -196,8 +195,9 @@ def _data(n=128, n_test=40, size=12):
     return make_splits(train_set, test_set, synthetic.CLASSES, split="final", seed=0)
 
 
-BASE = Recipe(name="t", epochs=2, batch_size=32, lr=0.05, weight_decay=0.0, momentum=0.9,
-              grad_clip=None, crop_padding=0, flip=False, eval_batch_size=64)
+BASE = Recipe(name="t").replace(epochs=2, batch_size=32, lr=0.05, weight_decay=0.0,
+                                momentum=0.9, grad_clip=None, crop_padding=0, flip=False,
+                                eval_batch_size=64)
 
 
 def _trained(recipe, seed=0):
@@ -209,7 +209,7 @@ def _trained(recipe, seed=0):
 
 def test_lookahead_with_zero_decay_changes_nothing():
     plain, r1 = _trained(BASE)
-    averaged, r2 = _trained(dataclasses.replace(BASE, lookahead_every=1, lookahead_decay=0.0))
+    averaged, r2 = _trained(BASE.replace(lookahead_every=1, lookahead_decay=0.0))
     for a, b in zip(plain.state_dict().values(), averaged.state_dict().values()):
         assert torch.equal(a, b)
     assert r1["test_acc"] == r2["test_acc"]
@@ -217,7 +217,7 @@ def test_lookahead_with_zero_decay_changes_nothing():
 
 def test_lookahead_moves_the_weights_of_a_run():
     plain, _ = _trained(BASE)
-    averaged, _ = _trained(dataclasses.replace(BASE, lookahead_every=2))
+    averaged, _ = _trained(BASE.replace(lookahead_every=2))
     assert not torch.equal(plain.conv.weight, averaged.conv.weight)
 
 
@@ -226,8 +226,8 @@ def test_bn_without_scale_keeps_scales_at_one_and_shifts_get_the_lr_multiple():
     by mult x lr x its gradient, everything else by lr x its gradient (computed by hand on
     the same batch: the whole training set, order does not matter for a mean loss and BN)."""
     data = _data(n=64)
-    recipe = dataclasses.replace(BASE, epochs=1, batch_size=64, momentum=0.0, lr=0.1,
-                                 bn_scale=False, bn_bias_lr_mult=8.0)
+    recipe = BASE.replace(epochs=1, batch_size=64, momentum=0.0, lr=0.1,
+                          bn_scale=False, bn_bias_lr_mult=8.0)
     torch.manual_seed(0)
     model = Small()
     start = copy.deepcopy(model)
@@ -262,8 +262,8 @@ def test_linear_lr_shape_is_airbenchs_triangle():
 
 
 def test_trainer_follows_the_linear_shape():
-    recipe = dataclasses.replace(BASE, epochs=4, lr=0.1, min_lr=0.01, lr_shape="linear",
-                                 warmup_epochs=1.0, warmup_start_ratio=0.2)
+    recipe = BASE.replace(epochs=4, lr=0.1, min_lr=0.01, lr_shape="linear",
+                          warmup_epochs=1.0, warmup_start_ratio=0.2)
     _, result = _trained(recipe)
     steps = 4  # 128 images / 32 per epoch
     # lr after epoch e = the multiplier at iteration e * steps (the scheduler has stepped)
@@ -304,13 +304,13 @@ def test_tta_flip_translate_adds_the_one_pixel_shifts():
 
 
 def test_only_the_last_epoch_is_evaluated_with_tta(monkeypatch):
-    from nasforge.train import trainer
+    from nasforge.train import evaluation
 
     seen = []
-    real = trainer.tta_logits
-    monkeypatch.setattr(trainer, "tta_logits",
+    real = evaluation.tta_logits
+    monkeypatch.setattr(evaluation, "tta_logits",
                         lambda m, x, tta="none": (seen.append(tta), real(m, x, tta))[1])
-    _trained(dataclasses.replace(BASE, epochs=2, tta="flip"))
+    _trained(BASE.replace(epochs=2, tta="flip"))
     assert set(seen[:len(seen) // 2]) == {"none"} and set(seen[len(seen) // 2:]) == {"flip"}
 
 
@@ -371,12 +371,15 @@ def test_alternate_flip_resumes_with_its_per_image_draw():
 # ------------------------------------------------------------------------------- recipes
 def test_cifar_fast_uses_the_ingredients_and_the_old_recipe_stays():
     fast = get_recipe("cifar-fast")
-    assert fast.model == "airbench" and fast.tta == "flip_translate"
-    assert fast.flip_mode == "alternate" and fast.lr_shape == "linear"
-    assert not fast.bn_scale and fast.data_init_images > 0 and fast.lookahead_every > 0
+    assert fast.defaults.model == "airbench" and fast.augmentation.tta == "flip_translate"
+    assert fast.augmentation.flip_mode == "alternate" and fast.schedule.lr_shape == "linear"
+    assert not fast.optim.bn_scale and fast.inputs.data_init_images > 0
+    assert fast.optim.lookahead_every > 0
     old = get_recipe("cifar-fast-resnet9")
-    assert old.model == "resnet9" and old.epochs == 16 and old.batch_size == 512
-    assert old.tta == "none" and old.flip_mode == "random" and old.lr_shape == "cosine"
+    assert old.defaults.model == "resnet9"
+    assert old.schedule.epochs == 16 and old.schedule.batch_size == 512
+    assert old.augmentation.tta == "none" and old.augmentation.flip_mode == "random"
+    assert old.schedule.lr_shape == "cosine"
 
 
 def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys,
@@ -390,8 +393,8 @@ def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys
     from nasforge.train.recipes import RECIPES
 
     widths = (16, 96, 96)  # not the zoo's cifar setting (32/128/128): the case that failed
-    monkeypatch.setitem(RECIPES, "cifar-fast", dataclasses.replace(
-        get_recipe("cifar-fast"), model_overrides=(("widths", widths),), cpu_bf16=False))
+    monkeypatch.setitem(RECIPES, "cifar-fast", get_recipe("cifar-fast").replace(
+        model_overrides=(("widths", widths),), cpu_bf16=False))
     folder = write_cifar_folder(tmp_path / "cifar", make_images(40, seed=1),
                                 make_images(10, seed=2))
     rc = main(["train", "--recipe", "cifar-fast", "--data", str(folder.parent), "--epochs",
@@ -407,7 +410,7 @@ def test_nasforge_train_builds_cifar_fast_at_the_recipes_widths(tmp_path, capsys
                                          ("lookahead_decay", 1.5), ("data_init_images", -1)])
 def test_recipe_rejects_bad_ingredient_values(field, value):
     with pytest.raises(ValueError, match=f"recipe bad: .*{field}"):
-        Recipe(name="bad", **{field: value})
+        Recipe(name="bad").replace(**{field: value})
 
 
 # ------------------------------------------------------------------------------- resume
@@ -416,8 +419,8 @@ class _Stop(Exception):
 
 
 def test_a_resumed_run_with_every_ingredient_equals_an_uninterrupted_one(tmp_path):
-    recipe = dataclasses.replace(
-        BASE, epochs=3, crop_padding=2, flip=True, flip_mode="alternate", bn_scale=False,
+    recipe = BASE.replace(
+        epochs=3, crop_padding=2, flip=True, flip_mode="alternate", bn_scale=False,
         bn_bias_lr_mult=4.0, lr_shape="linear", warmup_epochs=1.0, warmup_start_ratio=0.2,
         lookahead_every=3, tta="flip_translate", weight_decay=1e-3)
     torch.manual_seed(0)

@@ -21,8 +21,8 @@ from nasforge.train import CHECKPOINT_NAME, get_recipe, load_checkpoint, registe
 from conftest import lines_of, run_cli, wait_for
 
 # a supernet of 5 cells (N=1) of 4 filters, 2 blocks over 3 ops; 2 steps of 32 images per epoch
-TEST_RECIPE = register_recipe(replace(
-    get_recipe("oneshot-smoke"), name="oneshot-test", train_subset=64, batch_size=32,
+TEST_RECIPE = register_recipe(get_recipe("oneshot-smoke").replace(
+    name="oneshot-test", train_subset=64, batch_size=32,
     val_size=64, eval_batch_size=64, epochs=2, model_overrides=(("N", 1), ("filters", 4))))
 OPTIONS = {"blocks": 2, "ops": ["sep_conv_3x3", "max_pool_3x3", "identity"],
            "val_batch_size": 32}
@@ -244,9 +244,9 @@ def test_sigkill_then_resume_loses_no_epoch_and_repeats_none(runs, tmp_path):
                        b["hooks"]["method"]["alphas"]["logits.0"])
 
 
-register_recipe(replace(TEST_RECIPE, name="oneshot-test-huge", train_subset=None,
-                        batch_size=50_000))
-register_recipe(replace(TEST_RECIPE, name="oneshot-test-rmsprop", optimizer="rmsprop"))
+register_recipe(TEST_RECIPE.replace(name="oneshot-test-huge", train_subset=None,
+                                    batch_size=50_000))
+register_recipe(TEST_RECIPE.replace(name="oneshot-test-rmsprop", optimizer="rmsprop"))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -414,7 +414,8 @@ def test_a_one_shot_search_without_recipe_trains_with_its_methods_recipe(method,
     recipe = get_recipe(seen[0])
     assert recipe.name != SearchConfig().recipe
     if method in PUBLISHED_SEARCH_SETTINGS:
-        assert (recipe.batch_size, recipe.epochs) == PUBLISHED_SEARCH_SETTINGS[method]
+        assert (recipe.schedule.batch_size, recipe.schedule.epochs) == \
+            PUBLISHED_SEARCH_SETTINGS[method]
 
 
 def test_spos_search_phase_writes_the_black_box_searchs_tensorboard(runs):

@@ -1,9 +1,8 @@
-"""Recomputed cells (``Recipe.recompute_cells``, ``nasforge.compiler.set_cell_recompute``):
+"""Recomputed cells (``Recipe.speed.recompute_cells``, ``nasforge.compiler.set_cell_recompute``):
 training steps of a cell network with each cell under ``torch.utils.checkpoint`` give the
 loss, gradients and BatchNorm statistics of the plain network, with the same drop-path masks,
 and keep far fewer bytes for the backward pass."""
 import copy
-from dataclasses import replace
 
 import pytest
 import torch
@@ -100,10 +99,10 @@ def test_recomputed_cells_keep_at_most_half_the_bytes_and_eval_is_unchanged():
 
 
 def test_recipe_field_round_trips_and_reaches_the_model():
-    recipe = replace(get_recipe("search"), name="search-recompute", recompute_cells=True)
-    assert not get_recipe("search").recompute_cells  # off by default
+    recipe = get_recipe("search").replace(name="search-recompute", recompute_cells=True)
+    assert not get_recipe("search").speed.recompute_cells  # off by default
     again = Recipe.from_dict(recipe.to_dict())
-    assert again.recompute_cells is True and again == recipe
+    assert again.speed.recompute_cells is True and again == recipe
 
     from nasforge.data import make_splits, synthetic
     from nasforge.train import train
@@ -111,8 +110,8 @@ def test_recipe_field_round_trips_and_reaches_the_model():
     data = make_splits(synthetic.make_images(48, size=32, seed=1),
                        synthetic.make_images(16, size=32, seed=2), synthetic.CLASSES,
                        split="search", val_size=16, seed=0)
-    small = replace(get_recipe("smoke"), train_subset=None, epochs=1, batch_size=16,
-                    recompute_cells=True)
+    small = get_recipe("smoke").replace(train_subset=None, epochs=1, batch_size=16,
+                                        recompute_cells=True)
     model = build_model("nasnet_a", "cifar", N=1, filters=8)
     result = train(model, data, small, device="cpu", seed=0)
     assert result["status"] == "ok" and model.recompute_cells

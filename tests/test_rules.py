@@ -29,7 +29,7 @@ REGISTRIES = {
     "zoo": (ZOO, "nasnet_a",
             lambda: register_model(dataclasses.replace(ZOO["resnet18"], name="nasnet_a"))),
     "recipe": (RECIPES, "smoke",
-               lambda: register_recipe(dataclasses.replace(get_recipe("smoke"), epochs=99))),
+               lambda: register_recipe(get_recipe("smoke").replace(epochs=99))),
     "exporter": (EXPORTERS, "json",
                  lambda: register_exporter("json", ".txt")(lambda source, path: None)),
     "searcher": (SEARCHERS, "rl", lambda: register_searcher("rl", RandomSearch)),
@@ -83,8 +83,9 @@ def test_every_register_function_is_covered():
 def test_a_new_name_registers():
     """The duplicate check is about the name: a fresh one is accepted (and removed again)."""
     try:
-        register_recipe(dataclasses.replace(get_recipe("smoke"), name="rules-test-recipe"))
-        assert get_recipe("rules-test-recipe").epochs == get_recipe("smoke").epochs
+        register_recipe(get_recipe("smoke").replace(name="rules-test-recipe"))
+        assert get_recipe("rules-test-recipe").schedule.epochs == \
+            get_recipe("smoke").schedule.epochs
     finally:
         RECIPES.pop("rules-test-recipe", None)
 

@@ -107,7 +107,7 @@ def _tiny_data():
                        seed=0)
 
 
-RECIPE = Recipe(name="safe-load-test", epochs=1, batch_size=16, lr=0.05)
+RECIPE = Recipe(name="safe-load-test").replace(epochs=1, batch_size=16, lr=0.05)
 
 
 def _real_checkpoint(tmp_path) -> dict:

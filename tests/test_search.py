@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +34,14 @@ from nasforge.train.recipes import register_recipe
 from conftest import EVENT_DEADLINE_S, lines_of, run_cli, wait_for
 
 # tiny children: NASNet N=1 F=4 on 256 synthetic images, 2 epochs, 200 validation images
-TINY = register_recipe(replace(get_recipe("smoke"), name="search-test", train_subset=256,
-                               epochs=2, batch_size=64, val_size=200, eval_batch_size=200,
-                               cutout=0, model_overrides=(("N", 1), ("filters", 4))))
+TINY = register_recipe(get_recipe("smoke").replace(
+    name="search-test", train_subset=256, epochs=2, batch_size=64, val_size=200,
+    eval_batch_size=200, cutout=0, model_overrides=(("N", 1), ("filters", 4))))
 # ASHA needs children whose epoch-1 accuracies differ: with TINY's 4 steps per epoch every
 # child is still at chance (0.1) after one epoch, so 16 steps of batch 16 here, at F=8
-TINY_ASHA = register_recipe(replace(TINY, name="search-test-asha", batch_size=16,
-                                    warmup_epochs=0.0, drop_path_keep_prob=1.0,
-                                    model_overrides=(("N", 1), ("filters", 8))))
+TINY_ASHA = register_recipe(TINY.replace(name="search-test-asha", batch_size=16,
+                                         warmup_epochs=0.0, drop_path_keep_prob=1.0,
+                                         model_overrides=(("N", 1), ("filters", 8))))
 TINY_ARGS = ["--recipe", "smoke", "--epochs", "1", "--data", "synthetic", "--val-size", "200"]
 
 

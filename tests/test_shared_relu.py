@@ -110,8 +110,8 @@ def test_recipe_share_relu_trains_to_the_plain_networks_weights():
                        split="search", val_size=32, seed=0)
     results = {}
     for share in (True, False):
-        recipe = replace(get_recipe("smoke"), train_subset=None, epochs=1, batch_size=16,
-                         share_relu=share)
+        recipe = get_recipe("smoke").replace(train_subset=None, epochs=1, batch_size=16,
+                                             share_relu=share)
         torch.manual_seed(0)
         model = build_model("nasnet_a", "cifar", N=1, filters=8, **recipe.training_overrides)
         results[share] = (train(model, data, recipe, device="cpu", seed=0), model)

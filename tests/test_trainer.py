@@ -58,9 +58,9 @@ def _data(split="search", n=240, n_test=60):
     return make_splits(train, test, synthetic.CLASSES, split=split, val_size=40, seed=0)
 
 
-RECIPE = Recipe(name="test", epochs=3, batch_size=32, lr=0.05, warmup_epochs=0.5,
-                label_smoothing=0.1, grad_clip=1.0, aux_weight=0.4, cutout=4, crop_padding=2,
-                nesterov=True)
+RECIPE = Recipe(name="test").replace(epochs=3, batch_size=32, lr=0.05, warmup_epochs=0.5,
+                                     label_smoothing=0.1, grad_clip=1.0, aux_weight=0.4,
+                                     cutout=4, crop_padding=2, nesterov=True)
 
 
 def _model(seed=0, **kw):
@@ -75,22 +75,23 @@ def _strip(history):
 def test_recipes_registry():
     assert {"search", "final-cifar", "cifar-fast", "smoke"} <= set(RECIPES)
     final = get_recipe("final-cifar")
-    assert (final.epochs, final.cutout, final.drop_path_keep_prob, final.aux_weight) == \
-        (600, 16, 0.6, 0.4)
-    assert (final.lr, final.momentum, final.weight_decay, final.grad_clip) == \
-        (0.025, 0.9, 5e-4, 5.0)
-    assert dict(final.model_overrides) == {"N": 6, "filters": 32}
+    reg = final.regularisation
+    assert (final.schedule.epochs, final.augmentation.cutout, reg.drop_path_keep_prob,
+            reg.aux_weight) == (600, 16, 0.6, 0.4)
+    assert (final.schedule.lr, final.optim.momentum, final.optim.weight_decay,
+            reg.grad_clip) == (0.025, 0.9, 5e-4, 5.0)
+    assert dict(final.defaults.model_overrides) == {"N": 6, "filters": 32}
     assert final.overrides == {"N": 6, "filters": 32, "drop_path_keep_prob": 0.6,
                                "aux_head": True}
-    assert get_recipe("search").epochs == 20 and dict(get_recipe("search").model_overrides) \
-        == {"N": 2}
-    assert get_recipe("smoke").data == "synthetic"
+    assert get_recipe("search").schedule.epochs == 20
+    assert dict(get_recipe("search").defaults.model_overrides) == {"N": 2}
+    assert get_recipe("smoke").defaults.data == "synthetic"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        final.epochs = 1
+        final.schedule.epochs = 1
     with pytest.raises(KeyError, match="unknown recipe"):
         get_recipe("nope")
     with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
-        Recipe(name="bad", epochs=0)
+        Recipe(name="bad").replace(epochs=0)
 
 
 def test_one_rule_says_which_recipe_overrides_a_model_gets():
@@ -146,7 +147,7 @@ def test_train_search_split_metrics_and_report():
 
 def test_final_split_evaluates_test_and_learns():
     data = _data("final", n=400, n_test=100)
-    r = dataclasses.replace(RECIPE, epochs=6, cutout=0, aux_weight=0.0)
+    r = RECIPE.replace(epochs=6, cutout=0, aux_weight=0.0)
     res = train(_model(aux=False), data, r, device="cpu")
     assert "val_acc" not in res and res["test_acc"] is not None
     assert res["train_loss"] < res["history"][0]["train_loss"]
@@ -155,7 +156,7 @@ def test_final_split_evaluates_test_and_learns():
 
 def test_divergence_is_a_status_not_an_exception():
     data = _data("search")
-    r = dataclasses.replace(RECIPE, lr=1e30, grad_clip=None, label_smoothing=0.0)
+    r = RECIPE.replace(lr=1e30, grad_clip=None, label_smoothing=0.0)
     res = train(_model(), data, r, device="cpu")
     assert res["status"] == "diverged"
     assert res["epochs"] == 1 and math.isnan(res["train_loss"]) and res["val_acc"] is None
@@ -163,7 +164,7 @@ def test_divergence_is_a_status_not_an_exception():
 
 def test_bf16_autocast_and_channels_last_path_on_cpu():
     data = _data("search", n=120)
-    r = dataclasses.replace(RECIPE, epochs=1, device_flags_on_cpu=True)
+    r = RECIPE.replace(epochs=1, device_flags_on_cpu=True)
     model = _model()
     res = train(model, data, r, device="cpu")
     assert res["status"] == "ok" and math.isfinite(res["train_loss"])
@@ -173,13 +174,13 @@ def test_bf16_autocast_and_channels_last_path_on_cpu():
 
 @pytest.mark.parametrize("has_units", [True, False])
 def test_cpu_bf16_autocasts_on_cpu_only_where_the_cpu_has_bf16_units(has_units, monkeypatch):
-    from nasforge.train import trainer
+    from nasforge.train import placement
 
-    monkeypatch.setattr(trainer, "cpu_has_bf16_units", lambda: has_units)
+    monkeypatch.setattr(placement, "cpu_has_bf16_units", lambda: has_units)
     model = _model()
     dtypes = set()
     model.features[0].register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
-    r = dataclasses.replace(RECIPE, epochs=1, cpu_bf16=True)
+    r = RECIPE.replace(epochs=1, cpu_bf16=True)
     res = train(model, _data("search", n=120), r, device="cpu")
     assert res["status"] == "ok" and math.isfinite(res["train_loss"])
     assert dtypes == ({torch.bfloat16} if has_units else {torch.float32})
@@ -236,7 +237,7 @@ def test_kill_during_an_epoch_resumes_from_the_last_checkpoint(tmp_path):
 
 def test_seed_changes_the_run():
     data = _data("search", n=120)
-    r = dataclasses.replace(RECIPE, epochs=1)
+    r = RECIPE.replace(epochs=1)
     a = train(_model(), data, r, device="cpu", seed=0)
     b = train(_model(), data, r, device="cpu", seed=0)
     c = train(_model(), data, r, device="cpu", seed=1)
@@ -250,7 +251,7 @@ def test_cell_network_with_aux_head_and_drop_path():
     data = _data("search", n=96)
     model = build_model("nasnet_a", "cifar", num_classes=10, N=1, filters=4, aux_head=True,
                         drop_path_keep_prob=0.6, input_size=SIZE)
-    r = dataclasses.replace(RECIPE, epochs=1, batch_size=28, cutout=0)
+    r = RECIPE.replace(epochs=1, batch_size=28, cutout=0)
     res = train(model, data, r, device="cpu")
     assert res["status"] == "ok" and np.isfinite(res["train_loss"])
 

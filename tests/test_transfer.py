@@ -4,7 +4,6 @@ comparison table, resume after a crash, and bad input."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import sys
 
@@ -54,15 +53,17 @@ def tiny_imagefolder(tmp_path_factory):
 def test_imagenet_recipes():
     mobile, large = RECIPES["imagenet-nasnet-mobile"], RECIPES["imagenet-nasnet-large"]
     for r in (mobile, large):
-        assert r.optimizer == "rmsprop" and r.rmsprop_eps == 1.0 and r.rmsprop_decay == 0.9
-        assert r.label_smoothing == 0.1 and r.aux_weight == 0.4
-    assert mobile.drop_path_keep_prob == 1.0 and large.drop_path_keep_prob == 0.7
-    assert (mobile.weight_decay, large.weight_decay) == (4e-5, 5e-5)
-    assert (mobile.image_size, large.image_size) == (224, 331)
+        assert r.optim.kind == "rmsprop"
+        assert r.optim.rmsprop_eps == 1.0 and r.optim.rmsprop_decay == 0.9
+        assert r.regularisation.label_smoothing == 0.1 and r.regularisation.aux_weight == 0.4
+    assert mobile.regularisation.drop_path_keep_prob == 1.0
+    assert large.regularisation.drop_path_keep_prob == 0.7
+    assert (mobile.optim.weight_decay, large.optim.weight_decay) == (4e-5, 5e-5)
+    assert (mobile.augmentation.image_size, large.augmentation.image_size) == (224, 331)
     base = RECIPES["imagenet-baseline"]
-    assert base.optimizer == "sgd" and base.label_smoothing == 0.1
+    assert base.optim.kind == "sgd" and base.regularisation.label_smoothing == 0.1
     with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'rmsprop'"):
-        dataclasses.replace(base, optimizer="adam")
+        base.replace(optimizer="adam")
 
 
 def test_imagenet_networks_match_info_and_published_counts(tmp_path):
@@ -138,7 +139,7 @@ def test_stream_loader_shards_every_global_batch(tiny_imagefolder):
     2 ranks' shards of each step are disjoint and together one slice of the epoch's order."""
     from nasforge.data.stream import ImageFolderStream
 
-    recipe = dataclasses.replace(RECIPES["imagenet-baseline"], batch_size=20, eval_batch_size=8)
+    recipe = RECIPES["imagenet-baseline"].replace(batch_size=20, eval_batch_size=8)
     data = ImageFolderStream(tiny_imagefolder, image_size=32, workers=0)
     assert data.num_classes == 10 and data.classes == tuple(sorted(CIFAR_CLASSES))
     shards = []
@@ -168,9 +169,10 @@ class NoBN(nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-DP_RECIPE = Recipe(name="dp", epochs=1, batch_size=16, eval_batch_size=6, lr=0.2,
-                   momentum=0.9, nesterov=True, weight_decay=5e-4, label_smoothing=0.1,
-                   grad_clip=0.5, crop_padding=2, flip=True, cutout=3)
+DP_RECIPE = Recipe(name="dp").replace(epochs=1, batch_size=16, eval_batch_size=6, lr=0.2,
+                                      momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                      label_smoothing=0.1, grad_clip=0.5, crop_padding=2,
+                                      flip=True, cutout=3)
 
 
 def _dp_data():

@@ -116,7 +116,7 @@ def run(args) -> int:
     recipe = get_recipe(args.recipe)
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    epochs = recipe.epochs if args.epochs is None else args.epochs
+    epochs = recipe.schedule.epochs if args.epochs is None else args.epochs
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be at least 1, got {args.threads}")
@@ -126,10 +126,10 @@ def run(args) -> int:
     elif args.model == _best_cell_word() and not os.path.exists(args.model):
         raise UsageError(f"{args.model} needs --run RUN_DIR (a search run folder)")
     else:
-        model_name = args.model or recipe.model
+        model_name = args.model or recipe.defaults.model
     setting = args.setting if args.setting is not None else (
-        recipe.setting if model_name == recipe.model else None)
-    source = args.data or recipe.data
+        recipe.defaults.setting if model_name == recipe.defaults.model else None)
+    source = args.data or recipe.defaults.data
     if args.model and not os.path.exists(args.model) and args.model.endswith(".json"):
         raise UsageError(f"model file {args.model} does not exist")
     from nasforge.api import resolve
@@ -146,8 +146,8 @@ def run(args) -> int:
     if done_epochs:
         _progress(f"resuming {run_dir} after epoch {done_epochs}")
 
-    val_size = recipe.val_size if args.val_size is None else args.val_size
-    data = load_data(source, split=recipe.split, val_size=val_size, seed=args.seed,
+    val_size = recipe.inputs.val_size if args.val_size is None else args.val_size
+    data = load_data(source, split=recipe.inputs.split, val_size=val_size, seed=args.seed,
                      cache_dir=args.cache_dir)
     torch.manual_seed(args.seed)
     model, overrides = _build(model_name, setting, recipe, data, arch)

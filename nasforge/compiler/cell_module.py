@@ -193,7 +193,7 @@ class NasNetCell(nn.Module):
 
 def set_relu_sharing(model: nn.Module, on: bool) -> nn.Module:
     """Turn shared ReLUs (``CompiledGraph``) on or off in every compiled graph of ``model``;
-    called by ``nasforge.train.train`` with ``Recipe.share_relu`` (off: every op computes its
+    called by ``nasforge.train.train`` with ``Recipe.speed.share_relu`` (off: every op computes its
     own ReLU, as before). Returns ``model``."""
     for m in model.modules():
         if isinstance(m, CompiledGraph):

@@ -281,7 +281,7 @@ class Network(nn.Module):
 
 def set_cell_recompute(model: nn.Module, on: bool) -> nn.Module:
     """Turn recomputed cells (``Network``) on or off in every cell network of ``model``;
-    called by ``nasforge.train.train`` with ``Recipe.recompute_cells``. Returns ``model``."""
+    called by ``nasforge.train.train`` with ``Recipe.speed.recompute_cells``. Returns ``model``."""
     for m in model.modules():
         if isinstance(m, Network):
             m.recompute_cells = bool(on)

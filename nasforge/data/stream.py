@@ -149,11 +149,11 @@ class ImageFolderStream:
     def transforms(self, recipe):
         from torchvision import transforms as T
 
-        size = int(self.image_size or recipe.image_size)
-        resize = int(math.floor(size / recipe.eval_crop_ratio + 0.5))
-        train_tf = [T.RandomResizedCrop(size, scale=(recipe.min_crop_scale, 1.0),
+        size = int(self.image_size or recipe.augmentation.image_size)
+        resize = int(math.floor(size / recipe.augmentation.eval_crop_ratio + 0.5))
+        train_tf = [T.RandomResizedCrop(size, scale=(recipe.augmentation.min_crop_scale, 1.0),
                                         antialias=True)]
-        if recipe.flip:
+        if recipe.augmentation.flip:
             train_tf.append(T.RandomHorizontalFlip())
         train_tf.append(T.PILToTensor())
         eval_tf = T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(size),
@@ -179,14 +179,14 @@ class ImageFolderStream:
 
         device = torch.device(device)
         train, val = self.datasets(recipe)
-        train = _fixed_subset(train, recipe.train_subset)
-        val = _fixed_subset(val, recipe.eval_subset)
-        global_batch = min(recipe.batch_size, len(train))
+        train = _fixed_subset(train, recipe.inputs.train_subset)
+        val = _fixed_subset(val, recipe.inputs.eval_subset)
+        global_batch = min(recipe.schedule.batch_size, len(train))
         global_batch -= global_batch % world
         if global_batch < world:
             raise DataError(f"{len(train)} training images cannot be shared by {world} "
                             f"workers")
-        workers = recipe.data_workers if self.workers is None else self.workers
+        workers = recipe.speed.data_workers if self.workers is None else self.workers
         common = dict(num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=workers > 0)
         if workers > 0:
@@ -196,7 +196,7 @@ class ImageFolderStream:
         train_loader = DataLoader(train, batch_size=global_batch // world, sampler=sampler,
                                   drop_last=True, **common)
         val_part = Subset(val, range(rank, len(val), world))
-        val_loader = DataLoader(val_part, batch_size=max(1, recipe.eval_batch_size // world),
+        val_loader = DataLoader(val_part, batch_size=max(1, recipe.speed.eval_batch_size // world),
                                 shuffle=False, drop_last=False, **common)
         return (StreamLoader(train_loader, device, sampler=sampler, channels_last=channels_last),
                 {"val": StreamLoader(val_loader, device, channels_last=channels_last)})

@@ -86,7 +86,7 @@ def macro_config(recipe, data):
     head), sized for ``data``."""
     from nasforge.zoo import SETTINGS
 
-    setting = recipe.setting or "cifar"
+    setting = recipe.defaults.setting or "cifar"
     if setting not in SETTINGS:
         raise SupernetError(f"recipe {recipe.name}: setting {setting!r} is not a cell-network "
                             f"setting ({', '.join(SETTINGS)})")
@@ -99,7 +99,7 @@ def model_setting(recipe, data, latency_table: str | None = None) -> ModelSettin
     """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
     the network ``macro_config`` describes, as an ``objectives.ModelSetting``."""
     overrides = recipe.build_overrides(network="supernet")
-    return ModelSetting(recipe.setting or "cifar", data.num_classes, data.image_size[0],
+    return ModelSetting(recipe.defaults.setting or "cifar", data.num_classes, data.image_size[0],
                         data.channels, tuple(sorted(overrides.items())), latency_table)
 
 
@@ -239,9 +239,9 @@ def prepare(config: SearchConfig, recipe):
                           f"--objective/--objectives/--constraint are supported with spos "
                           f"(and the black-box searchers)")
     if isinstance(method_cfg, DartsConfig) and method_cfg.unrolled and \
-            recipe.optimizer != "sgd":
+            recipe.optim.kind != "sgd":
         raise SupernetError(f"unrolled=true simulates an SGD step; recipe {recipe.name} trains "
-                            f"the weights with {recipe.optimizer}")
+                            f"the weights with {recipe.optim.kind}")
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
     try:
@@ -250,8 +250,8 @@ def prepare(config: SearchConfig, recipe):
         raise SupernetError(f"search space {config.space!r}: {e}") from None
     if isinstance(method_cfg, SposConfig):  # its searcher can take the objectives (one line)
         goal_searcher(method_cfg.evaluator, space, config.seed, config.goal)
-    val_size = recipe.val_size if config.val_size is None else config.val_size
-    data = load_data(config.data or recipe.data, split="search", val_size=val_size,
+    val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
+    data = load_data(config.data or recipe.defaults.data, split="search", val_size=val_size,
                      seed=config.seed, cache_dir=config.cache_dir)
     macro = macro_config(recipe, data)
     check_shareable(space, macro)
@@ -284,10 +284,10 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
 
     run, config, recipe = _open(config, run_dir, resume)
     method_cfg, space, data, macro = prepare(config, recipe)
-    epochs = config.epochs or recipe.epochs
+    epochs = config.epochs or recipe.schedule.epochs
     workers = max(1, int(config.gpus or 0)) if config.gpus else max(1, config.workers)
     device = torch.device("cuda" if config.gpus else "cpu")
-    batch = min(recipe.batch_size, len(data.train)) // workers
+    batch = min(recipe.schedule.batch_size, len(data.train)) // workers
     estimate = check_fits(space, macro, batch, METHODS[config.searcher] is Darts, device,
                           processes=workers, unrolled=isinstance(method_cfg, DartsConfig)
                           and method_cfg.unrolled)
@@ -478,7 +478,7 @@ def _description(config, recipe, epochs, data, macro, space, estimate, method_cf
             "nasforge_version": nasforge.__version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,
-            "setting": recipe.setting or "cifar",
+            "setting": recipe.defaults.setting or "cifar",
             "macro": asdict(macro),
             "space": {"name": config.space, "num_blocks": space.num_blocks,
                       "ops": list(space.ops), "combines": list(space.combines)},

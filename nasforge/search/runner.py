@@ -178,8 +178,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     space, searcher = make_searcher(config)
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
-    epochs = config.epochs or recipe.epochs
-    val_size = recipe.val_size if config.val_size is None else config.val_size
+    epochs = config.epochs or recipe.schedule.epochs
+    val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
     remaining = config.trials - sum(r["status"] != Status.INFEASIBLE for r in records)
     cap = infeasible_cap(config.trials, config.max_infeasible)
     infeasible_seen = sum(r["status"] == Status.INFEASIBLE for r in records)
@@ -189,7 +189,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     board = None
     try:
         per_trial, concurrency, note = plan_resources(config, cluster.resources)
-        data = load_data(config.data or recipe.data, split="search", val_size=val_size,
+        data = load_data(config.data or recipe.defaults.data, split="search", val_size=val_size,
                          seed=config.seed, cache_dir=config.cache_dir)
         if not resume:
             run.create(_run_description(config, recipe, epochs, data))
@@ -204,7 +204,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             stop.set(StopReason.INFEASIBLE)
         elif remaining > 0:
             run.save_searcher(searcher.state_dict())
-            setting = ModelSetting(recipe.setting or "cifar", data.num_classes,
+            setting = ModelSetting(recipe.defaults.setting or "cifar", data.num_classes,
                                    data.image_size[0], data.channels,
                                    tuple(sorted(recipe.build_overrides().items())),
                                    config.latency_table)
@@ -261,7 +261,7 @@ def _run_description(config: SearchConfig, recipe, epochs: int, data) -> dict:
             "nasforge_version": nasforge.__version__, "git_commit": _git_commit(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,
-            "setting": recipe.setting or "cifar",  # of the children (export)
+            "setting": recipe.defaults.setting or "cifar",  # of the children (export)
             "data": {"source": data.source, "format": data.format,
                      "train": len(data.train), "val": len(data.val),
                      "classes": list(data.classes), "image_size": list(data.image_size)},
@@ -304,7 +304,7 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
     from nasforge.search.trial import TrialSettings, run_trial
 
     settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
-                             setting=recipe.setting or "cifar",
+                             setting=recipe.defaults.setting or "cifar",
                              overrides=tuple(recipe.build_overrides().items()),
                              seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
                              faults=config.faults, objective=config.goal.primary.name)

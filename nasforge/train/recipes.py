@@ -1,12 +1,19 @@
 """Named, frozen training recipes: one :class:`Recipe` per use (search trial, final run, ...).
 
-A recipe is everything :func:`nasforge.train.train` needs besides the model and the data:
-optimiser, schedule, regularisation, augmentation and device flags, plus the defaults the CLI
-uses to pick a model and a data set. ``RECIPES`` maps names to recipes; ``get_recipe(name)``
-looks one up and ``dataclasses.replace(recipe, ...)`` derives a variant.
+A recipe is everything :func:`nasforge.train.train` needs besides the model and the data, in
+small frozen groups: ``defaults`` (the model and data the CLI uses when not told), ``inputs``
+(which images train, validate and initialise), ``schedule`` (epochs, batch, learning-rate
+curve), ``optim`` (the update rule and which parameters learn), ``regularisation``,
+``augmentation`` and ``speed`` (settings that change time and memory, not what is learned).
+``RECIPES`` maps names to recipes; ``get_recipe(name)`` looks one up and
+``recipe.replace(lr=0.1, ...)`` derives a variant, each field named by its flat name (the name
+it had before the groups) or a whole group replaced (``recipe.replace(optim=...)``).
+``Recipe.from_dict`` reads both the grouped form ``to_dict`` writes and the flat form of run
+folders written before the groups.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from nasforge.data.loader import FLIP_MODES
@@ -15,92 +22,160 @@ from nasforge.rules import add_unique, reject_unknown_keys
 
 LR_SHAPES = ("cosine", "linear")
 TTA_MODES = ("none", "flip", "flip_translate")
+OPTIMIZERS = ("sgd", "rmsprop")
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A training configuration. Units in comments."""
+class Defaults:
+    """What the CLI and a search build and load when they are not told (``train()`` itself
+    takes the model and the data as arguments)."""
 
-    name: str
-    # --- defaults used by the CLI (train() itself takes the model and data as arguments) ---
-    model: str = "nasnet_a"  # zoo name or cell-pair JSON used when no MODEL is given
-    setting: str | None = "cifar"  # zoo setting for the default model
-    model_overrides: tuple[tuple[str, object], ...] = ()  # (field, value) for the default model
-    data: str = "cifar10"  # data source when no --data is given (see nasforge.data.load_data)
+    model: str = "nasnet_a"  # zoo name or cell-pair JSON: the model when no MODEL is given
+    setting: str | None = "cifar"  # zoo setting of the default model (its macro shape)
+    # (field, value) build overrides of the default model only (its N, filters, widths)
+    model_overrides: tuple[tuple[str, object], ...] = ()
+    data: str = "cifar10"  # data source when no --data is given (nasforge.data.load_data)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Which images a run trains, validates and initialises on."""
+
     split: str = "search"  # "search": train/val (test unused); "final": train/test
     val_size: int = 5000  # images held out of the training set for validation (search split)
-    train_subset: int | None = None  # images: train on a fixed random n of them (smoke)
-    # --- schedule ---
-    epochs: int = 20  # full passes over the training split
-    batch_size: int = 128  # images per step (clamped to the training set size)
-    eval_batch_size: int = 500  # images per evaluation step
-    # (search children use 100: evaluation activations of 500 images were the largest part of
-    # a CPU child worker's private memory; accuracy does not depend on it, BN is in eval mode)
-    lr: float = 0.025  # peak learning rate (after warm-up)
-    min_lr: float = 0.0  # learning rate at the end of the cosine
-    warmup_epochs: float = 0.0  # epochs of linear warm-up from 0 to lr (per iteration)
+    train_subset: int | None = None  # images: train on a fixed random n of them (smoke runs)
+    eval_subset: int | None = None  # images: evaluate on a fixed random n (short streamed runs)
+    # images: the first n training images (unaugmented) are run through the model once before
+    # training so that data-initialised layers (any module with ``fit_to_inputs``: the
+    # patch-whitening conv) set themselves from the inputs reaching them; 0 = off
+    data_init_images: int = 0
+
+    def __post_init__(self):
+        if self.split not in ("search", "final"):
+            raise ValueError("split must be 'search' or 'final'")
+        if self.data_init_images < 0:
+            raise ValueError("need data_init_images >= 0")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run trains and the learning rate at each step (``nasforge.train.schedules``)."""
+
+    epochs: int = 20  # full passes over the training split: the run's length
+    batch_size: int = 128  # images per step (global; clamped to the training set size)
+    lr: float = 0.025  # peak learning rate (after warm-up): the step size the curve scales
+    min_lr: float = 0.0  # learning rate at the end of the decay (or of each SGDR period)
+    # "cosine" = linear warm-up from 0, then a half cosine to min_lr; "linear" = linear
+    # warm-up from warmup_start_ratio * lr to lr, then a straight line to min_lr (airbench's
+    # triangle: fast runs spend more steps at a high rate); ignored with restarts
+    lr_shape: str = "cosine"
+    warmup_epochs: float = 0.0  # epochs of linear warm-up to lr (per iteration): early stability
+    warmup_start_ratio: float = 0.0  # lr_shape "linear": lr at step 0 / lr (airbench: 0.2)
     # epochs of the first cosine period of SGDR warm restarts (ENAS); 0 = one cosine over the
     # run (after the warm-up); with restarts there is no warm-up
     restart_epochs: float = 0.0
     restart_mult: float = 2.0  # each SGDR period is this many times longer than the last
-    # schedule shape (without restarts): "cosine" = linear warm-up from 0, then a half cosine
-    # to min_lr; "linear" = linear warm-up from warmup_start_ratio * lr to lr, then a straight
-    # line to min_lr (airbench's triangle: fast runs spend more steps at a high rate)
-    lr_shape: str = "cosine"
-    warmup_start_ratio: float = 0.0  # lr_shape "linear": lr at step 0 / lr (airbench: 0.2)
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if self.warmup_epochs < 0 or self.lr <= 0:
+            raise ValueError("need lr > 0 and warmup_epochs >= 0")
+        _check_choice("lr_shape", self.lr_shape, LR_SHAPES)
+
+
+@dataclass(frozen=True)
+class Optim:
+    """The update rule and which parameters learn how fast (``nasforge.train.optimizers``)."""
+
+    # "sgd" or "rmsprop" (TF-style: decay, momentum, epsilon below); the flat name is
+    # ``optimizer``
+    kind: str = "sgd"
+    momentum: float = 0.9  # SGD / RMSProp momentum: smooths the gradient over ~1/(1-m) steps
+    nesterov: bool = False  # Nesterov momentum (SGD): looks ahead along the momentum
+    weight_decay: float = 5e-4  # L2 coefficient on all parameters (the optimiser's weight_decay)
+    rmsprop_decay: float = 0.9  # RMSProp moving-average decay (torch's alpha)
+    rmsprop_eps: float = 1.0  # RMSProp epsilon (TF's NASNet value: damps small second moments)
     # lr multiple of BatchNorm shifts (their weight decay divided by it, so their decay per
     # step is unchanged): airbench's 64 lets the shifts move as fast as scale-free weights do
     bn_bias_lr_mult: float = 1.0
     # learn BatchNorm scales; False: fixed at 1 (airbench: after a scale-invariant conv they
     # only duplicate what weight decay and the lr control)
     bn_scale: bool = True
-    # images: the first n training images (unaugmented) are run through the model once before
-    # training so that data-initialised layers (any module with ``fit_to_inputs``: the
-    # patch-whitening conv) set themselves from the inputs reaching them; 0 = off
-    data_init_images: int = 0
     # steps between lookahead updates (hlb-CIFAR10/airbench): an EMA of the weights and BN
     # statistics, EMA <- lerp(EMA, w, 1 - d), then w <- EMA, with d = lookahead_decay *
     # (step / total steps) ** 3; the last step sets w <- EMA; 0 = off. Averages out the noise
     # of a short, high-lr run.
     lookahead_every: int = 0
     lookahead_decay: float = 0.95 ** 5  # d at the last step (airbench)
-    optimizer: str = "sgd"  # "sgd" or "rmsprop" (TF-style: decay, momentum, epsilon below)
-    momentum: float = 0.9  # SGD / RMSProp momentum
-    rmsprop_decay: float = 0.9  # RMSProp moving-average decay (torch's alpha)
-    rmsprop_eps: float = 1.0  # RMSProp epsilon
-    nesterov: bool = False  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 coefficient on all parameters (SGD weight_decay)
-    # --- regularisation ---
-    label_smoothing: float = 0.0  # F.cross_entropy(label_smoothing=)
-    grad_clip: float | None = 5.0  # max global gradient L2 norm; None: no clipping
+
+    def __post_init__(self):
+        if self.kind not in OPTIMIZERS:
+            raise ValueError("optimizer must be 'sgd' or 'rmsprop'")
+        if self.bn_bias_lr_mult <= 0 or self.lookahead_every < 0 or \
+                not 0.0 <= self.lookahead_decay <= 1.0:
+            raise ValueError("need bn_bias_lr_mult > 0, lookahead_every >= 0 and "
+                             "lookahead_decay in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Regularisation:
+    """What keeps a long run from fitting its training images too closely."""
+
+    label_smoothing: float = 0.0  # target mass spread over all classes (F.cross_entropy's)
+    grad_clip: float | None = 5.0  # max global gradient L2 norm (stops blow-ups); None: off
     drop_path_keep_prob: float = 1.0  # ScheduledDropPath keep prob (cell networks; 1 = off)
-    aux_weight: float = 0.0  # auxiliary-head loss weight (0 = no auxiliary head)
+    aux_weight: float = 0.0  # auxiliary-head loss weight: gradient to early cells (0 = no head)
     # stochastic depth p_L (Huang et al. 2016): survival probability of the last residual
     # block of a chain model whose builder takes the ``stochastic_depth`` option (resnet110),
     # decaying linearly from 1 at the first block; 1 = off
     stochastic_depth: float = 1.0
-    # --- augmentation (nasforge.data.DeviceLoader) ---
-    crop_padding: int = 4  # pixels of random-crop padding
-    pad_mode: str = "zero"  # "zero" (NASNet/DARTS) or "reflect" (airbench)
-    flip: bool = True  # random horizontal flip
+
+    def __post_init__(self):
+        if not 0.0 < self.drop_path_keep_prob <= 1.0:
+            raise ValueError("drop_path_keep_prob must be in (0, 1]")
+        if not 0.0 < self.stochastic_depth <= 1.0:
+            raise ValueError("stochastic_depth must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How training images are varied (``nasforge.data.DeviceLoader`` for small images,
+    ``nasforge.data.stream`` for ImageFolder trees of any size) and how the last evaluation
+    averages over views."""
+
+    crop_padding: int = 4  # pixels of random-crop padding: shifts of up to this many pixels
+    pad_mode: str = "zero"  # crop padding: "zero" (NASNet/DARTS) or "reflect" (airbench)
+    flip: bool = True  # random horizontal flip: mirror images are as likely as the originals
     # "random": each image flipped with p 1/2 every epoch; "alternate" (airbench): random in
     # the first epoch, then each image flipped on every other epoch, so two consecutive epochs
     # always see both orientations of every image
     flip_mode: str = "random"
-    cutout: int = 0  # pixels: side of the cutout square (0 = off)
-    # --- large-image pipeline (nasforge.data.stream: ImageFolder trees of any size) ---
+    cutout: int = 0  # pixels: side of the cutout square (0 = off): occlusion robustness
     image_size: int = 224  # pixels: RandomResizedCrop side (train), CenterCrop side (eval)
     eval_crop_ratio: float = 0.875  # eval: resize the short side to image_size / ratio first
-    min_crop_scale: float = 0.08  # RandomResizedCrop's smallest area fraction
-    data_workers: int = 4  # DataLoader worker processes per training process
-    eval_subset: int | None = None  # images: evaluate on a fixed random n of them (short runs)
+    min_crop_scale: float = 0.08  # RandomResizedCrop's smallest area fraction (scale range)
     # test-time augmentation of the final evaluation (the last epoch's figures; earlier
     # epochs are plain): "none"; "flip": mean logits of x and its mirror; "flip_translate"
     # (airbench's level 2): 1/2 that + 1/4 each of the same for x shifted one pixel up-left
     # and down-right (reflect padding): a cheap ensemble worth about a point on CIFAR-10
     tta: str = "none"
-    # --- speed ---
-    bf16: bool = True  # bf16 autocast (CUDA only unless device_flags_on_cpu)
+
+    def __post_init__(self):
+        if self.image_size < 8 or not 0.0 < self.eval_crop_ratio <= 1.0:
+            raise ValueError("need image_size >= 8 and eval_crop_ratio in (0, 1]")
+        _check_choice("flip_mode", self.flip_mode, FLIP_MODES)
+        _check_choice("tta", self.tta, TTA_MODES)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Settings that change time and memory, not what is learned (up to bf16 rounding)
+    (``nasforge.train.placement``)."""
+
+    bf16: bool = True  # bf16 autocast (CUDA only unless device_flags_on_cpu): ~2x GPU math
     channels_last: bool = True  # channels_last memory format (CUDA only unless ...on_cpu)
     device_flags_on_cpu: bool = False  # apply bf16/channels_last on CPU too (tests)
     # channels_last on CPU as well: NASNet children train 2-2.5x faster on CPU with it (oneDNN's
@@ -112,7 +187,7 @@ class Recipe:
     # depthwise convs and pools run slower in bf16 (benchmarks/bench_step_time.py --pair
     # airbench|child --channels-last, with and without --bf16)
     cpu_bf16: bool = False
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model: faster steps after a compile pause
     # cell networks: ops that start with a ReLU and read the same tensor share one ReLU of it
     # in training (nasforge.compiler.set_relu_sharing; same values, a CPU search child's step
     # ~10% faster and a fifth fewer activations kept for the backward pass); False: each op
@@ -125,37 +200,76 @@ class Recipe:
     # these activations) for about one more forward pass of compute per step; False: off
     recompute_cells: bool = False
     divergence_check_every: int = 1  # steps between non-finite-loss checks on CUDA (syncs)
-    notes: str = field(default="", compare=False)
+    eval_batch_size: int = 500  # images per evaluation step
+    # (search children use 100: evaluation activations of 500 images were the largest part of
+    # a CPU child worker's private memory; accuracy does not depend on it, BN is in eval mode)
+    data_workers: int = 4  # DataLoader worker processes per training process (streamed data)
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"recipe {self.name}: epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(f"recipe {self.name}: batch sizes must be >= 1")
-        if self.split not in ("search", "final"):
-            raise ValueError(f"recipe {self.name}: split must be 'search' or 'final'")
-        if not 0.0 < self.drop_path_keep_prob <= 1.0:
-            raise ValueError(f"recipe {self.name}: drop_path_keep_prob must be in (0, 1]")
-        if not 0.0 < self.stochastic_depth <= 1.0:
-            raise ValueError(f"recipe {self.name}: stochastic_depth must be in (0, 1]")
-        if self.optimizer not in ("sgd", "rmsprop"):
-            raise ValueError(f"recipe {self.name}: optimizer must be 'sgd' or 'rmsprop'")
-        if self.image_size < 8 or not 0.0 < self.eval_crop_ratio <= 1.0:
-            raise ValueError(f"recipe {self.name}: need image_size >= 8 and eval_crop_ratio "
-                             f"in (0, 1]")
-        if self.warmup_epochs < 0 or self.lr <= 0:
-            raise ValueError(f"recipe {self.name}: need lr > 0 and warmup_epochs >= 0")
-        for field_name, value, known in (("lr_shape", self.lr_shape, LR_SHAPES),
-                                         ("flip_mode", self.flip_mode, FLIP_MODES),
-                                         ("tta", self.tta, TTA_MODES)):
-            if value not in known:
-                raise ValueError(f"recipe {self.name}: {field_name} must be one of "
-                                 f"{', '.join(known)}; got {value!r}")
-        if self.bn_bias_lr_mult <= 0 or self.data_init_images < 0 or \
-                self.lookahead_every < 0 or not 0.0 <= self.lookahead_decay <= 1.0:
-            raise ValueError(f"recipe {self.name}: need bn_bias_lr_mult > 0, "
-                             f"data_init_images >= 0, lookahead_every >= 0 and "
-                             f"lookahead_decay in [0, 1]")
+        if self.eval_batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+
+
+def _check_choice(field_name: str, value: str, known: tuple[str, ...]) -> None:
+    if value not in known:
+        raise ValueError(f"{field_name} must be one of {', '.join(known)}; got {value!r}")
+
+
+#: the groups of a Recipe: attribute name -> config class
+GROUPS: dict[str, type] = {"defaults": Defaults, "inputs": Inputs, "schedule": Schedule,
+                           "optim": Optim, "regularisation": Regularisation,
+                           "augmentation": Augmentation, "speed": Speed}
+#: a group field's flat name (the Recipe field it was before the groups) when it differs
+_FLAT_NAMES = {("optim", "kind"): "optimizer"}
+#: flat field name -> (group, field in the group): how flat JSON and ``Recipe.replace`` route
+FLAT_FIELDS: dict[str, tuple[str, str]] = {
+    _FLAT_NAMES.get((group, f.name), f.name): (group, f.name)
+    for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+assert len(FLAT_FIELDS) == sum(len(dataclasses.fields(c)) for c in GROUPS.values())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training configuration: a name, the groups (see the module docstring), notes."""
+
+    name: str
+    defaults: Defaults = field(default_factory=Defaults)
+    inputs: Inputs = field(default_factory=Inputs)
+    schedule: Schedule = field(default_factory=Schedule)
+    optim: Optim = field(default_factory=Optim)
+    regularisation: Regularisation = field(default_factory=Regularisation)
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    speed: Speed = field(default_factory=Speed)
+    notes: str = field(default="", compare=False)
+
+    def __getattr__(self, name: str):
+        """Only reached for a missing attribute: a flat field name says where it lives now."""
+        if name in FLAT_FIELDS:
+            group, inner = FLAT_FIELDS[name]
+            raise AttributeError(f"Recipe.{name} is Recipe.{group}.{inner}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def replace(self, **changes) -> "Recipe":
+        """A variant of this recipe. ``changes`` name fields by their flat name (``lr=0.1``
+        goes to ``schedule``, ``optimizer="rmsprop"`` to ``optim.kind``), whole groups
+        (``optim=Optim(...)``; flat names apply on top), ``name`` or ``notes``. A bad value
+        raises ValueError naming the recipe; an unknown name raises TypeError."""
+        top = {k: v for k, v in changes.items() if k not in FLAT_FIELDS}
+        unknown = sorted(set(top) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"recipe {self.name}: unknown field(s) {', '.join(unknown)}")
+        name = top.get("name", self.name)
+        per_group: dict[str, dict] = {}
+        for flat, value in changes.items():
+            if flat in FLAT_FIELDS:
+                group, inner = FLAT_FIELDS[flat]
+                per_group.setdefault(group, {})[inner] = value
+        try:
+            for group, fields in per_group.items():
+                top[group] = dataclasses.replace(top.get(group, getattr(self, group)), **fields)
+        except ValueError as e:
+            raise ValueError(f"recipe {name}: {e}") from None
+        return dataclasses.replace(self, **top)
 
     @property
     def training_overrides(self) -> dict:
@@ -163,10 +277,11 @@ class Recipe:
         this rule lives: ``nasforge train``, search children and transfer use it):
         ScheduledDropPath when ``drop_path_keep_prob < 1``, the auxiliary head when
         ``aux_weight > 0``."""
+        reg = self.regularisation
         out = {}
-        if self.drop_path_keep_prob < 1.0:
-            out["drop_path_keep_prob"] = self.drop_path_keep_prob
-        if self.aux_weight > 0:
+        if reg.drop_path_keep_prob < 1.0:
+            out["drop_path_keep_prob"] = reg.drop_path_keep_prob
+        if reg.aux_weight > 0:
             out["aux_head"] = True
         return out
 
@@ -174,7 +289,8 @@ class Recipe:
     def chain_overrides(self) -> dict:
         """The build overrides a hand-designed (chain) network needs to train with this recipe:
         stochastic depth when ``stochastic_depth < 1`` (for the builders that take it)."""
-        return {"stochastic_depth": self.stochastic_depth} if self.stochastic_depth < 1.0 else {}
+        p_last = self.regularisation.stochastic_depth
+        return {"stochastic_depth": p_last} if p_last < 1.0 else {}
 
     @property
     def overrides(self) -> dict:
@@ -194,7 +310,7 @@ class Recipe:
         ``"chain_file"``: a cell-chain file, which fixes its own options: nothing applies;
         ``"supernet"``: a one-shot supernet, which has neither drop-path nor an auxiliary
         head (off even where ``model_overrides`` turn them on)."""
-        own = dict(self.model_overrides) if model_name in (None, self.model) else {}
+        own = dict(self.defaults.model_overrides) if model_name in (None, self.defaults.model) else {}
         if network == "cell":
             return {**self.training_overrides, **own}
         if network == "chain":
@@ -206,18 +322,35 @@ class Recipe:
         raise ValueError(f"unknown network kind {network!r} (cell, chain, chain_file, supernet)")
 
     def to_dict(self) -> dict:
+        """The grouped form (``{"name", "defaults": {...}, ..., "notes"}``; JSON values)."""
         d = asdict(self)
-        d["model_overrides"] = dict(self.model_overrides)
+        d["defaults"]["model_overrides"] = dict(self.defaults.model_overrides)
         return d
 
     @classmethod
     def from_dict(cls, data: dict) -> "Recipe":
         """Inverse of ``to_dict`` (a run resumes with the recipe it saved, even if the
-        registry's recipe of that name has changed since)."""
-        reject_unknown_keys(cls, data, "recipe")
-        data = dict(data)
-        data["model_overrides"] = tuple(dict(data.get("model_overrides", {})).items())
-        return cls(**data)
+        registry's recipe of that name has changed since). Also reads the flat form written
+        before the groups (``{"name", "lr", ...}``; flat keys apply over group keys)."""
+        grouped = {k: v for k, v in data.items() if k not in FLAT_FIELDS}
+        reject_unknown_keys(cls, grouped, "recipe")
+        groups = {}
+        for group, config in GROUPS.items():
+            fields = dict(grouped.pop(group, None) or {})
+            reject_unknown_keys(config, fields, f"recipe {group}")
+            if "model_overrides" in fields:
+                fields["model_overrides"] = tuple(dict(fields["model_overrides"]).items())
+            groups[group] = fields
+        for flat, value in data.items():
+            if flat in FLAT_FIELDS:
+                group, inner = FLAT_FIELDS[flat]
+                groups[group][inner] = (tuple(dict(value).items()) if flat == "model_overrides"
+                                        else value)
+        try:
+            built = {group: GROUPS[group](**fields) for group, fields in groups.items()}
+        except ValueError as e:
+            raise ValueError(f"recipe {grouped.get('name')}: {e}") from None
+        return cls(**grouped, **built)
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -239,19 +372,25 @@ def get_recipe(name: str | Recipe) -> Recipe:
 
 register_recipe(Recipe(
     name="search",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 2),),
-    data="cifar10", split="search", val_size=5000,
-    epochs=20, batch_size=32, eval_batch_size=100, lr=0.025, weight_decay=5e-4, grad_clip=5.0,
-    cpu_channels_last=True,
+    defaults=Defaults(model="nasnet_a", setting="cifar", model_overrides=(("N", 2),),
+                      data="cifar10"),
+    inputs=Inputs(split="search", val_size=5000),
+    schedule=Schedule(epochs=20, batch_size=32, lr=0.025),
+    optim=Optim(weight_decay=5e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    speed=Speed(eval_batch_size=100, cpu_channels_last=True),
     notes="NASNet child training (Zoph et al. 2018): N=2, 20 epochs, cosine; a search passes "
           "its own model and F; accuracy on the 5,000 held-out images is the reward."))
 
 register_recipe(Recipe(
     name="final-cifar",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 6), ("filters", 32)),
-    data="cifar10", split="final",
-    epochs=600, batch_size=32, lr=0.025, momentum=0.9, weight_decay=5e-4, grad_clip=5.0,
-    drop_path_keep_prob=0.6, aux_weight=0.4, cutout=16,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 6), ("filters", 32)), data="cifar10"),
+    inputs=Inputs(split="final"),
+    schedule=Schedule(epochs=600, batch_size=32, lr=0.025),
+    optim=Optim(momentum=0.9, weight_decay=5e-4),
+    regularisation=Regularisation(grad_clip=5.0, drop_path_keep_prob=0.6, aux_weight=0.4),
+    augmentation=Augmentation(cutout=16),
     notes="NASNet-A 6@768 CIFAR-10 final training, docs/reference.md section 4 ([TF] config)."))
 
 # airbench94's hyperparameters (KellerJordan/cifar10-airbench) in this trainer's units: its
@@ -272,17 +411,20 @@ CIFAR_FAST_WIDTHS = (32, 128, 128)
 
 register_recipe(Recipe(
     name="cifar-fast",
-    model="airbench", setting="cifar", model_overrides=(("widths", CIFAR_FAST_WIDTHS),),
-    data="cifar10", split="final",
+    defaults=Defaults(model="airbench", setting="cifar",
+                      model_overrides=(("widths", CIFAR_FAST_WIDTHS),), data="cifar10"),
+    inputs=Inputs(split="final", data_init_images=5000),
+    schedule=Schedule(epochs=CIFAR_FAST_EPOCHS, batch_size=CIFAR_FAST_BATCH,
+                      lr=AIRBENCH_LR_PER_IMAGE * CIFAR_FAST_BATCH, lr_shape="linear",
+                      warmup_epochs=0.23 * CIFAR_FAST_EPOCHS, warmup_start_ratio=0.2,
+                      min_lr=0.07 * AIRBENCH_LR_PER_IMAGE * CIFAR_FAST_BATCH),
+    optim=Optim(momentum=AIRBENCH_MOMENTUM, nesterov=True, weight_decay=AIRBENCH_WEIGHT_DECAY,
+                bn_bias_lr_mult=64.0, bn_scale=False, lookahead_every=5),
+    regularisation=Regularisation(label_smoothing=0.2, grad_clip=None),
+    augmentation=Augmentation(crop_padding=2, pad_mode="reflect", flip_mode="alternate",
+                              tta="flip_translate"),
     # eval at 250 too: a CPU forward costs ~25% less per image than at 1,000
-    epochs=CIFAR_FAST_EPOCHS, batch_size=CIFAR_FAST_BATCH, eval_batch_size=250,
-    lr=AIRBENCH_LR_PER_IMAGE * CIFAR_FAST_BATCH, momentum=AIRBENCH_MOMENTUM, nesterov=True,
-    weight_decay=AIRBENCH_WEIGHT_DECAY, label_smoothing=0.2, grad_clip=None,
-    lr_shape="linear", warmup_epochs=0.23 * CIFAR_FAST_EPOCHS, warmup_start_ratio=0.2,
-    min_lr=0.07 * AIRBENCH_LR_PER_IMAGE * CIFAR_FAST_BATCH,
-    bn_bias_lr_mult=64.0, bn_scale=False, data_init_images=5000, lookahead_every=5,
-    crop_padding=2, pad_mode="reflect", flip_mode="alternate", tta="flip_translate",
-    cpu_channels_last=True, cpu_bf16=True,
+    speed=Speed(eval_batch_size=250, cpu_channels_last=True, cpu_bf16=True),
     notes="Fast CPU CIFAR-10, airbench94's recipe (Jordan 2024) at widths 32/128/128 (0.50M "
           "params), batch 250, 14 epochs, bf16 autocast on AMX CPUs: patch-whitening first "
           "conv fitted to 5,000 training images, BN without scales (shifts at 64 x lr), "
@@ -292,20 +434,24 @@ register_recipe(Recipe(
 
 register_recipe(Recipe(
     name="cifar-fast-resnet9",
-    model="resnet9", setting="cifar",
-    data="cifar10", split="final",
-    epochs=16, batch_size=512, eval_batch_size=1000, lr=0.4, warmup_epochs=2.0, nesterov=True,
-    weight_decay=5e-4, label_smoothing=0.2, grad_clip=None, pad_mode="reflect",
+    defaults=Defaults(model="resnet9", setting="cifar", data="cifar10"),
+    inputs=Inputs(split="final"),
+    schedule=Schedule(epochs=16, batch_size=512, lr=0.4, warmup_epochs=2.0),
+    optim=Optim(nesterov=True, weight_decay=5e-4),
+    regularisation=Regularisation(label_smoothing=0.2, grad_clip=None),
+    augmentation=Augmentation(pad_mode="reflect"),
+    speed=Speed(eval_batch_size=1000),
     notes="The earlier cifar-fast (85.8% in 22 min on 2 CPU cores): a quarter-width DAWNBench "
-          "ResNet-9 (0.41M params, 24M mult-adds), 16 epochs, Nesterov SGD with warm-up and cosine, label smoothing 0.2, "
-          "reflect-pad crops and flips (airbench-style)."))
+          "ResNet-9 (0.41M params, 24M mult-adds), 16 epochs, Nesterov SGD with warm-up and "
+          "cosine, label smoothing 0.2, reflect-pad crops and flips (airbench-style)."))
 
 register_recipe(Recipe(
     name="cifar-stochastic-depth",
-    model="resnet110", setting="cifar",
-    data="cifar10", split="final",
-    epochs=500, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
-    grad_clip=None, stochastic_depth=0.5,
+    defaults=Defaults(model="resnet110", setting="cifar", data="cifar10"),
+    inputs=Inputs(split="final"),
+    schedule=Schedule(epochs=500, batch_size=128, lr=0.1),
+    optim=Optim(momentum=0.9, nesterov=True, weight_decay=1e-4),
+    regularisation=Regularisation(grad_clip=None, stochastic_depth=0.5),
     notes="ResNet-110 with stochastic depth on CIFAR-10 (Huang et al. 2016, section 4): "
           "p_L = 0.5 with linear decay, 500 epochs, batch 128, Nesterov SGD lr 0.1, wd 1e-4; "
           "the paper divides the learning rate by 10 at epochs 250 and 375, this trainer "
@@ -313,10 +459,14 @@ register_recipe(Recipe(
 
 register_recipe(Recipe(
     name="smoke",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
-    data="synthetic", split="final", train_subset=2000, val_size=1000,
-    epochs=2, batch_size=32, eval_batch_size=100, lr=0.05, warmup_epochs=0.2, weight_decay=5e-4, grad_clip=5.0,
-    drop_path_keep_prob=0.8, aux_weight=0.4, cutout=8, cpu_channels_last=True,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 1), ("filters", 8)), data="synthetic"),
+    inputs=Inputs(split="final", train_subset=2000, val_size=1000),
+    schedule=Schedule(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.2),
+    optim=Optim(weight_decay=5e-4),
+    regularisation=Regularisation(grad_clip=5.0, drop_path_keep_prob=0.8, aux_weight=0.4),
+    augmentation=Augmentation(cutout=8),
+    speed=Speed(eval_batch_size=100, cpu_channels_last=True),
     notes="A CPU run of a minute or two that exercises every code path; as a search recipe "
           "(nasforge search --recipe smoke) a child learns enough in 125 steps to rank "
           "above chance on real CIFAR-10."))
@@ -331,30 +481,41 @@ register_recipe(Recipe(
 # --epochs E --image-size S`` shortens either.
 register_recipe(Recipe(
     name="imagenet-nasnet-mobile",
-    model="nasnet_a", setting="mobile", data="imagenet", split="final",
-    epochs=150, batch_size=256, eval_batch_size=256, optimizer="rmsprop", lr=0.064,
-    warmup_epochs=2.0, momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1.0, weight_decay=4e-5,
-    label_smoothing=0.1, grad_clip=10.0, aux_weight=0.4, drop_path_keep_prob=1.0,
-    image_size=224, eval_crop_ratio=0.875, cpu_channels_last=True,
+    defaults=Defaults(model="nasnet_a", setting="mobile", data="imagenet"),
+    inputs=Inputs(split="final"),
+    schedule=Schedule(epochs=150, batch_size=256, lr=0.064, warmup_epochs=2.0),
+    optim=Optim(kind="rmsprop", momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1.0,
+                weight_decay=4e-5),
+    regularisation=Regularisation(label_smoothing=0.1, grad_clip=10.0, aux_weight=0.4,
+                                  drop_path_keep_prob=1.0),
+    augmentation=Augmentation(image_size=224, eval_crop_ratio=0.875),
+    speed=Speed(eval_batch_size=256, cpu_channels_last=True),
     notes="NASNet-A mobile setting on ImageNet (N@P e.g. 4@1056, 224 px): RMSProp, label "
           "smoothing 0.1, auxiliary head, no drop-path, wd 4e-5."))
 
 register_recipe(Recipe(
     name="imagenet-nasnet-large",
-    model="nasnet_a", setting="large", data="imagenet", split="final",
-    epochs=150, batch_size=256, eval_batch_size=128, optimizer="rmsprop", lr=0.064,
-    warmup_epochs=2.0, momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1.0, weight_decay=5e-5,
-    label_smoothing=0.1, grad_clip=10.0, aux_weight=0.4, drop_path_keep_prob=0.7,
-    image_size=331, eval_crop_ratio=0.911, cpu_channels_last=True,
+    defaults=Defaults(model="nasnet_a", setting="large", data="imagenet"),
+    inputs=Inputs(split="final"),
+    schedule=Schedule(epochs=150, batch_size=256, lr=0.064, warmup_epochs=2.0),
+    optim=Optim(kind="rmsprop", momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1.0,
+                weight_decay=5e-5),
+    regularisation=Regularisation(label_smoothing=0.1, grad_clip=10.0, aux_weight=0.4,
+                                  drop_path_keep_prob=0.7),
+    augmentation=Augmentation(image_size=331, eval_crop_ratio=0.911),
+    speed=Speed(eval_batch_size=128, cpu_channels_last=True),
     notes="NASNet-A large setting on ImageNet (6@4032, 331 px): RMSProp, label smoothing 0.1, "
           "auxiliary head, ScheduledDropPath keep 0.7, wd 5e-5."))
 
 register_recipe(Recipe(
     name="imagenet-baseline",
-    model="resnet50", setting=None, data="imagenet", split="final",
-    epochs=90, batch_size=256, eval_batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9,
-    nesterov=True, warmup_epochs=2.0, weight_decay=1e-4, label_smoothing=0.1, grad_clip=None,
-    image_size=224, eval_crop_ratio=0.875,
+    defaults=Defaults(model="resnet50", setting=None, data="imagenet"),
+    inputs=Inputs(split="final"),
+    schedule=Schedule(epochs=90, batch_size=256, lr=0.1, warmup_epochs=2.0),
+    optim=Optim(kind="sgd", momentum=0.9, nesterov=True, weight_decay=1e-4),
+    regularisation=Regularisation(label_smoothing=0.1, grad_clip=None),
+    augmentation=Augmentation(image_size=224, eval_crop_ratio=0.875),
+    speed=Speed(eval_batch_size=256),
     notes="Hand-designed ImageNet baselines (ResNet, MobileNet, ...): the usual SGD recipe "
           "(lr 0.1 per 256 images, Nesterov momentum 0.9, wd 1e-4, cosine with warm-up), with "
           "the same label smoothing 0.1 as the NASNet recipes."))
@@ -364,57 +525,78 @@ register_recipe(Recipe(
 # defaults of their configs in nasforge/oneshot/methods.py. docs/reference.md section 9.
 register_recipe(Recipe(
     name="oneshot-smoke",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
-    data="synthetic", split="search", train_subset=512, val_size=256,
-    epochs=2, batch_size=64, eval_batch_size=256, lr=0.05, min_lr=0.001, weight_decay=3e-4,
-    grad_clip=5.0, cutout=0, cpu_channels_last=True,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 1), ("filters", 8)), data="synthetic"),
+    inputs=Inputs(split="search", train_subset=512, val_size=256),
+    schedule=Schedule(epochs=2, batch_size=64, lr=0.05, min_lr=0.001),
+    optim=Optim(weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    speed=Speed(eval_batch_size=256, cpu_channels_last=True),
     notes="A one-shot search of a few minutes on CPU (synthetic data, N=1, F=8, 8 steps per "
           "epoch); the tests use it with a 2-block, 4-op space."))
 
 register_recipe(Recipe(
     name="enas-micro",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 5), ("filters", 20)),
-    data="cifar10", split="search", val_size=5000,
-    epochs=150, batch_size=160, lr=0.05, min_lr=0.0005, restart_epochs=10, restart_mult=2.0,
-    weight_decay=1e-4, grad_clip=5.0, cutout=0,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 5), ("filters", 20)), data="cifar10"),
+    inputs=Inputs(split="search", val_size=5000),
+    schedule=Schedule(epochs=150, batch_size=160, lr=0.05, min_lr=0.0005, restart_epochs=10,
+                      restart_mult=2.0),
+    optim=Optim(weight_decay=1e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
     notes="ENAS micro search (cifar10_micro_search.sh): batch 160, 150 epochs, SGDR cosine "
           "0.05 -> 0.0005 restarting after 10, 20, 40, 80 epochs, wd 1e-4, 5 cells per stack, "
           "20 filters; controller settings in EnasConfig."))
 
 register_recipe(Recipe(
     name="darts-search",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 2), ("filters", 16)),
-    data="cifar10", split="search", val_size=25000,
-    epochs=50, batch_size=64, lr=0.025, min_lr=0.001, momentum=0.9, weight_decay=3e-4,
-    grad_clip=5.0, cutout=0,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 2), ("filters", 16)), data="cifar10"),
+    inputs=Inputs(split="search", val_size=25000),
+    schedule=Schedule(epochs=50, batch_size=64, lr=0.025, min_lr=0.001),
+    optim=Optim(momentum=0.9, weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
     notes="DARTS search (Liu et al. 2019): half of the training set for the weights, half for "
           "the architecture, batch 64, 50 epochs, SGD 0.025 cosine to 0.001, wd 3e-4, 8 cells "
           "of 16 filters (N=2 here: 2 normal cells per stack); architecture Adam in DartsConfig."))
 
 register_recipe(Recipe(
     name="gdas-search",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 2), ("filters", 16)),
-    data="cifar10", split="search", val_size=25000,
-    epochs=240, batch_size=64, lr=0.025, min_lr=0.001, momentum=0.9, weight_decay=3e-4,
-    grad_clip=5.0, cutout=0,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 2), ("filters", 16)), data="cifar10"),
+    inputs=Inputs(split="search", val_size=25000),
+    schedule=Schedule(epochs=240, batch_size=64, lr=0.025, min_lr=0.001),
+    optim=Optim(momentum=0.9, weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
     notes="GDAS search (Dong & Yang 2019): as DARTS' split and optimiser, 240 epochs, the "
           "Gumbel temperature 10 -> 0.1 (GdasConfig)."))
 
 register_recipe(Recipe(
     name="spos-search",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 2), ("filters", 16)),
-    data="cifar10", split="search", val_size=5000,
-    epochs=100, batch_size=96, lr=0.05, min_lr=0.0, momentum=0.9, weight_decay=3e-4,
-    grad_clip=5.0, cutout=0,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 2), ("filters", 16)), data="cifar10"),
+    inputs=Inputs(split="search", val_size=5000),
+    schedule=Schedule(epochs=100, batch_size=96, lr=0.05, min_lr=0.0),
+    optim=Optim(momentum=0.9, weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
     notes="Single-path one-shot on CIFAR-10: uniform paths, SGD cosine, then the search "
           "phase (SposConfig: evolution over 1,000 paths)."))
 
 register_recipe(Recipe(
     name="oneshot-cifar-cpu",
-    model="nasnet_a", setting="cifar", model_overrides=(("N", 1), ("filters", 8)),
-    data="cifar10", split="search", train_subset=10000, val_size=1000,
-    epochs=8, batch_size=64, eval_batch_size=500, lr=0.05, min_lr=0.001, weight_decay=3e-4,
-    grad_clip=5.0, cutout=0, cpu_channels_last=True,
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 1), ("filters", 8)), data="cifar10"),
+    inputs=Inputs(split="search", train_subset=10000, val_size=1000),
+    schedule=Schedule(epochs=8, batch_size=64, lr=0.05, min_lr=0.001),
+    optim=Optim(weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    speed=Speed(eval_batch_size=500, cpu_channels_last=True),
     notes="A one-shot search on real CIFAR-10 within an hour on 2 CPU cores (use it with "
           "--space enas-micro): N=1, F=8, a fixed 10,000 training images (156 steps of 64 per "
           "epoch), 1,000 validation images, 8 epochs (1,248 steps: uniform paths need about "

@@ -33,6 +33,7 @@ from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from nasforge.train.run_folder import METRICS_NAME
+from nasforge.train.recipes import Recipe
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
 from nasforge.trials import Status
@@ -88,8 +89,8 @@ def _recipe_for(spec: ModelSpec, config: TransferConfig):
     changes = {}
     if config.epochs is not None:
         changes["epochs"] = int(config.epochs)
-        if config.epochs < recipe.epochs:  # short schedule: warm-up <= 10% of it
-            changes["warmup_epochs"] = min(recipe.warmup_epochs, 0.1 * config.epochs)
+        if config.epochs < recipe.schedule.epochs:  # short schedule: warm-up <= 10% of it
+            changes["warmup_epochs"] = min(recipe.schedule.warmup_epochs, 0.1 * config.epochs)
     if config.image_size is not None:
         changes["image_size"] = int(config.image_size)
     if config.batch_size is not None:
@@ -100,7 +101,7 @@ def _recipe_for(spec: ModelSpec, config: TransferConfig):
     if config.val_subset is not None:
         changes["eval_subset"] = int(config.val_subset)
     try:
-        return replace(recipe, **changes)
+        return recipe.replace(**changes)
     except ValueError as e:
         raise TransferError(str(e)) from None
 
@@ -132,9 +133,10 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
     for spec in [cell, *baselines]:
         recipe = _recipe_for(spec, config)
         try:
-            info = spec_info(spec, len(classes), recipe.image_size)
+            info = spec_info(spec, len(classes), recipe.augmentation.image_size)
         except (ValueError, RuntimeError) as e:
-            raise TransferError(f"{spec.label} cannot be built at {recipe.image_size} px: "
+            raise TransferError(f"{spec.label} cannot be built at "
+                                f"{recipe.augmentation.image_size} px: "
                                 f"{str(e).splitlines()[0]}") from None
         models.append({"spec": spec.to_dict(), "recipe": recipe.to_dict(), "info": info})
     import nasforge
@@ -206,6 +208,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
     seen = {m["spec"]["label"]: _count_lines(Path(m["model_dir"]) / METRICS_NAME)
             for m in models}
     finished = {m["spec"]["label"] for m in models if (Path(m["model_dir"]) / RESULT).is_file()}
+    epochs = {m["spec"]["label"]: Recipe.from_dict(m["recipe"]).schedule.epochs for m in models}
     while True:
         thread.join(timeout=2.0)
         for m in models:
@@ -216,7 +219,7 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
                     e = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                parts = [f"{label}: epoch {e['epoch']}/{m['recipe']['epochs']}",
+                parts = [f"{label}: epoch {e['epoch']}/{epochs[label]}",
                          f"loss {e.get('train_loss', float('nan')):.4f}"]
                 if "val_acc" in e:
                     parts.append(f"top-1 {_fmt_pct(e['val_acc'])} top-5 "
@@ -262,16 +265,17 @@ def finish_model(entry: dict, model_dir: Path) -> dict:
     state = load_checkpoint(model_dir / CHECKPOINT_NAME)
     history = state.get("history", [])
     last = history[-1] if history else {}
-    spec, info, recipe = entry["spec"], entry["info"], entry["recipe"]
+    spec, info = entry["spec"], entry["info"]
+    recipe = Recipe.from_dict(entry["recipe"])  # a plan written before the groups is flat
     train_s = float(state.get("train_s") or 0.0)
     result = {
         "model": spec["label"], "kind": spec["kind"], "ref": spec["ref"],
-        "setting": spec["setting"], "image_size": recipe["image_size"],
+        "setting": spec["setting"], "image_size": recipe.augmentation.image_size,
         "params": info["params"], "mult_adds": info["mult_adds"],
         "top1": last.get("val_acc"), "top5": last.get("val_top5"),
         "train_images_per_s": (state.get("train_images", 0) / train_s) if train_s else None,
         "wall_s": float(state.get("wall_s") or 0.0), "epochs": int(state.get("epoch", 0)),
-        "status": state.get("status", Status.OK.value), "recipe": recipe["name"],
+        "status": state.get("status", Status.OK.value), "recipe": recipe.name,
         "world_size": state.get("world_size"),
     }
     if "N" in info:
@@ -397,7 +401,7 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         for entry in plan_d["models"]:
             label = entry["spec"]["label"]
             model_dir = run_dir / label
-            info, recipe = entry["info"], entry["recipe"]
+            info, recipe = entry["info"], Recipe.from_dict(entry["recipe"])
             if (model_dir / RESULT).is_file():
                 say(f"{label}: finished before, skipped")
                 continue
@@ -405,8 +409,8 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
             if label in resumed_epochs:
                 say(f"{label}: resuming after epoch {resumed_epochs[label]}")
             say(f"{label}: {info['params']:,} params, {info['mult_adds']:,} mult-adds at "
-                f"{recipe['image_size']} px; recipe {recipe['name']}, {recipe['epochs']} "
-                f"epoch(s), global batch {recipe['batch_size']}")
+                f"{recipe.augmentation.image_size} px; recipe {recipe.name}, "
+                f"{recipe.schedule.epochs} epoch(s), global batch {recipe.schedule.batch_size}")
         if left:
             _fit(plan_d, resources, run_dir, config, say, faults)
         rows = []

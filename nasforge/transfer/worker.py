@@ -59,11 +59,11 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
                        restored=folder.checkpoint_path.exists())
 
     torch.manual_seed(config["seed"])
-    model = build(spec, config["num_classes"], recipe.image_size, recipe)
+    model = build(spec, config["num_classes"], recipe.augmentation.image_size, recipe)
     faults.before_training(model)
     data = ImageFolderStream(config["data"], val_split=config["val_split"],
-                             image_size=recipe.image_size, workers=config["loader_workers"],
-                             check=False)
+                             image_size=recipe.augmentation.image_size,
+                             workers=config["loader_workers"], check=False)
     if rank == 0:
         folder.open()
 
@@ -75,4 +75,4 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
 
     with folder:
         train(model, data, recipe, report=report, checkpoint_dir=folder.path, device=device,
-              seed=config["seed"], epochs=recipe.epochs, distributed=distributed)
+              seed=config["seed"], epochs=recipe.schedule.epochs, distributed=distributed)
