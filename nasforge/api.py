@@ -10,12 +10,13 @@ from torch import nn
 from nasforge.compiler.chain import ChainNetwork
 from nasforge.compiler.network import Network, NetworkConfig
 from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
+from nasforge.errors import NasforgeError
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(NasforgeError, ValueError):
     """A model name or file that cannot be resolved to a valid architecture."""
 
 

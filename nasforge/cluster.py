@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from nasforge.errors import NasforgeError
+
 log = logging.getLogger(__name__)
 
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
@@ -34,7 +36,7 @@ HOW_TO_GIVE_A_TOKEN = (f"give the cluster's token (`ray get-auth-token` on its h
                        f"{TOKEN_VAR}")
 
 
-class ClusterError(ValueError):
+class ClusterError(NasforgeError, ValueError):
     """The Ray cluster cannot be reached or refuses us: one line for the user (exit code 2)."""
 
 

@@ -8,6 +8,8 @@ import os
 import sys
 from importlib import import_module
 
+from nasforge.errors import NasforgeError
+
 # subcommand name -> module (imported lazily so `nasforge --help` stays fast)
 COMMANDS: dict[str, str] = {
     "info": "nasforge.cli.info",
@@ -22,7 +24,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class UsageError(Exception):
+class UsageError(NasforgeError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
@@ -40,18 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _input_errors() -> tuple[type[BaseException], ...]:
-    from nasforge.api import ArchitectureError
-    from nasforge.cluster import ClusterError
-    from nasforge.data import DataError
-    from nasforge.dsl import CellError
-    from nasforge.oneshot import SupernetError
-    from nasforge.safe_load import RefusedFileError
-    from nasforge.search import SearchError
-
-    return (UsageError, ArchitectureError, CellError, DataError, SearchError, ClusterError,
-            RefusedFileError, SupernetError,
-            FileNotFoundError)
+def flags(options: tuple[str, ...]) -> str:
+    """The CLI spelling of library parameters: argparse's dest rule read backwards."""
+    return ", ".join("--" + option.replace("_", "-") for option in options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the CLI never shows a traceback unless asked to
         if os.environ.get("NASFORGE_DEBUG"):
             raise
-        if isinstance(e, _input_errors()):
-            print(f"nasforge: error: {e}", file=sys.stderr)
+        if isinstance(e, (NasforgeError, FileNotFoundError)):
+            options = getattr(e, "options", ())
+            print(f"nasforge: error: {e}" + (f" ({flags(options)})" if options else ""),
+                  file=sys.stderr)
             return 2
         print(f"nasforge: internal error: {type(e).__name__}: {e} "
               "(set NASFORGE_DEBUG=1 for a traceback)", file=sys.stderr)

@@ -25,6 +25,7 @@ import networkx as nx
 from torch import nn
 
 from nasforge import ops as _ops  # noqa: F401  (fills the registries)
+from nasforge.errors import NasforgeError
 from nasforge.registry import COMBINES, OPS
 
 CELL_FORMAT = "nasforge.cell/1"
@@ -50,7 +51,7 @@ def module_key(node_id: str) -> str:
     return node_id.replace(".", "_")
 
 
-class CellError(ValueError):
+class CellError(NasforgeError, ValueError):
     """An invalid cell; ``node`` names the offending node (None for cell-wide problems)."""
 
     def __init__(self, message: str, node: str | None = None, cell: str | None = None):

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from nasforge.dsl import CellChain, CellPair
+from nasforge.errors import NasforgeError
 from nasforge.rules import add_unique
 
 
-class ExportError(RuntimeError):
+class ExportError(NasforgeError, RuntimeError):
     """An architecture that cannot be written in the requested format."""
 
 

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from nasforge.dsl import CellPair
+from nasforge.errors import NasforgeError
 from nasforge.latency.measure import (LatencyError, check_clock, check_device, device_name,
                                       summarize, time_calls, torch_threads)
 
@@ -59,7 +60,7 @@ BUILD_REPEATS = 15  # timed calls per part (median kept)
 NUM_RANDOM_PROBES = 4  # random architectures among the probes (seeded: a table is reproducible)
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(NasforgeError, ValueError):
     """A latency table that cannot be used (other hardware, malformed, missing an entry)."""
 
 

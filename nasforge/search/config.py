@@ -6,11 +6,12 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
 from nasforge.search.objectives import Goal, ObjectiveError
 
 
-class SearchError(ValueError):
+class SearchError(NasforgeError, ValueError):
     """Bad search input (unknown space or searcher, impossible resources, not a run folder):
     the CLI prints it as one line and exits with code 2."""
 

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from nasforge.errors import NasforgeError
+
 DIRECTIONS = {"max": "maximize", "min": "minimize"}  # spelling on the CLI -> Optuna's
 OPERATORS = ("<=", ">=", "<", ">")
 DEFAULT_OBJECTIVE = "val_acc"
@@ -38,7 +40,7 @@ INFEASIBLE = "infeasible"  # the trials.jsonl status of a proposal refused befor
 DEFAULT_INFEASIBLE_FACTOR = 20  # infeasible proposals allowed per trial of the budget
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(NasforgeError, ValueError):
     """Bad objective or constraint text: the CLI prints it as one line and exits with 2."""
 
 

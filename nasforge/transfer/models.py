@@ -11,12 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nasforge.api import ArchitectureError
+from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
 
 CELL_SETTINGS = ("mobile", "large")
 
 
-class TransferError(ValueError):
+class TransferError(NasforgeError, ValueError):
     """Bad input to a transfer (printed as one line by the CLI, exit code 2)."""
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
@@ -42,7 +43,7 @@ COLUMNS = ("model", "setting", "image_size", "params", "mult_adds", "top1", "top
            "train_images_per_s", "wall_s", "epochs", "status")
 
 
-class TransferFailed(RuntimeError):
+class TransferFailed(NasforgeError, RuntimeError):
     """A model's training failed (after Ray Train's retries); the run can be resumed."""
 
 
