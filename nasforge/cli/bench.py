@@ -17,8 +17,7 @@ DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
 BENCH_RL_LR = 0.0035
 
 
-def register(sub):
-    p = sub.add_parser("bench", help="benchmarks that need no GPU (searchers)")
+def add_arguments(p):
     benches = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     s = benches.add_parser(
         "searchers", help="planted-cell benchmark of the searchers (no training)",

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 
-def register(sub):
-    p = sub.add_parser("compare", help="compare search runs (table + TensorBoard command)")
+def add_arguments(p):
     p.add_argument("runs", nargs="+", metavar="RUN", help="search run folders")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--reference", metavar="NAME=V,...",

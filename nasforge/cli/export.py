@@ -19,13 +19,11 @@ log = logging.getLogger(__name__)
 BEST = "best_cell"
 
 
-def register(sub):
+def add_arguments(p):
     from nasforge.export import EXPORTERS
     from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
     formats = ", ".join(f"{name} ({e.suffix})" for name, e in EXPORTERS.items())
-    p = sub.add_parser("export", help="write an architecture as json, a drawing, PyTorch "
-                                      "source, ONNX or TorchScript")
     p.add_argument("what", nargs="?", metavar="WHAT",
                    help=f"zoo name, cell-pair JSON file, or {BEST} (with --run)")
     p.add_argument("--format", "-f", metavar="FMT",

@@ -8,8 +8,7 @@ from nasforge.api import model_info
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
-def register(sub):
-    p = sub.add_parser("info", help="params, multiply-adds and output shape of a model")
+def add_arguments(p):
     p.add_argument("model", nargs="?", help="zoo name or cell-pair JSON file")
     p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
                    help="default: the model's first setting (cifar for cell files)")

@@ -14,11 +14,10 @@ import sys
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
-def register(sub):
+def add_arguments(p):
     from nasforge.latency.measure import BACKENDS, CLOCKS, DEFAULT_REPEATS, DEFAULT_WARMUP
     from nasforge.latency.table import BUILD_REPEATS, BUILD_WARMUP
 
-    p = sub.add_parser("latency", help="measured inference latency, or a per-op latency table")
     p.add_argument("model", nargs="?", help="zoo name or cell-pair JSON file")
     p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
                    help="default: the model's first setting (cifar for cell files)")

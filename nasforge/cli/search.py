@@ -11,12 +11,11 @@ from pathlib import Path
 from nasforge.timefmt import format_duration
 
 
-def register(sub):
+def add_arguments(p):
     from nasforge.search.config import SCHEDULERS, SearchConfig
     from nasforge.search.objectives import METRICS
 
     d = SearchConfig()
-    p = sub.add_parser("search", help="search architectures on Ray Tune (one trial per child)")
     p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
     p.add_argument("--searcher", default=d.searcher,
                    help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "

@@ -17,10 +17,9 @@ from pathlib import Path
 from nasforge.timefmt import format_duration
 
 
-def register(sub):
+def add_arguments(p):
     from nasforge.train.recipes import RECIPES
 
-    p = sub.add_parser("train", help="train a model with a named recipe")
     p.add_argument("model", nargs="?",
                    help="zoo name or cell-pair JSON file (default: the recipe's model; "
                         "best_cell or nothing with --run)")

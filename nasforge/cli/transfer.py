@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 
-def register(sub):
-    p = sub.add_parser("transfer", help="train a found cell on ImageNet-style data next to "
-                                        "baselines (data-parallel on Ray) and compare")
+def add_arguments(p):
     p.add_argument("cell", nargs="?", metavar="CELL_OR_RUN",
                    help="cell-pair JSON, zoo cell network (nasnet_a, ...) or search run folder "
                         "(its best cell); not needed with --resume")
