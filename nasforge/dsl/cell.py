@@ -69,7 +69,7 @@ class JsonRecord:
 
     @classmethod
     def from_json(cls, text: str):
-        return cls.from_dict(_loads(text))
+        return cls.from_dict(parse_json(text))
 
     def __eq__(self, other):
         return type(other) is type(self) and self.to_dict() == other.to_dict()
@@ -425,7 +425,8 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _loads(text: str):
+def parse_json(text: str):
+    """JSON text as Python data; CellError (one line) when it is malformed."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -526,16 +527,3 @@ def render(dot_text: str, fmt: str) -> bytes:
     except FileNotFoundError:
         raise RuntimeError("rendering needs Graphviz's 'dot' program "
                            "(e.g. apt-get install graphviz)") from None
-
-
-def load_architecture(text: str):
-    """Parse JSON text holding a cell, a cell pair or a cell chain (by its format marker)."""
-    from nasforge.dsl.chain import CHAIN_FORMAT, CellChain
-
-    data = _loads(text)
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt == CELL_FORMAT:
-        return Cell.from_dict(data)
-    if fmt == CHAIN_FORMAT:
-        return CellChain.from_dict(data)
-    return CellPair.from_dict(data)

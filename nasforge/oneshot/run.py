@@ -327,7 +327,8 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         following = run.following(TRAJECTORY, on_epoch) if on_epoch is not None \
             else contextlib.nullcontext()
         with following:
-            result = train_data_parallel(config, recipe, run, epochs, workers, resources)
+            result = train_data_parallel(config, recipe, run, epochs, workers, resources,
+                                         worker=oneshot_worker)
         # the driver's copy of the trained state, for spos's search phase
         model, method = build(config, recipe, method_cfg, space, data, macro, epochs)
         state = load_checkpoint(run.path / CHECKPOINT_NAME)
@@ -351,6 +352,35 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     if isinstance(method, Spos) and result["status"] == "ok":
         phase = _search_phase(run, recorder, method, config, epochs, setting)
     return _summary(run, config, result, epochs, time.time() - t0, phase)
+
+
+def oneshot_worker(loop_config: dict) -> None:
+    """``train_loop_per_worker`` of the data-parallel search's ``TorchTrainer``
+    (:func:`nasforge.oneshot.distributed.train_data_parallel`)."""
+    from nasforge.search.config import SearchConfig
+    from nasforge.search.run_folder import RunFolder
+    from nasforge.train import Recipe
+    from nasforge.train.data_parallel import worker_placement
+
+    rank, world, device, distributed = worker_placement(loop_config["use_gpu"],
+                                                        loop_config["threads"])
+    config = SearchConfig.from_dict(loop_config["search"])
+    recipe = Recipe.from_dict(loop_config["recipe"])
+    run = RunFolder(loop_config["run_dir"])
+    method_cfg, space, data, macro = prepare(config, recipe)
+    model, method = build(config, recipe, method_cfg, space, data, macro,
+                          loop_config["epochs"])
+    recorder = None
+    if rank == 0:
+        recorder = Recorder(run, method, space,
+                            model_setting(recipe, data, config.latency_table), config.goal,
+                            loop_config["resources"], board=True)
+    try:
+        train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
+                       recorder, None, device, distributed=distributed)
+    finally:
+        if recorder is not None:
+            recorder.close()
 
 
 def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: int,

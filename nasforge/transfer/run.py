@@ -33,12 +33,12 @@ from nasforge.timefmt import format_duration
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
+from nasforge.transfer.result import RESULT, finish_model
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nasforge.transfer/1"
 PLAN = "transfer.json"
-RESULT = "result.json"
 COLUMNS = ("model", "setting", "image_size", "params", "mult_adds", "top1", "top5",
            "train_images_per_s", "wall_s", "epochs", "status")
 
@@ -252,31 +252,6 @@ def _read_lines(path: Path) -> list[str]:
 
 def _count_lines(path: Path) -> int:
     return len(_read_lines(path))
-
-
-def finish_model(entry: dict, model_dir: Path) -> dict:
-    """``result.json`` from the model's final checkpoint (rank 0, after training)."""
-    state = load_checkpoint(model_dir / CHECKPOINT_NAME)
-    history = state.get("history", [])
-    last = history[-1] if history else {}
-    spec, info, recipe = entry["spec"], entry["info"], entry["recipe"]
-    train_s = float(state.get("train_s") or 0.0)
-    result = {
-        "model": spec["label"], "kind": spec["kind"], "ref": spec["ref"],
-        "setting": spec["setting"], "image_size": recipe["image_size"],
-        "params": info["params"], "mult_adds": info["mult_adds"],
-        "top1": last.get("val_acc"), "top5": last.get("val_top5"),
-        "train_images_per_s": (state.get("train_images", 0) / train_s) if train_s else None,
-        "wall_s": float(state.get("wall_s") or 0.0), "epochs": int(state.get("epoch", 0)),
-        "status": state.get("status", "ok"), "recipe": recipe["name"],
-        "world_size": state.get("world_size"),
-    }
-    if "N" in info:
-        result["N@P"] = f"{info['N']}@{info['penultimate']}"
-    tmp = model_dir / f".{RESULT}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, model_dir / RESULT)
-    return result
 
 
 # ------------------------------------------------------------------------------- the table

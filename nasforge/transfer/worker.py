@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nasforge.transfer.result import RESULT, finish_model
+
 FAIL_ENV = "NASFORGE_TRANSFER_FAIL"  # tests: "LABEL:EPOCH" -> one injected crash
 
 
@@ -50,7 +52,6 @@ def train_worker(config: dict) -> None:
     import torch.distributed as dist
 
     from nasforge.train.data_parallel import worker_placement
-    from nasforge.transfer.run import RESULT, finish_model
 
     rank, _, device, distributed = worker_placement(config["use_gpu"],
                                                     config.get("threads", 1))
