@@ -5,6 +5,11 @@ import json
 import os
 from pathlib import Path
 
+from nasforge.cli import UsageError
+from nasforge.search.objectives import INFEASIBLE, METRICS
+from nasforge.search.run_folder import (RunFolder, best_trial, device_seconds, is_run, run_goal,
+                                        trial_score)
+
 
 def add_arguments(p):
     p.add_argument("runs", nargs="+", metavar="RUN", help="search run folders")
@@ -18,8 +23,6 @@ def add_arguments(p):
 
 def _load(run_dir):
     """(config, goal, records in finishing order) of a run."""
-    from nasforge.search.run_folder import RunFolder, run_goal
-
     run = RunFolder.open(run_dir)
     config = run.config()
     return config, run_goal(config), sorted(run.trials(), key=lambda r: r.get("finished_at", 0))
@@ -50,9 +53,6 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
     the primary objective, trials and device-hours needed to reach it (in finishing order),
     wall time (first start to last finish); for a Pareto run also the front's size and
     hypervolume with ``reference`` (``shared_reference``; default: this run's own)."""
-    from nasforge.search.objectives import INFEASIBLE
-    from nasforge.search.run_folder import best_trial, device_seconds, trial_score
-
     config, goal, records = _load(run_dir)
     infeasible = sum(r["status"] == INFEASIBLE for r in records)
     primary = goal.primary
@@ -92,8 +92,6 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
 
 
 def _reference_origin(name: str) -> str:
-    from nasforge.search.objectives import METRICS
-
     return "its worst possible value" if METRICS[name].bound is not None else \
         "its worst value over these runs"
 
@@ -109,9 +107,6 @@ def tensorboard_command(runs: list[str]) -> str:
 
 
 def _parse_reference(text: str | None) -> dict[str, float]:
-    from nasforge.cli import UsageError
-    from nasforge.search.objectives import METRICS
-
     out = {}
     for item in (text or "").split(",") if text else []:
         name, sep, value = item.partition("=")
@@ -131,10 +126,6 @@ def _fmt(v) -> str:
 
 
 def run(args) -> int:
-    from nasforge.search.run_folder import is_run
-
-    from nasforge.cli import UsageError
-
     for r in args.runs:
         if not is_run(r):
             raise UsageError(f"{r} is not a search run folder (no config.json/trials.jsonl)")

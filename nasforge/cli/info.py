@@ -5,6 +5,8 @@ import json
 import math
 
 from nasforge.api import model_info
+from nasforge.cli import UsageError
+from nasforge.search_spaces import get_space
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
@@ -23,11 +25,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-
     if args.space:
-        from nasforge.search_spaces import get_space
-
         try:
             space = get_space(args.space)
         except KeyError as e:

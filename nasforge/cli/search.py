@@ -8,13 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cli import UsageError
+from nasforge.oneshot.methods import DEFAULT_RECIPES
+from nasforge.oneshot.run import is_oneshot, run_oneshot
+from nasforge.search.config import SCHEDULERS, SearchConfig
+from nasforge.search.faults import ENV_VAR, parse_faults
+from nasforge.search.objectives import METRICS, Goal, ObjectiveError, metric_value, parse_objectives
+from nasforge.search.run_folder import PARETO
+from nasforge.search.runner import run_search
 from nasforge.timefmt import format_duration
 
 
 def add_arguments(p):
-    from nasforge.search.config import SCHEDULERS, SearchConfig
-    from nasforge.search.objectives import METRICS
-
     d = SearchConfig()
     p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
     p.add_argument("--searcher", default=d.searcher,
@@ -95,8 +100,6 @@ def _say(msg: str) -> None:
 
 
 def _options(items: list[str]) -> dict:
-    from nasforge.cli import UsageError
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -110,8 +113,6 @@ def _options(items: list[str]) -> dict:
 
 
 def progress_line(p) -> str:
-    from nasforge.search.objectives import metric_value
-
     width = len(str(p.budget))
     parts = []
     if p.last is not None:
@@ -134,9 +135,6 @@ def progress_line(p) -> str:
 
 def _goal(args):
     """The objectives and constraints given on the command line (None: none given)."""
-    from nasforge.cli import UsageError
-    from nasforge.search.objectives import Goal, ObjectiveError, parse_objectives
-
     if args.objective is not None and args.objectives is not None:
         raise UsageError("give --objective or --objectives, not both")
     if args.objective is None and args.objectives is None and not args.constraint:
@@ -158,12 +156,6 @@ def epoch_line(line: dict) -> str:
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.oneshot.methods import DEFAULT_RECIPES
-    from nasforge.search import SearchConfig
-    from nasforge.search.faults import ENV_VAR, parse_faults
-    from nasforge.search.runner import run_search
-
     goal = _goal(args)
     if args.resume:
         run_dir = Path(args.resume)
@@ -196,8 +188,6 @@ def run(args) -> int:
         verb = "resuming" if args.resume else "searching"
         _say(f"{verb} -> {run_dir}: {note}")
         _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
-
-    from nasforge.oneshot.run import is_oneshot, run_oneshot
 
     if is_oneshot(config, run_dir):
         summary = run_oneshot(config, run_dir, resume=bool(args.resume),
@@ -237,8 +227,6 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
     oneshot = "epochs" in summary  # one-shot: a record per epoch (+ spos's candidates)
     notes = ""
     if summary.get("pareto_front") is not None:
-        from nasforge.search.run_folder import PARETO
-
         notes += f"; Pareto front of {len(summary['pareto_front'])}: {run_dir / PARETO}"
     if summary.get("infeasible"):
         notes += f"; {summary['infeasible']} infeasible " + \

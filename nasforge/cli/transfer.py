@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cli import UsageError
+from nasforge.transfer import TransferConfig, TransferError, TransferFailed, run_transfer
+
 
 def add_arguments(p):
     p.add_argument("cell", nargs="?", metavar="CELL_OR_RUN",
@@ -58,9 +61,6 @@ def _progress(msg: str) -> None:
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.transfer import TransferConfig, TransferError, TransferFailed, run_transfer
-
     if args.resume:
         if not args.name:
             raise UsageError("transfer --resume needs --name NAME (the run to continue)")

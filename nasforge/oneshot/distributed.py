@@ -21,6 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from nasforge.cluster import connect_ray
+from nasforge.search.config import SearchError
+from nasforge.train import CHECKPOINT_NAME, load_checkpoint
+from nasforge.train.data_parallel import torch_trainer
+
 
 def train_data_parallel(config, recipe, run, epochs: int, workers: int,
                         resources: dict, *, worker: Callable[[dict], None]) -> dict:
@@ -29,11 +34,6 @@ def train_data_parallel(config, recipe, run, epochs: int, workers: int,
     per-worker loop, so this module needs nothing of the driver); returns ``{"status",
     "epochs", "history"}`` read back from the checkpoint rank 0 wrote."""
     import ray
-
-    from nasforge.cluster import connect_ray
-    from nasforge.search.config import SearchError
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
-    from nasforge.train.data_parallel import torch_trainer
 
     use_gpu = bool(config.gpus)
     started = connect_ray(config.address)

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 
 from nasforge.errors import NasforgeError
+from nasforge.latency import LatencyTableError, load_table
 from nasforge.rules import reject_unknown_keys
+from nasforge.safe_load import RefusedFileError
 from nasforge.search.objectives import Goal, ObjectiveError
 
 
@@ -104,8 +106,6 @@ class SearchConfig:
         if self.latency_table is None:
             raise SearchError("latency_ms needs a per-op latency table: --latency-table FILE "
                               "(built by nasforge latency --build-table)")
-        from nasforge.latency import LatencyTableError, load_table
-        from nasforge.safe_load import RefusedFileError
 
         try:
             table = load_table(self.latency_table)

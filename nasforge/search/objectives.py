@@ -31,7 +31,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from nasforge.api import build_model
+from nasforge.dsl import CellPair
 from nasforge.errors import NasforgeError
+from nasforge.flops import count_mult_adds, count_params
+from nasforge.latency import latency_metric
 
 DIRECTIONS = {"max": "maximize", "min": "minimize"}  # spelling on the CLI -> Optuna's
 OPERATORS = ("<=", ">=", "<", ">")
@@ -67,8 +71,6 @@ class ModelSetting:
     def build(self, arch):
         """The child network of ``arch`` (on torch's current default device: wrap the call in
         ``with torch.device("meta")`` for shapes only, no memory)."""
-        from nasforge.api import build_model
-
         return build_model(arch, self.setting, num_classes=self.num_classes,
                            input_size=self.input_size, in_channels=self.in_channels,
                            **dict(self.overrides))
@@ -111,9 +113,6 @@ def _counts(arch_json: str, setting: ModelSetting) -> tuple[int, int]:
     counter the trainer and ``nasforge info`` use)."""
     import torch
 
-    from nasforge.dsl import CellPair
-    from nasforge.flops import count_mult_adds, count_params
-
     with torch.device("meta"):  # as nasforge.api.model_info: shapes only, no memory
         model = setting.build(CellPair.from_json(arch_json))
         return count_params(model), count_mult_adds(model, setting.input_size,
@@ -135,8 +134,6 @@ register_static_metric("mult_adds", _mult_adds, "min", None,
 
 @functools.lru_cache(maxsize=4)
 def _latency_predictor(table_path: str):
-    from nasforge.latency import latency_metric
-
     return latency_metric(table_path)
 
 

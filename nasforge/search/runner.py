@@ -36,11 +36,20 @@ from typing import Callable
 
 import nasforge
 from nasforge.cluster import connect_ray
+from nasforge.controllers import SEARCHERS, get_searcher
+from nasforge.data import load_data
+from nasforge.dsl import CellPair
+from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
+from nasforge.search.board import SearchBoard
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch
 from nasforge.search.objectives import INFEASIBLE, Goal, ModelSetting, infeasible_cap
 from nasforge.search.run_folder import (SEARCHER_STATE, RunFolder, best_trial, device_seconds,
                                         trial_score)
+from nasforge.search.screen import result_from_record
+from nasforge.search.trial import TrialSettings, run_trial
+from nasforge.search_spaces import SPACES, get_space
+from nasforge.train import Recipe, get_recipe
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +175,6 @@ class SearchRecorder:
 
 
 def _pair_json(arch: dict) -> str:
-    from nasforge.dsl import CellPair
-
     return CellPair.from_dict(arch).to_json() + "\n"
 
 
@@ -186,8 +193,6 @@ def _git_commit() -> str | None:
 # ----------------------------------------------------------------------- pieces of a search
 def make_searcher(config: SearchConfig):
     """(space, searcher) by registry name; SearchError for unknown names or options."""
-    from nasforge.search_spaces import SPACES, get_space
-
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
     space = get_space(config.space)
@@ -200,8 +205,6 @@ def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None 
     direction (several objectives: the searcher must model them, its config's ``objectives``
     field gets them); SearchError for unknown names or options. The one rule for black-box
     searches and spos's search phase."""
-    from nasforge.controllers import SEARCHERS, get_searcher
-
     if name not in SEARCHERS:
         raise SearchError(f"unknown searcher {name!r} (known: {', '.join(SEARCHERS)})")
     options = dict(options or {})
@@ -259,8 +262,6 @@ def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]
 def _reconcile(searcher, records: list[dict]) -> list:
     """After a crash: tell the searcher the recorded results it never heard of; return the
     proposals it still has in flight without a record (they are trained again)."""
-    from nasforge.search.screen import result_from_record
-
     by_id = {int(r["trial"]): r for r in records}
     requeue = []
     for p in sorted(searcher.in_flight(), key=lambda p: p.id):
@@ -288,10 +289,6 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     ("broken" with ``broken`` = ``failure_report``, "interrupted", or "infeasible" when the
     cap on infeasible proposals was reached). ``expect_goal``: with ``resume``, the objectives
     and constraints the caller asked for; SearchError when they differ from the run's."""
-    from nasforge.data import load_data
-    from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
-    from nasforge.search.board import SearchBoard
-
     run, config, records, recipe = _open_run(config, run_dir, resume)
     goal = config.goal
     if resume and expect_goal is not None and expect_goal.spec() != goal.spec():
@@ -352,8 +349,6 @@ def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORM
     """(run folder, config, recipe) of a new search or of the one saved in ``run_dir``
     (``--resume``: its ``config.json`` must be of format ``fmt``; it trains with the recipe it
     saved). Called first by every search driver (black-box and one-shot)."""
-    from nasforge.train import Recipe, get_recipe
-
     if resume:
         run = RunFolder.open(run_dir)
         saved = run.config()
@@ -426,8 +421,6 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
     """The Ray Tune experiment of the ``remaining`` trials: ``ray/part-<k>`` of the run."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from nasforge.search.trial import TrialSettings, run_trial
 
     settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
                              setting=recipe.setting or "cifar",

@@ -10,9 +10,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nasforge.api import ArchitectureError
+from nasforge import build_model
+from nasforge.api import ArchitectureError, load_file, model_info
+from nasforge.dsl import CellPair
 from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
+from nasforge.search.run_folder import BEST, TRIALS, best_trial, read_trials
+from nasforge.train import get_recipe
+from nasforge.zoo import ZOO
 
 CELL_SETTINGS = ("mobile", "large")
 
@@ -47,14 +52,8 @@ def resolve_cell(ref: str):
     """``(CellPair, origin)`` for a cell-pair JSON file, a zoo cell network (``nasnet_a``) or
     a search run folder (its best trial's ``arch``; ``best_cell.json`` when the trial records
     are unreadable)."""
-    from nasforge.api import load_file
-    from nasforge.dsl import CellPair
-    from nasforge.zoo import ZOO
-
     path = Path(ref).expanduser()
     if path.is_dir():
-        from nasforge.search.run_folder import BEST, TRIALS, best_trial, read_trials
-
         best = best_trial(read_trials(path)) if (path / TRIALS).is_file() else None
         if best is not None and isinstance(best.get("arch"), dict):
             pair = CellPair.from_dict(best["arch"]).validate()
@@ -91,8 +90,6 @@ def cell_spec(ref: str, pair, setting: str, *, N=None, penultimate=None,
     """The found cell's network at ``setting``. A zoo cell network keeps its zoo config
     (``nasforge info nasnet_a --setting mobile``); any other pair is written to ``cell_file``
     and built from there with the setting's N@P (overridable)."""
-    from nasforge.zoo import ZOO
-
     if setting not in CELL_SETTINGS:
         raise TransferError(f"unknown setting {setting!r} (expected one of "
                             f"{', '.join(CELL_SETTINGS)})")
@@ -114,8 +111,6 @@ def cell_spec(ref: str, pair, setting: str, *, N=None, penultimate=None,
 
 def baseline_specs(names, taken=()) -> list[ModelSpec]:
     """Hand-designed zoo networks at their ImageNet setting; unknown names raise."""
-    from nasforge.zoo import ZOO
-
     specs, seen = [], set(taken)
     for name in names:
         entry = ZOO.get(name)
@@ -136,8 +131,6 @@ def baseline_specs(names, taken=()) -> list[ModelSpec]:
 
 def spec_info(spec: ModelSpec, num_classes: int, image_size: int) -> dict:
     """``nasforge info``'s figures (params, mult-adds, N@P) for the inference network."""
-    from nasforge.api import model_info
-
     return model_info(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,
                       **spec.overrides)
 
@@ -145,9 +138,6 @@ def spec_info(spec: ModelSpec, num_classes: int, image_size: int) -> dict:
 def build(spec: ModelSpec, num_classes: int, image_size: int, recipe=None):
     """The network to train: ``spec`` plus, for cell networks, the recipe's auxiliary head
     and drop-path."""
-    from nasforge import build_model
-    from nasforge.train import get_recipe
-
     extra = get_recipe(recipe).training_overrides \
         if spec.kind == "cell" and recipe is not None else {}
     return build_model(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,

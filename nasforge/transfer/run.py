@@ -26,14 +26,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import nasforge
+from nasforge.cluster import connect_ray
+from nasforge.data.stream import check_imagefolder
 from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
+from nasforge.train import get_recipe
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from nasforge.train.data_parallel import torch_trainer
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
-from nasforge.transfer.result import RESULT, finish_model
+from nasforge.transfer.result import RESULT
+from nasforge.transfer.worker import FAIL_ENV, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +85,6 @@ class TransferConfig:
 
 # ------------------------------------------------------------------------------- planning
 def _recipe_for(spec: ModelSpec, config: TransferConfig):
-    from nasforge.train import get_recipe
-
     recipe = get_recipe(spec.recipe)
     changes = {}
     if config.epochs is not None:
@@ -106,8 +110,6 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
     """Validate everything (data, cell, baselines, sizes) and return the plan; writes
     ``cell.json`` for a cell that is not in the zoo. Raises DataError/TransferError/
     ArchitectureError before any training starts."""
-    from nasforge.data.stream import check_imagefolder
-
     if config.epochs is not None and config.epochs < 1:
         raise TransferError(f"--epochs must be at least 1, got {config.epochs}")
     if config.image_size is not None and config.image_size < 8:
@@ -134,7 +136,6 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
             raise TransferError(f"{spec.label} cannot be built at {recipe.image_size} px: "
                                 f"{str(e).splitlines()[0]}") from None
         models.append({"spec": spec.to_dict(), "recipe": recipe.to_dict(), "info": info})
-    import nasforge
 
     return {"format": FORMAT, "nasforge_version": nasforge.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(config),
@@ -173,9 +174,6 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
     """One Ray Train run whose workers train every unfinished model in turn; progress is
     read from the models' ``metrics.jsonl`` while it runs."""
     import threading
-
-    from nasforge.train.data_parallel import torch_trainer
-    from nasforge.transfer.worker import FAIL_ENV, train_worker
 
     models = [dict(entry, model_dir=str((run_dir / entry["spec"]["label"]).resolve()))
               for entry in plan_d["models"]]
@@ -321,8 +319,6 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
                  on_message: Callable[[str], None] | None = None) -> dict:
     """Run (``resume=True``: continue) a transfer in ``run_dir``; return
     ``{"run_dir", "rows", "table"}``."""
-    from nasforge.cluster import connect_ray
-
     say = on_message or (lambda msg: log.info("%s", msg))
     run_dir = Path(run_dir)
     plan_path = run_dir / PLAN
@@ -333,7 +329,6 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         if not isinstance(plan_d, dict) or plan_d.get("format") != FORMAT:
             raise TransferError(f"--resume: {plan_path} is not a nasforge transfer plan")
         config = TransferConfig.from_dict(plan_d["config"])
-        from nasforge.data.stream import check_imagefolder
 
         check_imagefolder(plan_d["data"]["root"], plan_d["data"]["val_split"])
     else:

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nasforge.data.stream import ImageFolderStream
+from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, sync_metrics, train
+from nasforge.train.data_parallel import worker_placement
+from nasforge.train.epoch_log import log_epoch
+from nasforge.transfer.models import ModelSpec, build
 from nasforge.transfer.result import RESULT, finish_model
 
 FAIL_ENV = "NASFORGE_TRANSFER_FAIL"  # tests: "LABEL:EPOCH" -> one injected crash
@@ -29,7 +34,6 @@ def _failure_hook(model, model_dir: Path, spec_label: str, fail: str | None):
     label, _, epoch = fail.rpartition(":")
     if label != spec_label:
         return
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
 
     marker = model_dir / ".injected_failure"
     ckpt = model_dir / CHECKPOINT_NAME
@@ -51,8 +55,6 @@ def train_worker(config: dict) -> None:
     without ``result.json``) and broadcasts it; after each model it writes ``result.json``."""
     import torch.distributed as dist
 
-    from nasforge.train.data_parallel import worker_placement
-
     rank, _, device, distributed = worker_placement(config["use_gpu"],
                                                     config.get("threads", 1))
 
@@ -73,11 +75,6 @@ def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) 
     import torch
 
     import ray.train
-
-    from nasforge.data.stream import ImageFolderStream
-    from nasforge.train import CHECKPOINT_NAME, Recipe, sync_metrics, train
-    from nasforge.train.epoch_log import log_epoch
-    from nasforge.transfer.models import ModelSpec, build
 
     recipe = Recipe.from_dict(entry["recipe"])
     spec = ModelSpec.from_dict(entry["spec"])
