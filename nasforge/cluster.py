@@ -170,8 +170,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--address {address!r} is not 'auto', 'HOST:PORT' or "
-                           f"'ray://HOST:PORT'")
+        raise ClusterError(f"address {address!r} is not 'auto', 'HOST:PORT' or "
+                           f"'ray://HOST:PORT'", options=("address",))
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:

@@ -366,7 +366,7 @@ def test_val_split_option_names_the_evaluation_folder(tmp_path):
     from nasforge.data.stream import check_imagefolder
 
     root = write_imagefolder(tmp_path / "d", make_images(20, size=8), make_images(10, size=8))
-    with pytest.raises(DataError, match="pass --val-split test"):
+    with pytest.raises(DataError, match="it has test/: use val_split 'test'"):
         check_imagefolder(root)
     assert len(check_imagefolder(root, "test")) == 10
     assert np.all(np.array(check_imagefolder(root, "test")) == sorted(CIFAR_CLASSES))

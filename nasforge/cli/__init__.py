@@ -85,6 +85,13 @@ def flags(options: tuple[str, ...]) -> str:
     return ", ".join("--" + option.replace("_", "-") for option in options)
 
 
+def error_line(e: BaseException) -> str:
+    """The one line the CLI prints for an error: its message and the options it is about."""
+    options = getattr(e, "options", ())
+    where = f" (option{'s' if len(options) > 1 else ''} {flags(options)})" if options else ""
+    return f"nasforge: error: {e}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(argv)
@@ -102,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("NASFORGE_DEBUG"):
             raise
         if isinstance(e, (NasforgeError, FileNotFoundError)):
-            options = getattr(e, "options", ())
-            print(f"nasforge: error: {e}" + (f" ({flags(options)})" if options else ""),
-                  file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
             return 2
         print(f"nasforge: internal error: {type(e).__name__}: {e} "
               "(set NASFORGE_DEBUG=1 for a traceback)", file=sys.stderr)

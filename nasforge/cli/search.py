@@ -144,7 +144,7 @@ def _goal(args):
             (args.objective or "val_acc",)
         return Goal.parse(objectives, args.constraint or ())
     except ObjectiveError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e), options=e.options) from None
 
 
 def epoch_line(line: dict) -> str:

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from nasforge.cli import UsageError
-from nasforge.transfer import TransferConfig, TransferError, TransferFailed, run_transfer
+from nasforge.cli import UsageError, error_line
+from nasforge.transfer import TransferConfig, TransferFailed, run_transfer
 
 
 def add_arguments(p):
@@ -95,10 +95,8 @@ def run(args) -> int:
     run_dir = Path(args.runs_dir) / name
     try:
         out = run_transfer(config, run_dir, resume=args.resume, on_message=_progress)
-    except TransferError as e:
-        raise UsageError(str(e)) from None
-    except TransferFailed as e:
-        print(f"nasforge: error: {e}", file=sys.stderr)
+    except TransferFailed as e:  # a failure, not bad input (TransferError): exit code 1
+        print(error_line(e), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"run_dir": out["run_dir"], "rows": out["rows"]}))

@@ -247,9 +247,9 @@ def prepare(config: SearchConfig, recipe):
     method_cfg = method_config(config.searcher, config.searcher_options)
     if config.goal != Goal.parse() and METHODS[config.searcher] is not Spos:
         raise SearchError(f"{config.searcher} derives its cell from a trained distribution, "
-                          f"which objectives and constraints cannot steer: "
-                          f"--objective/--objectives/--constraint are supported with spos "
-                          f"(and the black-box searchers)")
+                          f"which objectives and constraints cannot steer: they are "
+                          f"supported with spos (and the black-box searchers)",
+                          options=("objective", "objectives", "constraint"))
     if isinstance(method_cfg, DartsConfig) and method_cfg.unrolled and \
             recipe.optimizer != "sgd":
         raise SupernetError(f"unrolled=true simulates an SGD step; recipe {recipe.name} trains "

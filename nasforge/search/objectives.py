@@ -139,8 +139,8 @@ def _latency_predictor(table_path: str):
 
 def _latency_ms(arch, setting: ModelSetting) -> float:
     if setting.latency_table is None:
-        raise ObjectiveError("latency_ms needs a per-op latency table: --latency-table FILE "
-                             "(built by nasforge latency --build-table)")
+        raise ObjectiveError("latency_ms needs a per-op latency table (nasforge.latency."
+                             "build_table writes one)", options=("latency_table",))
     return float(_latency_predictor(setting.latency_table)(arch))
 
 
@@ -193,12 +193,12 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
     """``"val_acc:max,mult_adds:min"``: the objectives of a Pareto search, primary first."""
     parts = [p for p in str(text).split(",")]
     if not parts or any(not p.strip() for p in parts):
-        raise ObjectiveError(f"--objectives {text!r}: give NAME[:max|min] entries separated "
-                             f"by commas")
+        raise ObjectiveError(f"objectives {text!r}: give NAME[:max|min] entries separated "
+                             f"by commas", options=("objectives",))
     objectives = tuple(parse_objective(p) for p in parts)
     names = [o.name for o in objectives]
     if len(set(names)) != len(names):
-        raise ObjectiveError(f"--objectives {text!r} names a metric twice")
+        raise ObjectiveError(f"objectives {text!r} names a metric twice", options=("objectives",))
     return objectives
 
 

@@ -218,8 +218,8 @@ def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None 
         if cls.Config is not None and "objectives" in {f.name for f in
                                                        dataclasses.fields(cls.Config)}:
             if "objectives" in options:
-                raise SearchError("give the objectives with --objectives, not as a searcher "
-                                  "option")
+                raise SearchError("give the objectives as the search's objectives, not as a "
+                                  "searcher option", options=("objectives",))
             options["objectives"] = tuple((o.name, o.optuna_direction)
                                           for o in goal.objectives)
     try:
@@ -292,8 +292,9 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     run, config, records, recipe = _open_run(config, run_dir, resume)
     goal = config.goal
     if resume and expect_goal is not None and expect_goal.spec() != goal.spec():
-        raise SearchError(f"--resume {run_dir}: the run searches {_describe_goal(goal)}; "
-                          f"it cannot continue with {_describe_goal(expect_goal)}")
+        raise SearchError(f"cannot resume {run_dir}: the run searches "
+                          f"{_describe_goal(goal)}; it cannot continue with "
+                          f"{_describe_goal(expect_goal)}", options=("resume",))
     space, searcher = make_searcher(config)
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
@@ -353,7 +354,8 @@ def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORM
         run = RunFolder.open(run_dir)
         saved = run.config()
         if saved.get("format") != fmt:
-            raise SearchError(f"--resume {run_dir}: config.json is not a {kind} config")
+            raise SearchError(f"cannot resume {run_dir}: config.json is not a {kind} config",
+                              options=("resume",))
         config = SearchConfig.from_dict(saved["search"])
     else:
         if config is None:
@@ -364,7 +366,8 @@ def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORM
     except KeyError as e:
         raise SearchError(str(e.args[0])) from None
     except (TypeError, ValueError) as e:
-        raise SearchError(f"--resume {run_dir}: config.json's recipe is malformed: {e}") from None
+        raise SearchError(f"cannot resume {run_dir}: config.json's recipe is malformed: {e}",
+                          options=("resume",)) from None
     return run, config, recipe
 
 
@@ -397,8 +400,8 @@ def _restore_searcher(run: RunFolder, searcher, records: list[dict]) -> list:
         try:
             searcher.load_state_dict(state)
         except (ValueError, KeyError, TypeError) as e:
-            raise SearchError(f"--resume {run.path}: its {SEARCHER_STATE} cannot be "
-                              f"restored: {e}") from None
+            raise SearchError(f"cannot resume {run.path}: its {SEARCHER_STATE} cannot be "
+                              f"restored: {e}", options=("resume",)) from None
     elif records:
         log.warning("%s has trials but no searcher state: the searcher starts afresh", run.path)
     return _reconcile(searcher, records)

@@ -73,15 +73,16 @@ def resolve_cell(ref: str):
         arch = load_file(str(path))
         if not isinstance(arch, CellPair):
             raise TransferError(f"{path} holds a cell chain, not a (normal, reduction) cell "
-                                f"pair; name hand-designed networks in --baselines")
+                                f"pair; name hand-designed networks as baselines",
+                                options=("baselines",))
         return arch, str(path)
     entry = ZOO.get(ref)
     if entry is None:
         raise TransferError(f"{ref!r} is neither a cell-pair JSON file, a search run folder nor "
                             f"a zoo cell network (see `nasforge zoo`)")
     if entry.build_pair is None:
-        raise TransferError(f"{ref!r} is a hand-designed network, not a cell: name it in "
-                            f"--baselines")
+        raise TransferError(f"{ref!r} is a hand-designed network, not a cell: name it as a "
+                            f"baseline", options=("baselines",))
     return entry.build_pair(), f"zoo:{ref}"
 
 

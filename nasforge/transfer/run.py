@@ -111,13 +111,16 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
     ``cell.json`` for a cell that is not in the zoo. Raises DataError/TransferError/
     ArchitectureError before any training starts."""
     if config.epochs is not None and config.epochs < 1:
-        raise TransferError(f"--epochs must be at least 1, got {config.epochs}")
+        raise TransferError(f"epochs must be at least 1, got {config.epochs}",
+                            options=("epochs",))
     if config.image_size is not None and config.image_size < 8:
-        raise TransferError(f"--image-size must be at least 8, got {config.image_size}")
+        raise TransferError(f"image_size must be at least 8, got {config.image_size}",
+                            options=("image_size",))
     if config.gpus < 0 or config.workers < 1:
-        raise TransferError("--workers must be >= 1 and --gpus >= 0")
+        raise TransferError("workers must be >= 1 and gpus >= 0", options=("workers", "gpus"))
     if not config.data:
-        raise TransferError("--data DIR is required (an ImageFolder tree: train/, val/)")
+        raise TransferError("data is required (an ImageFolder tree: train/, val/)",
+                            options=("data",))
     baselines = baseline_specs(config.baselines)  # unknown names fail first
     pair, origin = resolve_cell(config.cell)
     if config.setting not in ("mobile", "large"):
@@ -237,8 +240,8 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
         msg = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         cause = next((ln for ln in reversed(msg) if "Error" in ln or "error" in ln),
                      msg[-1] if msg else type(e).__name__)
-        raise TransferFailed(f"training {failed} failed: {cause[:300]} (continue with "
-                             f"--resume)") from e
+        raise TransferFailed(f"training {failed} failed: {cause[:300]} (the run can be "
+                             f"resumed)", options=("resume",)) from e
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -324,10 +327,12 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
     plan_path = run_dir / PLAN
     if resume:
         if not plan_path.is_file():
-            raise TransferError(f"--resume: {run_dir} holds no transfer ({PLAN} missing)")
+            raise TransferError(f"cannot resume {run_dir}: it holds no transfer ({PLAN} "
+                                f"missing)", options=("resume",))
         plan_d = read_json(plan_path, "transfer plan")
         if not isinstance(plan_d, dict) or plan_d.get("format") != FORMAT:
-            raise TransferError(f"--resume: {plan_path} is not a nasforge transfer plan")
+            raise TransferError(f"cannot resume: {plan_path} is not a nasforge transfer plan",
+                                options=("resume",))
         config = TransferConfig.from_dict(plan_d["config"])
 
         check_imagefolder(plan_d["data"]["root"], plan_d["data"]["val_split"])
@@ -335,8 +340,8 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
         if config is None:
             raise TransferError("run_transfer needs a TransferConfig")
         if plan_path.exists():
-            raise TransferError(f"{run_dir} already holds a transfer: add --resume to continue "
-                                f"it, or choose another --name")
+            raise TransferError(f"{run_dir} already holds a transfer: resume it, or choose "
+                                f"another name", options=("resume", "name"))
         plan_d = plan(config, run_dir)  # every check before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = run_dir / f".{PLAN}.tmp"
@@ -379,7 +384,7 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
             path = run_dir / entry["spec"]["label"] / RESULT
             if not path.is_file():
                 raise TransferFailed(f"training {entry['spec']['label']} left no result "
-                                     f"(continue with --resume)")
+                                     f"(the run can be resumed)", options=("resume",))
             rows.append(read_json(path, "model result"))
         table = write_comparison(run_dir, rows, plan_d)
     finally:
