@@ -19,6 +19,7 @@ from nasforge.controllers.optuna_search import OptunaConfig, OptunaSearcher
 from nasforge.controllers.random_search import RandomSearch
 from nasforge.controllers.rl import ControllerRNN, RLConfig, RLController
 from nasforge.rules import add_unique, reject_unknown_keys
+from nasforge.search_spaces import get_space
 
 SEARCHERS: dict[str, type[SearcherBase]] = {}
 
@@ -45,8 +46,6 @@ def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
     except KeyError:
         raise KeyError(f"unknown searcher {name!r} (known: {', '.join(SEARCHERS)})") from None
     if isinstance(space, str):
-        from nasforge.search_spaces import get_space
-
         space = get_space(space)
     if cls.Config is None:
         if config:

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from nasforge.trials import TRIAL_STATUSES, Direction, Status, rank_key
+from nasforge.safe_load import load_plain
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,5 @@ def load_state(searcher: Searcher, path) -> Searcher:
     Loaded with ``torch.load(weights_only=True)`` (``nasforge.safe_load.load_plain``): plain
     containers and tensors only, so a crafted file is refused (``RefusedFileError``, one line)
     before anything in it runs."""
-    from nasforge.safe_load import load_plain
-
     searcher.load_state_dict(load_plain(path, "searcher state"))
     return searcher

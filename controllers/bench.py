@@ -26,6 +26,7 @@ import numpy as np
 
 from nasforge.controllers.base import Proposal, Result, Searcher
 from nasforge.trials import Status
+from nasforge.search_spaces.nasnet import DECISIONS_PER_BLOCK, NasNetSpace
 
 
 class PlantedTask:
@@ -40,8 +41,6 @@ class PlantedTask:
 
     def canonical(self, tokens) -> list[int]:
         """Tokens with each NASNet block's (input, op) pairs sorted; other spaces unchanged."""
-        from nasforge.search_spaces.nasnet import DECISIONS_PER_BLOCK, NasNetSpace
-
         tokens = [int(t) for t in tokens]
         if not isinstance(self.space, NasNetSpace):
             return tokens

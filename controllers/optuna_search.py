@@ -56,6 +56,7 @@ import numpy as np
 
 from nasforge.controllers.base import Proposal, Result, SearcherBase
 from nasforge.trials import Direction, Status
+from nasforge.controllers.optuna_tpe import FastTPESampler, fast_tpe_available
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,6 @@ class OptunaSearcher(SearcherBase):
             raise ValueError(f"unknown Optuna sampler {cfg.sampler!r} (aliases: "
                              f"{', '.join(SAMPLER_ALIASES)}, or a class of optuna.samplers)")
         if self._sampler_name == "TPESampler" and cfg.fast_tpe:
-            from nasforge.controllers.optuna_tpe import FastTPESampler, fast_tpe_available
-
             if fast_tpe_available():
                 cls = FastTPESampler
             else:

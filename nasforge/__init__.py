@@ -14,6 +14,8 @@ def build_model(name_or_path, setting: str | None = None, num_classes: int | Non
     ``aux_head``, ...) or a hand-designed model's options. ``weights``: a state dict of the
     model's reference implementation (torchvision/timm/pretrainedmodels) to import.
     """
+    # lazy: the package root stays free of torch (`nasforge --help`), and nasforge.api's own
+    # imports reach back to this package
     from nasforge.api import build_model as _build
 
     return _build(name_or_path, setting=setting, num_classes=num_classes, weights=weights,

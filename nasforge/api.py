@@ -10,12 +10,15 @@ from torch import nn
 from nasforge.compiler.chain import ChainNetwork
 from nasforge.compiler.network import Network, NetworkConfig
 from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
+from nasforge.errors import NasforgeError
+from nasforge.flops import count_mult_adds, count_params
+from nasforge.registry import COMBINES
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(NasforgeError, ValueError):
     """A model name or file that cannot be resolved to a valid architecture."""
 
 
@@ -129,8 +132,6 @@ def penultimate_filters(pair: CellPair, config: NetworkConfig) -> int:
 def _last_cell_multiplier(pair: CellPair) -> int:
     """Output channels of the normal cell per filter (states concatenated, concat-combines
     counted by width)."""
-    from nasforge.registry import COMBINES
-
     cell = pair.normal
     width: dict[str, int] = {}
     for n in cell.topological_order():
@@ -184,8 +185,6 @@ def model_info(model_name, setting=None, **overrides) -> dict:
     figures ``nasforge info`` prints and a transfer's table reports. The model is built on the
     meta device (no memory, fast)."""
     import torch
-
-    from nasforge.flops import count_mult_adds, count_params
 
     arch, config = resolve(model_name, setting, **overrides)
     if setting is None:

@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from nasforge.errors import NasforgeError
+
 log = logging.getLogger(__name__)
 
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
@@ -36,7 +38,7 @@ HOW_TO_GIVE_A_TOKEN = (f"give the cluster's token (`ray get-auth-token` on its h
                        f"{TOKEN_VAR}")
 
 
-class ClusterError(ValueError):
+class ClusterError(NasforgeError, ValueError):
     """The Ray cluster cannot be reached or refuses us: one line for the user (exit code 2)."""
 
 
@@ -228,8 +230,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--address {address!r} is not 'auto', 'HOST:PORT' or "
-                           f"'ray://HOST:PORT'")
+        raise ClusterError(f"address {address!r} is not 'auto', 'HOST:PORT' or "
+                           f"'ray://HOST:PORT'", options=("address",))
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:

@@ -19,8 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from nasforge.errors import NasforgeError
 
-class RefusedFileError(ValueError):
+
+class RefusedFileError(NasforgeError, ValueError):
     """A run or checkpoint file that nasforge will not load (one line: the file and why)."""
 
 

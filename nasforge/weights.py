@@ -16,13 +16,14 @@ import torch
 
 from nasforge.compiler.network import Network
 from nasforge.dsl import CellPair, module_key
+from nasforge.errors import NasforgeError
 
 STEM_NAMES = ("conv0", "conv_0")
 CLASSIFIER_NAME = "last_linear"
 
 
-class WeightImportError(ValueError):
-    pass
+class WeightImportError(NasforgeError, ValueError):
+    """Reference weights whose tensors do not line up with the model's."""
 
 
 def timm_compatible(pair: CellPair) -> CellPair:

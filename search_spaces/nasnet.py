@@ -14,6 +14,7 @@ import numpy as np
 
 from nasforge.dsl import CellPair, cell_from_blocks
 from nasforge.ops import NASNET_EXT_OPS, NASNET_OPS
+from nasforge.registry import COMBINES, OPS
 from nasforge.search_spaces.base import SearchSpace
 
 NUM_INPUTS = 2
@@ -46,8 +47,6 @@ class NasNetSpace(SearchSpace):
 
     def __init__(self, num_blocks: int = 5, ops: Sequence[str] | None = None,
                  combines: Sequence[str] = ("add", "concat")):
-        from nasforge.registry import COMBINES, OPS
-
         ops = self.default_ops if ops is None else ops
         unknown = [o for o in ops if o not in OPS] + [c for c in combines if c not in COMBINES]
         if unknown:

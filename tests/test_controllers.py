@@ -431,9 +431,9 @@ def test_fast_tpe_proposes_exactly_what_optuna_tpe_proposes():
 
 
 def test_optuna_falls_back_to_stock_tpe_without_the_private_hooks(monkeypatch):
-    from nasforge.controllers import optuna_tpe
+    from nasforge.controllers import optuna_search
 
-    monkeypatch.setattr(optuna_tpe, "fast_tpe_available", lambda: False)
+    monkeypatch.setattr(optuna_search, "fast_tpe_available", lambda: False)
     s = get_searcher("optuna", SPACE, seed=0, dedup=False)
     assert type(s.sampler).__name__ == "TPESampler"
 

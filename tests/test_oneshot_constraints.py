@@ -54,7 +54,7 @@ class Spy:
     scores, and the searcher of the search phase."""
 
     def __init__(self, monkeypatch):
-        import nasforge.search.runner as runner
+        import nasforge.oneshot.run as runner  # the driver's own binding of goal_searcher
 
         self.evaluated, self.searcher = [], None
         evaluate, make = SupernetEvaluator.evaluate, runner.goal_searcher

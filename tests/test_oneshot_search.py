@@ -393,7 +393,7 @@ def test_a_one_shot_search_without_recipe_trains_with_its_methods_recipe(method,
                                                                        tmp_path):
     """Without --recipe, a one-shot search takes its method's recipe, not the black-box
     children's ``search`` recipe."""
-    import nasforge.oneshot.run
+    import nasforge.cli.search  # `nasforge search`'s binding of run_oneshot
 
     class Started(Exception):
         pass
@@ -404,7 +404,7 @@ def test_a_one_shot_search_without_recipe_trains_with_its_methods_recipe(method,
         seen.append(config.recipe)
         raise Started
 
-    monkeypatch.setattr(nasforge.oneshot.run, "run_oneshot", started)
+    monkeypatch.setattr(nasforge.cli.search, "run_oneshot", started)
     monkeypatch.setenv("NASFORGE_DEBUG", "1")  # main() re-raises instead of printing
     from nasforge.cli import main
 

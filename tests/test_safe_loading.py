@@ -453,7 +453,7 @@ def test_transfer_resume_refuses_a_planted_checkpoint(form, transfer_run, capsys
     ckpt.write_bytes(raw_pickle(marker) if form == "raw pickle"
                      else torch_file_with(marker, real_checkpoint))
     _cli_refuses(capsys, _transfer_resume(transfer_run), ckpt, "refusing to load checkpoint")
-    from nasforge.transfer.run import finish_model
+    from nasforge.transfer.result import finish_model
 
     # rank 0's result.json from the final checkpoint
     with pytest.raises(RefusedFileError, match="refusing to load checkpoint"):

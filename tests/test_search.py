@@ -110,10 +110,12 @@ def test_one_fault_spelling_names_trials_and_transfer_models():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(trials=0), "--trials"), (dict(scheduler="hyperband"), "unknown scheduler"),
-    (dict(gpus_per_trial=1.5), "gpus-per-trial"), (dict(max_retries=-1), "max-retries"),
-    (dict(epochs=0), "--epochs"),
-    (dict(max_consecutive_failures=-1), "--max-consecutive-failures")])
+    (dict(trials=0), "trials must be at least 1, got 0"),
+    (dict(scheduler="hyperband"), "unknown scheduler"),
+    (dict(gpus_per_trial=1.5), "gpus_per_trial must be a fraction of one GPU"),
+    (dict(max_retries=-1), "max_retries must be >= 0, got -1"),
+    (dict(epochs=0), "epochs must be at least 1, got 0"),
+    (dict(max_consecutive_failures=-1), "max_consecutive_failures must be >= 0")])
 def test_search_config_rejects_bad_values(bad, match):
     with pytest.raises(SearchError, match=match):
         SearchConfig(**bad)
@@ -479,7 +481,7 @@ def test_tensorboard_serves_scalars_and_hparams(faulty_run, tmp_path):
 @pytest.mark.parametrize("args,match,own_process", [
     (["--space", "darts"], "unknown search space 'darts'", False),
     (["--searcher", "bayes"], "unknown searcher 'bayes'", False),
-    (["--trials", "0"], "--trials must be at least 1", False),
+    (["--trials", "0"], "trials must be at least 1, got 0 (option --trials)", False),
     (["--resume", "."], "not a search run folder", False),
     # in a process of their own: they start or reach Ray (which must not meet the module's
     # local Ray instance), and what Ray logs to stderr on the way counts too

@@ -112,7 +112,7 @@ def test_a_baseline_trains_with_the_recipes_stochastic_depth_as_nasforge_train_d
     from nasforge.transfer.models import ModelSpec
 
     spec = ModelSpec(label="resnet110", kind="baseline", ref="resnet110", setting="cifar")
-    recipe = dataclasses.replace(RECIPES["imagenet-baseline"], stochastic_depth=0.5)
+    recipe = RECIPES["imagenet-baseline"].replace(stochastic_depth=0.5)
     survivals = [m.survival for m in build(spec, 10, 32, recipe).modules()
                  if hasattr(m, "survival")]
     blocks = 54  # ResNet-110: 3 stages of (110 - 2) / 6 residual blocks
@@ -406,7 +406,7 @@ def test_val_split_option_names_the_evaluation_folder(tmp_path):
     from nasforge.data.stream import check_imagefolder
 
     root = write_imagefolder(tmp_path / "d", make_images(20, size=8), make_images(10, size=8))
-    with pytest.raises(DataError, match="pass --val-split test"):
+    with pytest.raises(DataError, match="it has test/: use val_split 'test'"):
         check_imagefolder(root)
     assert len(check_imagefolder(root, "test")) == 10
     assert np.all(np.array(check_imagefolder(root, "test")) == sorted(CIFAR_CLASSES))

@@ -10,6 +10,11 @@ import json
 import sys
 import time
 
+from nasforge.cli import UsageError
+from nasforge.controllers import SEARCHERS, get_searcher
+from nasforge.controllers.bench import PlantedTask, run_search, summarize
+from nasforge.search_spaces import NasNetSpace
+
 DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
 # The RL controller's own default is the paper's Adam lr 0.00035 (RLConfig). At that rate the
 # policy barely moves in 1,000 children (50 updates; NASNet trained 20,000), so this benchmark
@@ -17,8 +22,7 @@ DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
 BENCH_RL_LR = 0.0035
 
 
-def register(sub):
-    p = sub.add_parser("bench", help="benchmarks that need no GPU (searchers)")
+def add_arguments(p):
     benches = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     s = benches.add_parser(
         "searchers", help="planted-cell benchmark of the searchers (no training)",
@@ -56,9 +60,6 @@ def register(sub):
 
 
 def _check(args):
-    from nasforge.cli import UsageError
-    from nasforge.controllers import SEARCHERS
-
     for flag in ("budget", "seeds", "workers", "blocks"):
         if getattr(args, flag) < 1:
             raise UsageError(f"bench searchers: --{flag} must be >= 1, got {getattr(args, flag)}")
@@ -113,10 +114,6 @@ def run_searchers(args) -> int:
 
 
 def _run_all(args, names: list[str], optuna_kwargs: dict) -> dict:
-    from nasforge.controllers import get_searcher
-    from nasforge.controllers.bench import PlantedTask, run_search, summarize
-    from nasforge.search_spaces import NasNetSpace
-
     space = NasNetSpace(num_blocks=args.blocks)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     records, start = {}, time.perf_counter()

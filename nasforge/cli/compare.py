@@ -5,11 +5,14 @@ import json
 import os
 from pathlib import Path
 
+from nasforge.cli import UsageError
+from nasforge.search.objectives import METRICS
+from nasforge.search.run_folder import (RunFolder, best_trial, device_seconds, is_run, run_goal,
+                                        trial_score)
 from nasforge.trials import Status, TrialRecord
 
 
-def register(sub):
-    p = sub.add_parser("compare", help="compare search runs (table + TensorBoard command)")
+def add_arguments(p):
     p.add_argument("runs", nargs="+", metavar="RUN", help="search run folders")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--reference", metavar="NAME=V,...",
@@ -21,8 +24,6 @@ def register(sub):
 
 def _load(run_dir):
     """(config, goal, records in finishing order) of a run."""
-    from nasforge.search.run_folder import RunFolder, run_goal
-
     run = RunFolder.open(run_dir)
     config = run.config()
     records = [TrialRecord.from_json(r) for r in run.trials()]
@@ -53,8 +54,6 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
     the primary objective, trials and device-hours needed to reach it (in finishing order),
     wall time (first start to last finish); for a Pareto run also the front's size and
     hypervolume with ``reference`` (``shared_reference``; default: this run's own)."""
-    from nasforge.search.run_folder import best_trial, device_seconds, trial_score
-
     config, goal, records = _load(run_dir)
     infeasible = sum(r.status == Status.INFEASIBLE for r in records)
     primary = goal.primary
@@ -94,8 +93,6 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
 
 
 def _reference_origin(name: str) -> str:
-    from nasforge.search.objectives import METRICS
-
     return "its worst possible value" if METRICS[name].bound is not None else \
         "its worst value over these runs"
 
@@ -111,9 +108,6 @@ def tensorboard_command(runs: list[str]) -> str:
 
 
 def _parse_reference(text: str | None) -> dict[str, float]:
-    from nasforge.cli import UsageError
-    from nasforge.search.objectives import METRICS
-
     out = {}
     for item in (text or "").split(",") if text else []:
         name, sep, value = item.partition("=")
@@ -133,10 +127,6 @@ def _fmt(v) -> str:
 
 
 def run(args) -> int:
-    from nasforge.search.run_folder import is_run
-
-    from nasforge.cli import UsageError
-
     for r in args.runs:
         if not is_run(r):
             raise UsageError(f"{r} is not a search run folder (no config.json/trials.jsonl)")

@@ -15,19 +15,20 @@ import sys
 from pathlib import Path
 
 from nasforge.trials import Status
+from nasforge.cli import UsageError
+from nasforge.dsl import Cell, load_architecture
+from nasforge.export import EXPORTERS, ExportError, default_name, export_source, get_exporter
+from nasforge.search.objectives import Goal, ObjectiveError, metric_value
+from nasforge.search.run_folder import is_run, ranked_trials, read_trials, run_goal, trial_score
+from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 log = logging.getLogger(__name__)
 
 BEST = "best_cell"
 
 
-def register(sub):
-    from nasforge.export import EXPORTERS
-    from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
-
+def add_arguments(p):
     formats = ", ".join(f"{name} ({e.suffix})" for name, e in EXPORTERS.items())
-    p = sub.add_parser("export", help="write an architecture as json, a drawing, PyTorch "
-                                      "source, ONNX or TorchScript")
     p.add_argument("what", nargs="?", metavar="WHAT",
                    help=f"zoo name, cell-pair JSON file, or {BEST} (with --run)")
     p.add_argument("--format", "-f", metavar="FMT",
@@ -55,9 +56,6 @@ def register(sub):
 
 # ------------------------------------------------------------------ run folders
 def _load_trials(run_dir: Path) -> list[dict]:
-    from nasforge.cli import UsageError
-    from nasforge.search.run_folder import is_run, read_trials
-
     if not run_dir.is_dir():
         raise UsageError(f"--run {run_dir}: no such folder")
     if not is_run(run_dir):
@@ -67,8 +65,6 @@ def _load_trials(run_dir: Path) -> list[dict]:
 
 def _run_setting(run_dir: Path) -> str | None:
     """The run config's top-level ``setting`` when it names a known setting."""
-    from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
-
     try:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -80,9 +76,6 @@ def _run_setting(run_dir: Path) -> str | None:
 
 
 def _trial_arch(record: dict, run_dir: Path):
-    from nasforge.cli import UsageError
-    from nasforge.dsl import Cell, load_architecture
-
     if not isinstance(record.get("arch"), dict):
         raise UsageError(f"trial {record['trial']} of {run_dir} has no architecture ('arch')")
     arch = load_architecture(json.dumps(record["arch"]))
@@ -94,9 +87,6 @@ def _trial_arch(record: dict, run_dir: Path):
 
 def _run_goal(run_dir: Path):
     """The run's objectives and constraints (config.json; val_acc when unreadable)."""
-    from nasforge.search.objectives import Goal, ObjectiveError
-    from nasforge.search.run_folder import run_goal
-
     try:
         return run_goal(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, ObjectiveError):
@@ -105,9 +95,6 @@ def _run_goal(run_dir: Path):
 
 
 def _describe_trial(record: dict, goal=None) -> str:
-    from nasforge.search.objectives import Goal, metric_value
-    from nasforge.search.run_folder import trial_score
-
     goal = goal or Goal()
     values = [(o.name, metric_value(record, o.name)) for o in goal.objectives] \
         if trial_score(record, goal.primary) is not None else []
@@ -118,9 +105,6 @@ def _describe_trial(record: dict, goal=None) -> str:
 
 def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
     """(architecture, description, output path) for each trial to export from --run."""
-    from nasforge.cli import UsageError
-    from nasforge.search.run_folder import ranked_trials
-
     run_dir = Path(args.run_dir)
     records = _load_trials(run_dir)
     goal = _run_goal(run_dir)
@@ -171,9 +155,6 @@ def _size(path: Path) -> str:
 
 def _check_args(args) -> str:
     """The format; UsageError for every bad combination of arguments."""
-    from nasforge.cli import UsageError
-    from nasforge.export import EXPORTERS
-
     fmt = args.format
     if fmt is None and args.output and args.top is None and not args.pareto:
         fmt = next((n for n, e in EXPORTERS.items() if args.output.endswith(e.suffix)), None)
@@ -207,9 +188,6 @@ def _check_args(args) -> str:
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.export import ExportError, default_name, export_source, get_exporter
-
     fmt = _check_args(args)
     exporter = get_exporter(fmt)
     if args.what == BEST:

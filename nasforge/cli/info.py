@@ -5,11 +5,12 @@ import json
 import math
 
 from nasforge.api import model_info
+from nasforge.cli import UsageError
+from nasforge.search_spaces import get_space
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
-def register(sub):
-    p = sub.add_parser("info", help="params, multiply-adds and output shape of a model")
+def add_arguments(p):
     p.add_argument("model", nargs="?", help="zoo name or cell-pair JSON file")
     p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
                    help="default: the model's first setting (cifar for cell files)")
@@ -24,11 +25,7 @@ def register(sub):
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-
     if args.space:
-        from nasforge.search_spaces import get_space
-
         try:
             space = get_space(args.space)
         except KeyError as e:

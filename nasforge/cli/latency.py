@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 import sys
 
+from nasforge.api import compile_architecture, resolve
+from nasforge.cli import UsageError
+from nasforge.dsl import CellPair
+from nasforge.latency import (LatencyError, LatencyTableError, build_table, load_table,
+                              measure_latency, predict_latency_ms)
+from nasforge.latency.measure import (BACKENDS, CLOCKS, DEFAULT_REPEATS, DEFAULT_WARMUP,
+                                      check_device)
+from nasforge.latency.table import BUILD_REPEATS, BUILD_WARMUP
+from nasforge.timefmt import format_duration
 from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
 
 
-def register(sub):
-    from nasforge.latency.measure import BACKENDS, CLOCKS, DEFAULT_REPEATS, DEFAULT_WARMUP
-    from nasforge.latency.table import BUILD_REPEATS, BUILD_WARMUP
-
-    p = sub.add_parser("latency", help="measured inference latency, or a per-op latency table")
+def add_arguments(p):
     p.add_argument("model", nargs="?", help="zoo name or cell-pair JSON file")
     p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
                    help="default: the model's first setting (cifar for cell files)")
@@ -46,8 +51,6 @@ def register(sub):
 
 
 def _check_numbers(args) -> None:
-    from nasforge.cli import UsageError
-
     for name in ("batch", "repeats", "threads", "input_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -57,13 +60,8 @@ def _check_numbers(args) -> None:
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.latency import LatencyError, LatencyTableError
-
     _check_numbers(args)
     try:
-        from nasforge.latency.measure import check_device
-
         check_device(args.device)  # before building anything
         if args.build_table:
             return _build_table(args)
@@ -76,12 +74,6 @@ def run(args) -> int:
 
 
 def _measure(args) -> int:
-    from nasforge.api import compile_architecture, resolve
-    from nasforge.dsl import CellPair
-    from nasforge.cli import UsageError
-    from nasforge.latency import load_table, measure_latency, predict_latency_ms
-    from nasforge.latency.measure import DEFAULT_REPEATS, DEFAULT_WARMUP
-
     arch, config = resolve(args.model, args.setting, input_size=args.input_size)
     table = None
     if args.table:
@@ -122,11 +114,6 @@ def _measure(args) -> int:
 
 
 def _build_table(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.latency import build_table
-    from nasforge.latency.table import BUILD_REPEATS, BUILD_WARMUP
-    from nasforge.timefmt import format_duration
-
     if not args.space or not args.out:
         raise UsageError("latency: --build-table needs --space and --out")
     if args.setting not in SETTINGS:

@@ -8,18 +8,21 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cli import UsageError
 from nasforge.cluster import ResourceError
 from nasforge.faults import faults_from_env
+from nasforge.oneshot.methods import DEFAULT_RECIPES
+from nasforge.oneshot.run import is_oneshot, run_oneshot
+from nasforge.search.config import SCHEDULERS, SearchConfig
+from nasforge.search.objectives import METRICS, Goal, ObjectiveError, parse_objectives
+from nasforge.search.run_folder import PARETO
+from nasforge.search.runner import run_search
 from nasforge.timefmt import format_duration
-from nasforge.trials import SearchSummary, Status, StopReason
+from nasforge.trials import SearchSummary, Status, StopReason, metric_value
 
 
-def register(sub):
-    from nasforge.search.config import SCHEDULERS, SearchConfig
-    from nasforge.search.objectives import METRICS
-
+def add_arguments(p):
     d = SearchConfig()
-    p = sub.add_parser("search", help="search architectures on Ray Tune (one trial per child)")
     p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
     p.add_argument("--searcher", default=d.searcher,
                    help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "
@@ -99,8 +102,6 @@ def _say(msg: str) -> None:
 
 
 def _options(items: list[str]) -> dict:
-    from nasforge.cli import UsageError
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -114,8 +115,6 @@ def _options(items: list[str]) -> dict:
 
 
 def progress_line(p) -> str:
-    from nasforge.trials import metric_value
-
     width = len(str(p.budget))
     parts = []
     if p.last is not None:
@@ -138,9 +137,6 @@ def progress_line(p) -> str:
 
 def _goal(args):
     """The objectives and constraints given on the command line (None: none given)."""
-    from nasforge.cli import UsageError
-    from nasforge.search.objectives import Goal, ObjectiveError, parse_objectives
-
     if args.objective is not None and args.objectives is not None:
         raise UsageError("give --objective or --objectives, not both")
     if args.objective is None and args.objectives is None and not args.constraint:
@@ -150,7 +146,7 @@ def _goal(args):
             (args.objective or "val_acc",)
         return Goal.parse(objectives, args.constraint or ())
     except ObjectiveError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e), options=e.options) from None
 
 
 def epoch_line(line: dict) -> str:
@@ -162,11 +158,6 @@ def epoch_line(line: dict) -> str:
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.oneshot.methods import DEFAULT_RECIPES
-    from nasforge.search import SearchConfig
-    from nasforge.search.runner import run_search
-
     goal = _goal(args)
     if args.resume:
         run_dir = Path(args.resume)
@@ -199,8 +190,6 @@ def run(args) -> int:
         verb = "resuming" if args.resume else "searching"
         _say(f"{verb} -> {run_dir}: {note}")
         _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
-
-    from nasforge.oneshot.run import is_oneshot, run_oneshot
 
     oneshot = is_oneshot(config, run_dir)
     try:
@@ -246,8 +235,6 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
     objective = summary.objective.split(":")[0]
     notes = ""
     if summary.pareto_front is not None:
-        from nasforge.search.run_folder import PARETO
-
         notes += f"; Pareto front of {len(summary.pareto_front)}: {run_dir / PARETO}"
     if summary.infeasible:
         notes += f"; {summary.infeasible} infeasible " + \

@@ -15,14 +15,23 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+import nasforge
+from nasforge import build_model
+from nasforge.api import is_file_reference, resolve
+from nasforge.cli import UsageError
+from nasforge.data import load_data
+from nasforge.dsl import CellChain
+from nasforge.search.run_folder import BEST, RunFolder, is_run
 from nasforge.timefmt import format_duration
+from nasforge.train import get_recipe, train
+from nasforge.train.recipes import RECIPES
+from nasforge.train.run_folder import TrainingRunFolder
 from nasforge.trials import Status
 
 
-def register(sub):
-    from nasforge.train.recipes import RECIPES
-
-    p = sub.add_parser("train", help="train a model with a named recipe")
+def add_arguments(p):
     p.add_argument("model", nargs="?",
                    help="zoo name or cell-pair JSON file (default: the recipe's model; "
                         "best_cell or nothing with --run)")
@@ -59,10 +68,6 @@ def _progress(msg: str) -> None:
 def _build(model_name: str, setting, recipe, data, arch):
     """The model for ``data`` (its classes, channels and image size) with the overrides of
     the recipe that apply to it (``Recipe.build_overrides``)."""
-    from nasforge import build_model
-    from nasforge.api import is_file_reference
-    from nasforge.dsl import CellChain
-
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
         is_file = is_file_reference(model_name)
         overrides = {"input_size": data.image_size[0],
@@ -79,17 +84,12 @@ def _build(model_name: str, setting, recipe, data, arch):
 def _best_cell_word() -> str:
     """``best_cell``: the MODEL word of ``nasforge train best_cell --run R`` (as ``nasforge
     export`` spells it), the run folder's best-cell file name without its suffix."""
-    from nasforge.search.run_folder import BEST
-
     return Path(BEST).stem
 
 
 def _best_cell_of_run(args) -> str:
     """The path of ``--run``'s best cell; UsageError when the folder is not a search run,
     has no best cell yet, or a MODEL other than best_cell is given too."""
-    from nasforge.cli import UsageError
-    from nasforge.search.run_folder import RunFolder, is_run
-
     if args.model not in (None, _best_cell_word()):
         raise UsageError(f"give either MODEL ({args.model}) or --run {args.run_dir}, not both")
     run_dir = Path(args.run_dir)
@@ -105,14 +105,6 @@ def _best_cell_of_run(args) -> str:
 
 
 def run(args) -> int:
-    import torch
-
-    import nasforge
-    from nasforge.cli import UsageError
-    from nasforge.data import load_data
-    from nasforge.train import get_recipe, train
-    from nasforge.train.run_folder import TrainingRunFolder
-
     recipe = get_recipe(args.recipe)
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
@@ -132,7 +124,6 @@ def run(args) -> int:
     source = args.data or recipe.defaults.data
     if args.model and not os.path.exists(args.model) and args.model.endswith(".json"):
         raise UsageError(f"model file {args.model} does not exist")
-    from nasforge.api import resolve
 
     arch, _ = resolve(model_name, setting)  # bad model names fail before the data loads
 

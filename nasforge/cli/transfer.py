@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from nasforge.cli import UsageError, error_line
 from nasforge.cluster import ResourceError
 from nasforge.faults import faults_from_env
+from nasforge.transfer import TransferConfig, TransferFailed, run_transfer
 
 
-def register(sub):
-    p = sub.add_parser("transfer", help="train a found cell on ImageNet-style data next to "
-                                        "baselines (data-parallel on Ray) and compare")
+def add_arguments(p):
     p.add_argument("cell", nargs="?", metavar="CELL_OR_RUN",
                    help="cell-pair JSON, zoo cell network (nasnet_a, ...) or search run folder "
                         "(its best cell); not needed with --resume")
@@ -63,9 +63,6 @@ def _progress(msg: str) -> None:
 
 
 def run(args) -> int:
-    from nasforge.cli import UsageError
-    from nasforge.transfer import TransferConfig, TransferError, TransferFailed, run_transfer
-
     if args.resume:
         if not args.name:
             raise UsageError("transfer --resume needs --name NAME (the run to continue)")
@@ -105,13 +102,11 @@ def run(args) -> int:
     try:
         out = run_transfer(config, run_dir, resume=args.resume, on_message=_progress,
                            faults=faults)
-    except TransferError as e:
-        raise UsageError(str(e)) from None
     except ResourceError as e:  # the library names the resource, the CLI the option
         option = "--gpus" if e.resource == "GPU" else "--workers"
         raise UsageError(e.message(f"{option} {e.asked:g}")) from None
-    except TransferFailed as e:
-        print(f"nasforge: error: {e}", file=sys.stderr)
+    except TransferFailed as e:  # a failure, not bad input (TransferError): exit code 1
+        print(error_line(e), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({"run_dir": out["run_dir"], "rows": out["rows"]}))

@@ -177,13 +177,13 @@ def locate_or_download(cache_dir: Path, digests: tuple[str, str] = (SHA256, MD5)
             return candidate
     archive = cache_dir / ARCHIVE_NAME
     part = cache_dir / (ARCHIVE_NAME + ".part")
-    hint = (f"point nasforge at an existing copy with --data PATH (a {FOLDER_NAME} folder, "
+    hint = (f"give an existing copy as the data path (a {FOLDER_NAME} folder, "
             f"{ARCHIVE_NAME} or an ImageFolder tree), or place {ARCHIVE_NAME} in {cache_dir}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"CIFAR-10 is not cached and the cache folder {cache_dir} cannot be "
-                        f"created ({exc.strerror or exc}); {hint}") from None
+                        f"created ({exc.strerror or exc}); {hint}", options=("data",)) from None
     print(f"nasforge: downloading CIFAR-10 ({ARCHIVE_BYTES / 1e6:.0f} MB) from {URL} "
           f"to {cache_dir}", file=sys.stderr)
     try:
@@ -192,12 +192,12 @@ def locate_or_download(cache_dir: Path, digests: tuple[str, str] = (SHA256, MD5)
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise DataError(f"CIFAR-10 is not in {cache_dir} and downloading {URL} failed "
-                        f"({reason}); {hint}") from None
+                        f"({reason}); {hint}", options=("data",)) from None
     sha, md5 = _digests(part)
     if (sha, md5) != tuple(digests):
         part.unlink(missing_ok=True)
         raise DataError(f"downloaded {URL} fails its checksum (sha256 {sha}, expected "
                         f"{digests[0]}); "
-                        f"the partial file was removed; {hint}")
+                        f"the partial file was removed; {hint}", options=("data",))
     os.replace(part, archive)
     return archive

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nasforge.data import cifar, imagefolder, synthetic
+import nasforge.data.cifar as cifar
+import nasforge.data.imagefolder as imagefolder
+import nasforge.data.synthetic as synthetic
 from nasforge.data.types import DataError, DataSplits, ImageData
 
 FORMATS = ("cifar10-python", "imagefolder", "synthetic")

@@ -53,10 +53,11 @@ def check_imagefolder(root, val_split: str = "val") -> tuple[str, ...]:
         raise DataError(f"data folder {root} has no train/ folder (expected "
                         f"{root}/train/<class>/<image> and {root}/{val_split}/<class>/<image>)")
     if not val_dir.is_dir():
-        hint = "".join(f"; it has {alt}/: pass --val-split {alt}" for alt in ("val", "test")
+        hint = "".join(f"; it has {alt}/: use val_split {alt!r}" for alt in ("val", "test")
                        if alt != val_split and (root / alt).is_dir())
         raise DataError(f"data folder {root} has no {val_split}/ folder (expected "
-                        f"{root}/{val_split}/<class>/<image>){hint}")
+                        f"{root}/{val_split}/<class>/<image>){hint}",
+                        options=("val_split",) if hint else ())
     classes = class_folders(train_dir)
     if not classes:
         raise DataError(f"{train_dir} has no class folders (expected {train_dir}/<class>/<image>)")

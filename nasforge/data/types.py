@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from nasforge.errors import NasforgeError
 
-class DataError(ValueError):
+
+class DataError(NasforgeError, ValueError):
     """Bad data input: a missing path, an unknown or corrupt format, unusable images.
 
     The message is one line that names the problem and the path; the CLI prints it and exits 2.

@@ -2,7 +2,8 @@
 from nasforge.dsl.blocks import cell_from_blocks, state_id, unused_from_used
 from nasforge.dsl.chain import CHAIN_FORMAT, CellChain
 from nasforge.dsl.cell import (CELL_FORMAT, PAIR_FORMAT, Cell, CellError, CellPair,
-                               load_architecture, module_key, render)
+                               module_key, render)
+from nasforge.dsl.load import load_architecture
 
 __all__ = ["Cell", "CellPair", "CellChain", "CellError", "CELL_FORMAT", "PAIR_FORMAT",
            "CHAIN_FORMAT", "cell_from_blocks", "state_id", "unused_from_used",

@@ -25,6 +25,7 @@ import networkx as nx
 from torch import nn
 
 from nasforge import ops as _ops  # noqa: F401  (fills the registries)
+from nasforge.errors import NasforgeError
 from nasforge.registry import COMBINES, OPS
 
 CELL_FORMAT = "nasforge.cell/1"
@@ -50,7 +51,7 @@ def module_key(node_id: str) -> str:
     return node_id.replace(".", "_")
 
 
-class CellError(ValueError):
+class CellError(NasforgeError, ValueError):
     """An invalid cell; ``node`` names the offending node (None for cell-wide problems)."""
 
     def __init__(self, message: str, node: str | None = None, cell: str | None = None):
@@ -68,7 +69,7 @@ class JsonRecord:
 
     @classmethod
     def from_json(cls, text: str):
-        return cls.from_dict(_loads(text))
+        return cls.from_dict(parse_json(text))
 
     def __eq__(self, other):
         return type(other) is type(self) and self.to_dict() == other.to_dict()
@@ -424,7 +425,8 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _loads(text: str):
+def parse_json(text: str):
+    """JSON text as Python data; CellError (one line) when it is malformed."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -525,16 +527,3 @@ def render(dot_text: str, fmt: str) -> bytes:
     except FileNotFoundError:
         raise RuntimeError("rendering needs Graphviz's 'dot' program "
                            "(e.g. apt-get install graphviz)") from None
-
-
-def load_architecture(text: str):
-    """Parse JSON text holding a cell, a cell pair or a cell chain (by its format marker)."""
-    from nasforge.dsl.chain import CHAIN_FORMAT, CellChain
-
-    data = _loads(text)
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt == CELL_FORMAT:
-        return Cell.from_dict(data)
-    if fmt == CHAIN_FORMAT:
-        return CellChain.from_dict(data)
-    return CellPair.from_dict(data)

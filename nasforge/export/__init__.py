@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nasforge.api import is_file_reference, resolve
 from nasforge.dsl import CellChain, CellPair
 from nasforge.export import formats as _formats  # noqa: F401  (registers the formats)
 from nasforge.export.registry import (EXPORTERS, Exporter, ExportError, ExportSource,
@@ -33,7 +34,6 @@ def default_name(arch_or_name) -> str:
     if isinstance(arch_or_name, (CellPair, CellChain)):
         return arch_or_name.name or "arch"
     arch_or_name = os.fspath(arch_or_name)
-    from nasforge.api import is_file_reference
 
     return Path(arch_or_name).stem if is_file_reference(arch_or_name) else arch_or_name
 
@@ -43,8 +43,6 @@ def export_source(arch_or_name, setting: str | None = None, input_size: int | No
                   **overrides) -> ExportSource:
     """Resolve a zoo name, a cell-pair/chain JSON path or a ``CellPair``/``CellChain`` (with
     ``nasforge.api.resolve``: ``setting`` and ``overrides`` as for ``build_model``)."""
-    from nasforge.api import resolve
-
     if isinstance(arch_or_name, os.PathLike):
         arch_or_name = os.fspath(arch_or_name)
     given = {k: v for k, v in dict(overrides, input_size=input_size).items() if v is not None}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from nasforge.dsl import render
+from nasforge.export.pysource import python_source
 from nasforge.export.registry import ExportError, ExportSource, register_exporter
 
 
@@ -21,8 +23,6 @@ def write_dot(source: ExportSource, path: Path) -> None:
 
 def _rendered(fmt: str):
     def write(source: ExportSource, path: Path) -> None:
-        from nasforge.dsl import render
-
         try:
             data = render(source.arch.to_dot(), fmt)
         except RuntimeError as e:  # no Graphviz
@@ -40,8 +40,6 @@ for _fmt in ("svg", "png"):
 @register_exporter("py", ".py")
 def write_python(source: ExportSource, path: Path) -> None:
     """Standalone PyTorch source (class Net), same state dict keys and logits as nasforge's."""
-    from nasforge.export.pysource import python_source
-
     model = source.build(device="meta")  # tracing needs no weights
     path.write_text(python_source(model, source.describe(), source.input_shape()),
                     encoding="utf-8")

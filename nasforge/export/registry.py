@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from nasforge import __version__
+from nasforge.api import compile_architecture
 from nasforge.dsl import CellChain, CellPair
+from nasforge.errors import NasforgeError
 from nasforge.rules import add_unique
 
 
-class ExportError(RuntimeError):
+class ExportError(NasforgeError, RuntimeError):
     """An architecture that cannot be written in the requested format."""
 
 
@@ -98,8 +101,6 @@ class ExportSource:
         inactive). ``device="meta"`` builds it without memory (enough for tracing)."""
         import torch
 
-        from nasforge.api import compile_architecture
-
         if device == "meta":
             with torch.device("meta"):
                 return compile_architecture(self.arch, self.config).eval()
@@ -112,8 +113,6 @@ class ExportSource:
 
     def describe(self) -> list[str]:
         """Lines saying what this is (for the headers of generated files)."""
-        from nasforge import __version__
-
         kind = "cell pair" if isinstance(self.arch, CellPair) else "cell chain"
         lines = [f"architecture: {self.name} ({kind} {self.arch.name or 'unnamed'!r}, "
                  f"canonical hash {self.arch.canonical_hash()[:16]})"]

@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from nasforge.errors import NasforgeError
+
 DEFAULT_WARMUP = 5  # calls before timing: allocator, oneDNN primitive caches, lazy init
 DEFAULT_REPEATS = 30  # timed calls; the median is reported
 # clock name -> seconds. "wall" is latency proper; "cpu" is the process's CPU time, which a
@@ -30,7 +32,7 @@ DEFAULT_REPEATS = 30  # timed calls; the median is reported
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-class LatencyError(ValueError):
+class LatencyError(NasforgeError, ValueError):
     """Bad latency request (a device that is not there, an unknown backend, a bad batch or
     thread count): one line; the CLI exits with code 2."""
 

@@ -43,9 +43,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasforge.api import compile_architecture, resolve
 from nasforge.dsl import CellPair
+from nasforge.dsl.cell import module_key
+from nasforge.errors import NasforgeError
 from nasforge.latency.measure import (LatencyError, check_clock, check_device, device_name,
                                       summarize, time_calls, torch_threads)
+from nasforge.registry import COMBINES, create_op
+from nasforge.safe_load import read_json
+from nasforge.search_spaces import Block, NasNetArch, get_space
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,7 @@ BUILD_REPEATS = 15  # timed calls per part (median kept)
 NUM_RANDOM_PROBES = 4  # random architectures among the probes (seeded: a table is reproducible)
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(NasforgeError, ValueError):
     """A latency table that cannot be used (other hardware, malformed, missing an entry)."""
 
 
@@ -158,8 +164,6 @@ class _Head(nn.Module):
 
 def _op_maker(op: str, c_in: int, c_out: int, stride: int, args: dict, in_shape):
     def make(device, batch):
-        from nasforge.registry import create_op
-
         with torch.device("meta"):
             module = create_op(op, c_in, c_out, stride, **args)
         return _module_maker(module, [in_shape])(device, batch)
@@ -172,10 +176,6 @@ def network_parts(pair: CellPair, config, batch: int = 1) -> list[Part]:
 
     Called by ``predict_latency_ms`` (keys only) and the table builder (keys and makers).
     The network is built on the meta device: no memory, no weights."""
-    from nasforge.api import compile_architecture
-    from nasforge.dsl.cell import module_key
-    from nasforge.registry import COMBINES
-
     with torch.device("meta"):
         net = compile_architecture(pair, config).eval()
     # Shapes come from one real forward at batch 1 with zero weights: a forward on the meta
@@ -379,8 +379,6 @@ def load_table(path, device: str | None = None, threads: int | None = None) -> L
     With ``device`` (the device predictions are for, on this machine): refuses a table timed
     on other hardware (LatencyTableError), warns (logging) when torch/onnxruntime versions or
     ``threads`` differ. Without it nothing is checked (see the module docstring)."""
-    from nasforge.safe_load import read_json
-
     table = LatencyTable.from_dict(read_json(path, "latency table"), str(path))
     if device is not None:
         here = device_name(check_device(device))
@@ -405,14 +403,11 @@ def resolve_cell_pair(arch_or_graph, table: LatencyTable) -> CellPair:
     """A CellPair from a CellPair or an architecture of the table's space (e.g. NasNetArch)."""
     if isinstance(arch_or_graph, CellPair):
         return arch_or_graph
-    from nasforge.search_spaces import get_space
 
     return get_space(table.space).to_graph(arch_or_graph)
 
 
 def _network_config(pair: CellPair, table: LatencyTable):
-    from nasforge.api import resolve
-
     _, config = resolve(pair, table.setting)
     if config.input_size != table.input_size:
         config = replace(config, input_size=table.input_size)
@@ -461,8 +456,6 @@ def probe_architectures(space, rng: np.random.Generator) -> list[CellPair]:
     widths: a chain (each block reads the previous one; the narrowest output, one block), a fan
     (every block reads h_i and concatenates: the widest output, with h_{i-1} unused), a mixed
     cell (ops reading concatenated blocks), and ``NUM_RANDOM_PROBES`` random samples."""
-    from nasforge.search_spaces import Block, NasNetArch
-
     op = space.ops[-1]
     concat = "concat" if "concat" in space.combines else space.combines[0]
     add = "add" if "add" in space.combines else space.combines[0]
@@ -481,8 +474,6 @@ def probe_architectures(space, rng: np.random.Generator) -> list[CellPair]:
 def table_parts(space, setting: str, batch: int = 1, seed: int = 0) -> list[Part]:
     """The distinct parts a table for ``space`` at ``setting`` times: every op of the space at
     every op position of the probes, and the probes' other parts (deduplicated by key)."""
-    from nasforge.api import resolve
-
     rng = np.random.default_rng(seed)
     parts: dict[str, Part] = {}
     positions: dict[tuple, Part] = {}
@@ -521,9 +512,6 @@ def build_table(space_name: str, setting: str, device: str = "cpu", threads: int
     Only the torch backend: onnxruntime optimizes the whole graph (folds BN into convs, fuses
     activations), so the latency of a network there is not the sum of its ops timed apart.
     ``progress(done, total)`` is called after each part."""
-    from nasforge.api import resolve
-    from nasforge.search_spaces import get_space
-
     if backend not in TABLE_BACKENDS:
         raise LatencyError(f"latency tables are timed with the {', '.join(TABLE_BACKENDS)} "
                            f"backend only, not {backend!r} (onnxruntime fuses ops across the "

@@ -19,47 +19,20 @@ tests use, and float-level differences in the weights.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from nasforge.cluster import ray_session
+from nasforge.train import CHECKPOINT_NAME, load_checkpoint
+from nasforge.train.data_parallel import torch_trainer
 from nasforge.trials import Status
 
 
-def oneshot_worker(loop_config: dict) -> None:
-    """``train_loop_per_worker`` of the search's ``TorchTrainer``."""
-    from nasforge.oneshot.run import Recorder, build, model_setting, prepare, train_supernet
-    from nasforge.search.config import SearchConfig
-    from nasforge.search.run_folder import RunFolder
-    from nasforge.train import Recipe
-    from nasforge.train.data_parallel import worker_placement
-
-    rank, world, device, distributed = worker_placement(loop_config["use_gpu"],
-                                                        loop_config["threads"])
-    config = SearchConfig.from_dict(loop_config["search"])
-    recipe = Recipe.from_dict(loop_config["recipe"])
-    run = RunFolder(loop_config["run_dir"])
-    method_cfg, space, data, macro = prepare(config, recipe)
-    model, method = build(config, recipe, method_cfg, space, data, macro,
-                          loop_config["epochs"])
-    recorder = None
-    if rank == 0:
-        recorder = Recorder(run, method, space,
-                            model_setting(recipe, data, config.latency_table), config.goal,
-                            loop_config["resources"], board=True)
-    try:
-        train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
-                       recorder, None, device, distributed=distributed)
-    finally:
-        if recorder is not None:
-            recorder.close()
-
-
 def train_data_parallel(config, recipe, run, epochs: int, workers: int,
-                        resources: dict) -> dict:
+                        resources: dict, *, worker: Callable[[dict], None]) -> dict:
     """Train the supernet of ``config`` into ``run`` on ``workers`` Ray Train workers (one per
-    GPU with ``config.gpus``); returns ``{"status", "epochs", "history"}`` read back from the
-    checkpoint rank 0 wrote."""
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
-    from nasforge.train.data_parallel import torch_trainer
+    GPU with ``config.gpus``), each running ``worker(loop_config)`` (the one-shot driver's
+    per-worker loop, so this module needs nothing of the driver); returns ``{"status",
+    "epochs", "history"}`` read back from the checkpoint rank 0 wrote."""
 
     use_gpu = bool(config.gpus)
     # one GPU per worker, or one CPU per worker
@@ -69,7 +42,7 @@ def train_data_parallel(config, recipe, run, epochs: int, workers: int,
         loop_config = {"search": config.to_dict(), "recipe": recipe.to_dict(),
                        "run_dir": str(Path(run.path).resolve()), "epochs": epochs,
                        "use_gpu": use_gpu, "threads": cpus, "resources": resources}
-        trainer = torch_trainer(oneshot_worker, loop_config, workers=workers, use_gpu=use_gpu,
+        trainer = torch_trainer(worker, loop_config, workers=workers, use_gpu=use_gpu,
                                 cpus_per_worker=cpus, storage=str(Path(run.path).resolve()))
         trainer.fit()
     state = load_checkpoint(Path(run.path) / CHECKPOINT_NAME)

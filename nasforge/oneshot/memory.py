@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nasforge.oneshot.supernet import Supernet, SupernetError
+from nasforge.oneshot.supernet import (SLOTS, Candidate, Supernet, SupernetError, op_key,
+                                       slot_candidates)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def estimate(space, config, batch: int, mixed: bool, unrolled: bool = False) -> 
     candidate's op (each measured once per distinct op, input shape and cell, since all the
     candidates of a cell with the same source kind see the same shapes) and the weighted copy
     of its output the mixture keeps."""
-    from nasforge.oneshot.supernet import SLOTS, Candidate, op_key, slot_candidates
-
     with torch.device("meta"):
         supernet = Supernet(space, config).train()
         params = sum(p.numel() for p in supernet.parameters())

@@ -42,6 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasforge.compiler import buffers_restored
+from nasforge.controllers import Result, get_searcher
+from nasforge.data import DeviceLoader
+from nasforge.oneshot.evaluate import SupernetEvaluator, search_with_supernet
 from nasforge.oneshot.global_bn import local_batch_statistics
 from nasforge.oneshot.supernet import (CELL_KINDS, SLOTS, ArchitectureParameters, Supernet,
                                        SupernetError, slot_candidates)
@@ -222,8 +225,6 @@ class OneShotMethod(TrainHooks):
 
     # --- TrainHooks ----------------------------------------------------------------------
     def bind(self, device, rank, world):
-        from nasforge.data import DeviceLoader
-
         self.device, self.rank, self.world = torch.device(device), rank, world
         batch = min(self.config.val_batch_size, len(self.data.val))
         batch -= batch % world
@@ -476,8 +477,6 @@ class Enas(OneShotMethod):
     Config = EnasConfig
 
     def start(self):
-        from nasforge.controllers import get_searcher
-
         cfg = self.config
         # every rank builds the same controller from the same seed and updates it with the
         # same (all-reduced) rewards, so no controller state crosses ranks
@@ -494,8 +493,6 @@ class Enas(OneShotMethod):
         self.model.train_route = {"arch": self.space.decode(tokens[0].tolist())}
 
     def derive(self, epoch):
-        from nasforge.controllers import Result
-
         for _ in range(self.config.controller_steps):
             proposal, = self.controller.ask(1)
             self.controller.tell(proposal, Result.ok(val_acc=self.path_accuracy(proposal.arch)))
@@ -546,8 +543,6 @@ class Spos(OneShotMethod):
         validation accuracy after BN recalibration); ``judge`` (``evaluate.CandidateJudge``)
         screens them against the search's constraints and records them. Returns every
         ``(Proposal, Result)`` told, in order."""
-        from nasforge.oneshot.evaluate import SupernetEvaluator, search_with_supernet
-
         cfg = self.config
         evaluator = SupernetEvaluator(
             self.model.supernet, self.data, recalibration_batches=cfg.recalibration_batches,

@@ -48,16 +48,26 @@ from pathlib import Path
 from typing import Callable
 
 import nasforge
+from nasforge.controllers import Proposal
+from nasforge.data import load_data
+from nasforge.oneshot.distributed import train_data_parallel
 from nasforge.oneshot.global_bn import use_global_batch_norm
+from nasforge.oneshot.memory import check_fits
 from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
                                       SposConfig, method_config)
 from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
+from nasforge.search.board import SearchBoard, add_cell_drawing
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
 from nasforge.search.recorder import RunRecorder, SearchRecorder
 from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
 from nasforge.search.screen import Screen, judge_finished, result_from_record
+from nasforge.search.runner import describe_infeasible, goal_searcher, open_run
+from nasforge.search_spaces import SPACES, get_space
+from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, train
+from nasforge.train.data_parallel import worker_placement
 from nasforge.trials import SearchSummary, Status, StopReason, TrialRecord
+from nasforge.zoo import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +94,6 @@ def macro_config(recipe, data):
     """The supernet's NASNet macro: the recipe's setting and its overrides for a supernet
     (``Recipe.build_overrides``: its model overrides, N and filters; no drop-path, no auxiliary
     head), sized for ``data``."""
-    from nasforge.zoo import SETTINGS
-
     setting = recipe.defaults.setting or "cifar"
     if setting not in SETTINGS:
         raise SupernetError(f"recipe {recipe.name}: setting {setting!r} is not a cell-network "
@@ -151,8 +159,6 @@ class Recorder:
         return traj, judge_finished(self.goal, record)
 
     def _proposal(self, tokens, digest: str):
-        from nasforge.controllers import Proposal
-
         tokens = tuple(int(t) for t in tokens)
         return Proposal(-1, self.space.decode(tokens), tokens, digest)
 
@@ -186,8 +192,6 @@ class Recorder:
     def _board(self, step: int, traj: dict) -> None:
         import math
 
-        from nasforge.search.board import add_cell_drawing
-
         w = self.writer
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "entropy", "lr"):
             v = traj.get(key)
@@ -219,25 +223,18 @@ def _heatmap(table):
 
 # ----------------------------------------------------------------------------- the search
 def _open(config: SearchConfig | None, run_dir, resume: bool):
-    from nasforge.search.runner import open_run
-
     return open_run(config, run_dir, resume, FORMAT, "one-shot search")
 
 
 def prepare(config: SearchConfig, recipe):
     """(method config, space, data, macro) of a search, every input checked (SupernetError,
     SearchError, DataError) before anything is built or written."""
-    from nasforge.data import load_data
-    from nasforge.search_spaces import SPACES, get_space
-
-    from nasforge.search.runner import goal_searcher
-
     method_cfg = method_config(config.searcher, config.searcher_options)
     if config.goal != Goal.parse() and METHODS[config.searcher] is not Spos:
         raise SearchError(f"{config.searcher} derives its cell from a trained distribution, "
-                          f"which objectives and constraints cannot steer: "
-                          f"--objective/--objectives/--constraint are supported with spos "
-                          f"(and the black-box searchers)")
+                          f"which objectives and constraints cannot steer: they are "
+                          f"supported with spos (and the black-box searchers)",
+                          options=("objective", "objectives", "constraint"))
     if isinstance(method_cfg, DartsConfig) and method_cfg.unrolled and \
             recipe.optim.kind != "sgd":
         raise SupernetError(f"unrolled=true simulates an SGD step; recipe {recipe.name} trains "
@@ -279,9 +276,6 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     Bad input raises SupernetError / SearchError / DataError before anything is written."""
     import torch
 
-    from nasforge.oneshot.memory import check_fits
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
-
     run, config, recipe = _open(config, run_dir, resume)
     method_cfg, space, data, macro = prepare(config, recipe)
     epochs = config.epochs or recipe.schedule.epochs
@@ -302,8 +296,6 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     setting = model_setting(recipe, data, config.latency_table)
     t0 = time.time()
     if workers > 1 or config.address:
-        from nasforge.oneshot.distributed import train_data_parallel
-
         if on_start is not None:
             on_start(f"{config.searcher} on a supernet of {estimate.params:,} parameters, "
                      f"{workers} data-parallel workers")
@@ -311,7 +303,8 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         following = run.following(TRAJECTORY, on_epoch) if on_epoch is not None \
             else contextlib.nullcontext()
         with following:
-            result = train_data_parallel(config, recipe, run, epochs, workers, resources)
+            result = train_data_parallel(config, recipe, run, epochs, workers, resources,
+                                         worker=oneshot_worker)
         # the driver's copy of the trained state, for spos's search phase
         model, method = build(config, recipe, method_cfg, space, data, macro, epochs)
         state = load_checkpoint(run.path / CHECKPOINT_NAME)
@@ -337,12 +330,34 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
     return _summary(run, config, result, epochs, time.time() - t0, phase)
 
 
+def oneshot_worker(loop_config: dict) -> None:
+    """``train_loop_per_worker`` of the data-parallel search's ``TorchTrainer``
+    (:func:`nasforge.oneshot.distributed.train_data_parallel`)."""
+    rank, world, device, distributed = worker_placement(loop_config["use_gpu"],
+                                                        loop_config["threads"])
+    config = SearchConfig.from_dict(loop_config["search"])
+    recipe = Recipe.from_dict(loop_config["recipe"])
+    run = RunFolder(loop_config["run_dir"])
+    method_cfg, space, data, macro = prepare(config, recipe)
+    model, method = build(config, recipe, method_cfg, space, data, macro,
+                          loop_config["epochs"])
+    recorder = None
+    if rank == 0:
+        recorder = Recorder(run, method, space,
+                            model_setting(recipe, data, config.latency_table), config.goal,
+                            loop_config["resources"], board=True)
+    try:
+        train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
+                       recorder, None, device, distributed=distributed)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
 def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: int,
                    recorder: Recorder | None, on_epoch, device, distributed: bool = False):
     """Train the supernet with the one trainer (``method`` as its hooks) into ``run``'s
     checkpoint, after syncing the run's per-epoch files with it (``recorder``: rank 0)."""
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint, train
-
     ckpt = run.path / CHECKPOINT_NAME
     if recorder is not None:
         history = load_checkpoint(ckpt)["history"] if ckpt.exists() else []
@@ -372,8 +387,6 @@ class SearchPhaseJudge:
 
     def __init__(self, run: RunFolder, recorder: Recorder, screen: Screen, method: Spos,
                  epochs: int, records: list[dict], searcher):
-        from nasforge.search.board import SearchBoard
-
         self.recorder, self.screen, self.epochs = recorder, screen, epochs
         self.goal = recorder.goal
         self.searcher = searcher
@@ -440,8 +453,6 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     """spos after its last epoch: the searcher (``evaluator``, for the search's objectives)
     with the supernet as evaluator, every candidate recorded (``SearchPhaseJudge``); returns
     and saves (search_phase.json) its summary. Skipped when it already ended."""
-    from nasforge.search.runner import goal_searcher
-
     done = run.read_json(SEARCH_PHASE_DONE, "search-phase summary")
     if done is not None:
         return done
@@ -491,8 +502,6 @@ def _description(config, recipe, epochs, data, macro, space, estimate, method_cf
 
 def _summary(run: RunFolder, config: SearchConfig, result: dict, epochs: int,
              wall_s: float, phase: dict | None = None) -> dict:
-    from nasforge.search.runner import describe_infeasible
-
     goal = config.goal
     records = [TrialRecord.from_json(r) for r in run.trials()]
     trained = [r for r in records if r.status != Status.INFEASIBLE]

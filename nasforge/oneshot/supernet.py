@@ -38,6 +38,7 @@ from torch import nn
 
 from nasforge.compiler.network import Network, NetworkConfig, build_stem, schedule
 from nasforge.dsl import module_key, state_id
+from nasforge.errors import NasforgeError
 from nasforge.ops.layers import FactorizedReduction, ReLUConvBN
 from nasforge.registry import create_op
 from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetArch, NasNetSpace
@@ -46,7 +47,7 @@ CELL_KINDS = ("normal", "reduction")  # the order of NasNetArch.cells()
 SLOTS = "ab"  # a block's two input slots, in the order of the space's decisions
 
 
-class SupernetError(ValueError):
+class SupernetError(NasforgeError, ValueError):
     """A search space or macro the supernet cannot share weights over."""
 
 

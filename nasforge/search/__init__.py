@@ -9,15 +9,9 @@ from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, register_static_metric
 from nasforge.search.run_folder import (RunFolder, best_trial, is_run, ranked_trials,
                                         read_trials)
+from nasforge.search.runner import SearchProgress, run_search
 
 __all__ = ["SearchConfig", "SearchError", "RunFolder", "read_trials", "best_trial", "is_run",
            "ranked_trials", "run_search", "SearchProgress", "Goal", "ModelSetting",
            "register_static_metric"]
 
-
-def __getattr__(name):  # run_search imports Ray: only when asked for
-    if name in ("run_search", "SearchProgress"):
-        from nasforge.search import runner
-
-        return getattr(runner, name)
-    raise AttributeError(name)

@@ -30,6 +30,7 @@ from typing import Protocol
 from ray.tune.search import Searcher as TuneSearcher
 
 from nasforge.controllers import Proposal, Result
+from nasforge.safe_load import load_plain
 from nasforge.search.failures import WORKER_DIED
 from nasforge.search.objectives import METRICS, Goal
 from nasforge.search.screen import Screen, judge_finished, result_from_record
@@ -184,8 +185,6 @@ class TuneSearcherAdapter(TuneSearcher):
         torch.save(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        from nasforge.safe_load import load_plain
-
         self.set_state(load_plain(checkpoint_path, "searcher checkpoint"))
 
     # --------------------------------------------------------------- records

@@ -23,6 +23,9 @@ import io
 import logging
 import math
 
+from nasforge.dsl import CellPair
+from nasforge.dsl.cell import render
+from nasforge.dsl.draw import draw_png
 from nasforge.search.objectives import Goal
 from nasforge.trials import metric_value
 
@@ -159,15 +162,11 @@ def add_cell_drawing(writer, tag: str, pair_dict: dict, step: int) -> None:
 
 def cell_png(arch_dict: dict) -> bytes:
     """PNG of a cell pair: Graphviz when its ``dot`` program is there, else matplotlib."""
-    from nasforge.dsl import CellPair
-    from nasforge.dsl.cell import render
-
     pair = CellPair.from_dict(arch_dict)
     try:
         return render(pair.to_dot(), "png")
     except RuntimeError as e:  # no Graphviz
         log.info("%s: drawing the cell with matplotlib", e)
-        from nasforge.dsl.draw import draw_png
 
         return draw_png(pair)
 

@@ -6,11 +6,14 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from nasforge.errors import NasforgeError
+from nasforge.latency import LatencyTableError, load_table
 from nasforge.rules import reject_unknown_keys
+from nasforge.safe_load import RefusedFileError
 from nasforge.search.objectives import Goal, ObjectiveError
 
 
-class SearchError(ValueError):
+class SearchError(NasforgeError, ValueError):
     """Bad search input (unknown space or searcher, impossible resources, not a run folder):
     the CLI prints it as one line and exits with code 2."""
 
@@ -59,26 +62,30 @@ class SearchConfig:
 
     def __post_init__(self):
         if isinstance(self.trials, bool) or int(self.trials) < 1:
-            raise SearchError(f"--trials must be at least 1, got {self.trials}")
+            raise SearchError(f"trials must be at least 1, got {self.trials}", options=("trials",))
         if self.epochs is not None and self.epochs < 1:
-            raise SearchError(f"--epochs must be at least 1, got {self.epochs}")
+            raise SearchError(f"epochs must be at least 1, got {self.epochs}", options=("epochs",))
         if self.scheduler not in SCHEDULERS:
             raise SearchError(f"unknown scheduler {self.scheduler!r} "
                               f"(known: {', '.join(SCHEDULERS)})")
         if self.gpus is not None and (self.gpus < 0 or not math.isfinite(self.gpus)):
-            raise SearchError(f"--gpus must be >= 0, got {self.gpus}")
+            raise SearchError(f"gpus must be >= 0, got {self.gpus}", options=("gpus",))
         if not 0 < self.gpus_per_trial <= 1 and self.gpus_per_trial != int(self.gpus_per_trial):
-            raise SearchError(f"--gpus-per-trial must be a fraction of one GPU or a whole "
-                              f"number, got {self.gpus_per_trial}")
+            raise SearchError(f"gpus_per_trial must be a fraction of one GPU or a whole "
+                              f"number, got {self.gpus_per_trial}", options=("gpus_per_trial",))
         if self.gpus_per_trial <= 0 or self.cpus_per_trial <= 0:
-            raise SearchError("--gpus-per-trial and --cpus-per-trial must be positive")
+            raise SearchError("gpus_per_trial and cpus_per_trial must be positive",
+                              options=("gpus_per_trial", "cpus_per_trial"))
         if isinstance(self.workers, bool) or int(self.workers) < 1:
-            raise SearchError(f"--workers must be at least 1, got {self.workers}")
+            raise SearchError(f"workers must be at least 1, got {self.workers}",
+                              options=("workers",))
         if self.max_retries < 0:
-            raise SearchError(f"--max-retries must be >= 0, got {self.max_retries}")
+            raise SearchError(f"max_retries must be >= 0, got {self.max_retries}",
+                              options=("max_retries",))
         if isinstance(self.max_consecutive_failures, bool) or self.max_consecutive_failures < 0:
-            raise SearchError(f"--max-consecutive-failures must be >= 0 (0: never stop), got "
-                              f"{self.max_consecutive_failures}")
+            raise SearchError(f"max_consecutive_failures must be >= 0 (0: never stop), got "
+                              f"{self.max_consecutive_failures}",
+                              options=("max_consecutive_failures",))
 
         try:  # kept in canonical form: a resumed search compares them as text
             goal = Goal.parse(_strings(self.objectives), _strings(self.constraints))
@@ -97,22 +104,22 @@ class SearchConfig:
         a mistake worth one line too."""
         if "latency_ms" not in goal.static_metrics():
             if self.latency_table is not None:
-                raise SearchError("--latency-table is given but no objective or constraint "
-                                  "uses latency_ms")
+                raise SearchError("a latency table is given but no objective or constraint "
+                                  "uses latency_ms", options=("latency_table",))
             return
         if self.latency_table is None:
-            raise SearchError("latency_ms needs a per-op latency table: --latency-table FILE "
-                              "(built by nasforge latency --build-table)")
-        from nasforge.latency import LatencyTableError, load_table
-        from nasforge.safe_load import RefusedFileError
+            raise SearchError("latency_ms needs a per-op latency table (nasforge.latency."
+                              "build_table writes one)", options=("latency_table",))
 
         try:
             table = load_table(self.latency_table)
         except (OSError, ValueError, LatencyTableError, RefusedFileError) as e:
-            raise SearchError(f"--latency-table {self.latency_table}: {e}") from None
+            raise SearchError(f"latency table {self.latency_table}: {e}",
+                              options=("latency_table",)) from None
         if table.space != self.space:
-            raise SearchError(f"--latency-table {self.latency_table} was built for space "
-                              f"{table.space!r}, this search's space is {self.space!r}")
+            raise SearchError(f"latency table {self.latency_table} was built for space "
+                              f"{table.space!r}, this search's space is {self.space!r}",
+                              options=("latency_table",))
 
     @property
     def goal(self) -> Goal:

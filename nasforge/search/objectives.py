@@ -31,6 +31,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from nasforge.api import build_model
+from nasforge.dsl import CellPair
+from nasforge.errors import NasforgeError
+from nasforge.flops import count_mult_adds, count_params
+from nasforge.latency import latency_metric
 from nasforge.trials import Direction, metric_value, rankable
 
 OPERATORS = ("<=", ">=", "<", ">")
@@ -38,7 +43,7 @@ DEFAULT_OBJECTIVE = "val_acc"
 DEFAULT_INFEASIBLE_FACTOR = 20  # infeasible proposals allowed per trial of the budget
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(NasforgeError, ValueError):
     """Bad objective or constraint text: the CLI prints it as one line and exits with 2."""
 
 
@@ -68,8 +73,6 @@ class ModelSetting:
     def build(self, arch):
         """The child network of ``arch`` (on torch's current default device: wrap the call in
         ``with torch.device("meta")`` for shapes only, no memory)."""
-        from nasforge.api import build_model
-
         return build_model(arch, self.setting, num_classes=self.num_classes,
                            input_size=self.input_size, in_channels=self.in_channels,
                            **dict(self.overrides))
@@ -110,9 +113,6 @@ def _counts(arch_json: str, setting: ModelSetting) -> tuple[int, int]:
     counter the trainer and ``nasforge info`` use)."""
     import torch
 
-    from nasforge.dsl import CellPair
-    from nasforge.flops import count_mult_adds, count_params
-
     with torch.device("meta"):  # as nasforge.api.model_info: shapes only, no memory
         model = setting.build(CellPair.from_json(arch_json))
         return count_params(model), count_mult_adds(model, setting.input_size,
@@ -134,15 +134,13 @@ register_static_metric("mult_adds", _mult_adds, "min", None,
 
 @functools.lru_cache(maxsize=4)
 def _latency_predictor(table_path: str):
-    from nasforge.latency import latency_metric
-
     return latency_metric(table_path)
 
 
 def _latency_ms(arch, setting: ModelSetting) -> float:
     if setting.latency_table is None:
-        raise ObjectiveError("latency_ms needs a per-op latency table: --latency-table FILE "
-                             "(built by nasforge latency --build-table)")
+        raise ObjectiveError("latency_ms needs a per-op latency table (nasforge.latency."
+                             "build_table writes one)", options=("latency_table",))
     return float(_latency_predictor(setting.latency_table)(arch))
 
 
@@ -198,12 +196,12 @@ def parse_objectives(text: str) -> tuple[Objective, ...]:
     """``"val_acc:max,mult_adds:min"``: the objectives of a Pareto search, primary first."""
     parts = [p for p in str(text).split(",")]
     if not parts or any(not p.strip() for p in parts):
-        raise ObjectiveError(f"--objectives {text!r}: give NAME[:max|min] entries separated "
-                             f"by commas")
+        raise ObjectiveError(f"objectives {text!r}: give NAME[:max|min] entries separated "
+                             f"by commas", options=("objectives",))
     objectives = tuple(parse_objective(p) for p in parts)
     names = [o.name for o in objectives]
     if len(set(names)) != len(names):
-        raise ObjectiveError(f"--objectives {text!r} names a metric twice")
+        raise ObjectiveError(f"objectives {text!r} names a metric twice", options=("objectives",))
     return objectives
 
 

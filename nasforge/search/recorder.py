@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from nasforge.dsl import CellPair
 from nasforge.search.failures import FailureWatch, describe_broken
 from nasforge.search.objectives import Goal
 from nasforge.search.run_folder import TRIALS, RunFolder, best_trial, device_seconds, trial_score
@@ -191,8 +192,6 @@ class SearchRecorder(RunRecorder):
 
 def _pair_json(arch: Mapping) -> str:
     """best_cell.json's text: the cell pair of a record's ``arch``."""
-    from nasforge.dsl import CellPair  # imports torch: only once a search records a best
-
     return CellPair.from_dict(arch).to_json() + "\n"
 
 

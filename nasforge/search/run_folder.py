@@ -137,8 +137,8 @@ class RunFolder:
     def create(self, config: dict) -> "RunFolder":
         """Called once when a new search starts; refuses a folder that already holds a run."""
         if is_run(self.path):
-            raise SearchError(f"{self.path} already holds a search run: use --resume {self.path}"
-                              f" or another --name")
+            raise SearchError(f"{self.path} already holds a search run: resume it or choose "
+                              f"another name", options=("resume", "name"))
         self.path.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path / CONFIG, (json.dumps(config, indent=2) + "\n").encode())
         (self.path / TRIALS).touch()
@@ -149,10 +149,10 @@ class RunFolder:
         """Called by ``--resume``: the existing run, its torn last line (if any) removed."""
         run = cls(path)
         if not Path(path).is_dir():
-            raise SearchError(f"--resume {path}: no such folder")
+            raise SearchError(f"cannot resume {path}: no such folder", options=("resume",))
         if not is_run(path):
-            raise SearchError(f"--resume {path}: not a search run folder (needs {CONFIG} and "
-                              f"{TRIALS})")
+            raise SearchError(f"cannot resume {path}: not a search run folder (needs {CONFIG} "
+                              f"and {TRIALS})", options=("resume",))
         run._drop_torn_tail()
         return run
 

@@ -35,11 +35,19 @@ from typing import Callable
 
 import nasforge
 from nasforge.cluster import ray_session
+from nasforge.controllers import SEARCHERS, get_searcher
+from nasforge.data import load_data
+from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
+from nasforge.search.board import SearchBoard
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch, describe_broken
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
 from nasforge.search.recorder import SearchProgress, SearchRecorder
 from nasforge.search.run_folder import SEARCHER_STATE, RunFolder, trial_score
+from nasforge.search.screen import result_from_record
+from nasforge.search.trial import TrialSettings, run_trial
+from nasforge.search_spaces import SPACES, get_space
+from nasforge.train import Recipe, get_recipe
 from nasforge.trials import SearchSummary, Status, StopReason
 
 log = logging.getLogger(__name__)
@@ -62,8 +70,6 @@ def _git_commit() -> str | None:
 # ----------------------------------------------------------------------- pieces of a search
 def make_searcher(config: SearchConfig):
     """(space, searcher) by registry name; SearchError for unknown names or options."""
-    from nasforge.search_spaces import SPACES, get_space
-
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
     space = get_space(config.space)
@@ -76,8 +82,6 @@ def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None 
     direction (several objectives: the searcher must model them, its config's ``objectives``
     field gets them); SearchError for unknown names or options. The one rule for black-box
     searches and spos's search phase."""
-    from nasforge.controllers import SEARCHERS, get_searcher
-
     if name not in SEARCHERS:
         raise SearchError(f"unknown searcher {name!r} (known: {', '.join(SEARCHERS)})")
     options = dict(options or {})
@@ -91,8 +95,8 @@ def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None 
         if cls.Config is not None and "objectives" in {f.name for f in
                                                        dataclasses.fields(cls.Config)}:
             if "objectives" in options:
-                raise SearchError("give the objectives with --objectives, not as a searcher "
-                                  "option")
+                raise SearchError("give the objectives as the search's objectives, not as a "
+                                  "searcher option", options=("objectives",))
             options["objectives"] = tuple((o.name, o.optuna_direction)
                                           for o in goal.objectives)
     try:
@@ -117,8 +121,8 @@ def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]
     gpus = have_gpus if config.gpus is None else float(config.gpus)
     if gpus > 0:
         if config.gpus_per_trial > gpus:
-            raise SearchError(f"--gpus-per-trial {config.gpus_per_trial:g} is more than "
-                              f"--gpus {gpus:g}")
+            raise SearchError(f"gpus_per_trial {config.gpus_per_trial:g} is more than the "
+                              f"{gpus:g} GPU(s) of the search", options=("gpus_per_trial", "gpus"))
         slots = int(math.floor(gpus / config.gpus_per_trial + 1e-9))
         cpu_slots = int(math.floor(have_cpus / config.cpus_per_trial + 1e-9))
         concurrency = max(1, min(slots, cpu_slots))
@@ -137,8 +141,6 @@ def plan_resources(config: SearchConfig, cluster: dict) -> tuple[dict, int, str]
 def _reconcile(searcher, records: list[dict]) -> list:
     """After a crash: tell the searcher the recorded results it never heard of; return the
     proposals it still has in flight without a record (they are trained again)."""
-    from nasforge.search.screen import result_from_record
-
     by_id = {int(r["trial"]): r for r in records}
     requeue = []
     for p in sorted(searcher.in_flight(), key=lambda p: p.id):
@@ -165,16 +167,14 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     search that ends before its budget returns normally; its summary's ``stopped`` says why
     (a ``trials.StopReason``: broken, with ``broken`` = ``failure_report``; interrupted; or
     infeasible when the cap on infeasible proposals was reached). ``expect_goal``: with
-    ``resume``, the objectives and constraints the caller asked for; SearchError when they differ from the run's."""
-    from nasforge.data import load_data
-    from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
-    from nasforge.search.board import SearchBoard
-
+    ``resume``, the objectives and constraints the caller asked for; SearchError when they
+    differ from the run's."""
     run, config, records, recipe = _open_run(config, run_dir, resume)
     goal = config.goal
     if resume and expect_goal is not None and expect_goal.spec() != goal.spec():
-        raise SearchError(f"--resume {run_dir}: the run searches {_describe_goal(goal)}; "
-                          f"it cannot continue with {_describe_goal(expect_goal)}")
+        raise SearchError(f"cannot resume {run_dir}: the run searches "
+                          f"{_describe_goal(goal)}; it cannot continue with "
+                          f"{_describe_goal(expect_goal)}", options=("resume",))
     space, searcher = make_searcher(config)
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
@@ -226,13 +226,12 @@ def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORM
     """(run folder, config, recipe) of a new search or of the one saved in ``run_dir``
     (``--resume``: its ``config.json`` must be of format ``fmt``; it trains with the recipe it
     saved). Called first by every search driver (black-box and one-shot)."""
-    from nasforge.train import Recipe, get_recipe
-
     if resume:
         run = RunFolder.open(run_dir)
         saved = run.config()
         if saved.get("format") != fmt or not isinstance(saved.get("search"), dict):
-            raise SearchError(f"--resume {run_dir}: config.json is not a {kind} config")
+            raise SearchError(f"cannot resume {run_dir}: config.json is not a {kind} config",
+                              options=("resume",))
         config = SearchConfig.from_dict(saved["search"])
     else:
         if config is None:
@@ -243,7 +242,8 @@ def open_run(config: SearchConfig | None, run_dir, resume: bool, fmt: str = FORM
     except KeyError as e:
         raise SearchError(str(e.args[0])) from None
     except (TypeError, ValueError) as e:
-        raise SearchError(f"--resume {run_dir}: config.json's recipe is malformed: {e}") from None
+        raise SearchError(f"cannot resume {run_dir}: config.json's recipe is malformed: {e}",
+                          options=("resume",)) from None
     return run, config, recipe
 
 
@@ -276,8 +276,8 @@ def _restore_searcher(run: RunFolder, searcher, records: list[dict]) -> list:
         try:
             searcher.load_state_dict(state)
         except (ValueError, KeyError, TypeError) as e:
-            raise SearchError(f"--resume {run.path}: its {SEARCHER_STATE} cannot be "
-                              f"restored: {e}") from None
+            raise SearchError(f"cannot resume {run.path}: its {SEARCHER_STATE} cannot be "
+                              f"restored: {e}", options=("resume",)) from None
     elif records:
         log.warning("%s has trials but no searcher state: the searcher starts afresh", run.path)
     return _reconcile(searcher, records)
@@ -300,8 +300,6 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
     """The Ray Tune experiment of the ``remaining`` trials: ``ray/part-<k>`` of the run."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from nasforge.search.trial import TrialSettings, run_trial
 
     settings = TrialSettings(space=space, recipe=recipe, epochs=epochs,
                              setting=recipe.defaults.setting or "cifar",

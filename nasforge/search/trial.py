@@ -23,7 +23,11 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from nasforge.api import build_model
+from nasforge.flops import count_mult_adds, count_params
+from nasforge.faults import FaultPlan
 from nasforge.search.failures import DIVERGED, ERROR, failure_kind
+from nasforge.train import CHECKPOINT_NAME, load_checkpoint, train
 from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
@@ -68,12 +72,6 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
     tokens of its architecture (Ray copies the config into every result: kept small)."""
     import torch
     from ray import tune
-
-    from nasforge.api import build_model
-    from nasforge.flops import count_mult_adds, count_params
-    from nasforge.faults import FaultPlan
-    from nasforge.train import train
-    from nasforge.train import CHECKPOINT_NAME, load_checkpoint
 
     spec = config["nasforge"]
     trial_id = int(spec["trial"])

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from nasforge.safe_load import load_plain, read_text
+from nasforge.safe_load import RefusedFileError, load_plain, read_text
 
 CHECKPOINT_NAME = "checkpoint.pt"  # in the run's checkpoint_dir (nasforge train, trials, transfer)
 CHECKPOINT_VERSION = 1
@@ -35,8 +35,6 @@ def load_checkpoint(path) -> dict:
     checkpoint's epoch or history is read. Raises
     :class:`~nasforge.safe_load.RefusedFileError` for a file that is not a plain-data
     checkpoint."""
-    from nasforge.safe_load import RefusedFileError
-
     state = load_plain(path, "checkpoint")
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
         raise RefusedFileError(f"cannot read checkpoint {path}: not a nasforge checkpoint "

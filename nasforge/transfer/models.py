@@ -10,13 +10,19 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nasforge.api import ArchitectureError
+from nasforge import build_model
+from nasforge.api import ArchitectureError, load_file, model_info
+from nasforge.dsl import CellPair
+from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
+from nasforge.search.run_folder import BEST, TRIALS, best_trial, read_trials
+from nasforge.train import get_recipe
+from nasforge.zoo import ZOO
 
 CELL_SETTINGS = ("mobile", "large")
 
 
-class TransferError(ValueError):
+class TransferError(NasforgeError, ValueError):
     """Bad input to a transfer (printed as one line by the CLI, exit code 2)."""
 
 
@@ -46,14 +52,8 @@ def resolve_cell(ref: str):
     """``(CellPair, origin)`` for a cell-pair JSON file, a zoo cell network (``nasnet_a``) or
     a search run folder (its best trial's ``arch``; ``best_cell.json`` when the trial records
     are unreadable)."""
-    from nasforge.api import load_file
-    from nasforge.dsl import CellPair
-    from nasforge.zoo import ZOO
-
     path = Path(ref).expanduser()
     if path.is_dir():
-        from nasforge.search.run_folder import BEST, TRIALS, best_trial, read_trials
-
         best = best_trial(read_trials(path)) if (path / TRIALS).is_file() else None
         if best is not None and isinstance(best.get("arch"), dict):
             pair = CellPair.from_dict(best["arch"]).validate()
@@ -73,15 +73,16 @@ def resolve_cell(ref: str):
         arch = load_file(str(path))
         if not isinstance(arch, CellPair):
             raise TransferError(f"{path} holds a cell chain, not a (normal, reduction) cell "
-                                f"pair; name hand-designed networks in --baselines")
+                                f"pair; name hand-designed networks as baselines",
+                                options=("baselines",))
         return arch, str(path)
     entry = ZOO.get(ref)
     if entry is None:
         raise TransferError(f"{ref!r} is neither a cell-pair JSON file, a search run folder nor "
                             f"a zoo cell network (see `nasforge zoo`)")
     if entry.build_pair is None:
-        raise TransferError(f"{ref!r} is a hand-designed network, not a cell: name it in "
-                            f"--baselines")
+        raise TransferError(f"{ref!r} is a hand-designed network, not a cell: name it as a "
+                            f"baseline", options=("baselines",))
     return entry.build_pair(), f"zoo:{ref}"
 
 
@@ -90,8 +91,6 @@ def cell_spec(ref: str, pair, setting: str, *, N=None, penultimate=None,
     """The found cell's network at ``setting``. A zoo cell network keeps its zoo config
     (``nasforge info nasnet_a --setting mobile``); any other pair is written to ``cell_file``
     and built from there with the setting's N@P (overridable)."""
-    from nasforge.zoo import ZOO
-
     if setting not in CELL_SETTINGS:
         raise TransferError(f"unknown setting {setting!r} (expected one of "
                             f"{', '.join(CELL_SETTINGS)})")
@@ -113,8 +112,6 @@ def cell_spec(ref: str, pair, setting: str, *, N=None, penultimate=None,
 
 def baseline_specs(names, taken=()) -> list[ModelSpec]:
     """Hand-designed zoo networks at their ImageNet setting; unknown names raise."""
-    from nasforge.zoo import ZOO
-
     specs, seen = [], set(taken)
     for name in names:
         entry = ZOO.get(name)
@@ -135,8 +132,6 @@ def baseline_specs(names, taken=()) -> list[ModelSpec]:
 
 def spec_info(spec: ModelSpec, num_classes: int, image_size: int) -> dict:
     """``nasforge info``'s figures (params, mult-adds, N@P) for the inference network."""
-    from nasforge.api import model_info
-
     return model_info(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,
                       **spec.overrides)
 
@@ -145,9 +140,6 @@ def build(spec: ModelSpec, num_classes: int, image_size: int, recipe=None):
     """The network to train: ``spec`` plus the overrides of ``recipe`` that apply to it
     (``Recipe.build_overrides``: drop-path and the auxiliary head of cell networks, stochastic
     depth of baselines, as ``nasforge train`` builds them)."""
-    from nasforge import build_model
-    from nasforge.train import get_recipe
-
     extra = {} if recipe is None else get_recipe(recipe).build_overrides(
         spec.ref, network="cell" if spec.kind == "cell" else "chain")
     return build_model(spec.ref, spec.setting, num_classes=num_classes, input_size=image_size,

@@ -22,32 +22,39 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import nasforge
 from nasforge.cluster import ray_session
+from nasforge.data.stream import check_imagefolder
+from nasforge.errors import NasforgeError
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import read_json
 from nasforge.timefmt import format_duration
+from nasforge.train import get_recipe
 from nasforge.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from nasforge.train.run_folder import METRICS_NAME
+from nasforge.train.data_parallel import torch_trainer
 from nasforge.train.recipes import Recipe
+from nasforge.train.run_folder import METRICS_NAME
 from nasforge.transfer.models import (ModelSpec, TransferError, baseline_specs, cell_spec,
                                       resolve_cell, spec_info)
+from nasforge.transfer.result import RESULT
+from nasforge.transfer.worker import train_worker
 from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nasforge.transfer/1"
 PLAN = "transfer.json"
-RESULT = "result.json"
 COLUMNS = ("model", "setting", "image_size", "params", "mult_adds", "top1", "top5",
            "train_images_per_s", "wall_s", "epochs", "status")
 
 
-class TransferFailed(RuntimeError):
+class TransferFailed(NasforgeError, RuntimeError):
     """A model's training failed (after Ray Train's retries); the run can be resumed."""
 
 
@@ -83,8 +90,6 @@ class TransferConfig:
 
 # ------------------------------------------------------------------------------- planning
 def _recipe_for(spec: ModelSpec, config: TransferConfig):
-    from nasforge.train import get_recipe
-
     recipe = get_recipe(spec.recipe)
     changes = {}
     if config.epochs is not None:
@@ -110,16 +115,17 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
     """Validate everything (data, cell, baselines, sizes) and return the plan; writes
     ``cell.json`` for a cell that is not in the zoo. Raises DataError/TransferError/
     ArchitectureError before any training starts."""
-    from nasforge.data.stream import check_imagefolder
-
     if config.epochs is not None and config.epochs < 1:
-        raise TransferError(f"--epochs must be at least 1, got {config.epochs}")
+        raise TransferError(f"epochs must be at least 1, got {config.epochs}",
+                            options=("epochs",))
     if config.image_size is not None and config.image_size < 8:
-        raise TransferError(f"--image-size must be at least 8, got {config.image_size}")
+        raise TransferError(f"image_size must be at least 8, got {config.image_size}",
+                            options=("image_size",))
     if config.gpus < 0 or config.workers < 1:
-        raise TransferError("--workers must be >= 1 and --gpus >= 0")
+        raise TransferError("workers must be >= 1 and gpus >= 0", options=("workers", "gpus"))
     if not config.data:
-        raise TransferError("--data DIR is required (an ImageFolder tree: train/, val/)")
+        raise TransferError("data is required (an ImageFolder tree: train/, val/)",
+                            options=("data",))
     baselines = baseline_specs(config.baselines)  # unknown names fail first
     pair, origin = resolve_cell(config.cell)
     if config.setting not in ("mobile", "large"):
@@ -139,7 +145,6 @@ def plan(config: TransferConfig, run_dir: Path) -> dict:
                                 f"{recipe.augmentation.image_size} px: "
                                 f"{str(e).splitlines()[0]}") from None
         models.append({"spec": spec.to_dict(), "recipe": recipe.to_dict(), "info": info})
-    import nasforge
 
     return {"format": FORMAT, "nasforge_version": nasforge.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(config),
@@ -177,11 +182,6 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
     """One Ray Train run whose workers train every unfinished model in turn; progress is
     read from the models' ``metrics.jsonl`` while it runs. ``faults``: chaos testing
     (``nasforge.faults``)."""
-    import threading
-
-    from nasforge.train.data_parallel import torch_trainer
-    from nasforge.transfer.worker import train_worker
-
     models = [dict(entry, model_dir=str((run_dir / entry["spec"]["label"]).resolve()))
               for entry in plan_d["models"]]
     loop_config = {
@@ -245,8 +245,8 @@ def _fit(plan_d: dict, resources: dict, run_dir: Path, config: TransferConfig,
         msg = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         cause = next((ln for ln in reversed(msg) if "Error" in ln or "error" in ln),
                      msg[-1] if msg else type(e).__name__)
-        raise TransferFailed(f"training {failed} failed: {cause[:300]} (continue with "
-                             f"--resume)") from e
+        raise TransferFailed(f"training {failed} failed: {cause[:300]} (the run can be "
+                             f"resumed)", options=("resume",)) from e
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -258,32 +258,6 @@ def _read_lines(path: Path) -> list[str]:
 
 def _count_lines(path: Path) -> int:
     return len(_read_lines(path))
-
-
-def finish_model(entry: dict, model_dir: Path) -> dict:
-    """``result.json`` from the model's final checkpoint (rank 0, after training)."""
-    state = load_checkpoint(model_dir / CHECKPOINT_NAME)
-    history = state.get("history", [])
-    last = history[-1] if history else {}
-    spec, info = entry["spec"], entry["info"]
-    recipe = Recipe.from_dict(entry["recipe"])  # a plan written before the groups is flat
-    train_s = float(state.get("train_s") or 0.0)
-    result = {
-        "model": spec["label"], "kind": spec["kind"], "ref": spec["ref"],
-        "setting": spec["setting"], "image_size": recipe.augmentation.image_size,
-        "params": info["params"], "mult_adds": info["mult_adds"],
-        "top1": last.get("val_acc"), "top5": last.get("val_top5"),
-        "train_images_per_s": (state.get("train_images", 0) / train_s) if train_s else None,
-        "wall_s": float(state.get("wall_s") or 0.0), "epochs": int(state.get("epoch", 0)),
-        "status": state.get("status", Status.OK.value), "recipe": recipe.name,
-        "world_size": state.get("world_size"),
-    }
-    if "N" in info:
-        result["N@P"] = f"{info['N']}@{info['penultimate']}"
-    tmp = model_dir / f".{RESULT}.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, model_dir / RESULT)
-    return result
 
 
 # ------------------------------------------------------------------------------- the table
@@ -365,20 +339,21 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
     plan_path = run_dir / PLAN
     if resume:
         if not plan_path.is_file():
-            raise TransferError(f"--resume: {run_dir} holds no transfer ({PLAN} missing)")
+            raise TransferError(f"cannot resume {run_dir}: it holds no transfer ({PLAN} "
+                                f"missing)", options=("resume",))
         plan_d = read_json(plan_path, "transfer plan")
         if not isinstance(plan_d, dict) or plan_d.get("format") != FORMAT:
-            raise TransferError(f"--resume: {plan_path} is not a nasforge transfer plan")
+            raise TransferError(f"cannot resume: {plan_path} is not a nasforge transfer plan",
+                                options=("resume",))
         config = TransferConfig.from_dict(plan_d["config"])
-        from nasforge.data.stream import check_imagefolder
 
         check_imagefolder(plan_d["data"]["root"], plan_d["data"]["val_split"])
     else:
         if config is None:
             raise TransferError("run_transfer needs a TransferConfig")
         if plan_path.exists():
-            raise TransferError(f"{run_dir} already holds a transfer: add --resume to continue "
-                                f"it, or choose another --name")
+            raise TransferError(f"{run_dir} already holds a transfer: resume it, or choose "
+                                f"another name", options=("resume", "name"))
         plan_d = plan(config, run_dir)  # every check before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = run_dir / f".{PLAN}.tmp"
@@ -418,7 +393,7 @@ def run_transfer(config: TransferConfig | None, run_dir, *, resume: bool = False
             path = run_dir / entry["spec"]["label"] / RESULT
             if not path.is_file():
                 raise TransferFailed(f"training {entry['spec']['label']} left no result "
-                                     f"(continue with --resume)")
+                                     f"(the run can be resumed)", options=("resume",))
             rows.append(read_json(path, "model result"))
         table = write_comparison(run_dir, rows, plan_d)
     return {"run_dir": str(run_dir), "rows": rows, "table": table}

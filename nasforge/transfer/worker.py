@@ -12,8 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
+from nasforge.data.stream import ImageFolderStream
 from nasforge.faults import FaultPlan
+from nasforge.train import Recipe, train
+from nasforge.train.data_parallel import worker_placement
 from nasforge.train.run_folder import TrainingRunFolder
+from nasforge.transfer.models import ModelSpec, build
+from nasforge.transfer.result import RESULT, finish_model
 
 
 def train_worker(config: dict) -> None:
@@ -21,11 +29,6 @@ def train_worker(config: dict) -> None:
     trains every unfinished model of the plan in turn (one Ray Train run per transfer, so
     workers and the process group start once). Rank 0 decides which models are left (those
     without ``result.json``) and broadcasts it; after each model it writes ``result.json``."""
-    import torch.distributed as dist
-
-    from nasforge.train.data_parallel import worker_placement
-    from nasforge.transfer.run import RESULT, finish_model
-
     rank, _, device, distributed = worker_placement(config["use_gpu"],
                                                     config.get("threads", 1))
 
@@ -43,13 +46,7 @@ def train_worker(config: dict) -> None:
 
 
 def _train_one(entry: dict, config: dict, rank: int, device, distributed: bool) -> None:
-    import torch
-
     import ray.train
-
-    from nasforge.data.stream import ImageFolderStream
-    from nasforge.train import Recipe, train
-    from nasforge.transfer.models import ModelSpec, build
 
     recipe = Recipe.from_dict(entry["recipe"])
     spec = ModelSpec.from_dict(entry["spec"])
