@@ -2,6 +2,7 @@
 # imported for their side effect: filling the registries
 from nasforge.ops import (classic, classic_cifar, classic_ext, classic_more, combines,  # noqa: F401
                           extended, nasnet, whitening)
+from nasforge.ops import nas_bench_201  # noqa: F401
 from nasforge.ops.extended import EXTENDED_OPS, NASNET_EXT_OPS
 from nasforge.ops.nasnet import NASNET_OPS
 from nasforge.registry import COMBINES, OPS, create_op, register_combine, register_op
