@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nasforge.compiler import ChainNetwork  # noqa: E402
 from nasforge.flops import count_mult_adds, count_params  # noqa: E402
-from nasforge.search_spaces.nas_bench_201 import (DATASETS, CELLS_PER_STAGE, NUM_STAGES,  # noqa: E402
-                                                  STEM_CHANNELS, cell_graph, network,
-                                                  parse_cell)
+from nasforge.search_spaces.nas_bench_201 import (  # noqa: E402
+    CELLS_PER_STAGE, DATASETS, NUM_STAGES, STEM_CHANNELS, cell_graph, network, parse_cell)
 from nasforge.tables import load_sample, load_table  # noqa: E402
 
 POOL_PER_ELEMENT = 9  # NAS-Bench-201's counter: kernel^2 per output element of a 3x3 pool

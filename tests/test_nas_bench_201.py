@@ -27,7 +27,8 @@ from nasforge.tables import HP12_COLUMNS, TableError, load_sample, load_table
 
 REPO = Path(__file__).resolve().parents[1]
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+BEST = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
+        "|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +407,8 @@ def test_a_user_file_with_the_same_columns(tmp_path, table):
      r"line 2: unknown op 'bad'"),
     (",".join(HP12_COLUMNS) + "\n1,|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1,1\n",
      "line 2: expected 8 fields"),
-    (",".join(HP12_COLUMNS) + "\n" + "1,|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1,1,1,1,1,1\n"
+    (",".join(HP12_COLUMNS) + "\n"
+     "1,|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1,1,1,1,1,1\n"
      "2,|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1,1,1,1,1,1\n",
      "appears twice"),
 ])
