@@ -209,6 +209,26 @@ def test_cells_equal_up_to_none_edges_and_unused_nodes_hash_equal():
         SPACE.to_graph(parse_cell(b)).canonical_hash()
 
 
+def test_zero_ops_elsewhere_in_the_dsl():
+    """Only ``add`` drops a zero input: a zero slice of a concat still has channels."""
+    from nasforge.dsl import Cell
+
+    def cell(with_zero: bool, combine: str) -> Cell:
+        c = Cell("c")
+        h0, _ = c.inputs()
+        terms = [c.op("conv_3x3", h0, node_id="conv")]
+        if with_zero:
+            terms.append(c.op("none", h0, node_id="zero"))
+        c.set_output([c.combine(combine, *terms, node_id="merge") if len(terms) > 1
+                      else terms[0]])
+        return c.validate()
+
+    assert cell(True, "add").canonical_hash() == cell(False, "add").canonical_hash()
+    assert cell(True, "concat").canonical_hash() != cell(False, "concat").canonical_hash()
+    # as written, the zero op is an op like any other
+    assert cell(True, "add").graph_hash() != cell(False, "add").graph_hash()
+
+
 def _expression(ops) -> tuple:
     """An independent canonical form: each node the sorted multiset of its non-zero terms
     (op, canonical form of the source); ``none`` edges and terms read from zero nodes are

@@ -8,7 +8,7 @@ through them, compute the same function and are one architecture. The reduction:
   op of a zero tensor is counted as zero, although ReLU -> conv -> BN of zeros is BN's shift);
 * an ``add`` drops its zero inputs (x + 0 = x); with none left it is zero, with one left it is
   that input;
-* every node whose result no longer reaches the output is dropped.
+* every node but the inputs whose result no longer reaches the output is dropped.
 
 Other merges keep a zero input in its place (a zero slice of a concat still has channels).
 Called by ``Cell.canonical_hash``; cells without zero ops are hashed as written.
@@ -53,7 +53,7 @@ def without_zero_paths(cell):
             return [same_as[s] for s in srcs if same_as[s] is not None]
         return [s if same_as[s] is None else same_as[s] for s in srcs]
 
-    kept, stack = set(), [output]
+    kept, stack = set(cell.nodes("input")), [output]  # inputs are the cell's interface
     while stack:
         n = stack.pop()
         if n in kept:
