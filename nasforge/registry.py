@@ -31,6 +31,9 @@ class OpSpec:
     # True when permuting the input channels changes the result beyond a permutation of the
     # op's own weights (channel shuffle/split): then the order of concatenations matters.
     channel_order_sensitive: bool = False
+    # True when the output is zero whatever the input (NAS-Bench-201's ``none``): the canonical
+    # hash drops such ops and what only they feed (nasforge.dsl.zero_paths).
+    zero_output: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,13 @@ ACTIVATIONS: dict[str, ActivationFactory] = {}  # filled by nasforge.ops.activat
 
 
 def register_op(name: str, *, family: str = "nasnet", parameter_free: bool = False,
-                channel_order_sensitive: bool = False):
+                channel_order_sensitive: bool = False, zero_output: bool = False):
     """Decorator: register ``factory(c_in, c_out, stride, **args)`` under ``name``."""
 
     def wrap(factory: OpFactory) -> OpFactory:
         add_unique(OPS, name, OpSpec(name, factory, family, (factory.__doc__ or "").strip(),
-                                     parameter_free, channel_order_sensitive), "op")
+                                     parameter_free, channel_order_sensitive, zero_output),
+                   "op")
         return factory
 
     return wrap

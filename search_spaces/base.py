@@ -41,7 +41,8 @@ class SearchSpace(abc.ABC):
 
     @abc.abstractmethod
     def to_graph(self, arch: Any) -> CellPair:
-        """The architecture as DSL cells."""
+        """The architecture as DSL cells: a cell pair, or a whole network (``CellChain``) for
+        spaces of fixed macro-architecture such as ``nas-bench-201``."""
 
     def size(self) -> int:
         """Number of distinct decision sequences."""

@@ -70,6 +70,11 @@ CLASSIC_EXAMPLES = {
                     (8, 8, 1, {"modulated": True, "act": "none"}, (8, 9, 9))],
     # a k x k conv without padding, 2 * c_in * k^2 outputs (the filters and their negatives)
     "patch_whiten": [(3, 24, 1, {}, (24, 8, 8)), (3, 54, 1, {"kernel": 3}, (54, 7, 7))],
+    # NAS-Bench-201's cell ops (nasforge.ops.nas_bench_201)
+    "nor_conv_1x1": [(8, 8, 1, {}, (8, 9, 9)), (8, 16, 2, {}, (16, 5, 5))],
+    "nor_conv_3x3": [(8, 8, 1, {}, (8, 9, 9)), (8, 16, 2, {}, (16, 5, 5))],
+    "skip_connect": [(8, 8, 1, {}, (8, 9, 9))],
+    "none": [(8, 8, 1, {}, (8, 9, 9)), (8, 16, 2, {}, (16, 5, 5))],
 }
 
 

@@ -25,6 +25,7 @@ import networkx as nx
 from torch import nn
 
 from nasforge import ops as _ops  # noqa: F401  (fills the registries)
+from nasforge.dsl.zero_paths import ZERO_CELL, has_zero_ops, without_zero_paths
 from nasforge.errors import NasforgeError
 from nasforge.registry import COMBINES, OPS
 
@@ -349,7 +350,17 @@ class Cell(JsonRecord):
 
     def canonical_hash(self, ordered_concat: bool | None = None) -> str:
         """Equal for isomorphic cells: the output's Merkle hash plus the multiset of node hashes
-        (which tells a shared op from two identical ones)."""
+        (which tells a shared op from two identical ones). A cell with zero ops (NAS-Bench-201's
+        ``none``) is hashed without its zero paths (``nasforge.dsl.zero_paths``)."""
+        if has_zero_ops(self):
+            reduced = without_zero_paths(self)
+            if reduced is ZERO_CELL:
+                return sha256_hex(json.dumps([ZERO_CELL]))
+            return reduced.graph_hash(ordered_concat)
+        return self.graph_hash(ordered_concat)
+
+    def graph_hash(self, ordered_concat: bool | None = None) -> str:
+        """``canonical_hash`` of the graph as written (zero ops hashed like any other op)."""
         hashes = self.node_hashes(ordered_concat)
         return sha256_hex(json.dumps([hashes[self.output_node], sorted(hashes.values())]))
 
