@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from nasforge.cli import UsageError
 from nasforge.controllers import SEARCHERS, get_searcher
 from nasforge.controllers.bench import PlantedTask, run_search, summarize
@@ -270,7 +272,6 @@ def plot_table(summary: dict, args) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, s in summary.items():
