@@ -190,6 +190,7 @@ def test_table_output_and_plot(tmp_path, capsys):
     ["--benchmark", "nas-bench-201", "--searchers", "annealing"],
     ["--benchmark", "nas-bench-201", "--budget", "0"],
     ["--benchmark", "nas-bench-201", "--checkpoints", "ten"],
+    ["--benchmark", "planted", "--plot", "x.png"],
 ])
 def test_bad_input_exits_2_with_one_line(argv, capsys):
     assert main(["bench", "searchers", "--seeds", "1", *argv]) == 2

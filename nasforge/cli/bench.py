@@ -125,6 +125,9 @@ def run_searchers(args) -> int:
 
     names, optuna_kwargs = _check(args)
     bench = BENCHMARKS[args.benchmark]
+    if args.plot and bench.plot is None:
+        raise UsageError(f"bench searchers: --plot is not available for --benchmark "
+                         f"{args.benchmark}")
     if bench.check is not None:
         bench.check(args)
     # quiet Optuna for this run only (restored, so in-process callers are unaffected)
