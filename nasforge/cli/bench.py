@@ -1,19 +1,28 @@
-"""``nasforge bench searchers``: the planted-cell benchmark (no training) of every searcher.
+"""``nasforge bench searchers``: every searcher on a benchmark that needs no training.
 
-Prints a table (or one JSON object keyed by searcher name with ``--json``); progress goes to
-stderr. Random search always runs: its median best is the reference of
-``evals_to_random_best``.
+Benchmarks (``BENCHMARKS``, by ``--benchmark``): ``planted``, the planted-cell function
+(``controllers.bench``), and ``nas-bench-201``, NAS-Bench-201's table of 15,625 trained cells
+(``controllers.bench_table``). Prints a table (or one JSON object keyed by searcher name with
+``--json``); progress goes to stderr. Random search always runs: it is the reference.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
 
 from nasforge.cli import UsageError
 from nasforge.controllers import SEARCHERS, get_searcher
 from nasforge.controllers.bench import PlantedTask, run_search, summarize
+from nasforge.controllers.bench_table import (TOP_FRACTIONS, MemoHashSpace, TableTask,
+                                              run_table_search, summarize_table)
 from nasforge.search_spaces import NasNetSpace
+from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
+from nasforge.tables import load_sample, load_table
 
 DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
 # The RL controller's own default is the paper's Adam lr 0.00035 (RLConfig). At that rate the
@@ -25,12 +34,28 @@ BENCH_RL_LR = 0.0035
 def add_arguments(p):
     benches = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     s = benches.add_parser(
-        "searchers", help="planted-cell benchmark of the searchers (no training)",
-        description="Planted-cell benchmark: a hidden target cell pair, score = smooth function "
-                    "of the fraction of matching decisions plus seeded noise; every searcher "
-                    "runs for --budget evaluations over --seeds seeds with simulated "
-                    "asynchronous workers.")
-    s.add_argument("--budget", type=int, default=1000, help="evaluations per search (1000)")
+        "searchers", help="benchmark of the searchers (no training): planted cell or "
+                          "NAS-Bench-201's table",
+        description="planted: a hidden target cell pair, score = smooth function of the "
+                    "fraction of matching decisions plus seeded noise, simulated asynchronous "
+                    "workers. nas-bench-201: the table's 12-epoch validation accuracy is the "
+                    "reward, the final pick is reported by its 12-epoch test accuracy; "
+                    "queries are unique architectures (repeats answered from the cache). "
+                    "Every searcher runs for --budget evaluations over --seeds seeds.")
+    s.add_argument("--benchmark", default="planted", choices=list(BENCHMARKS),
+                   help="planted (default) or nas-bench-201")
+    s.add_argument("--dataset", default="cifar10", choices=list(NB201_DATASETS),
+                   help="nas-bench-201: the data set whose columns are used (cifar10)")
+    s.add_argument("--table", default=None, metavar="PATH",
+                   help="nas-bench-201: a table file with the shipped table's columns "
+                        "(default: the shipped 12-epoch table)")
+    s.add_argument("--checkpoints", default="50,100", metavar="Q,Q",
+                   help="nas-bench-201: query counts reported besides the budget (50,100)")
+    s.add_argument("--plot", default=None, metavar="PATH",
+                   help="nas-bench-201: write a PNG of the pick's validation accuracy "
+                        "against queries (mean and +-1 std band per searcher)")
+    s.add_argument("--budget", type=int, default=None,
+                   help="evaluations per search (planted 1000, nas-bench-201 300)")
     s.add_argument("--seeds", type=int, default=10, help="searches per searcher (10)")
     s.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+seeds-1")
     s.add_argument("--searchers", default=DEFAULT_SEARCHERS,
@@ -60,6 +85,8 @@ def add_arguments(p):
 
 
 def _check(args):
+    if args.budget is None:
+        args.budget = BENCHMARKS[args.benchmark].default_budget
     for flag in ("budget", "seeds", "workers", "blocks"):
         if getattr(args, flag) < 1:
             raise UsageError(f"bench searchers: --{flag} must be >= 1, got {getattr(args, flag)}")
@@ -97,19 +124,27 @@ def run_searchers(args) -> int:
     import optuna
 
     names, optuna_kwargs = _check(args)
+    bench = BENCHMARKS[args.benchmark]
+    if args.plot and bench.plot is None:
+        raise UsageError(f"bench searchers: --plot is not available for --benchmark "
+                         f"{args.benchmark}")
+    if bench.check is not None:
+        bench.check(args)
     # quiet Optuna for this run only (restored, so in-process callers are unaffected)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            summary = _run_all(args, names, optuna_kwargs)
+            summary = bench.run(args, names, optuna_kwargs)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    if bench.plot is not None and getattr(args, "plot", None):
+        bench.plot(summary, args)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(format_table(summary, args))
+        print(bench.format(summary, args))
     return 0
 
 
@@ -160,3 +195,116 @@ def format_table(summary: dict, args) -> str:
                      f"({s['ms_per_proposal_last100_max']:.2f}) | "
                      f"{s['cache_hits_median']:.0f} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ nas-bench-201 (table)
+def _check_table(args):
+    try:
+        points = sorted({int(q) for q in args.checkpoints.split(",") if q.strip()})
+    except ValueError:
+        raise UsageError(f"bench searchers: --checkpoints must be comma-separated query "
+                         f"counts, got {args.checkpoints!r}") from None
+    if any(q < 1 for q in points):
+        raise UsageError("bench searchers: --checkpoints must be >= 1")
+    args.checkpoint_list = [q for q in points if q < args.budget] + [args.budget]
+    args.task = TableTask(load_table(args.table), args.dataset)
+    # the 200-epoch sample only describes the shipped table's cells
+    args.sample = load_sample(args.dataset) if args.table is None else None
+
+
+def _run_table(args, names: list[str], optuna_kwargs: dict) -> dict:
+    space = MemoHashSpace(args.dataset)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    runs, start = {}, time.perf_counter()
+    for name in names:
+        settings = searcher_settings(name, args, optuna_kwargs)
+        runs[name] = []
+        for k, seed in enumerate(seeds):
+            searcher = get_searcher(name, space, seed=seed, **settings)
+            run = run_table_search(searcher, args.task, args.budget)
+            runs[name].append(run)
+            if not args.quiet:
+                print(f"bench: {name} seed {seed} ({k + 1}/{len(seeds)}): pick valid "
+                      f"{run.pick_valid[-1]:.2f} test {run.pick_test[-1]:.2f}, "
+                      f"{run.repeats} repeats, {run.wall_s:.1f} s "
+                      f"[elapsed {time.perf_counter() - start:.0f} s]", file=sys.stderr,
+                      flush=True)
+    summary = summarize_table(runs, args.task, args.checkpoint_list, sample=args.sample)
+    common = {"benchmark": args.benchmark, "dataset": args.dataset,
+              "table": args.task.table.source, "budget": args.budget, "seeds": args.seeds,
+              "first_seed": args.first_seed, "reward": args.task.valid,
+              "reported": args.task.test, "table_best_valid": args.task.best_valid(),
+              "table_best_test": args.task.best_test(), "queries": "unique architectures"}
+    for name in names:
+        summary[name]["settings"] = {**common, **searcher_settings(name, args, optuna_kwargs)}
+    return summary
+
+
+def format_table_nb201(summary: dict, args) -> str:
+    task = args.task
+    lines = [f"NAS-Bench-201 {args.dataset}: reward {task.valid}, reported {task.test} (12-epoch "
+             f"table, %); budget {args.budget} unique queries, {args.seeds} seeds; table best "
+             f"valid {task.best_valid():.2f}, test {task.best_test():.2f}; p: one-sided "
+             f"Mann-Whitney U against random on the pick's test accuracy",
+             "| searcher | " + " | ".join(f"test @{q} (p)" for q in args.checkpoint_list) +
+             " | valid regret @" + str(args.budget) + " | " +
+             " | ".join(f"queries to top {f * 100:g}% (share)" for f in TOP_FRACTIONS) +
+             " | repeats (mean) | 200-ep valid of pick (held) |",
+             "|---" * (len(args.checkpoint_list) + 6) + "|"]
+    for name, s in summary.items():
+        cells = []
+        for q in args.checkpoint_list:
+            cp = s["checkpoints"][str(q)]
+            p = cp.get("vs_random", {}).get("p_greater")
+            cells.append(f"{cp['test']['mean']:.2f} +- {cp['test']['std']:.2f}" +
+                         (f" ({p:.2g})" if p is not None else ""))
+        regret = s["checkpoints"][str(args.budget)]["regret_valid"]
+        cells.append(f"{regret['mean']:.2f} +- {regret['std']:.2f}")
+        for f in TOP_FRACTIONS:
+            top = s[f"top_{f * 100:g}pct"]
+            med = "-" if top["median_queries"] is None else f"{top['median_queries']:.0f}"
+            cells.append(f"{med} ({top['share_reached']:.0%})")
+        cells.append(f"{s['repeats']['mean']:.0f}")
+        ep = s.get("final_pick_200ep_valid")
+        cells.append("-" if not ep or not ep["held"] else f"{ep['mean']:.2f} ({ep['held']})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_table(summary: dict, args) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in summary.items():
+        mean, std = np.array(s["curve"]["valid_mean"]), np.array(s["curve"]["valid_std"])
+        q = np.arange(1, len(mean) + 1)
+        ax.plot(q, mean, label=name)
+        ax.fill_between(q, mean - std, mean + std, alpha=0.2)
+    ax.axhline(args.task.best_valid(), color="k", lw=0.8, ls="--", label="table best")
+    ax.set_xlabel("unique queries")
+    ax.set_ylabel(f"pick's {args.task.valid} (%), mean +- std")
+    ax.set_title(f"NAS-Bench-201 {args.dataset}, {args.seeds} seeds")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=120)
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One ``--benchmark``: how to check its options, run it, format it, plot it."""
+
+    run: Callable
+    format: Callable
+    default_budget: int
+    check: Callable | None = None
+    plot: Callable | None = None
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "planted": Benchmark(run=_run_all, format=format_table, default_budget=1000),
+    "nas-bench-201": Benchmark(run=_run_table, format=format_table_nb201, default_budget=300,
+                               check=_check_table, plot=plot_table),
+}
