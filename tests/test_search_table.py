@@ -99,7 +99,7 @@ def test_a_table_search_fills_the_run_folder(ray_cluster, tmp_path, table_rows, 
     is the cell of the best table validation accuracy among them (the earlier trial on ties),
     and export and compare work on the run."""
     runs = tmp_path / "runs"
-    assert main(SEARCH + ["--trials", "30", "--cpus-per-trial", "0.25", "--runs-dir",
+    assert main(SEARCH + ["--trials", "30", "--runs-dir",
                           str(runs), "--name", "t", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     run = runs / "t"
@@ -129,7 +129,7 @@ def test_a_table_search_fills_the_run_folder(ray_cluster, tmp_path, table_rows, 
 def test_asha_on_a_table_prunes_nothing(ray_cluster, tmp_path, table_rows, capsys):
     """A table trial reports once, at the last rung (epoch 12 = ASHA's max_t)."""
     assert main(SEARCH + ["--dataset", "cifar100", "--trials", "8", "--scheduler", "asha",
-                          "--searcher", "random", "--cpus-per-trial", "0.25",
+                          "--searcher", "random",
                           "--runs-dir", str(tmp_path), "--name", "a", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["finished"] == 8 and summary["pruned"] == 0
@@ -142,9 +142,9 @@ sys.path[:0] = [{root!r}]
 from nasforge.search import SearchConfig
 from nasforge.search.runner import run_search
 run_search(SearchConfig(space="nas-bench-201", backend="nas-bench-201", searcher="evolution",
-                        trials={trials}, cpus_per_trial=0.5, address={address!r}), {run!r})
+                        trials={trials}, address={address!r}), {run!r})
 """
-KILLED_TRIALS = 60
+KILLED_TRIALS = 40
 
 
 def test_driver_sigkill_then_resume(ray_cluster, tmp_path, table_rows, capsys):
