@@ -72,6 +72,7 @@ BAD = {
     "cell not in the table": (["--table", "{partial}"], "holds 2 of the space's 15625 cells"),
     "another space": (["--space", "nasnet"], "needs the space nas-bench-201"),
     "test accuracy as objective": (["--objective", "test_acc"], "test_acc is held out"),
+    "a static metric": (["--constraint", "params<=1e6"], "params cannot be an objective"),
 }
 
 

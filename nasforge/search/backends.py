@@ -59,6 +59,11 @@ def _nas_bench_201(config: SearchConfig, space) -> Backend:
         raise SearchError(f"the nas-bench-201 backend looks cells up in NAS-Bench-201's table: "
                           f"it needs the space nas-bench-201, not {config.space!r}",
                           options=("space",))
+    static = config.goal.static_metrics()
+    if static:
+        raise SearchError(f"the nas-bench-201 backend reports the table's accuracies only; "
+                          f"{', '.join(static)} cannot be an objective or a constraint of it",
+                          options=("benchmark",))
     try:
         table = load_table(config.table)
     except TableError as e:
