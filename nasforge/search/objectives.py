@@ -410,7 +410,8 @@ def infeasible_cap(trials: int, max_infeasible: int | None) -> int:
         else int(max_infeasible)
 
 
-__all__ = ["Metric", "ModelSetting", "METRICS", "HELD_OUT_METRICS", "STATIC_METRICS", "register_static_metric",
+__all__ = ["Metric", "ModelSetting", "METRICS", "HELD_OUT_METRICS", "STATIC_METRICS",
+           "register_static_metric",
            "Objective", "Direction", "Constraint", "Goal", "ObjectiveError", "parse_objective",
            "parse_objectives", "parse_constraint", "metric_value", "hypervolume",
            "measure_static", "infeasible_cap", "DEFAULT_OBJECTIVE"]
