@@ -219,5 +219,7 @@ class NasBench201Space(SearchSpace):
         tokens[edge] = new if new < tokens[edge] else new + 1
         return self.decode(tokens)
 
-    def to_graph(self, arch: Nb201Cell, name: str = "nas-bench-201") -> CellChain:
-        return network(arch, self.dataset, name=name)
+    def to_graph(self, arch: Nb201Cell, name: str | None = None) -> CellChain:
+        """The network of ``arch``, named by its NAS-Bench-201 string unless ``name`` is given
+        (a search's records and ``best_cell.json`` carry the string that way)."""
+        return network(arch, self.dataset, name=format_cell(arch) if name is None else name)

@@ -13,10 +13,12 @@ from nasforge.cluster import ResourceError
 from nasforge.faults import faults_from_env
 from nasforge.oneshot.methods import DEFAULT_RECIPES
 from nasforge.oneshot.run import is_oneshot, run_oneshot
+from nasforge.search.backends import BACKENDS
 from nasforge.search.config import SCHEDULERS, SearchConfig
 from nasforge.search.objectives import METRICS, Goal, ObjectiveError, parse_objectives
 from nasforge.search.run_folder import PARETO
 from nasforge.search.runner import run_search
+from nasforge.search_spaces.nas_bench_201 import DATASETS
 from nasforge.timefmt import format_duration
 from nasforge.trials import SearchSummary, Status, StopReason, metric_value
 
@@ -30,6 +32,17 @@ def add_arguments(p):
     p.add_argument("--searcher-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the searcher's config, VALUE as JSON (repeatable), e.g. "
                         "population_size=50 or storage='\"sqlite:///s.db\"'")
+    p.add_argument("--benchmark", "--backend", dest="benchmark", default=d.backend,
+                   choices=tuple(BACKENDS),
+                   help="how a trial gets its figures: train (train the child) or "
+                        "nas-bench-201 (look the cell up in NAS-Bench-201's 12-epoch table: "
+                        "no training, no data; needs --space nas-bench-201; default: train)")
+    p.add_argument("--dataset", choices=tuple(DATASETS),
+                   help="NAS-Bench-201's data set: the nas-bench-201 space's classes and input "
+                        "size and the table's columns (default: cifar10)")
+    p.add_argument("--table", metavar="PATH",
+                   help="a NAS-Bench-201 table file with the shipped one's columns (arch_index, "
+                        "cell, cifar10_valid, ...; CSV, plain or gzip) instead of the shipped one")
     p.add_argument("--trials", type=int, default=d.trials,
                    help=f"finished trials to run (default: {d.trials})")
     p.add_argument("--recipe", help=f"child training recipe (default: {d.recipe}, or a "
@@ -182,7 +195,8 @@ def run(args) -> int:
             **({} if goal is None else goal.spec()), max_infeasible=args.max_infeasible,
             latency_table=None if args.latency_table is None else
             str(Path(args.latency_table).resolve()),
-            workers=args.workers)
+            workers=args.workers, backend=args.benchmark, dataset=args.dataset,
+            table=None if args.table is None else str(Path(args.table).resolve()))
         name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
 

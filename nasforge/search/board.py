@@ -20,10 +20,11 @@ search's primary objective (``val_acc`` unless ``--objective`` says otherwise):
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 
-from nasforge.dsl import CellPair
+from nasforge.dsl import CellChain, load_architecture
 from nasforge.dsl.cell import render
 from nasforge.dsl.draw import draw_png
 from nasforge.search.objectives import Goal
@@ -161,14 +162,17 @@ def add_cell_drawing(writer, tag: str, pair_dict: dict, step: int) -> None:
 
 
 def cell_png(arch_dict: dict) -> bytes:
-    """PNG of a cell pair: Graphviz when its ``dot`` program is there, else matplotlib."""
-    pair = CellPair.from_dict(arch_dict)
+    """PNG of a cell pair (or of a whole network, a cell chain: nas-bench-201): Graphviz when
+    its ``dot`` program is there, else matplotlib (a chain: its first cell that is not the
+    stem)."""
+    arch = load_architecture(json.dumps(arch_dict))
     try:
-        return render(pair.to_dot(), "png")
+        return render(arch.to_dot(), "png")
     except RuntimeError as e:  # no Graphviz
         log.info("%s: drawing the cell with matplotlib", e)
 
-        return draw_png(pair)
+        return draw_png(arch.cells[min(1, len(arch.cells) - 1)]
+                        if isinstance(arch, CellChain) else arch)
 
 
 def _scatter_png(records: list[dict], highlight: list[dict], x: str, y: str,

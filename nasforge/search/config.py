@@ -10,7 +10,7 @@ from nasforge.errors import NasforgeError
 from nasforge.latency import LatencyTableError, load_table
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import RefusedFileError
-from nasforge.search.objectives import Goal, ObjectiveError
+from nasforge.search.objectives import HELD_OUT_METRICS, Goal, ObjectiveError
 
 
 class SearchError(NasforgeError, ValueError):
@@ -59,6 +59,11 @@ class SearchConfig:
     #   (nasforge latency --build-table; its space must be this search's space)
     max_infeasible: int | None = None  # infeasible proposals (never trained) before the search
     #   stops; None = objectives.DEFAULT_INFEASIBLE_FACTOR x trials
+    backend: str = "train"  # how a trial gets its figures (search/backends.py BACKENDS):
+    #   train | nas-bench-201 (looked up in NAS-Bench-201's table)
+    dataset: str | None = None  # NAS-Bench-201's data set: cifar10 | cifar100 | imagenet16
+    #   (the nas-bench-201 space's classes and input size, the table's columns)
+    table: str | None = None  # a user's NAS-Bench-201 table file (None: the shipped one)
 
     def __post_init__(self):
         if isinstance(self.trials, bool) or int(self.trials) < 1:
@@ -92,6 +97,11 @@ class SearchConfig:
         except ObjectiveError as e:
             raise SearchError(str(e)) from None
         spec = goal.spec()
+        held_out = [n for n in (*goal.static_metrics(), *(o.name for o in goal.objectives),
+                                *(c.metric for c in goal.constraints)) if n in HELD_OUT_METRICS]
+        if held_out:
+            raise SearchError(f"{held_out[0]} is held out from the searcher (it is reported, "
+                              f"never searched on): not an objective or a constraint")
         object.__setattr__(self, "objectives", tuple(spec["objectives"]))
         object.__setattr__(self, "constraints", tuple(spec["constraints"]))
         self._check_latency_table(goal)

@@ -14,13 +14,14 @@ Importing this module imports neither torch nor Ray.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from nasforge.dsl import CellPair
+from nasforge.dsl import load_architecture
 from nasforge.search.failures import FailureWatch, describe_broken
 from nasforge.search.objectives import Goal
 from nasforge.search.run_folder import TRIALS, RunFolder, best_trial, device_seconds, trial_score
@@ -191,8 +192,9 @@ class SearchRecorder(RunRecorder):
 
 
 def _pair_json(arch: Mapping) -> str:
-    """best_cell.json's text: the cell pair of a record's ``arch``."""
-    return CellPair.from_dict(arch).to_json() + "\n"
+    """best_cell.json's text: the cell pair (or, for a space of whole networks such as
+    nas-bench-201, the cell chain) of a record's ``arch``."""
+    return load_architecture(json.dumps(arch)).to_json() + "\n"
 
 
 __all__ = ["RunRecorder", "SearchRecorder", "SearchProgress"]

@@ -38,6 +38,7 @@ from nasforge.cluster import ray_session
 from nasforge.controllers import SEARCHERS, get_searcher
 from nasforge.data import load_data
 from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
+from nasforge.search.backends import hp12_columns, make_backend, space_options
 from nasforge.search.board import SearchBoard
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch, describe_broken
@@ -45,8 +46,9 @@ from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
 from nasforge.search.recorder import SearchProgress, SearchRecorder
 from nasforge.search.run_folder import SEARCHER_STATE, RunFolder, trial_score
 from nasforge.search.screen import result_from_record
-from nasforge.search.trial import TrialSettings, run_trial
+from nasforge.search.trial import TrialSettings
 from nasforge.search_spaces import SPACES, get_space
+from nasforge.search_spaces.nas_bench_201 import DATASETS
 from nasforge.train import Recipe, get_recipe
 from nasforge.trials import SearchSummary, Status, StopReason
 
@@ -72,7 +74,13 @@ def make_searcher(config: SearchConfig):
     """(space, searcher) by registry name; SearchError for unknown names or options."""
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
-    space = get_space(config.space)
+    try:
+        space = get_space(config.space, **space_options(config))
+    except TypeError:  # a data set given to a space that takes none
+        raise SearchError(f"the search space {config.space!r} takes no data set",
+                          options=("dataset",)) from None
+    except ValueError as e:  # a data set the space does not know
+        raise SearchError(f"search space {config.space!r}: {e}", options=("dataset",)) from None
     return space, goal_searcher(config.searcher, space, config.seed, config.goal,
                                 config.searcher_options)
 
@@ -176,9 +184,10 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                           f"{_describe_goal(goal)}; it cannot continue with "
                           f"{_describe_goal(expect_goal)}", options=("resume",))
     space, searcher = make_searcher(config)
+    backend = make_backend(config, space)  # a table is read (and refused) before Ray starts
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
-    epochs = config.epochs or recipe.schedule.epochs
+    epochs = backend.epochs or config.epochs or recipe.schedule.epochs
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
     remaining = config.trials - sum(r["status"] != Status.INFEASIBLE for r in records)
     cap = infeasible_cap(config.trials, config.max_infeasible)
@@ -190,9 +199,11 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     try:
         per_trial, concurrency, note = plan_resources(config, cluster.resources)
         data = load_data(config.data or recipe.defaults.data, split="search", val_size=val_size,
-                         seed=config.seed, cache_dir=config.cache_dir)
+                         seed=config.seed, cache_dir=config.cache_dir) \
+            if backend.needs_data else None
+        _check_network_data(space, data)
         if not resume:
-            run.create(_run_description(config, recipe, epochs, data))
+            run.create(_run_description(config, recipe, epochs, data, backend))
         if on_start is not None:
             on_start(note)
         stop = StopRequest()
@@ -204,8 +215,10 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             stop.set(StopReason.INFEASIBLE)
         elif remaining > 0:
             run.save_searcher(searcher.state_dict())
-            setting = ModelSetting(recipe.defaults.setting or "cifar", data.num_classes,
-                                   data.image_size[0], data.channels,
+            classes, size, channels = (data.num_classes, data.image_size[0], data.channels) \
+                if data is not None else (DATASETS[backend.dataset].num_classes,
+                                          DATASETS[backend.dataset].input_size, 3)
+            setting = ModelSetting(recipe.defaults.setting or "cifar", classes, size, channels,
                                    tuple(sorted(recipe.build_overrides().items())),
                                    config.latency_table)
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
@@ -213,7 +226,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                                           model_setting=setting, infeasible_cap=cap,
                                           infeasible_seen=infeasible_seen)
             _fit(_make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
-                             concurrency, remaining, stop), run, stop)
+                             concurrency, remaining, stop, backend), run, stop)
         return _summary(run, recorder, config, stop)
     finally:
         if board is not None:
@@ -253,18 +266,32 @@ def _open_run(config: SearchConfig | None, run_dir, resume: bool):
     return run, config, run.trials() if resume else [], recipe
 
 
-def _run_description(config: SearchConfig, recipe, epochs: int, data) -> dict:
+def _check_network_data(space, data) -> None:
+    """A space whose graphs are whole networks (nas-bench-201) fixes its classes: they must
+    be the data's."""
+    dataset = getattr(space, "dataset", None)
+    if data is None or dataset not in DATASETS or \
+            DATASETS[dataset].num_classes == data.num_classes:
+        return
+    raise SearchError(f"the {space.name} space's networks for {dataset} have "
+                      f"{DATASETS[dataset].num_classes} classes, the data has "
+                      f"{data.num_classes}", options=("dataset",))
+
+
+def _run_description(config: SearchConfig, recipe, epochs: int, data, backend) -> dict:
     """The run's ``config.json``: the search's settings and what they resolved to."""
     import ray
 
+    data_info = backend.describe() if data is None else \
+        {"source": data.source, "format": data.format,
+         "train": len(data.train), "val": len(data.val),
+         "classes": list(data.classes), "image_size": list(data.image_size)}
     return {"format": FORMAT, "search": config.to_dict(),
             "nasforge_version": nasforge.__version__, "git_commit": _git_commit(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,
             "setting": recipe.defaults.setting or "cifar",  # of the children (export)
-            "data": {"source": data.source, "format": data.format,
-                     "train": len(data.train), "val": len(data.val),
-                     "classes": list(data.classes), "image_size": list(data.image_size)},
+            "data": data_info,
             "ray_version": ray.__version__}
 
 
@@ -296,7 +323,7 @@ def make_scheduler(config: SearchConfig, epochs: int):
 
 
 def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epochs: int,
-                space, per_trial: dict, concurrency: int, remaining: int, stop):
+                space, per_trial: dict, concurrency: int, remaining: int, stop, backend):
     """The Ray Tune experiment of the ``remaining`` trials: ``ray/part-<k>`` of the run."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -305,9 +332,12 @@ def _make_tuner(config: SearchConfig, run: RunFolder, adapter, data, recipe, epo
                              setting=recipe.defaults.setting or "cifar",
                              overrides=tuple(recipe.build_overrides().items()),
                              seed=config.seed, threads=max(1, int(config.cpus_per_trial)),
-                             faults=config.faults, objective=config.goal.primary.name)
+                             faults=config.faults, objective=config.goal.primary.name,
+                             table=backend.table,
+                             table_columns=hp12_columns(backend.dataset) if backend.table
+                             is not None else ())
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, data=data, settings=settings), per_trial)
+        tune.with_parameters(backend.trainable, data=data, settings=settings), per_trial)
     scheduler = make_scheduler(config, epochs)
     primary = config.goal.primary
     storage = config.storage or str((run.path / "ray").resolve())

@@ -21,7 +21,7 @@ import time
 from typing import Mapping
 
 from nasforge.controllers.base import Proposal, Result
-from nasforge.search.objectives import Goal, ModelSetting, measure_static
+from nasforge.search.objectives import HELD_OUT_METRICS, Goal, ModelSetting, measure_static
 from nasforge.trials import Status, TrialRecord
 
 
@@ -100,7 +100,8 @@ def result_from_record(record: TrialRecord | Mapping) -> Result:
     """The searcher's ``Result`` of a record or its ``trials.jsonl`` line (also used by
     ``--resume``)."""
     record = TrialRecord.of(record)
-    metrics = {k: v for k, v in record.metrics.items() if k != "epoch"}
+    metrics = {k: v for k, v in record.metrics.items()
+               if k != "epoch" and k not in HELD_OUT_METRICS}
     constraints = dict(record.constraints or {})
     if record.status == Status.INFEASIBLE or not record.rankable and \
             record.status == Status.OK:

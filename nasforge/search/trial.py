@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass
 
 from nasforge.api import build_model
+from nasforge.dsl import CellChain
 from nasforge.flops import count_mult_adds, count_params
 from nasforge.faults import FaultPlan
 from nasforge.search.failures import DIVERGED, ERROR, failure_kind
@@ -46,6 +47,8 @@ class TrialSettings:
     threads: int  # torch intra-op threads of a CPU child
     faults: tuple[tuple[str, int], ...] = ()  # chaos testing (nasforge/faults.py)
     objective: str = "val_acc"  # the primary objective: in every report (Ray's metric)
+    table: object = None  # table backends: the nasforge.tables.Table each trial looks up
+    table_columns: tuple[str, ...] = ()  # its (validation, test) accuracy columns, in %
 
 
 def child_seed(seed: int, trial_id: int) -> int:
@@ -94,10 +97,14 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         faults = FaultPlan(settings.faults, trial_id, restored is not None, f"trial {trial_id}")
 
         torch.manual_seed(seed)
-        pair = settings.space.to_graph(settings.space.decode(spec["tokens"]))
-        model = build_model(pair, settings.setting, num_classes=data.num_classes,
-                            input_size=data.image_size[0], in_channels=data.channels,
-                            **dict(settings.overrides))
+        graph = settings.space.to_graph(settings.space.decode(spec["tokens"]))
+        if isinstance(graph, CellChain):  # a whole network (nas-bench-201): it fixes its
+            #   classes and options; the runner checked them against the data
+            model = build_model(graph, input_size=data.image_size[0])
+        else:
+            model = build_model(graph, settings.setting, num_classes=data.num_classes,
+                                input_size=data.image_size[0], in_channels=data.channels,
+                                **dict(settings.overrides))
         summary["params"] = count_params(model)
         summary["mult_adds"] = count_mult_adds(model, data.image_size[0], data.channels)[0]
         faults.before_training(model)
@@ -144,4 +151,30 @@ def run_trial(config: dict, data=None, settings: TrialSettings | None = None) ->
         final.update(final_status=Status.FAILED.value, val_acc=float("nan"),
                      error=final["error"] or "no validation accuracy",
                      failure=final["failure"] or ERROR)
+    tune.report(final)
+
+
+def run_table_trial(config: dict, data=None, settings: TrialSettings | None = None) -> None:
+    """The Ray Tune trainable of a table backend (``backends.py``): the trial's cell is looked
+    up in ``settings.table`` instead of trained, and one report carries the table's figures
+    (accuracies as fractions, at epoch ``settings.epochs``) with the trial's summary."""
+    from ray import tune
+
+    spec = config["nasforge"]
+    static = dict(spec.get("static") or {})
+    val_column, test_column = settings.table_columns
+    t0 = time.perf_counter()
+    final = {"final_status": Status.FAILED.value, "error": None, "failure": None,
+             "traceback": None, "params": None, "mult_adds": None, "restored_epoch": 0,
+             "val_acc": float("nan")}
+    try:
+        row = settings.table.lookup(settings.space.decode(spec["tokens"]))
+        final.update(val_acc=row[val_column] / 100.0, test_acc=row[test_column] / 100.0,
+                     epoch=settings.epochs, final_status=Status.OK.value)
+    except Exception as e:  # a cell the table lacks (the runner checks coverage first)
+        final.update(error=f"{type(e).__name__}: {e}"[:500], failure=failure_kind(e))
+        log.warning("trial %s failed: %s", spec["trial"], final["error"])
+    final.update(static)
+    final.setdefault(settings.objective, float("nan"))
+    final["train_s"] = time.perf_counter() - t0
     tune.report(final)
