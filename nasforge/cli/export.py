@@ -2,9 +2,10 @@
 TorchScript.
 
 WHAT is a zoo name, a cell-pair/chain JSON file, a NAS-Bench-201 cell string (with
-``--setting nb201``, the default for it, and ``--dataset``), or ``best_cell`` with ``--run RUN_DIR`` (the
-best finished trial of a search run by its primary objective; ``--trial ID`` picks one trial,
-``--top K`` the K best, ``--pareto`` every member of a Pareto search's front).
+``--setting nb201``, the default for it, and ``--dataset``), or ``best_cell`` with
+``--run RUN_DIR`` (the best finished trial of a search run by its primary objective;
+``--trial ID`` picks one trial, ``--top K`` the K best, ``--pareto`` every member of a Pareto
+search's front).
 What was written goes to stderr; the output paths, one per line, to stdout.
 """
 from __future__ import annotations
