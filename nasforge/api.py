@@ -1,6 +1,13 @@
-"""Public entry points: resolve an architecture by name or file and build it."""
+"""Public entry points: resolve an architecture by name or file and build it.
+
+A model reference is one of (``reference_kind``): an architecture object (``CellPair``,
+``CellChain``, ``Nb201Cell``), a JSON file, a NAS-Bench-201 cell string
+(``|nor_conv_3x3~0|+|...|``, built as NAS-Bench-201's network, setting ``nb201``, with its
+``dataset``), or a zoo name.
+"""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import fields, replace
@@ -13,7 +20,10 @@ from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
 from nasforge.errors import NasforgeError
 from nasforge.flops import count_mult_adds, count_params
 from nasforge.registry import COMBINES
-from nasforge.zoo import CHAIN_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
+from nasforge.search_spaces.nas_bench_201 import NB201_OPS, Nb201Cell, format_cell, parse_cell
+from nasforge.search_spaces.nas_bench_201 import network as nb201_network
+from nasforge.tables import load_table
+from nasforge.zoo import CHAIN_SETTINGS, NB201_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
 
@@ -50,14 +60,57 @@ def is_file_reference(ref: str) -> bool:
     return os.path.exists(ref) or ref.endswith(".json")
 
 
-def resolve(name_or_path: str | CellPair | CellChain, setting: str | None = None,
-            **overrides) -> tuple[CellPair | CellChain, NetworkConfig | ChainConfig]:
-    """(architecture, config) for a zoo name, a JSON path, or an architecture object.
+def reference_kind(ref) -> str:
+    """What a model reference is, the one rule for it: ``"object"`` (a ``CellPair``,
+    ``CellChain`` or ``Nb201Cell``), ``"file"`` (``is_file_reference``), ``"nb201"`` (a
+    NAS-Bench-201 cell string: a string with a ``|``, which no zoo name has; a malformed one
+    is still this kind, so its error names the string's problem) or ``"zoo"``."""
+    if isinstance(ref, (CellPair, CellChain, Nb201Cell)):
+        return "object"
+    ref = os.fspath(ref)
+    if is_file_reference(ref):
+        return "file"
+    return "nb201" if "|" in ref else "zoo"
 
-    ``setting`` defaults to the zoo entry's first setting (``cifar`` for files and pairs).
-    For cell pairs ``overrides`` are NetworkConfig fields, plus ``penultimate`` (P of N@P,
-    converted to ``filters``); for chains ``input_size``/``num_classes`` and builder options.
+
+def nb201_name(cell: Nb201Cell | str) -> str:
+    """A file-name-safe name of a NAS-Bench-201 cell: ``nb201-`` and one digit per edge in
+    the string's order, the op's index in ``NB201_OPS`` (0 none, 1 skip_connect,
+    2 nor_conv_1x1, 3 nor_conv_3x3, 4 avg_pool_3x3)."""
+    cell = cell if isinstance(cell, Nb201Cell) else parse_cell(cell)
+    return "nb201-" + "".join(str(NB201_OPS.index(op)) for op in cell.ops)
+
+
+def reference_name(ref) -> str:
+    """A short name of a model reference (default output and run-folder names): a zoo name,
+    a file's stem, ``nb201_name`` of a NAS-Bench-201 cell, an object's own name (``arch``
+    when it has none)."""
+    kind = reference_kind(ref)
+    if kind == "object":
+        return nb201_name(ref) if isinstance(ref, Nb201Cell) else ref.name or "arch"
+    ref = os.fspath(ref)
+    return {"file": lambda: os.path.splitext(os.path.basename(ref))[0],
+            "nb201": lambda: nb201_name(ref), "zoo": lambda: ref}[kind]()
+
+
+def resolve(name_or_path: str | CellPair | CellChain | Nb201Cell, setting: str | None = None,
+            dataset: str | None = None,
+            **overrides) -> tuple[CellPair | CellChain, NetworkConfig | ChainConfig]:
+    """(architecture, config) for a zoo name, a JSON path, a NAS-Bench-201 cell string, or an
+    architecture object (``reference_kind``).
+
+    ``setting`` defaults to the zoo entry's first setting (``cifar`` for files and pairs,
+    ``nb201`` for NAS-Bench-201 cells). For cell pairs ``overrides`` are NetworkConfig
+    fields, plus ``penultimate`` (P of N@P, converted to ``filters``); for chains
+    ``input_size``/``num_classes`` and builder options. ``dataset`` applies to NAS-Bench-201
+    cells only (``cifar10``, the default, ``cifar100``, ``imagenet16``): it fixes the classes
+    and the input size; ``input_size`` may still be overridden.
     """
+    if isinstance(name_or_path, Nb201Cell) or reference_kind(name_or_path) == "nb201":
+        return _resolve_nb201(name_or_path, setting, dataset, overrides)
+    if dataset is not None:
+        raise ArchitectureError(f"dataset {dataset!r} applies to NAS-Bench-201 cells only, not "
+                                f"to {reference_name(name_or_path)!r}", options=("dataset",))
     if isinstance(name_or_path, (CellPair, CellChain)):
         arch, config = name_or_path.validate(), None
     elif is_file_reference(name_or_path):
@@ -84,6 +137,54 @@ def resolve(name_or_path: str | CellPair | CellChain, setting: str | None = None
     if penultimate is not None:
         config = replace(config, filters=filters_for_penultimate(arch, config, penultimate))
     return arch, config
+
+
+def _resolve_nb201(cell, setting, dataset, overrides: dict):
+    """NAS-Bench-201's network (``search_spaces.nas_bench_201.network``) around ``cell``."""
+    cell = cell if isinstance(cell, Nb201Cell) else parse_cell(cell)
+    setting = setting or next(iter(NB201_SETTINGS))
+    if setting not in NB201_SETTINGS:
+        raise ArchitectureError(f"a NAS-Bench-201 cell builds NAS-Bench-201's network: setting "
+                                f"{setting!r} does not apply (expected "
+                                f"{', '.join(NB201_SETTINGS)})", options=("setting",))
+    datasets = NB201_SETTINGS[setting]
+    dataset = dataset or next(iter(datasets))
+    if dataset not in datasets:
+        raise ArchitectureError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
+                                f"{', '.join(datasets)})", options=("dataset",))
+    config = datasets[dataset]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    fixed = {"num_classes": config.num_classes, "in_channels": config.in_channels}
+    for name, value in fixed.items():
+        given = overrides.pop(name, value)
+        if given != value:
+            raise ArchitectureError(f"NAS-Bench-201's network on {dataset} has {name} {value}, "
+                                    f"not {given} (its data set fixes it)",
+                                    options=("dataset",))
+    if "input_size" in overrides:
+        config = replace(config, input_size=overrides.pop("input_size"))
+    if overrides:
+        raise ArchitectureError(f"unknown network option(s) for a NAS-Bench-201 cell: "
+                                f"{', '.join(sorted(overrides))} (only input_size and dataset)")
+    return nb201_network(cell, dataset, name=nb201_name(cell)), config
+
+
+def nb201_setting_of(name_or_path, setting: str | None, dataset: str | None) -> tuple[str, str]:
+    """(setting, dataset) a NAS-Bench-201 cell is resolved with (the defaults filled in)."""
+    setting = setting or next(iter(NB201_SETTINGS))
+    return setting, dataset or next(iter(NB201_SETTINGS[setting]))
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_table():
+    return load_table()
+
+
+def nb201_table_row(cell: Nb201Cell | str) -> dict | None:
+    """The shipped 12-epoch table's row of ``cell`` (``arch_index`` and accuracies, %), None
+    when the table does not hold it. The table is read once per process (about 0.3 s)."""
+    table = _shipped_table()
+    return table.lookup(cell) if cell in table else None
 
 
 def _default_config(arch, setting):
@@ -164,7 +265,9 @@ def compile_architecture(arch: CellPair | CellChain, config) -> nn.Module:
 def build_model(name_or_path: str | CellPair | CellChain, setting: str | None = None,
                 num_classes: int | None = None, weights: dict | None = None,
                 **overrides) -> nn.Module:
-    """``weights``: a state dict of the zoo entry's reference implementation (torchvision,
+    """The module of a zoo name, JSON file, NAS-Bench-201 cell string or architecture object
+    (``resolve``: ``setting``, ``overrides``, ``dataset`` for NAS-Bench-201 cells).
+    ``weights``: a state dict of the zoo entry's reference implementation (torchvision,
     timm, pretrainedmodels; see ``nasforge zoo`` docs), imported with its ``import_weights``."""
     arch, config = resolve(name_or_path, setting, num_classes=num_classes, **overrides)
     model = compile_architecture(arch, config)
@@ -178,22 +281,27 @@ def build_model(name_or_path: str | CellPair | CellChain, setting: str | None = 
     return model
 
 
-def model_info(model_name, setting=None, **overrides) -> dict:
+def model_info(model_name, setting=None, dataset: str | None = None, **overrides) -> dict:
     """``{"model", "setting", "params", "mult_adds", "input_size", "output_shape"}`` (plus
     ``N``, ``filters``, ``penultimate`` for cell networks, ``output_stride`` for chains) of a
-    zoo name or JSON file: the
-    figures ``nasforge info`` prints and a transfer's table reports. The model is built on the
-    meta device (no memory, fast)."""
+    zoo name, JSON file or NAS-Bench-201 cell string: the figures ``nasforge info`` prints and
+    a transfer's table reports. A NAS-Bench-201 cell adds ``dataset``, ``cell`` (its
+    normalised string) and, when the shipped 12-epoch table holds it, ``arch_index`` and
+    ``hp12_valid``/``hp12_test`` (its accuracy, %, on ``dataset`` after the 12-epoch
+    schedule). The model is built on the meta device (no memory, fast)."""
     import torch
 
-    arch, config = resolve(model_name, setting, **overrides)
-    if setting is None:
+    arch, config = resolve(model_name, setting, dataset, **overrides)
+    nb201 = isinstance(model_name, Nb201Cell) or reference_kind(model_name) == "nb201"
+    if nb201:
+        setting, dataset = nb201_setting_of(model_name, setting, dataset)
+    elif setting is None:
         setting = (ZOO[model_name].default_setting if model_name in ZOO else
                    "cifar" if isinstance(arch, CellPair) else "imagenet")
     with torch.device("meta"):
         model = compile_architecture(arch, config)
         mult_adds, shape = count_mult_adds(model, config.input_size, config.in_channels)
-    info = {"model": model_name, "setting": setting, "params": count_params(model),
+    info = {"model": str(model_name), "setting": setting, "params": count_params(model),
             "mult_adds": mult_adds, "input_size": config.input_size,
             "output_shape": list(shape)}
     if isinstance(arch, CellPair):
@@ -201,4 +309,11 @@ def model_info(model_name, setting=None, **overrides) -> dict:
                     penultimate=penultimate_filters(arch, config))
     else:
         info["output_stride"] = arch.output_stride()
+    if nb201:
+        cell = model_name if isinstance(model_name, Nb201Cell) else parse_cell(model_name)
+        info.update(dataset=dataset, cell=format_cell(cell))
+        row = nb201_table_row(cell)
+        if row is not None:
+            info.update(arch_index=row["arch_index"], hp12_valid=row[f"{dataset}_valid"],
+                        hp12_test=row[f"{dataset}_test"])
     return info

@@ -1,9 +1,11 @@
 """``nasforge export``: write an architecture as JSON, a drawing, standalone PyTorch, ONNX or
 TorchScript.
 
-WHAT is a zoo name, a cell-pair/chain JSON file, or ``best_cell`` with ``--run RUN_DIR`` (the
-best finished trial of a search run by its primary objective; ``--trial ID`` picks one trial,
-``--top K`` the K best, ``--pareto`` every member of a Pareto search's front).
+WHAT is a zoo name, a cell-pair/chain JSON file, a NAS-Bench-201 cell string (with
+``--setting nb201``, the default for it, and ``--dataset``), or ``best_cell`` with
+``--run RUN_DIR`` (the best finished trial of a search run by its primary objective;
+``--trial ID`` picks one trial, ``--top K`` the K best, ``--pareto`` every member of a Pareto
+search's front).
 What was written goes to stderr; the output paths, one per line, to stdout.
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ from nasforge.dsl import Cell, load_architecture
 from nasforge.export import EXPORTERS, ExportError, default_name, export_source, get_exporter
 from nasforge.search.objectives import Goal, ObjectiveError, metric_value
 from nasforge.search.run_folder import is_run, ranked_trials, read_trials, run_goal, trial_score
-from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
+from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
+from nasforge.zoo import setting_names
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,8 @@ BEST = "best_cell"
 def add_arguments(p):
     formats = ", ".join(f"{name} ({e.suffix})" for name, e in EXPORTERS.items())
     p.add_argument("what", nargs="?", metavar="WHAT",
-                   help=f"zoo name, cell-pair JSON file, or {BEST} (with --run)")
+                   help=f"zoo name, cell-pair JSON file, NAS-Bench-201 cell string, or {BEST} "
+                        f"(with --run)")
     p.add_argument("--format", "-f", metavar="FMT",
                    help=f"one of: {formats} (default: from -o's suffix)")
     p.add_argument("--output", "-o", metavar="PATH",
@@ -45,9 +49,12 @@ def add_arguments(p):
     p.add_argument("--pareto", action="store_true",
                    help=f"export every member of the run's Pareto front "
                         f"(pareto_1_trial_ID.EXT, ...; several objectives only)")
-    p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
+    p.add_argument("--setting", choices=setting_names(),
                    help="network setting (default: the run's config 'setting', else the "
-                        "model's first; cifar for cell files)")
+                        "model's first; cifar for cell files, nb201 for NAS-Bench-201 cells)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help=f"NAS-Bench-201 cells: the data set, which fixes classes and input "
+                        f"size ({', '.join(NB201_DATASETS)}; default {next(iter(NB201_DATASETS))})")
     p.add_argument("--input-size", type=int, metavar="PX",
                    help="input pixels of the traced formats (py, onnx, torchscript; default: "
                         "the setting's)")
@@ -71,8 +78,7 @@ def _run_setting(run_dir: Path) -> str | None:
         log.warning("%s/config.json is not readable JSON: its settings are ignored", run_dir)
         return None
     setting = config.get("setting") if isinstance(config, dict) else None
-    return setting if isinstance(setting, str) and setting in {*SETTINGS, *CHAIN_SETTINGS} \
-        else None
+    return setting if isinstance(setting, str) and setting in setting_names() else None
 
 
 def _trial_arch(record: dict, run_dir: Path):
@@ -203,7 +209,8 @@ def run(args) -> int:
     written = []
     for arch, what, path in jobs:
         source = export_source(arch, setting, args.input_size,
-                               name=path.stem if args.what == BEST else None)
+                               name=path.stem if args.what == BEST else None,
+                               dataset=args.dataset)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             exporter(source, path)

@@ -7,13 +7,19 @@ import math
 from nasforge.api import model_info
 from nasforge.cli import UsageError
 from nasforge.search_spaces import get_space
-from nasforge.zoo import CHAIN_SETTINGS, SETTINGS
+from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
+from nasforge.zoo import setting_names
 
 
 def add_arguments(p):
-    p.add_argument("model", nargs="?", help="zoo name or cell-pair JSON file")
-    p.add_argument("--setting", choices=sorted({*SETTINGS, *CHAIN_SETTINGS}),
-                   help="default: the model's first setting (cifar for cell files)")
+    p.add_argument("model", nargs="?", help="zoo name, cell-pair JSON file, or NAS-Bench-201 "
+                                            "cell string ('|nor_conv_3x3~0|+|...|')")
+    p.add_argument("--setting", choices=setting_names(),
+                   help="default: the model's first setting (cifar for cell files, nb201 for "
+                        "NAS-Bench-201 cells)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help=f"NAS-Bench-201 cells: the data set, which fixes classes and input "
+                        f"size ({', '.join(NB201_DATASETS)}; default {next(iter(NB201_DATASETS))})")
     p.add_argument("--N", type=int, help="normal cells per stack")
     p.add_argument("--filters", "-F", type=int, help="filters of the first stack (F)")
     p.add_argument("--penultimate", "-P", type=int, help="penultimate filters (P of N@P)")
@@ -38,19 +44,25 @@ def run(args) -> int:
               f"(10^{info['log10_size']})")
         return 0
     if not args.model:
-        raise UsageError("info: give a MODEL (zoo name or cell-pair JSON) or --space NAME")
-    info = model_info(args.model, args.setting, N=args.N, filters=args.filters,
+        raise UsageError("info: give a MODEL (zoo name, cell-pair JSON or NAS-Bench-201 cell "
+                         "string) or --space NAME")
+    info = model_info(args.model, args.setting, args.dataset, N=args.N, filters=args.filters,
                       penultimate=args.penultimate, num_classes=args.num_classes,
                       input_size=args.input_size)
     if args.json:
         print(json.dumps(info))
     else:
-        notation = f", {info['N']}@{info['penultimate']}" if "N" in info else ""
+        notation = f", {info['N']}@{info['penultimate']}" if "N" in info else \
+            f", {info['dataset']}" if "dataset" in info else ""
         print(f"{info['model']} ({info['setting']}{notation})\n"
               f"  params      {info['params']:,}\n"
               f"  mult-adds   {info['mult_adds']:,} at {info['input_size']}x"
               f"{info['input_size']}\n"
               f"  output      {tuple(info['output_shape'])}"
               + (f"\n  output stride {info['output_stride']}" if "output_stride" in info
+                 else "")
+              + (f"\n  arch_index  {info['arch_index']} (NAS-Bench-201)\n"
+                 f"  12 epochs   {info['hp12_valid']:.2f}% val, {info['hp12_test']:.2f}% test "
+                 f"on {info['dataset']} (NAS-Bench-201's table)" if "arch_index" in info
                  else ""))
     return 0

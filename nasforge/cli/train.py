@@ -19,11 +19,12 @@ import torch
 
 import nasforge
 from nasforge import build_model
-from nasforge.api import is_file_reference, resolve
+from nasforge.api import reference_kind, reference_name, resolve
 from nasforge.cli import UsageError
 from nasforge.data import load_data
 from nasforge.dsl import CellChain
 from nasforge.search.run_folder import BEST, RunFolder, is_run
+from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 from nasforge.timefmt import format_duration
 from nasforge.train import get_recipe, train
 from nasforge.train.recipes import RECIPES
@@ -33,8 +34,8 @@ from nasforge.trials import Status
 
 def add_arguments(p):
     p.add_argument("model", nargs="?",
-                   help="zoo name or cell-pair JSON file (default: the recipe's model; "
-                        "best_cell or nothing with --run)")
+                   help="zoo name, cell-pair JSON file or NAS-Bench-201 cell string (default: "
+                        "the recipe's model; best_cell or nothing with --run)")
     p.add_argument("--run", dest="run_dir", metavar="RUN_DIR",  # args.run: the command handler
                    help="train the best cell of this search run folder (its best_cell.json)")
     p.add_argument("--recipe", default="smoke", choices=sorted(RECIPES),
@@ -44,6 +45,9 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (>= 1)")
     p.add_argument("--setting", help="model setting (default: the recipe's for its own model, "
                                      "else the model's first)")
+    p.add_argument("--dataset", metavar="NAME",
+                   help=f"NAS-Bench-201 cells: the data set whose network is built "
+                        f"({', '.join(NB201_DATASETS)}); its classes must be the data's")
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
     p.add_argument("--name", help="run folder name (default: <model>-<recipe>-<time>); an "
                                   "existing run with a checkpoint is resumed")
@@ -65,11 +69,18 @@ def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _build(model_name: str, setting, recipe, data, arch):
+def _build(model_name: str, setting, recipe, data, arch, dataset=None):
     """The model for ``data`` (its classes, channels and image size) with the overrides of
-    the recipe that apply to it (``Recipe.build_overrides``)."""
+    the recipe that apply to it (``Recipe.build_overrides``). A NAS-Bench-201 cell's network
+    is fixed, as a chain file's: no recipe option applies, and ``dataset`` fixes its classes
+    (checked against the data's)."""
+    kind = reference_kind(model_name)
+    if kind == "nb201":
+        overrides = {"input_size": data.image_size[0], "in_channels": data.channels}
+        return build_model(model_name, setting, num_classes=data.num_classes, dataset=dataset,
+                           **overrides), overrides
     if isinstance(arch, CellChain):  # chains: no drop-path/aux options
-        is_file = is_file_reference(model_name)
+        is_file = kind == "file"
         overrides = {"input_size": data.image_size[0],
                      **recipe.build_overrides(model_name,
                                               network="chain_file" if is_file else "chain")}
@@ -125,9 +136,11 @@ def run(args) -> int:
     if args.model and not os.path.exists(args.model) and args.model.endswith(".json"):
         raise UsageError(f"model file {args.model} does not exist")
 
-    arch, _ = resolve(model_name, setting)  # bad model names fail before the data loads
+    # bad model names (and a dataset given to a model that is no NAS-Bench-201 cell) fail
+    # before the data loads
+    arch, _ = resolve(model_name, setting, args.dataset)
 
-    stem = Path(model_name).stem if os.path.exists(model_name) else model_name
+    stem = reference_name(model_name)
     if args.run_dir is not None:
         stem = f"{Path(args.run_dir).resolve().name}-{stem}"
     name = args.name or f"{stem}-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -141,11 +154,12 @@ def run(args) -> int:
     data = load_data(source, split=recipe.inputs.split, val_size=val_size, seed=args.seed,
                      cache_dir=args.cache_dir)
     torch.manual_seed(args.seed)
-    model, overrides = _build(model_name, setting, recipe, data, arch)
+    model, overrides = _build(model_name, setting, recipe, data, arch, args.dataset)
 
     config = {"nasforge_version": nasforge.__version__, "recipe": recipe.to_dict(),
               "epochs": epochs, "seed": args.seed,
               "model": {"name": model_name, "setting": setting, "overrides": overrides,
+                        **({"dataset": args.dataset} if args.dataset else {}),
                         "params": sum(p.numel() for p in model.parameters()),
                         **({"search_run": str(args.run_dir)} if args.run_dir else {})},
               "data": {"source": data.source, "format": data.format, "split": data.split,

@@ -21,28 +21,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nasforge.api import is_file_reference, resolve
-from nasforge.dsl import CellChain, CellPair
+from nasforge.api import reference_name, resolve
 from nasforge.export import formats as _formats  # noqa: F401  (registers the formats)
 from nasforge.export.registry import (EXPORTERS, Exporter, ExportError, ExportSource,
                                       get_exporter, register_exporter)
 
 
 def default_name(arch_or_name) -> str:
-    """The stem of default output files: a zoo name, a JSON file's stem, or the
-    architecture's own name (``arch`` when it has none)."""
-    if isinstance(arch_or_name, (CellPair, CellChain)):
-        return arch_or_name.name or "arch"
-    arch_or_name = os.fspath(arch_or_name)
-
-    return Path(arch_or_name).stem if is_file_reference(arch_or_name) else arch_or_name
+    """The stem of default output files: a zoo name, a JSON file's stem, a NAS-Bench-201
+    cell's ``nb201_name``, or the architecture's own name (``arch`` when it has none)."""
+    return reference_name(arch_or_name)
 
 
 def export_source(arch_or_name, setting: str | None = None, input_size: int | None = None,
                   name: str | None = None, state_dict: dict | None = None,
                   **overrides) -> ExportSource:
-    """Resolve a zoo name, a cell-pair/chain JSON path or a ``CellPair``/``CellChain`` (with
-    ``nasforge.api.resolve``: ``setting`` and ``overrides`` as for ``build_model``)."""
+    """Resolve a zoo name, a cell-pair/chain JSON path, a NAS-Bench-201 cell string or a
+    ``CellPair``/``CellChain`` (with ``nasforge.api.resolve``: ``setting`` and ``overrides``,
+    ``dataset`` among them, as for ``build_model``)."""
     if isinstance(arch_or_name, os.PathLike):
         arch_or_name = os.fspath(arch_or_name)
     given = {k: v for k, v in dict(overrides, input_size=input_size).items() if v is not None}
@@ -56,10 +52,12 @@ def export(arch_or_name, fmt: str, path: str | os.PathLike | None = None,
            state_dict: dict | None = None, **overrides) -> Path:
     """Write ``arch_or_name`` in format ``fmt`` to ``path``; returns the path written.
 
-    ``arch_or_name``: a zoo name, a cell-pair/chain JSON path, or a ``CellPair``/``CellChain``.
+    ``arch_or_name``: a zoo name, a cell-pair/chain JSON path, a NAS-Bench-201 cell string, or a
+    ``CellPair``/``CellChain``.
     ``fmt``: a key of ``EXPORTERS`` (ValueError naming the known ones otherwise).
     ``path``: default ``<name><suffix>`` in the current folder; parent folders are created.
-    ``setting`` (cifar/mobile/large; imagenet/cifar for hand-designed networks) and
+    ``setting`` (cifar/mobile/large; imagenet/cifar for hand-designed networks; nb201 for
+    NAS-Bench-201 cells, with ``dataset`` among the overrides) and
     ``overrides`` (``N``, ``filters``/``penultimate``, ``num_classes``, ...) configure the
     network as in ``nasforge.build_model``; ``input_size`` (pixels) sets the fixed input of
     the traced formats (py, onnx, torchscript), default the setting's. ``state_dict``: trained

@@ -6,6 +6,8 @@ function of the options in ``ChainConfig``).
 NASNet settings: ``cifar`` (32 px, 10 classes), ``mobile`` (224 px) and ``large`` (331 px)
 ImageNet (1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config``/
 ``large_imagenet_config``. Hand-designed settings: ``imagenet``, ``cifar`` and ``mnist``.
+NAS-Bench-201 cells (their string form): ``nb201``, NAS-Bench-201's network, whose data set
+(``cifar10``, ``cifar100``, ``imagenet16``) fixes the classes and input size.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, Callable
 from nasforge.compiler.network import NetworkConfig
 from nasforge.dsl import CellChain, CellPair
 from nasforge.rules import add_unique
+from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 
 SETTINGS: dict[str, NetworkConfig] = {
     "cifar": NetworkConfig(stem="cifar", N=6, filters=32, num_classes=10, stem_multiplier=3.0,
@@ -44,6 +47,20 @@ CHAIN_SETTINGS: dict[str, ChainConfig] = {
     # LeNet-5's input: MNIST's 28 x 28 digits centred in a 32 x 32 field, grayscale
     "mnist": ChainConfig(input_size=32, num_classes=10, in_channels=1),
 }
+
+
+# NAS-Bench-201's network around a NAS-Bench-201 cell (search_spaces.nas_bench_201.network):
+# setting -> data set -> config, the first data set the default
+NB201_SETTINGS: dict[str, dict[str, ChainConfig]] = {
+    "nb201": {name: ChainConfig(input_size=d.input_size, num_classes=d.num_classes,
+                                min_input_size=16)  # ImageNet16-120's, its smallest
+              for name, d in NB201_DATASETS.items()},
+}
+
+
+def setting_names() -> list[str]:
+    """Every setting name (cell-pair, chain and NAS-Bench-201 settings), sorted."""
+    return sorted({*SETTINGS, *CHAIN_SETTINGS, *NB201_SETTINGS})
 
 
 @dataclass(frozen=True)
