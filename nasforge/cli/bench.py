@@ -148,23 +148,35 @@ def run_searchers(args) -> int:
     return 0
 
 
-def _run_all(args, names: list[str], optuna_kwargs: dict) -> dict:
-    space = NasNetSpace(num_blocks=args.blocks)
+def _over_seeds(args, names: list[str], optuna_kwargs: dict, run_one, describe) -> dict:
+    """Every searcher over every seed of the benchmark: ``run_one(name, seed, settings)`` per
+    search, then one progress line on stderr (``describe(result)``); ``{name: [result, ...]}``."""
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    records, start = {}, time.perf_counter()
+    results, start = {}, time.perf_counter()
     for name in names:
         settings = searcher_settings(name, args, optuna_kwargs)
-        records[name] = []
+        results[name] = []
         for k, seed in enumerate(seeds):
-            searcher = get_searcher(name, space, seed=seed, dedup=not args.no_dedup, **settings)
-            task = PlantedTask(space, seed, noise=args.noise, fail_rate=args.fail_rate)
-            rec = run_search(searcher, task, args.budget, args.workers, seed)
-            records[name].append(rec)
+            result = run_one(name, seed, settings)
+            results[name].append(result)
             if not args.quiet:
-                print(f"bench: {name} seed {seed} ({k + 1}/{len(seeds)}): best {rec.best:.4f}, "
-                      f"{rec.ms_per_proposal:.2f} ms/proposal, {rec.wall_s:.1f} s "
+                print(f"bench: {name} seed {seed} ({k + 1}/{len(seeds)}): {describe(result)} "
                       f"[elapsed {time.perf_counter() - start:.0f} s]", file=sys.stderr,
                       flush=True)
+    return results
+
+
+def _run_all(args, names: list[str], optuna_kwargs: dict) -> dict:
+    space = NasNetSpace(num_blocks=args.blocks)
+
+    def run_one(name: str, seed: int, settings: dict):
+        searcher = get_searcher(name, space, seed=seed, dedup=not args.no_dedup, **settings)
+        task = PlantedTask(space, seed, noise=args.noise, fail_rate=args.fail_rate)
+        return run_search(searcher, task, args.budget, args.workers, seed)
+
+    records = _over_seeds(args, names, optuna_kwargs, run_one,
+                          lambda rec: f"best {rec.best:.4f}, {rec.ms_per_proposal:.2f} "
+                                      f"ms/proposal, {rec.wall_s:.1f} s")
     summary = summarize(records)
     common = {"budget": args.budget, "seeds": args.seeds, "first_seed": args.first_seed,
               "workers": args.workers, "blocks": args.blocks, "noise": args.noise,
@@ -214,21 +226,15 @@ def _check_table(args):
 
 def _run_table(args, names: list[str], optuna_kwargs: dict) -> dict:
     space = MemoHashSpace(args.dataset)
-    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    runs, start = {}, time.perf_counter()
-    for name in names:
-        settings = searcher_settings(name, args, optuna_kwargs)
-        runs[name] = []
-        for k, seed in enumerate(seeds):
-            searcher = get_searcher(name, space, seed=seed, **settings)
-            run = run_table_search(searcher, args.task, args.budget)
-            runs[name].append(run)
-            if not args.quiet:
-                print(f"bench: {name} seed {seed} ({k + 1}/{len(seeds)}): pick valid "
-                      f"{run.pick_valid[-1]:.2f} test {run.pick_test[-1]:.2f}, "
-                      f"{run.repeats} repeats, {run.wall_s:.1f} s "
-                      f"[elapsed {time.perf_counter() - start:.0f} s]", file=sys.stderr,
-                      flush=True)
+
+    def run_one(name: str, seed: int, settings: dict):
+        return run_table_search(get_searcher(name, space, seed=seed, **settings), args.task,
+                                args.budget)
+
+    runs = _over_seeds(args, names, optuna_kwargs, run_one,
+                       lambda run: f"pick valid {run.pick_valid[-1]:.2f} test "
+                                   f"{run.pick_test[-1]:.2f}, {run.repeats} repeats, "
+                                   f"{run.wall_s:.1f} s")
     summary = summarize_table(runs, args.task, args.checkpoint_list, sample=args.sample)
     common = {"benchmark": args.benchmark, "dataset": args.dataset,
               "table": args.task.table.source, "budget": args.budget, "seeds": args.seeds,
