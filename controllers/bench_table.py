@@ -29,7 +29,7 @@ import numpy as np
 from nasforge.controllers.base import Result, Searcher
 from nasforge.search_spaces.nas_bench_201 import (NasBench201Space, cell_graph,
                                                 format_cell)
-from nasforge.tables import Table
+from nasforge.tables import Table, hp12_columns
 
 TOP_FRACTIONS = (0.01, 0.001)  # "top 1%" and "top 0.1%" of the table by validation accuracy
 
@@ -75,11 +75,11 @@ class TableTask:
 
     @property
     def valid(self) -> str:
-        return f"{self.dataset}_valid"
+        return hp12_columns(self.dataset)[0]
 
     @property
     def test(self) -> str:
-        return f"{self.dataset}_test"
+        return hp12_columns(self.dataset)[1]
 
     def best_valid(self) -> float:
         return float(max(self.table.column(self.valid)))

@@ -22,7 +22,7 @@ from nasforge.flops import count_mult_adds, count_params
 from nasforge.registry import COMBINES
 from nasforge.search_spaces.nas_bench_201 import NB201_OPS, Nb201Cell, format_cell, parse_cell
 from nasforge.search_spaces.nas_bench_201 import network as nb201_network
-from nasforge.tables import load_table
+from nasforge.tables import hp12_columns, load_table
 from nasforge.zoo import CHAIN_SETTINGS, NB201_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
@@ -314,6 +314,6 @@ def model_info(model_name, setting=None, dataset: str | None = None, **overrides
         info.update(dataset=dataset, cell=format_cell(cell))
         row = nb201_table_row(cell)
         if row is not None:
-            info.update(arch_index=row["arch_index"], hp12_valid=row[f"{dataset}_valid"],
-                        hp12_test=row[f"{dataset}_test"])
+            valid, test = hp12_columns(dataset)
+            info.update(arch_index=row["arch_index"], hp12_valid=row[valid], hp12_test=row[test])
     return info

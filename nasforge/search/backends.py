@@ -28,11 +28,6 @@ from nasforge.tables import TableError, load_table
 HP12_EPOCHS = 12  # epochs of NAS-Bench-201's schedule behind the table's figures
 
 
-def hp12_columns(dataset: str) -> tuple[str, str]:
-    """The table's (validation, test) accuracy columns (%) of ``dataset``."""
-    return f"{dataset}_valid", f"{dataset}_test"
-
-
 @dataclass(frozen=True)
 class Backend:
     """A resolved trial backend: the Ray Tune trainable of each trial and what it needs."""
@@ -108,5 +103,4 @@ def make_backend(config: SearchConfig, space) -> Backend:
     return BACKENDS[config.backend](config, space)
 
 
-__all__ = ["Backend", "BACKENDS", "HP12_EPOCHS", "make_backend", "hp12_columns",
-           "space_options"]
+__all__ = ["Backend", "BACKENDS", "HP12_EPOCHS", "make_backend", "space_options"]

@@ -38,7 +38,7 @@ from nasforge.cluster import ray_session
 from nasforge.controllers import SEARCHERS, get_searcher
 from nasforge.data import load_data
 from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
-from nasforge.search.backends import hp12_columns, make_backend, space_options
+from nasforge.search.backends import make_backend, space_options
 from nasforge.search.board import SearchBoard
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.failures import BrokenSearch, FailureWatch, describe_broken
@@ -49,6 +49,7 @@ from nasforge.search.screen import result_from_record
 from nasforge.search.trial import TrialSettings
 from nasforge.search_spaces import SPACES, get_space
 from nasforge.search_spaces.nas_bench_201 import DATASETS
+from nasforge.tables import hp12_columns
 from nasforge.train import Recipe, get_recipe
 from nasforge.trials import SearchSummary, Status, StopReason
 

@@ -33,6 +33,13 @@ KEY_COLUMNS = ("arch_index", "cell")
 # the validation half; *_test: trained on the full training set, scored on the test set
 HP12_COLUMNS = KEY_COLUMNS + ("cifar10_valid", "cifar10_test", "cifar100_valid",
                               "cifar100_test", "imagenet16_valid", "imagenet16_test")
+
+
+def hp12_columns(dataset: str) -> tuple[str, str]:
+    """The 12-epoch table's (validation, test) accuracy columns (%) of ``dataset``."""
+    return f"{dataset}_valid", f"{dataset}_test"
+
+
 # val_acc_200ep: %, after the 200-epoch schedule; params_M, flops_M: millions
 SAMPLE_FIELDS = KEY_COLUMNS + ("dataset", "val_acc_200ep", "params_M", "flops_M")
 # the sample's data set names -> nasforge's (search_spaces.nas_bench_201.DATASETS)
