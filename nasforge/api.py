@@ -1,9 +1,10 @@
 """Public entry points: resolve an architecture by name or file and build it.
 
 A model reference is one of (``reference_kind``): an architecture object (``CellPair``,
-``CellChain``, ``Nb201Cell``), a JSON file, a NAS-Bench-201 cell string
+``CellChain``, ``Nb201Cell``, ``DartsGenotype``), a JSON file, a NAS-Bench-201 cell string
 (``|nor_conv_3x3~0|+|...|``, built as NAS-Bench-201's network, setting ``nb201``, with its
-``dataset``), or a zoo name.
+``dataset``), a DARTS genotype (``Genotype(normal=[...], ...)``, built with DARTS' macro,
+setting ``darts`` by default), or a zoo name.
 """
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
 from nasforge.errors import NasforgeError
 from nasforge.flops import count_mult_adds, count_params
 from nasforge.registry import COMBINES
+from nasforge.search_spaces.darts import (DartsGenotype, genotype_pair, is_genotype_text,
+                                          parse_genotype)
 from nasforge.search_spaces.nas_bench_201 import NB201_OPS, Nb201Cell, format_cell, parse_cell
 from nasforge.search_spaces.nas_bench_201 import network as nb201_network
 from nasforge.tables import hp12_columns, load_table
 from nasforge.zoo import CHAIN_SETTINGS, NB201_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
 
 CONFIG_FIELDS = {f.name for f in fields(NetworkConfig)}
+GENOTYPE_SETTING = "darts"  # the setting a DARTS genotype is built with unless one is given
 
 
 class ArchitectureError(NasforgeError, ValueError):
@@ -62,11 +66,14 @@ def is_file_reference(ref: str) -> bool:
 
 def reference_kind(ref) -> str:
     """What a model reference is, the one rule for it: ``"object"`` (a ``CellPair``,
-    ``CellChain`` or ``Nb201Cell``), ``"file"`` (``is_file_reference``), ``"nb201"`` (a
-    NAS-Bench-201 cell string: a string with a ``|``, which no zoo name has; a malformed one
-    is still this kind, so its error names the string's problem) or ``"zoo"``."""
-    if isinstance(ref, (CellPair, CellChain, Nb201Cell)):
+    ``CellChain``, ``Nb201Cell`` or ``DartsGenotype``), ``"file"`` (``is_file_reference``),
+    ``"darts"`` (a DARTS genotype string, ``is_genotype_text``), ``"nb201"`` (a NAS-Bench-201
+    cell string: a string with a ``|``, which no zoo name has; a malformed one is still this
+    kind, so its error names the string's problem) or ``"zoo"``."""
+    if isinstance(ref, (CellPair, CellChain, Nb201Cell, DartsGenotype)):
         return "object"
+    if is_genotype_text(ref):
+        return "darts"
     ref = os.fspath(ref)
     if is_file_reference(ref):
         return "file"
@@ -81,13 +88,22 @@ def nb201_name(cell: Nb201Cell | str) -> str:
     return "nb201-" + "".join(str(NB201_OPS.index(op)) for op in cell.ops)
 
 
+def darts_name(genotype: DartsGenotype | str) -> str:
+    """A file-name-safe name of a DARTS genotype: ``darts-`` and the first 10 hex digits of
+    its cell pair's canonical hash."""
+    return "darts-" + genotype_pair(genotype).canonical_hash()[:10]
+
+
 def reference_name(ref) -> str:
     """A short name of a model reference (default output and run-folder names): a zoo name,
     a file's stem, ``nb201_name`` of a NAS-Bench-201 cell, an object's own name (``arch``
     when it has none)."""
     kind = reference_kind(ref)
     if kind == "object":
-        return nb201_name(ref) if isinstance(ref, Nb201Cell) else ref.name or "arch"
+        return nb201_name(ref) if isinstance(ref, Nb201Cell) else \
+            darts_name(ref) if isinstance(ref, DartsGenotype) else ref.name or "arch"
+    if kind == "darts":
+        return darts_name(ref)
     ref = os.fspath(ref)
     return {"file": lambda: os.path.splitext(os.path.basename(ref))[0],
             "nb201": lambda: nb201_name(ref), "zoo": lambda: ref}[kind]()
@@ -108,6 +124,11 @@ def resolve(name_or_path: str | CellPair | CellChain | Nb201Cell, setting: str |
     """
     if isinstance(name_or_path, Nb201Cell) or reference_kind(name_or_path) == "nb201":
         return _resolve_nb201(name_or_path, setting, dataset, overrides)
+    if isinstance(name_or_path, DartsGenotype) or reference_kind(name_or_path) == "darts":
+        genotype = name_or_path if isinstance(name_or_path, DartsGenotype) else \
+            parse_genotype(name_or_path)
+        name_or_path, setting = genotype_pair(genotype, darts_name(genotype)), \
+            setting or GENOTYPE_SETTING
     if dataset is not None:
         raise ArchitectureError(f"dataset {dataset!r} applies to NAS-Bench-201 cells only, not "
                                 f"to {reference_name(name_or_path)!r}", options=("dataset",))
@@ -297,6 +318,8 @@ def model_info(model_name, setting=None, dataset: str | None = None, **overrides
         setting, dataset = nb201_setting_of(model_name, setting, dataset)
     elif setting is None:
         setting = (ZOO[model_name].default_setting if model_name in ZOO else
+                   GENOTYPE_SETTING if isinstance(model_name, DartsGenotype) or
+                   reference_kind(model_name) == "darts" else
                    "cifar" if isinstance(arch, CellPair) else "imagenet")
     with torch.device("meta"):
         model = compile_architecture(arch, config)

@@ -5,6 +5,7 @@ from typing import Callable
 
 from nasforge.rules import add_unique
 from nasforge.search_spaces.base import SearchSpace
+from nasforge.search_spaces.darts import DartsGenotype, DartsSpace
 from nasforge.search_spaces.nas_bench_201 import NasBench201Space
 from nasforge.search_spaces.nasnet import (ENAS_MICRO_OPS, Block, EnasMicroSpace, NasNetArch,
                                            NasNetExtSpace, NasNetSpace)
@@ -18,7 +19,7 @@ def register_space(name: str, factory: Callable[..., SearchSpace]) -> Callable[.
     return add_unique(SPACES, name, factory, "search space")
 
 
-for _space in (NasNetSpace, NasNetExtSpace, EnasMicroSpace, NasBench201Space):
+for _space in (NasNetSpace, NasNetExtSpace, EnasMicroSpace, NasBench201Space, DartsSpace):
     register_space(_space.name, _space)
 
 
@@ -30,4 +31,4 @@ def get_space(name: str, **kwargs) -> SearchSpace:
 
 
 __all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "EnasMicroSpace", "ENAS_MICRO_OPS",
-           "NasNetArch", "Block", "NasBench201Space", "SPACES", "get_space", "register_space"]
+           "NasNetArch", "Block", "NasBench201Space", "DartsSpace", "DartsGenotype", "SPACES", "get_space", "register_space"]

@@ -14,7 +14,7 @@ import torch
 from nasforge.controllers import (SEARCHERS, DedupCache, EvolutionConfig, OptunaConfig, Result,
                                   RLConfig, RLController, get_searcher, load_state, save_state)
 from nasforge.controllers.bench import PlantedTask, evals_to_reach, median_or_none, run_search
-from nasforge.search_spaces import NasNetSpace
+from nasforge.search_spaces import DartsSpace, NasNetSpace
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = NasNetSpace(num_blocks=2)  # 20 decisions: fast, still every kind of decision
@@ -70,22 +70,23 @@ class Driver:
 
 
 # ---------------------------------------------------------------- conformance (every searcher)
+@pytest.mark.parametrize("space", [SPACE, DartsSpace()], ids=["nasnet", "darts"])
 @pytest.mark.parametrize("name", NAMES)
-def test_proposals_are_valid_in_the_space(name):
-    s = make(name, seed=1)
+def test_proposals_are_valid_in_the_space(name, space):
+    s = make(name, seed=1, space=space)
     d = Driver(s, inflight=4)
     d.run(20)
     ids = [i for i, _ in d.asked]
     assert len(ids) == len(set(ids)) >= 20
     for p in d.pending + s.in_flight():
-        assert len(p.tokens) == len(SPACE.decisions())
-        assert all(0 <= t < n for t, n in zip(p.tokens, SPACE.decisions()))
-        assert tuple(SPACE.encode(SPACE.decode(p.tokens))) == p.tokens
-        assert tuple(SPACE.encode(p.arch)) == p.tokens
-        pair = SPACE.to_graph(p.arch).validate()
+        assert len(p.tokens) == len(space.decisions())
+        assert all(0 <= t < n for t, n in zip(p.tokens, space.decisions()))
+        assert tuple(space.encode(space.decode(p.tokens))) == p.tokens
+        assert tuple(space.encode(p.arch)) == p.tokens
+        pair = space.to_graph(p.arch).validate()
         assert pair.canonical_hash() == p.hash
     for _, tokens in d.asked:
-        SPACE.to_graph(SPACE.decode(tokens)).validate()
+        space.to_graph(space.decode(tokens)).validate()
 
 
 @pytest.mark.parametrize("name", NAMES)

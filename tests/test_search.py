@@ -479,7 +479,7 @@ def test_tensorboard_serves_scalars_and_hparams(faulty_run, tmp_path):
 
 # -------------------------------------------------------------------------------------- CLI
 @pytest.mark.parametrize("args,match,own_process", [
-    (["--space", "darts"], "unknown search space 'darts'", False),
+    (["--space", "nasbench101"], "unknown search space 'nasbench101'", False),
     (["--searcher", "bayes"], "unknown searcher 'bayes'", False),
     (["--trials", "0"], "trials must be at least 1, got 0 (option --trials)", False),
     (["--resume", "."], "not a search run folder", False),

@@ -26,7 +26,7 @@ def test_unknown_op_in_space_is_rejected():
     with pytest.raises(ValueError, match="conv_9x9"):
         NasNetSpace(ops=["conv_9x9"])
     with pytest.raises(KeyError, match="unknown search space"):
-        get_space("darts")
+        get_space("nasbench101")
 
 
 def test_a_combine_that_cannot_merge_two_inputs_is_rejected():

@@ -40,7 +40,8 @@ class CompiledGraph(nn.Module):
     The output concatenates its states; a state at a lower resolution than the others is
     factorized-reduced, and a cell input whose channels differ from ``filters`` is projected
     (1x1 conv + BN), as TF's ``_combine_unused_states`` does.
-    ScheduledDropPath (``drop_path_keep_prob``) applies to every op output but identities [TF].
+    ScheduledDropPath (``drop_path_keep_prob``) applies to every op output but identities [TF]
+    (the ``identity`` op, and ops built as ``nn.Identity`` such as DARTS' ``skip_connect``).
 
     Shared ReLUs (``share_relu``, on unless ``set_relu_sharing(model, False)``): in training
     mode, the ops that start with a ReLU and read the same state (in NASNet-A's normal cell,
@@ -75,11 +76,14 @@ class CompiledGraph(nn.Module):
                 plan.append((n, "input", d["index"], None))
             elif kind == "op":
                 c_out = d.get("channels") or filters or channels[srcs[0]]
-                self.ops[module_key(n)] = create_op(d["op"], channels[srcs[0]], c_out,
-                                                    d["stride"], **d.get("args", {}))
+                module = create_op(d["op"], channels[srcs[0]], c_out, d["stride"],
+                                   **d.get("args", {}))
+                self.ops[module_key(n)] = module
                 channels[n] = c_out
                 self.op_nodes.append(n)
-                plan.append((n, "op", srcs[0], d["op"] != "identity"))
+                # drop path on every op output but identities ([TF]; DARTS: nn.Identity ops)
+                plan.append((n, "op", srcs[0],
+                             d["op"] != "identity" and not isinstance(module, nn.Identity)))
             elif kind == "combine":
                 spec = COMBINES[d["combine"]]
                 channels[n] = spec.channels([channels[s] for s in srcs])
@@ -145,13 +149,15 @@ class NasNetCell(nn.Module):
 
     * h_i: ReLU -> 1x1 conv -> BN to ``filters``;
     * h_{i-1}: the raw h_i tensor when absent (first cell); ReLU -> factorized reduction when
-      its resolution is twice h_i's; ReLU -> 1x1 -> BN when only channels differ; else raw.
+      its resolution is twice h_i's; ReLU -> 1x1 -> BN when only channels differ (or always,
+      with ``project_prev``: DARTS' ``preprocess0``); else raw.
 
     ``forward(h_i, h_prev)`` is called once per cell application by the network.
     """
 
     def __init__(self, cell: Cell, filters: int, c_cur: int, c_prev: int | None,
-                 prev_is_larger: bool = False, drop_path_keep_prob: float = 1.0):
+                 prev_is_larger: bool = False, drop_path_keep_prob: float = 1.0,
+                 project_prev: bool = False):
         super().__init__()
         self.pre0 = ReLUConvBN(c_cur, filters, 1)
         if c_prev is None:
@@ -159,7 +165,7 @@ class NasNetCell(nn.Module):
         elif prev_is_larger:
             self.pre1, c_h1 = nn.Sequential(nn.ReLU(inplace=False),
                                             FactorizedReduction(c_prev, filters, 2)), filters
-        elif c_prev != filters:
+        elif c_prev != filters or project_prev:
             self.pre1, c_h1 = ReLUConvBN(c_prev, filters, 1), filters
         else:
             self.pre1, c_h1 = nn.Identity(), filters

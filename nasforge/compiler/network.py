@@ -9,6 +9,14 @@ The cell schedule follows the TF reference builders literally (``_build_nasnet_b
   indices run the *normal* cell with stride 2 (the pair's reduction cell is that variant);
 * ``skip_reduction_layer_input``: the cell after a reduction takes as h_{i-1} the state before
   the reduction (NASNet-A large, PNASNet) instead of the reduction's input.
+
+``macro`` names the wiring around that schedule (``MACROS``): ``tf`` as above, or ``darts``,
+DARTS' ``NetworkCIFAR`` [D] (quark0/darts ``model.py``): the first cell reads the stem as both
+inputs, h_{i-1} always goes through ReLU -> 1x1 conv -> BN (or ReLU -> factorized reduction
+after a reduction), the auxiliary head reads the second reduction cell's output, the last
+cell's output is pooled without a ReLU, and drop path has the same probability in every cell.
+With the ``insert`` layout, ``3N`` normal cells are DARTS' ``layers = 3N + 2`` cells with
+reductions at ``layers // 3`` and ``2 * layers // 3`` (20 cells: N = 6; 8 cells: N = 2).
 """
 from __future__ import annotations
 
@@ -24,6 +32,35 @@ from torch.utils.checkpoint import checkpoint
 from nasforge.compiler.cell_module import NasNetCell, after_relu
 from nasforge.dsl.cell import CellError, CellPair
 from nasforge.ops.layers import batch_norm
+
+
+@dataclass(frozen=True)
+class Macro:
+    """The wiring choices where the TF NASNet builders [TF] and DARTS' NetworkCIFAR [D]
+    differ (module docstring)."""
+
+    first_prev_is_stem: bool  # first cell's h_{i-1}: the stem output (DARTS) or absent (TF)
+    project_prev: bool  # h_{i-1} through ReLU-1x1-BN even at equal width (DARTS' preprocess0)
+    aux_after_reduction: bool  # aux head on the 2nd reduction's output (DARTS), else before it
+    relu_before_pool: bool  # ReLU on the last cell's output before global pooling (TF)
+    drop_path_by_depth: bool  # keep probability scaled by cell depth (TF) or equal (DARTS)
+
+
+MACROS: dict[str, Macro] = {
+    "tf": Macro(first_prev_is_stem=False, project_prev=False, aux_after_reduction=False,
+                relu_before_pool=True, drop_path_by_depth=True),
+    "darts": Macro(first_prev_is_stem=True, project_prev=True, aux_after_reduction=True,
+                   relu_before_pool=False, drop_path_by_depth=False),
+}
+
+
+def macro_of(config: "NetworkConfig") -> Macro:
+    """``MACROS[config.macro]``; ValueError naming the known macros."""
+    try:
+        return MACROS[config.macro]
+    except KeyError:
+        raise ValueError(f"unknown network macro {config.macro!r} (known: "
+                         f"{', '.join(MACROS)})") from None
 
 
 @dataclass(frozen=True)
@@ -45,6 +82,7 @@ class NetworkConfig:
     dropout: float = 0.0  # probability of dropping a penultimate feature
     input_size: int = 32  # pixels (square); used by `info` and flop counting
     in_channels: int = 3
+    macro: str = "tf"  # a key of MACROS: TF's NASNet wiring or DARTS' NetworkCIFAR
 
 
 @dataclass(frozen=True)
@@ -73,7 +111,9 @@ def reduction_indices(num_cells: int, num_reductions: int) -> list[int]:
 def schedule(config: NetworkConfig) -> Schedule:
     """The cell schedule, transcribed from the TF builders (outputs[0] is the stem)."""
     sched = Schedule()
-    outputs = [None, 0]  # TF's cell_outputs; ints index our outputs list, None = absent
+    macro = macro_of(config)
+    # TF's cell_outputs; ints index our outputs list (0: the stem), None = absent
+    outputs = [0, 0] if macro.first_prev_is_stem else [None, 0]
 
     def emit(kind, filters, cur, prev, stride, name):
         sched.slots.append(CellSlot(kind, filters, cur, prev, stride, name))
@@ -89,7 +129,10 @@ def schedule(config: NetworkConfig) -> Schedule:
             scaling *= rate
     num_cells = 3 * config.N
     reductions = reduction_indices(num_cells, config.num_reduction_layers)
-    aux_cell = reductions[1] - 1 if config.aux_head and len(reductions) > 1 else None
+    with_aux = config.aux_head and len(reductions) > 1
+    # the aux head reads the cell before the second reduction (TF) or the reduction (DARTS)
+    aux_cell = reductions[1] - 1 if with_aux and not macro.aux_after_reduction else None
+    aux_reduction = reductions[1] if with_aux and macro.aux_after_reduction else None
     scaling = 1.0
     prev = None
     for cell_num in range(num_cells):
@@ -102,6 +145,8 @@ def schedule(config: NetworkConfig) -> Schedule:
                 out = emit("reduction", int(F * scaling), outputs[-1], outputs[-2], 2,
                            f"reduction_cell_{reductions.index(cell_num)}")
                 outputs.append(out)
+                if cell_num == aux_reduction:
+                    sched.aux_after = len(sched.slots) - 1
             if not config.skip_reduction_layer_input:
                 prev = outputs[-2]
             out = emit("normal", int(F * scaling), outputs[-1], prev, 1, f"cell_{cell_num}")
@@ -113,7 +158,8 @@ def schedule(config: NetworkConfig) -> Schedule:
             out = emit("reduction" if is_reduction else "normal", int(F * scaling),
                        outputs[-1], prev, 2 if is_reduction else 1, f"cell_{cell_num}")
         outputs.append(out)
-        if cell_num == aux_cell:
+        if cell_num == aux_cell or (cell_num == aux_reduction and
+                                    config.reduction_layout != "insert"):
             sched.aux_after = len(sched.slots) - 1
     return sched
 
@@ -190,6 +236,7 @@ class Network(nn.Module):
     def __init__(self, pair: CellPair, config: NetworkConfig):
         super().__init__()
         self.config = config
+        self.macro = macro_of(config)
         self.arch_name = pair.name
         self.stem, c_stem, spatial = build_stem(config)
         self.schedule = schedule(config)
@@ -203,11 +250,12 @@ class Network(nn.Module):
                                 f"this one does {cells[kind].output_level()} (strided ops on "
                                 f"cell inputs reduce)", None, cells[kind].name)
         for i, slot in enumerate(self.schedule.slots):
-            keep = 1 - (i + 1) / total * (1 - config.drop_path_keep_prob)
+            depth = (i + 1) / total if self.macro.drop_path_by_depth else 1.0
+            keep = 1 - depth * (1 - config.drop_path_keep_prob)
             prev_larger = slot.prev is not None and levels[slot.prev] < levels[slot.cur]
             cell = NasNetCell(cells[slot.kind], slot.filters, channels[slot.cur],
-                                None if slot.prev is None else channels[slot.prev],
-                                prev_larger, keep)
+                              None if slot.prev is None else channels[slot.prev],
+                              prev_larger, keep, project_prev=self.macro.project_prev)
             self.cells.append(cell)
             channels.append(cell.out_channels)
             levels.append(levels[slot.cur] + (slot.stride == 2))
@@ -247,7 +295,7 @@ class Network(nn.Module):
                                 None if slot.prev is None else outputs[slot.prev]))
             if i == self.schedule.aux_after and self.training:
                 aux = self.aux_head(outputs[-1])
-        return torch.relu(outputs[-1]), aux
+        return (torch.relu(outputs[-1]) if self.macro.relu_before_pool else outputs[-1]), aux
 
     def _forward_features_shared(self, outputs: list):
         """``forward_features`` in training mode with shared ReLUs: each cell output's ReLU,
@@ -271,7 +319,8 @@ class Network(nn.Module):
                                 else None))
             if i == self.schedule.aux_after:
                 aux = self.aux_head(outputs[-1], relu_of(len(outputs) - 1))
-        return relu_of(len(outputs) - 1), aux
+        last = len(outputs) - 1
+        return (relu_of(last) if self.macro.relu_before_pool else outputs[last]), aux
 
     def forward(self, x):
         features, aux = self.forward_features(x)

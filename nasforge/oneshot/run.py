@@ -55,7 +55,8 @@ from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.memory import check_fits
 from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
                                       SposConfig, method_config)
-from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
+from nasforge.oneshot.supernet import (Supernet, SupernetError, check_shareable,
+                                       check_space_covered)
 from nasforge.search.board import SearchBoard, add_cell_drawing
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
@@ -241,6 +242,7 @@ def prepare(config: SearchConfig, recipe):
                             f"the weights with {recipe.optim.kind}")
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
+    check_space_covered(config.space)
     try:
         space = get_space(config.space, **method_cfg.space_options())
     except (TypeError, ValueError) as e:

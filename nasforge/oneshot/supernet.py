@@ -41,6 +41,7 @@ from nasforge.dsl import module_key, state_id
 from nasforge.errors import NasforgeError
 from nasforge.ops.layers import FactorizedReduction, ReLUConvBN
 from nasforge.registry import create_op
+from nasforge.search_spaces import SPACES
 from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetArch, NasNetSpace
 
 CELL_KINDS = ("normal", "reduction")  # the order of NasNetArch.cells()
@@ -69,6 +70,18 @@ def candidate_index(space: NasNetSpace, source: int, op: str) -> int:
     return source * len(space.ops) + space.ops.index(op)
 
 
+def check_space_covered(name: str) -> None:
+    """SupernetError, naming the spaces it covers, when the registered search space ``name``
+    is not a NASNet block-choice space (``darts``, ``nas-bench-201``: no supernet yet);
+    checked before the space is built with the method's options."""
+    covered = [n for n, factory in SPACES.items()
+               if isinstance(factory, type) and issubclass(factory, NasNetSpace)]
+    if name not in covered:
+        raise SupernetError(f"one-shot search needs a NASNet block-choice space "
+                            f"({', '.join(covered)}); the supernet does not cover {name!r} yet "
+                            f"(search it with a black-box searcher)")
+
+
 def check_shareable(space, config: NetworkConfig) -> None:
     """Raise SupernetError, naming the problem, when the supernet cannot be built."""
     if not isinstance(space, NasNetSpace):
@@ -80,6 +93,9 @@ def check_shareable(space, config: NetworkConfig) -> None:
                             f"{', '.join(space.combines)}")
     if config.reduction_layout != "insert":
         raise SupernetError("the supernet supports the NASNet 'insert' reduction layout only")
+    if config.macro != "tf":
+        raise SupernetError(f"the supernet supports the TF NASNet macro only, not "
+                            f"{config.macro!r}")
 
 
 # ----------------------------------------------------------------- cell output selections

@@ -1,6 +1,7 @@
 """Published cells as literal data (docs/reference.md section 3).
 
-State indices: 0 = h_i, 1 = h_{i-1}, 2 + k = block k. Block k applies ops[2k], ops[2k+1] to
+State indices (all but DARTS_V2, which keeps DARTS' genotype form): 0 = h_i, 1 = h_{i-1},
+2 + k = block k. Block k applies ops[2k], ops[2k+1] to
 states idx[2k], idx[2k+1] and adds the results. ``output`` lists the concatenated states.
 """
 from nasforge.dsl import CellPair, cell_from_blocks, unused_from_used
@@ -34,15 +35,13 @@ _PNAS = dict(ops=[SEP5, MAX3, SEP7, MAX3, SEP5, SEP3, SEP3, MAX3, SEP3, ID],
              output=unused_from_used([1, 1, 0, 0, 0, 0, 0]))
 PNASNET_5 = dict(normal=_PNAS, reduction=_PNAS)
 
-# DARTS-V2 [D] genotypes.py, re-indexed from DARTS' order (0 = h_{i-1}, 1 = h_i) to ours.
-# DARTS has 4 blocks; its dil_conv_3x3 is one dilated separable conv (dil_sep_conv_3x3 here).
+# DARTS-V2 [D] genotypes.py, in DARTS' own form: (op, input) per edge, two edges per node,
+# inputs 0 = c_{k-2}, 1 = c_{k-1}, 2.. = earlier nodes; ops are DARTS' (search_spaces.darts).
 DARTS_V2 = dict(
-    normal=dict(ops=[SEP3, SEP3, SEP3, SEP3, SEP3, ID, ID, "dil_sep_conv_3x3"],
-                idx=[1, 0, 1, 0, 0, 1, 1, 2],
-                output=[2, 3, 4, 5]),
-    reduction=dict(ops=[MAX3, MAX3, ID, MAX3, MAX3, ID, ID, MAX3],
-                   idx=[1, 0, 2, 0, 1, 2, 2, 0],
-                   output=[2, 3, 4, 5]),
+    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
 )
 
 

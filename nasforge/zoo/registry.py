@@ -5,7 +5,8 @@ macro, configured by ``NetworkConfig``) and hand-designed networks (a ``CellChai
 function of the options in ``ChainConfig``).
 NASNet settings: ``cifar`` (32 px, 10 classes), ``mobile`` (224 px) and ``large`` (331 px)
 ImageNet (1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config``/
-``large_imagenet_config``. Hand-designed settings: ``imagenet``, ``cifar`` and ``mnist``.
+``large_imagenet_config``; ``darts`` (DARTS' CIFAR evaluation network, 20 cells at C = 36) and
+``nb301`` (NAS-Bench-301's, 8 cells at C = 32), both with DARTS' macro. Hand-designed settings: ``imagenet``, ``cifar`` and ``mnist``.
 NAS-Bench-201 cells (their string form): ``nb201``, NAS-Bench-201's network, whose data set
 (``cifar10``, ``cifar100``, ``imagenet16``) fixes the classes and input size.
 """
@@ -27,6 +28,12 @@ SETTINGS: dict[str, NetworkConfig] = {
     "large": NetworkConfig(stem="imagenet", N=6, filters=168, num_classes=1000,
                            stem_multiplier=3.0, skip_reduction_layer_input=True,
                            drop_path_keep_prob=0.7, dropout=0.5, input_size=331),
+    # DARTS' evaluation network (NetworkCIFAR, 20 cells at C = 36, drop path 0.2) [D]
+    "darts": NetworkConfig(stem="cifar", N=6, filters=36, num_classes=10, stem_multiplier=3.0,
+                           drop_path_keep_prob=0.8, input_size=32, macro="darts"),
+    # NAS-Bench-301's training network: DARTS' macro with 8 cells at C = 32 [NB301]
+    "nb301": NetworkConfig(stem="cifar", N=2, filters=32, num_classes=10, stem_multiplier=3.0,
+                           drop_path_keep_prob=0.8, input_size=32, macro="darts"),
 }
 
 
@@ -91,7 +98,8 @@ class ZooEntry:
                            f"{', '.join(self.settings)})")
         overrides = dict(self.settings[setting])
         if self.build_pair is not None:
-            return replace(SETTINGS[setting], **self.build_pair().network, **overrides)
+            # the setting's overrides win over the pair's network options
+            return replace(SETTINGS[setting], **{**self.build_pair().network, **overrides})
         base = CHAIN_SETTINGS[setting]
         options = tuple(sorted(overrides.pop("options", {}).items()))
         return replace(base, **overrides, options=options)
