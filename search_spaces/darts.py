@@ -1,5 +1,5 @@
 """The DARTS search space (Liu et al. 2019; NAS-Bench-301's convention, Siems et al. 2020;
-docs/reference.md section 23) as DSL data.
+docs/reference.md section 12) as DSL data.
 
 A cell has two input states, c_{k-2} and c_{k-1}, and four intermediate nodes; node j
 (2..5) sums two ops, each applied to a different earlier state (0 = c_{k-2}, 1 = c_{k-1},

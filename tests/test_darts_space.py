@@ -3,6 +3,7 @@ space's decisions and mutation, DARTS' macro, and DARTS-V2 as a member with DART
 parameter count."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -116,9 +117,10 @@ def test_bad_genotype_names_the_problem(change, match):
 
 
 def test_genotype_on_the_command_line(capsys):
-    assert main(["info", DARTS_V2_TEXT, "--json"]) == 0
-    out = capsys.readouterr().out
-    assert '"params": 3349342' in out and '"setting": "darts"' in out
+    assert main(["info", DARTS_V2_TEXT, "--setting", "nb301", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["setting"] == "nb301" and out["N"] == 2 and out["filters"] == 32
+    assert out["params"] == _params(get_entry("darts_v2").build_pair(), "nb301")
     assert main(["info", DARTS_V2_TEXT.replace("dil_conv_3x3", "dil_conv_7x7")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown op 'dil_conv_7x7'" in err[0]

@@ -2,7 +2,8 @@
 TorchScript.
 
 WHAT is a zoo name, a cell-pair/chain JSON file, a NAS-Bench-201 cell string (with
-``--setting nb201``, the default for it, and ``--dataset``), or ``best_cell`` with
+``--setting nb201``, the default for it, and ``--dataset``), a DARTS genotype (``Genotype(...)``,
+setting ``darts`` by default), or ``best_cell`` with
 ``--run RUN_DIR`` (the best finished trial of a search run by its primary objective;
 ``--trial ID`` picks one trial, ``--top K`` the K best, ``--pareto`` every member of a Pareto
 search's front).
@@ -33,8 +34,8 @@ BEST = "best_cell"
 def add_arguments(p):
     formats = ", ".join(f"{name} ({e.suffix})" for name, e in EXPORTERS.items())
     p.add_argument("what", nargs="?", metavar="WHAT",
-                   help=f"zoo name, cell-pair JSON file, NAS-Bench-201 cell string, or {BEST} "
-                        f"(with --run)")
+                   help=f"zoo name, cell-pair JSON file, NAS-Bench-201 cell string, DARTS "
+                        f"genotype, or {BEST} (with --run)")
     p.add_argument("--format", "-f", metavar="FMT",
                    help=f"one of: {formats} (default: from -o's suffix)")
     p.add_argument("--output", "-o", metavar="PATH",

@@ -12,11 +12,12 @@ from nasforge.zoo import setting_names
 
 
 def add_arguments(p):
-    p.add_argument("model", nargs="?", help="zoo name, cell-pair JSON file, or NAS-Bench-201 "
-                                            "cell string ('|nor_conv_3x3~0|+|...|')")
+    p.add_argument("model", nargs="?", help="zoo name, cell-pair JSON file, NAS-Bench-201 "
+                                            "cell string ('|nor_conv_3x3~0|+|...|') or DARTS "
+                                            "genotype (\"Genotype(normal=[...], ...)\")")
     p.add_argument("--setting", choices=setting_names(),
                    help="default: the model's first setting (cifar for cell files, nb201 for "
-                        "NAS-Bench-201 cells)")
+                        "NAS-Bench-201 cells, darts for DARTS genotypes)")
     p.add_argument("--dataset", metavar="NAME",
                    help=f"NAS-Bench-201 cells: the data set, which fixes classes and input "
                         f"size ({', '.join(NB201_DATASETS)}; default {next(iter(NB201_DATASETS))})")

@@ -1,5 +1,5 @@
 """The DARTS space's cell operations, built as DARTS' evaluation network builds them
-(Liu et al. 2019, quark0/darts ``operations.py``; docs/reference.md section 23).
+(Liu et al. 2019, quark0/darts ``operations.py``; docs/reference.md section 12).
 
 They are registered under ``darts_*`` names because NASNet's ops of the same names differ:
 TF 'SAME' padding (asymmetric at stride 2, so a strided op reads other pixels), a bottlenecked
