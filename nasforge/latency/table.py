@@ -51,7 +51,7 @@ from nasforge.latency.measure import (LatencyError, check_clock, check_device, d
                                       summarize, time_calls, torch_threads)
 from nasforge.registry import COMBINES, create_op
 from nasforge.safe_load import read_json
-from nasforge.search_spaces import Block, NasNetArch, get_space
+from nasforge.search_spaces import Block, NasNetArch, NasNetSpace, get_space
 
 log = logging.getLogger(__name__)
 
@@ -522,6 +522,9 @@ def build_table(space_name: str, setting: str, device: str = "cpu", threads: int
         space = get_space(space_name)
     except KeyError as e:
         raise LatencyError(e.args[0]) from None
+    if not isinstance(space, NasNetSpace):  # the parts are NASNet blocks in the TF macro
+        raise LatencyError(f"latency tables cover NASNet block-choice spaces only, not "
+                           f"{space_name!r}")
     dev = check_device(device)
     check_clock(clock, dev, threads)
     start = time.perf_counter()
