@@ -89,9 +89,10 @@ def test_proposals_are_valid_in_the_space(name, space):
         space.to_graph(space.decode(tokens)).validate()
 
 
+@pytest.mark.parametrize("space", [SPACE, DartsSpace()], ids=["nasnet", "darts"])
 @pytest.mark.parametrize("name", NAMES)
-def test_same_seed_same_proposals(name):
-    runs = [Driver(make(name, seed=s), seed=5).run(16) for s in (7, 7, 8)]
+def test_same_seed_same_proposals(name, space):
+    runs = [Driver(make(name, seed=s, space=space), seed=5).run(16) for s in (7, 7, 8)]
     assert runs[0] == runs[1]
     assert [t for _, t in runs[0]] != [t for _, t in runs[2]]
 
