@@ -15,8 +15,9 @@ from torch import nn
 from nasforge.api import resolve
 from nasforge.cli import main
 from nasforge.compiler import Network, schedule
-from nasforge.compiler.cell_module import CompiledGraph
+from nasforge.compiler.cell_module import CompiledGraph, NasNetCell
 from nasforge.dsl import cell_from_blocks
+from nasforge.dsl.cell import module_key
 from nasforge.errors import NasforgeError
 from nasforge.flops import count_params
 from nasforge.ops import create_op
@@ -229,3 +230,23 @@ def test_latency_tables_refuse_the_space_in_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "t.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not 'darts'" in err[0], err
+
+
+@pytest.mark.parametrize("kind", ["normal", "reduction"])
+def test_a_compiled_cell_computes_darts_cell_forward(kind):
+    """DARTS' Cell.forward written out: s0 = preprocess0(c_{k-2}), s1 = preprocess1(c_{k-1});
+    node j = op(states[i]) + op(states[i']) in the genotype's order; cat(nodes 2..5)."""
+    g = parse_genotype(DARTS_V2_TEXT)
+    pair = genotype_pair(g)
+    torch.manual_seed(0)
+    # c_{k-1} at 8 channels; c_{k-2} at twice its resolution in a reduction's successor
+    cell = NasNetCell(getattr(pair, kind), 4, 8, 6, prev_is_larger=False,
+                      project_prev=True).eval()
+    c_prev, c_prev_prev = torch.randn(2, 8, 8, 8), torch.randn(2, 6, 8, 8)
+    states = [cell.pre1(c_prev_prev), cell.pre0(c_prev)]  # DARTS' s0, s1
+    edges = g.normal if kind == "normal" else g.reduce
+    for k in range(4):
+        terms = [cell.body.ops[module_key(f"b{k}_{side}")](states[i])
+                 for side, (_, i) in zip("ab", edges[2 * k:2 * k + 2])]
+        states.append(terms[0] + terms[1])
+    assert torch.allclose(cell(c_prev, c_prev_prev), torch.cat(states[2:], 1), atol=1e-6)
