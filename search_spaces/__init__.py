@@ -31,4 +31,5 @@ def get_space(name: str, **kwargs) -> SearchSpace:
 
 
 __all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "EnasMicroSpace", "ENAS_MICRO_OPS",
-           "NasNetArch", "Block", "NasBench201Space", "DartsSpace", "DartsGenotype", "SPACES", "get_space", "register_space"]
+           "NasNetArch", "Block", "NasBench201Space", "DartsSpace", "DartsGenotype", "SPACES",
+           "get_space", "register_space"]

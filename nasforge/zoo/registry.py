@@ -6,7 +6,8 @@ function of the options in ``ChainConfig``).
 NASNet settings: ``cifar`` (32 px, 10 classes), ``mobile`` (224 px) and ``large`` (331 px)
 ImageNet (1000 classes), as in [TF]'s ``cifar_config``/``mobile_imagenet_config``/
 ``large_imagenet_config``; ``darts`` (DARTS' CIFAR evaluation network, 20 cells at C = 36) and
-``nb301`` (NAS-Bench-301's, 8 cells at C = 32), both with DARTS' macro. Hand-designed settings: ``imagenet``, ``cifar`` and ``mnist``.
+``nb301`` (NAS-Bench-301's, 8 cells at C = 32), both with DARTS' macro. Hand-designed
+settings: ``imagenet``, ``cifar`` and ``mnist``.
 NAS-Bench-201 cells (their string form): ``nb201``, NAS-Bench-201's network, whose data set
 (``cifar10``, ``cifar100``, ``imagenet16``) fixes the classes and input size.
 """
