@@ -161,6 +161,8 @@ def parse_genotype(text: str) -> DartsGenotype:
     except SyntaxError as e:
         raise DartsGenotypeError(f"malformed DARTS genotype: {e.msg} at column "
                                  f"{e.offset}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # null bytes, deep nesting
+        raise DartsGenotypeError(f"malformed DARTS genotype: {type(e).__name__}") from None
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and
             tree.func.id == "Genotype"):
         raise DartsGenotypeError("malformed DARTS genotype: expected Genotype(normal=..., "

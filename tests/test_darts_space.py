@@ -110,6 +110,8 @@ def test_genotype_text_round_trip_and_edge_order():
     (("reduce=[", "reduce=__import__('os').system('true') or ["), "not a literal list"),
     (("Genotype(", "Genotype(("), "malformed DARTS genotype"),
     (("Genotype(", "print("), "expected Genotype"),
+    (("Genotype(", "Genotype(\0"), "malformed DARTS genotype"),
+    (("Genotype(", "Genotype(" + "(" * 300), "malformed DARTS genotype"),
 ])
 def test_bad_genotype_names_the_problem(change, match):
     with pytest.raises(DartsGenotypeError, match=match) as e:
