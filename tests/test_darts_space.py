@@ -14,7 +14,7 @@ from torch import nn
 
 from nasforge.api import resolve
 from nasforge.cli import main
-from nasforge.compiler import Network, schedule
+from nasforge.compiler import Network, schedule, set_relu_sharing
 from nasforge.compiler.cell_module import CompiledGraph, NasNetCell
 from nasforge.dsl import cell_from_blocks
 from nasforge.dsl.cell import module_key
@@ -252,3 +252,17 @@ def test_a_compiled_cell_computes_darts_cell_forward(kind):
                  for side, (_, i) in zip("ab", edges[2 * k:2 * k + 2])]
         states.append(terms[0] + terms[1])
     assert torch.allclose(cell(c_prev, c_prev_prev), torch.cat(states[2:], 1), atol=1e-6)
+
+
+def test_shared_relus_change_nothing_under_darts_macro():
+    """Training mode with shared ReLUs (the default) and without: the same logits, so the
+    shared path reads the last cell's output without a ReLU as DARTS' pool does."""
+    pair = SPACE.to_graph(SPACE.sample(np.random.default_rng(2)))
+    torch.manual_seed(0)
+    net = Network(*resolve(pair, "nb301", N=1, filters=4, input_size=8,
+                           drop_path_keep_prob=1.0)).train()
+    x = torch.randn(2, 3, 8, 8)
+    shared = net(x)
+    unshared = set_relu_sharing(net, False)(x)
+    assert torch.allclose(shared, unshared, atol=1e-6)
+    assert (net.forward_features(x)[0] < 0).any()  # no ReLU before the pool
