@@ -170,6 +170,29 @@ def epoch_line(line: dict) -> str:
             f"derived cell {line['hash'][:12]} ({_fmt_s(line.get('wall_s'))})")
 
 
+STEP_LINE_EVERY_S = 10.0  # a one-shot epoch's step line: at most one per this many seconds
+
+
+def step_line(p) -> str:
+    """A one-shot training step (``oneshot.run.StepProgress``): where the epoch is."""
+    of = "" if p.steps is None else f"/{p.steps}"
+    eta = "" if p.eta_s is None else f", epoch ETA {_fmt_s(p.eta_s)}"
+    return f"epoch {p.epoch}/{p.epochs}: step {p.step}{of}, {p.step_s:.1f} s per step{eta}"
+
+
+class _Throttle:
+    """Prints a line only when ``every_s`` seconds passed since the last line printed."""
+
+    def __init__(self, every_s: float):
+        self.every_s, self.last = every_s, time.monotonic()
+
+    def say(self, line: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.every_s:
+            self.last = now
+            _say(line)
+
+
 def run(args) -> int:
     goal = _goal(args)
     if args.resume:
@@ -208,9 +231,15 @@ def run(args) -> int:
     oneshot = is_oneshot(config, run_dir)
     try:
         if oneshot:
+            # every epoch and search-phase candidate gets its line; steps one per 10 s
+            lines = _Throttle(STEP_LINE_EVERY_S)
+            lines.say(f"{'resuming' if args.resume else 'starting'} a one-shot search: "
+                      f"loading the data, sizing the supernet", True)
             summary = run_oneshot(config, run_dir, resume=bool(args.resume),
-                                  on_epoch=lambda line: _say(epoch_line(line)),
-                                  on_start=on_start)
+                                  on_epoch=lambda line: lines.say(epoch_line(line), True),
+                                  on_start=on_start,
+                                  on_step=lambda p: lines.say(step_line(p)),
+                                  on_progress=lambda p: lines.say(progress_line(p), True))
         else:
             summary = run_search(config, run_dir, resume=bool(args.resume),
                                  on_progress=lambda p: _say(progress_line(p)),
