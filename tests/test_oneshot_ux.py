@@ -68,9 +68,15 @@ def test_heatmap_labels_every_block_slot_source_and_op_and_writes_the_values():
     cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
     assert len(cells) == len(rows) * len(OPS)
     strong = cells[(rows.index("block 1b \u2190 block 0"), OPS.index("max_pool_3x3"))]
-    assert strong.get_text() == "0.60" and strong.get_fontweight() == "bold"
-    assert cells[(0, 0)].get_text() == "0.17"
-    assert any(a.get_ylabel() == "probability" for a in fig.axes[1:])  # the colour bar
+    assert strong.get_text() == "60.0" and strong.get_fontweight() == "bold"
+    assert cells[(0, 0)].get_text() == "16.7"
+    assert cells[(rows.index("block 1a \u2190 h_i"), 0)].get_text() == "5.0"
+    # the colour bar: a slot's probability x its number of choices, so 1 is uniform
+    bar, = fig.axes[1:]
+    assert "1 = uniform" in bar.get_ylabel()
+    image_of = ax.images[0].get_array()
+    assert image_of[0, 0] == pytest.approx(1.0)  # block 0a: 6 choices at 1/6
+    assert image_of[rows.index("block 1b \u2190 block 0"), 1] == pytest.approx(0.6 * 9)
     image = oneshot_run._heatmap(table, space, "x")
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
@@ -148,3 +154,21 @@ def test_step_reporter_reports_every_step_but_the_first_and_forwards_every_call(
     assert [(p.epoch, p.epochs, p.step, p.steps) for p in seen] == \
         [(1, 2, 1, None), (1, 2, 2, None), (2, 2, 1, 3), (2, 2, 2, 3)]
     assert seen[0].eta_s is None and seen[-1].eta_s == pytest.approx(seen[-1].step_s)
+
+
+def test_the_console_says_what_runs_after_a_silence_and_throttles_step_lines(capsys):
+    import time
+
+    from nasforge.cli.search import OneShotConsole
+
+    console = OneShotConsole(every_s=60.0, heartbeat_s=0.3)
+    console.say("forced line", True)
+    console.say("throttled line")  # within every_s of the last: dropped
+    console.doing("training epoch 1/2, step 2/2")
+    with console.beating():
+        time.sleep(1.0)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "forced line" and "throttled line" not in err
+    beats = err[1:]
+    assert beats and all(b.startswith("... training epoch 1/2, step 2/2 (") for b in beats)
+    assert len(beats) <= 3  # one per silence of heartbeat_s, not one per check

@@ -1,10 +1,12 @@
 """``nasforge search``: run an architecture search on Ray Tune into ``runs/<name>/``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -171,6 +173,9 @@ def epoch_line(line: dict) -> str:
 
 
 STEP_LINE_EVERY_S = 10.0  # a one-shot epoch's step line: at most one per this many seconds
+# a one-shot search silent this long prints what it is doing (one darts mixture step on a
+# shared CPU can take a minute: no callback can report inside it)
+HEARTBEAT_S = 25.0
 
 
 def step_line(p) -> str:
@@ -180,17 +185,50 @@ def step_line(p) -> str:
     return f"epoch {p.epoch}/{p.epochs}: step {p.step}{of}, {p.step_s:.1f} s per step{eta}"
 
 
-class _Throttle:
-    """Prints a line only when ``every_s`` seconds passed since the last line printed."""
+class OneShotConsole:
+    """A one-shot search's console: ``say`` prints a line (a throttled one only when
+    ``every_s`` passed since the last line), ``doing`` records what runs now, and while
+    ``beating`` a thread prints that when ``heartbeat_s`` pass without a line."""
 
-    def __init__(self, every_s: float):
-        self.every_s, self.last = every_s, time.monotonic()
+    def __init__(self, every_s: float, heartbeat_s: float):
+        self.every_s, self.heartbeat_s = every_s, heartbeat_s
+        self.last = time.monotonic()
+        self.now_doing = "starting"
+        self._lock = threading.Lock()
+        self._done = threading.Event()
 
     def say(self, line: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self.last >= self.every_s:
-            self.last = now
-            _say(line)
+        with self._lock:
+            now = time.monotonic()
+            if force or now - self.last >= self.every_s:
+                self.last = now
+                _say(line)
+
+    def doing(self, what: str) -> None:
+        self.now_doing = what
+
+    def printed(self) -> None:
+        """Called after lines printed elsewhere: the silence starts now."""
+        with self._lock:
+            self.last = time.monotonic()
+
+    def _beat(self) -> None:
+        while not self._done.wait(1.0):
+            with self._lock:
+                silent = time.monotonic() - self.last
+                if silent >= self.heartbeat_s:
+                    self.last = time.monotonic()
+                    _say(f"... {self.now_doing} ({_fmt_s(silent)} since the last line)")
+
+    @contextlib.contextmanager
+    def beating(self):
+        thread = threading.Thread(target=self._beat, name="nasforge-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._done.set()
+            thread.join()
 
 
 def run(args) -> int:
@@ -231,15 +269,7 @@ def run(args) -> int:
     oneshot = is_oneshot(config, run_dir)
     try:
         if oneshot:
-            # every epoch and search-phase candidate gets its line; steps one per 10 s
-            lines = _Throttle(STEP_LINE_EVERY_S)
-            lines.say(f"{'resuming' if args.resume else 'starting'} a one-shot search: "
-                      f"loading the data, sizing the supernet", True)
-            summary = run_oneshot(config, run_dir, resume=bool(args.resume),
-                                  on_epoch=lambda line: lines.say(epoch_line(line), True),
-                                  on_start=on_start,
-                                  on_step=lambda p: lines.say(step_line(p)),
-                                  on_progress=lambda p: lines.say(progress_line(p), True))
+            summary = _run_oneshot(config, run_dir, args, on_start)
         else:
             summary = run_search(config, run_dir, resume=bool(args.resume),
                                  on_progress=lambda p: _say(progress_line(p)),
@@ -251,6 +281,38 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
     return _report_end(summary, run_dir, done_line=not args.json)
+
+
+def _run_oneshot(config, run_dir: Path, args, on_start) -> dict:
+    """A one-shot search with its console: a line per epoch and per search-phase candidate,
+    a step line at most every ``STEP_LINE_EVERY_S``, and what it is doing after
+    ``HEARTBEAT_S`` without a line."""
+    lines = OneShotConsole(STEP_LINE_EVERY_S, HEARTBEAT_S)
+    lines.doing("loading the data, sizing the supernet")
+    lines.say(f"{'resuming' if args.resume else 'starting'} a one-shot search: "
+              f"{lines.now_doing}", True)
+
+    def started(note: str) -> None:
+        on_start(note)
+        lines.printed()
+        lines.doing("training the supernet, epoch 1")
+
+    def step(p) -> None:
+        lines.doing(f"training epoch {p.epoch}/{p.epochs}, step {p.step + 1}"
+                    f"{'' if p.steps is None else f'/{p.steps}'}")
+        lines.say(step_line(p))
+
+    def epoch(line: dict) -> None:
+        lines.doing(f"after epoch {line['epoch']}: the next epoch, or the search phase")
+        lines.say(epoch_line(line), True)
+
+    def progress(p) -> None:
+        lines.doing(f"search phase: trial {p.finished + 1}/{p.budget}")
+        lines.say(progress_line(p), True)
+
+    with lines.beating():
+        return run_oneshot(config, run_dir, resume=bool(args.resume), on_epoch=epoch,
+                           on_start=started, on_step=step, on_progress=progress)
 
 
 def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:

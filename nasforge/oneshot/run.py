@@ -248,37 +248,42 @@ def heatmap_axes(space, table) -> tuple[np.ndarray, list[str], list[str]]:
 
 def heatmap_figure(table, space, title: str):
     """A labelled matplotlib figure of a probability table (``heatmap_axes``): a cell per
-    (row, op) with its probability written in it (the largest of each slot in bold: the
-    choice an argmax derives), a colour bar, a line between slots."""
+    (row, op) with its probability in percent written in it (the largest of each slot in
+    bold: the choice an argmax derives), coloured by probability x the slot's number of
+    choices (1 = uniform: white; preferred: blue; avoided: red) with its colour bar, a line
+    between slots. The ratio, not the probability, is coloured: a slot's probabilities
+    shrink with its number of sources, which would otherwise be all the colours show."""
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
     matrix, rows, columns = heatmap_axes(space, table)
-    fig = Figure(figsize=(2.6 + 0.55 * len(columns), 1.4 + 0.24 * len(rows)), dpi=90)
+    slot_of = [label.split(" \u2190 ")[0] for label in rows]
+    choices = {slot: slot_of.count(slot) * len(columns) for slot in slot_of}
+    ratio = matrix * np.array([choices[slot] for slot in slot_of])[:, None]
+    fig = Figure(figsize=(2.8 + 0.55 * len(columns), 1.4 + 0.24 * len(rows)), dpi=90)
     ax = fig.add_subplot()
-    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=max(float(matrix.max()), 1e-12),
-                      aspect="auto", interpolation="nearest")
+    image = ax.imshow(ratio, cmap="RdBu", aspect="auto", interpolation="nearest",
+                      norm=TwoSlopeNorm(1.0, 0.0, max(float(ratio.max()), 2.0)))
     ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_xlabel("op")
     ax.set_ylabel("block, input slot \u2190 source")
-    ax.set_title(title, fontsize=9)
-    slot_of = [label.split(" \u2190 ")[0] for label in rows]
+    ax.set_title(f"{title} (cells: probability, %)", fontsize=9)
     strongest = {}
     for r, slot in enumerate(slot_of):
-        best = strongest.get(slot)
         c = int(np.argmax(matrix[r]))
-        if best is None or matrix[r, c] > matrix[best]:
+        if slot not in strongest or matrix[r, c] > matrix[strongest[slot]]:
             strongest[slot] = (r, c)
-    top = float(matrix.max()) or 1.0
     for r in range(len(rows)):
         if r and slot_of[r] != slot_of[r - 1]:
             ax.axhline(r - 0.5, color="0.4", linewidth=0.6)
         for c in range(len(columns)):
-            v = float(matrix[r, c])
-            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if v > 0.6 * top else "black",
-                    fontweight="bold" if strongest.get(slot_of[r]) == (r, c) else "normal")
-    fig.colorbar(image, ax=ax, label="probability", fraction=0.04, pad=0.02)
+            ax.text(c, r, f"{100 * float(matrix[r, c]):.1f}", ha="center", va="center",
+                    fontsize=6, color="white" if abs(ratio[r, c] - 1) > 0.75 * max(
+                        float(ratio.max()) - 1, 1.0) else "black",
+                    fontweight="bold" if strongest[slot_of[r]] == (r, c) else "normal")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02,
+                 label="probability x the slot's choices (1 = uniform)")
     fig.tight_layout()
     return fig
 

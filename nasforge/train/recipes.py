@@ -534,17 +534,17 @@ register_recipe(Recipe(
     name="oneshot-smoke",
     defaults=Defaults(model="nasnet_a", setting="cifar",
                       model_overrides=(("N", 1), ("filters", 8)), data="synthetic"),
-    inputs=Inputs(split="search", train_subset=64, val_size=256),
-    schedule=Schedule(epochs=2, batch_size=16, lr=0.05, min_lr=0.001, search_candidates=20),
+    inputs=Inputs(split="search", train_subset=32, val_size=256),
+    schedule=Schedule(epochs=2, batch_size=16, lr=0.05, min_lr=0.001, search_candidates=12),
     optim=Optim(weight_decay=3e-4),
     regularisation=Regularisation(grad_clip=5.0),
     augmentation=Augmentation(cutout=0),
     speed=Speed(eval_batch_size=256, cpu_channels_last=True),
     notes="A one-shot search within 5 minutes on one CPU thread, every method on the full "
-          "NASNet space (synthetic data, N=1, F=8, 4 steps of 16 images per epoch: a darts "
-          "mixture step takes about 20 s there; spos's search phase 20 paths); it checks "
-          "that a search runs end to end, not what it finds; the tests use it with a "
-          "2-block, 3-op space."))
+          "NASNet space (synthetic data, N=1, F=8, 2 steps of 16 images per epoch: a darts "
+          "mixture step takes 20-50 s there; spos's search phase 12 paths, about 10 s "
+          "each); it checks that a search runs end to end, not what it finds; the tests "
+          "use it with a 2-block, 3-op space."))
 
 register_recipe(Recipe(
     name="enas-micro",
