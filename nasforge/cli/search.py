@@ -288,9 +288,8 @@ def _run_oneshot(config, run_dir: Path, args, on_start) -> dict:
     a step line at most every ``STEP_LINE_EVERY_S``, and what it is doing after
     ``HEARTBEAT_S`` without a line."""
     lines = OneShotConsole(STEP_LINE_EVERY_S, HEARTBEAT_S)
+    # no line before the inputs are checked: bad input is one line (exit 2)
     lines.doing("loading the data, sizing the supernet")
-    lines.say(f"{'resuming' if args.resume else 'starting'} a one-shot search: "
-              f"{lines.now_doing}", True)
 
     def started(note: str) -> None:
         on_start(note)
@@ -298,8 +297,8 @@ def _run_oneshot(config, run_dir: Path, args, on_start) -> dict:
         lines.doing("training the supernet, epoch 1")
 
     def step(p) -> None:
-        lines.doing(f"training epoch {p.epoch}/{p.epochs}, step {p.step + 1}"
-                    f"{'' if p.steps is None else f'/{p.steps}'}")
+        lines.doing(f"training epoch {p.epoch}/{p.epochs}, {p.step}"
+                    f"{'' if p.steps is None else f'/{p.steps}'} steps done")
         lines.say(step_line(p))
 
     def epoch(line: dict) -> None:
