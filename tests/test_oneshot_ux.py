@@ -77,7 +77,7 @@ def test_heatmap_labels_every_block_slot_source_and_op_and_writes_the_values():
     image_of = ax.images[0].get_array()
     assert image_of[0, 0] == pytest.approx(1.0)  # block 0a: 6 choices at 1/6
     assert image_of[rows.index("block 1b \u2190 block 0"), 1] == pytest.approx(0.6 * 9)
-    image = oneshot_run._heatmap(table, space, "x")
+    image = oneshot_run.heatmap_image(table, space, "x")
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 

@@ -210,9 +210,9 @@ class Recorder:
             if key.startswith("method_") and isinstance(v, (int, float)) and math.isfinite(v):
                 w.add_scalar(f"method/{key[len('method_'):]}", v, step)
         for kind, table in self.method.heatmaps().items():
-            w.add_image(f"architecture/{kind}",
-                        _heatmap(table, self.space, f"{self.method_name}: {kind} cell, "
-                                                    f"epoch {step}"), step, dataformats="HWC")
+            title = f"{self.method_name}: {kind} cell, epoch {step}"
+            w.add_image(f"architecture/{kind}", heatmap_image(table, self.space, title), step,
+                        dataformats="HWC")
         add_cell_drawing(w, "oneshot/derived_cell", traj["cell"], step)
         w.flush()
 
@@ -288,7 +288,7 @@ def heatmap_figure(table, space, title: str):
     return fig
 
 
-def _heatmap(table, space, title: str) -> np.ndarray:
+def heatmap_image(table, space, title: str) -> np.ndarray:
     """``heatmap_figure`` rendered as an RGB image (HWC, uint8) for TensorBoard."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -544,8 +544,10 @@ class SearchPhaseJudge:
     cap, never evaluated. Every evaluated candidate becomes a record (supernet metrics, its
     static metrics, evaluation time as wall_s), judged against the constraints on measured
     metrics. Records go through the black-box search's ``SearchRecorder`` (trials.jsonl,
-    best_cell.json by the primary objective, pareto.json with several objectives). A
-    candidate's trial id is ``epochs + 1 + proposal.id``."""
+    best_cell.json by the primary objective, pareto.json with several objectives), whose
+    progress goes to ``on_progress`` after every candidate; its board writes HParams
+    sessions for the best ``BOARD_SESSIONS`` candidates only. A candidate's trial id is
+    ``epochs + 1 + proposal.id``."""
 
     def __init__(self, run: RunFolder, recorder: Recorder, screen: Screen, method: Spos,
                  epochs: int, records: list[dict], searcher,
