@@ -175,7 +175,7 @@ def epoch_line(line: dict) -> str:
 STEP_LINE_EVERY_S = 10.0  # a one-shot epoch's step line: at most one per this many seconds
 # a one-shot search silent this long prints what it is doing (one darts mixture step on a
 # shared CPU can take a minute: no callback can report inside it)
-HEARTBEAT_S = 25.0
+HEARTBEAT_S = 20.0
 
 
 def step_line(p) -> str:
