@@ -1,10 +1,12 @@
 """``nasforge search``: run an architecture search on Ray Tune into ``runs/<name>/``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -170,6 +172,65 @@ def epoch_line(line: dict) -> str:
             f"derived cell {line['hash'][:12]} ({_fmt_s(line.get('wall_s'))})")
 
 
+STEP_LINE_EVERY_S = 10.0  # a one-shot epoch's step line: at most one per this many seconds
+# a one-shot search silent this long prints what it is doing (one darts mixture step on a
+# shared CPU can take a minute: no callback can report inside it)
+HEARTBEAT_S = 20.0
+
+
+def step_line(p) -> str:
+    """A one-shot training step (``oneshot.run.StepProgress``): where the epoch is."""
+    of = "" if p.steps is None else f"/{p.steps}"
+    eta = "" if p.eta_s is None else f", epoch ETA {_fmt_s(p.eta_s)}"
+    return f"epoch {p.epoch}/{p.epochs}: step {p.step}{of}, {p.step_s:.1f} s per step{eta}"
+
+
+class OneShotConsole:
+    """A one-shot search's console: ``say`` prints a line (a throttled one only when
+    ``every_s`` passed since the last line), ``doing`` records what runs now, and while
+    ``beating`` a thread prints that when ``heartbeat_s`` pass without a line."""
+
+    def __init__(self, every_s: float, heartbeat_s: float):
+        self.every_s, self.heartbeat_s = every_s, heartbeat_s
+        self.last = time.monotonic()
+        self.now_doing = "starting"
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def say(self, line: str, force: bool = False) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if force or now - self.last >= self.every_s:
+                self.last = now
+                _say(line)
+
+    def doing(self, what: str) -> None:
+        self.now_doing = what
+
+    def printed(self) -> None:
+        """Called after lines printed elsewhere: the silence starts now."""
+        with self._lock:
+            self.last = time.monotonic()
+
+    def _beat(self) -> None:
+        while not self._done.wait(1.0):
+            with self._lock:
+                silent = time.monotonic() - self.last
+                if silent >= self.heartbeat_s:
+                    self.last = time.monotonic()
+                    _say(f"... {self.now_doing} ({_fmt_s(silent)} since the last line)")
+
+    @contextlib.contextmanager
+    def beating(self):
+        thread = threading.Thread(target=self._beat, name="nasforge-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._done.set()
+            thread.join()
+
+
 def run(args) -> int:
     goal = _goal(args)
     if args.resume:
@@ -208,9 +269,7 @@ def run(args) -> int:
     oneshot = is_oneshot(config, run_dir)
     try:
         if oneshot:
-            summary = run_oneshot(config, run_dir, resume=bool(args.resume),
-                                  on_epoch=lambda line: _say(epoch_line(line)),
-                                  on_start=on_start)
+            summary = _run_oneshot(config, run_dir, args, on_start)
         else:
             summary = run_search(config, run_dir, resume=bool(args.resume),
                                  on_progress=lambda p: _say(progress_line(p)),
@@ -222,6 +281,37 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
     return _report_end(summary, run_dir, done_line=not args.json)
+
+
+def _run_oneshot(config, run_dir: Path, args, on_start) -> dict:
+    """A one-shot search with its console: a line per epoch and per search-phase candidate,
+    a step line at most every ``STEP_LINE_EVERY_S``, and what it is doing after
+    ``HEARTBEAT_S`` without a line."""
+    lines = OneShotConsole(STEP_LINE_EVERY_S, HEARTBEAT_S)
+    # no line before the inputs are checked: bad input is one line (exit 2)
+    lines.doing("loading the data, sizing the supernet")
+
+    def started(note: str) -> None:
+        on_start(note)
+        lines.printed()
+        lines.doing("training the supernet, epoch 1")
+
+    def step(p) -> None:
+        lines.doing(f"training epoch {p.epoch}/{p.epochs}, {p.step}"
+                    f"{'' if p.steps is None else f'/{p.steps}'} steps done")
+        lines.say(step_line(p))
+
+    def epoch(line: dict) -> None:
+        lines.doing(f"after epoch {line['epoch']}: the next epoch, or the search phase")
+        lines.say(epoch_line(line), True)
+
+    def progress(p) -> None:
+        lines.doing(f"search phase: trial {p.finished + 1}/{p.budget}")
+        lines.say(progress_line(p), True)
+
+    with lines.beating():
+        return run_oneshot(config, run_dir, resume=bool(args.resume), on_epoch=epoch,
+                           on_start=started, on_step=step, on_progress=progress)
 
 
 def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:

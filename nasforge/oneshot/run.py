@@ -43,29 +43,34 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 import nasforge
 from nasforge.controllers import Proposal
+from nasforge.dsl.cell import node_label
 from nasforge.data import load_data
 from nasforge.oneshot.distributed import train_data_parallel
 from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.memory import check_fits
 from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
                                       SposConfig, method_config)
-from nasforge.oneshot.supernet import (Supernet, SupernetError, check_shareable,
+from nasforge.oneshot.supernet import (SLOTS, Supernet, SupernetError, check_shareable,
                                        check_space_covered)
 from nasforge.search.board import SearchBoard, add_cell_drawing
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
-from nasforge.search.recorder import RunRecorder, SearchRecorder
+from nasforge.search.recorder import RunRecorder, SearchProgress, SearchRecorder
 from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
 from nasforge.search.screen import Screen, judge_finished, result_from_record
 from nasforge.search.runner import describe_infeasible, goal_searcher, open_run
 from nasforge.search_spaces import SPACES, get_space
+from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetSpace
 from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, train
+from nasforge.train.hooks import TrainHooks
 from nasforge.train.data_parallel import worker_placement
 from nasforge.trials import SearchSummary, Status, StopReason, TrialRecord
 from nasforge.zoo import SETTINGS
@@ -77,6 +82,10 @@ TRAJECTORY = "trajectory.jsonl"
 SEARCH_PHASE = "search"  # origin.phase of spos's search-phase records
 SEARCH_PHASE_DONE = "search_phase.json"  # spos: written when its search phase has ended
 CHILD_COUNTS = ("params", "mult_adds")  # measured for every epoch's derived cell
+# spos's search phase: candidates with an HParams session (a TensorBoard run) of their own,
+# the best by the primary objective; every candidate is a point of the run's search/ scalars
+# (docs/oneshot.md, "TensorBoard")
+BOARD_SESSIONS = 10
 
 
 def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
@@ -202,7 +211,9 @@ class Recorder:
             if key.startswith("method_") and isinstance(v, (int, float)) and math.isfinite(v):
                 w.add_scalar(f"method/{key[len('method_'):]}", v, step)
         for kind, table in self.method.heatmaps().items():
-            w.add_image(f"architecture/{kind}", _heatmap(table), step, dataformats="HWC")
+            title = f"{self.method_name}: {kind} cell, epoch {step}"
+            w.add_image(f"architecture/{kind}", heatmap_image(table, self.space, title), step,
+                        dataformats="HWC")
         add_cell_drawing(w, "oneshot/derived_cell", traj["cell"], step)
         w.flush()
 
@@ -211,15 +222,81 @@ class Recorder:
             self.writer.close()
 
 
-def _heatmap(table):
-    """A probability table (rows: block slots, columns: candidates) as an RGB image, 8 px per
-    cell: white = 0, dark blue = 1."""
-    import numpy as np
+def heatmap_axes(space, table) -> tuple[np.ndarray, list[str], list[str]]:
+    """(matrix, row labels, column labels) of a method's ``heatmaps()`` table for drawing.
 
-    t = np.clip(np.asarray(table, np.float32), 0, 1)
-    t = t / max(float(t.max()), 1e-12)
-    rgb = np.stack([1 - t, 1 - 0.6 * t, 1 - 0.2 * t], -1)
-    return (np.kron(rgb, np.ones((8, 8, 1))) * 255).astype(np.uint8)
+    A NASNet space's table has a row per block slot and a column per (source, op) of
+    ``slot_candidates`` (zero-padded); it is redrawn with a row per (block, slot, source),
+    labelled like ``block 1b <- h_(i-1)`` (the drawings' input names), and a column per op.
+    Any other table keeps its shape, its columns named by the space's ``ops`` when they
+    match."""
+    table = np.asarray(table, np.float64)
+    ops = list(getattr(space, "ops", ()) or ())
+    if isinstance(space, NasNetSpace) and table.shape[0] == 2 * space.num_blocks and \
+            table.shape[1] >= (NUM_INPUTS + space.num_blocks - 1) * len(ops):
+        rows, labels = [], []
+        for i, values in enumerate(table):
+            block, slot = divmod(i, len(SLOTS))
+            for source in range(NUM_INPUTS + block):
+                name = node_label({"kind": "input", "index": source}) if source < NUM_INPUTS \
+                    else f"block {source - NUM_INPUTS}"
+                labels.append(f"block {block}{SLOTS[slot]} \u2190 {name}")
+                rows.append(values[source * len(ops):(source + 1) * len(ops)])
+        return np.array(rows), labels, ops
+    columns = ops if len(ops) == table.shape[1] else [str(j) for j in range(table.shape[1])]
+    return table, [f"decision {i}" for i in range(table.shape[0])], columns
+
+
+def heatmap_figure(table, space, title: str):
+    """A labelled matplotlib figure of a probability table (``heatmap_axes``): a cell per
+    (row, op) with its probability in percent written in it (the largest of each slot in
+    bold: the choice an argmax derives), coloured by probability x the slot's number of
+    choices (1 = uniform: white; preferred: blue; avoided: red) with its colour bar, a line
+    between slots. The ratio, not the probability, is coloured: a slot's probabilities
+    shrink with its number of sources, which would otherwise be all the colours show."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    matrix, rows, columns = heatmap_axes(space, table)
+    slot_of = [label.split(" \u2190 ")[0] for label in rows]
+    choices = {slot: slot_of.count(slot) * len(columns) for slot in slot_of}
+    ratio = matrix * np.array([choices[slot] for slot in slot_of])[:, None]
+    fig = Figure(figsize=(2.8 + 0.55 * len(columns), 1.4 + 0.24 * len(rows)), dpi=90)
+    ax = fig.add_subplot()
+    image = ax.imshow(ratio, cmap="RdBu", aspect="auto", interpolation="nearest",
+                      norm=TwoSlopeNorm(1.0, 0.0, max(float(ratio.max()), 2.0)))
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("op")
+    ax.set_ylabel("block, input slot \u2190 source")
+    ax.set_title(f"{title} (cells: probability, %)", fontsize=9)
+    strongest = {}
+    for r, slot in enumerate(slot_of):
+        c = int(np.argmax(matrix[r]))
+        if slot not in strongest or matrix[r, c] > matrix[strongest[slot]]:
+            strongest[slot] = (r, c)
+    for r in range(len(rows)):
+        if r and slot_of[r] != slot_of[r - 1]:
+            ax.axhline(r - 0.5, color="0.4", linewidth=0.6)
+        for c in range(len(columns)):
+            ax.text(c, r, f"{100 * float(matrix[r, c]):.1f}", ha="center", va="center",
+                    fontsize=6, color="white" if abs(ratio[r, c] - 1) > 0.75 * max(
+                        float(ratio.max()) - 1, 1.0) else "black",
+                    fontweight="bold" if strongest[slot_of[r]] == (r, c) else "normal")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02,
+                 label="probability x the slot's choices (1 = uniform)")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_image(table, space, title: str) -> np.ndarray:
+    """``heatmap_figure`` rendered as an RGB image (HWC, uint8) for TensorBoard."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = heatmap_figure(table, space, title)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 # ----------------------------------------------------------------------------- the search
@@ -227,10 +304,30 @@ def _open(config: SearchConfig | None, run_dir, resume: bool):
     return open_run(config, run_dir, resume, FORMAT, "one-shot search")
 
 
+def recipe_sized(method_cfg, options: dict, recipe):
+    """The method's config with the sizes the recipe sets, where the search's options
+    (``--searcher-option``) do not set them: spos's search phase evaluates
+    ``recipe.schedule.search_candidates`` paths (when the recipe sets it), and the
+    architecture / controller steps take validation batches of at most the recipe's training
+    batch (``val_batch_size``; DARTS and GDAS take both steps on batches of one size), so the
+    memory check of a training step bounds them too. Every preset's sizes are unchanged by
+    this (their batches are at least the default 64)."""
+    names = {f.name for f in fields(method_cfg)}
+    changes = {}
+    wanted = recipe.schedule.search_candidates
+    if "candidates" in names and "candidates" not in options and wanted is not None:
+        changes["candidates"] = wanted
+    if "val_batch_size" in names and "val_batch_size" not in options:
+        changes["val_batch_size"] = min(method_cfg.val_batch_size,
+                                        recipe.schedule.batch_size)
+    return replace(method_cfg, **changes) if changes else method_cfg
+
+
 def prepare(config: SearchConfig, recipe):
     """(method config, space, data, macro) of a search, every input checked (SupernetError,
     SearchError, DataError) before anything is built or written."""
-    method_cfg = method_config(config.searcher, config.searcher_options)
+    method_cfg = recipe_sized(method_config(config.searcher, config.searcher_options),
+                              config.searcher_options, recipe)
     if config.goal != Goal.parse() and METHODS[config.searcher] is not Spos:
         raise SearchError(f"{config.searcher} derives its cell from a trained distribution, "
                           f"which objectives and constraints cannot steer: they are "
@@ -272,10 +369,15 @@ def build(config: SearchConfig, recipe, method_cfg, space, data, macro, epochs: 
 
 def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: bool = False,
                 on_epoch: Callable[[dict], None] | None = None,
-                on_start: Callable[[str], None] | None = None) -> dict:
+                on_start: Callable[[str], None] | None = None,
+                on_step: Callable[["StepProgress"], None] | None = None,
+                on_progress: Callable[[SearchProgress], None] | None = None) -> dict:
     """Run (or with ``resume=True`` continue) a one-shot search in ``run_dir``; return a
-    summary shaped like ``run_search``'s. ``on_epoch`` receives each epoch's trajectory line.
-    Bad input raises SupernetError / SearchError / DataError before anything is written."""
+    summary shaped like ``run_search``'s. ``on_epoch`` receives each epoch's trajectory line;
+    ``on_step`` a ``StepProgress`` before every training step after an epoch's first (one
+    process only: a data-parallel run reports its epochs); ``on_progress`` the black-box
+    search's ``SearchProgress`` after every candidate of spos's search phase. Bad input
+    raises SupernetError / SearchError / DataError before anything is written."""
     import torch
 
     run, config, recipe = _open(config, run_dir, resume)
@@ -323,12 +425,12 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         recorder = Recorder(run, method, space, setting, config.goal, resources, board=True)
         try:
             result = train_supernet(config, recipe, run, model, method, data, epochs,
-                                    recorder, on_epoch, device)
+                                    recorder, on_epoch, device, on_step=on_step)
         finally:
             recorder.close()
     phase = None
     if isinstance(method, Spos) and result["status"] == Status.OK:
-        phase = _search_phase(run, recorder, method, config, epochs, setting)
+        phase = _search_phase(run, recorder, method, config, epochs, setting, on_progress)
     return _summary(run, config, result, epochs, time.time() - t0, phase)
 
 
@@ -356,10 +458,69 @@ def oneshot_worker(loop_config: dict) -> None:
             recorder.close()
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Handed to ``run_oneshot``'s ``on_step`` before a training step of the supernet: an
+    epoch of a mixture method (darts) on a CPU can take minutes, its steps seconds."""
+
+    epoch: int  # the epoch being trained, 1-based
+    epochs: int  # epochs the search trains
+    step: int  # steps done in this epoch
+    steps: int | None  # steps per epoch: known once an epoch has ended (None in the first)
+    step_s: float  # mean wall seconds per step in this epoch so far (architecture steps too)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left in this epoch's training pass (None while ``steps`` is unknown)."""
+        return None if self.steps is None else max(0, self.steps - self.step) * self.step_s
+
+
+class StepReporter(TrainHooks):
+    """The method as the trainer's hooks, reporting a ``StepProgress`` to ``on_step`` before
+    every step but an epoch's first; every call is the method's, so the training and its
+    checkpoint are the method's alone."""
+
+    def __init__(self, method: TrainHooks, epochs: int,
+                 on_step: Callable[[StepProgress], None]):
+        self.method, self.epochs, self.on_step = method, int(epochs), on_step
+        self.find_unused_parameters = method.find_unused_parameters
+        self.steps: int | None = None
+        self._t0 = 0.0
+        self._last = 0
+
+    def bind(self, device, rank, world):
+        self.method.bind(device, rank, world)
+
+    def bind_optimizer(self, optimizer, loss):
+        self.method.bind_optimizer(optimizer, loss)
+
+    def before_step(self, epoch, step, batch):
+        now = time.perf_counter()
+        if step == 0:
+            self._t0 = now
+        else:
+            self.on_step(StepProgress(epoch + 1, self.epochs, step, self.steps,
+                                      (now - self._t0) / step))
+        self._last = step
+        self.method.before_step(epoch, step, batch)
+
+    def end_epoch(self, epoch):
+        self.steps = self._last + 1
+        return self.method.end_epoch(epoch)
+
+    def state_dict(self):
+        return self.method.state_dict()
+
+    def load_state_dict(self, state):
+        self.method.load_state_dict(state)
+
+
 def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: int,
-                   recorder: Recorder | None, on_epoch, device, distributed: bool = False):
+                   recorder: Recorder | None, on_epoch, device, distributed: bool = False,
+                   on_step: Callable[[StepProgress], None] | None = None):
     """Train the supernet with the one trainer (``method`` as its hooks) into ``run``'s
-    checkpoint, after syncing the run's per-epoch files with it (``recorder``: rank 0)."""
+    checkpoint, after syncing the run's per-epoch files with it (``recorder``: rank 0);
+    ``on_step``: see ``StepReporter``."""
     ckpt = run.path / CHECKPOINT_NAME
     if recorder is not None:
         history = load_checkpoint(ckpt)["history"] if ckpt.exists() else []
@@ -371,8 +532,9 @@ def train_supernet(config, recipe, run: RunFolder, model, method, data, epochs: 
             if on_epoch is not None:
                 on_epoch(recorder.lines(entry)[0])
 
+    hooks = method if on_step is None else StepReporter(method, epochs, on_step)
     return train(model, data, recipe, report=report, checkpoint_dir=run.path, device=device,
-                 seed=config.seed, epochs=epochs, distributed=distributed, hooks=method)
+                 seed=config.seed, epochs=epochs, distributed=distributed, hooks=hooks)
 
 
 class SearchPhaseJudge:
@@ -384,18 +546,25 @@ class SearchPhaseJudge:
     cap, never evaluated. Every evaluated candidate becomes a record (supernet metrics, its
     static metrics, evaluation time as wall_s), judged against the constraints on measured
     metrics. Records go through the black-box search's ``SearchRecorder`` (trials.jsonl,
-    best_cell.json by the primary objective, pareto.json with several objectives). A
-    candidate's trial id is ``epochs + 1 + proposal.id``."""
+    best_cell.json by the primary objective, pareto.json with several objectives), whose
+    progress goes to ``on_progress`` after every candidate; its board writes HParams
+    sessions for the best ``BOARD_SESSIONS`` candidates only. A candidate's trial id is
+    ``epochs + 1 + proposal.id``."""
 
     def __init__(self, run: RunFolder, recorder: Recorder, screen: Screen, method: Spos,
-                 epochs: int, records: list[dict], searcher):
+                 epochs: int, records: list[dict], searcher,
+                 on_progress: Callable[[SearchProgress], None] | None = None):
         self.recorder, self.screen, self.epochs = recorder, screen, epochs
         self.goal = recorder.goal
         self.searcher = searcher
         # the black-box search's TensorBoard: per-candidate HParams, search/ scalars
-        board = SearchBoard(run, f"{recorder.method_name} search phase", self.goal)
-        self.book = SearchRecorder(run, board, records, method.config.candidates, 1, None,
-                                   goal=self.goal)
+        # per-candidate HParams sessions for the best BOARD_SESSIONS candidates only
+        board = SearchBoard(run, f"{recorder.method_name} search phase", self.goal,
+                            sessions=BOARD_SESSIONS)
+        # the budget counts the epochs' records too (they are in ``records``), so the
+        # progress reads "trial 7 of epochs + candidates", as trials.jsonl and compare do
+        self.book = SearchRecorder(run, board, records, epochs + method.config.candidates, 1,
+                                   on_progress, goal=self.goal)
         self.origin = {"origin": recorder.method_name, "phase": SEARCH_PHASE,
                        "evaluator": method.config.evaluator,
                        "candidates": method.config.candidates}
@@ -451,7 +620,8 @@ class SearchPhaseJudge:
 
 
 def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: SearchConfig,
-                  epochs: int, setting: ModelSetting) -> dict:
+                  epochs: int, setting: ModelSetting,
+                  on_progress: Callable[[SearchProgress], None] | None = None) -> dict:
     """spos after its last epoch: the searcher (``evaluator``, for the search's objectives)
     with the supernet as evaluator, every candidate recorded (``SearchPhaseJudge``); returns
     and saves (search_phase.json) its summary. Skipped when it already ended."""
@@ -466,7 +636,8 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     screen = Screen(config.goal, method.space, setting,
                     infeasible_cap(cfg.candidates, config.max_infeasible))
     searcher = goal_searcher(cfg.evaluator, method.space, method.seed, config.goal)
-    judge = SearchPhaseJudge(run, recorder, screen, method, epochs, records, searcher)
+    judge = SearchPhaseJudge(run, recorder, screen, method, epochs, records, searcher,
+                             on_progress)
     try:
         method.search_phase(searcher, judge)
     finally:

@@ -16,6 +16,9 @@ search's primary objective (``val_acc`` unless ``--objective`` says otherwise):
   Graphviz, or with matplotlib (``nasforge.dsl.draw``) where ``dot`` is missing.
 * ``runs/<name>/trials/<id>/``: that child's learning curve (``val_acc``, ``train_loss``, ...
   per epoch) and its HParams entry (searcher, hash, origin, params, mult-adds -> objectives).
+  A board built with ``sessions=k`` (spos's search phase: hundreds of candidates scored in
+  seconds each, no curve of their own) writes these folders for the best k trials only, when
+  it is closed: TensorBoard's run selector then lists k + 1 runs, not one per candidate.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from nasforge.dsl import CellChain, load_architecture
 from nasforge.dsl.cell import render
 from nasforge.dsl.draw import draw_png
 from nasforge.search.objectives import Goal
+from nasforge.search.run_folder import ranked_trials
 from nasforge.trials import metric_value
 
 log = logging.getLogger(__name__)
@@ -46,12 +50,17 @@ def scatter_axes(goal: Goal) -> tuple[str, str]:
 class SearchBoard:
     """Called by the recorder: ``epoch`` per intermediate report, ``finished`` per trial."""
 
-    def __init__(self, run, searcher_name: str, goal: Goal | None = None):
+    def __init__(self, run, searcher_name: str, goal: Goal | None = None,
+                 sessions: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run = run
         self.searcher_name = searcher_name
         self.goal = goal or Goal()
+        # None: each trial's folder (curve, HParams session) as it finishes; k: only the best
+        # k trials' (primary objective, ranked_trials), written by close()
+        self.sessions = sessions
+        self._kept: list[dict] = []  # sessions=k: the best k records so far
         self.writer = SummaryWriter(log_dir=str(run.path))
         self._writers: dict[int, object] = {}
         self._points: list[dict] = []  # feasible ok records (what the scatter shows)
@@ -77,26 +86,11 @@ class SearchBoard:
                  front: list[dict] | None = None) -> None:
         """After each trained trial (``progress``: the search's ``recorder.SearchProgress``
         after it); ``front``: the new Pareto front when it just changed."""
-        from torch.utils.tensorboard.summary import hparams
-
-        tid = int(record["trial"])
-        metrics = record["metrics"]
-        w = self._trial_writer(tid)
-        self.epoch(tid, metrics)
         feasible = self.goal.values(record) is not None
-        hp = {"searcher": self.searcher_name, "hash": record["hash"][:16],
-              "origin": str(record["origin"].get("origin", "")), "status": record["status"],
-              "params": float(record["params"] or 0), "mult_adds": float(record["mult_adds"] or 0)}
-        result_metrics = {}
-        for o in self.goal.objectives:
-            v = metric_value(record, o.name) if feasible else None
-            result_metrics[f"hparams/{o.name}"] = float("nan") if v is None else v
-        for summary in hparams(hp, result_metrics):
-            w.file_writer.add_summary(summary)
-        for k, v in result_metrics.items():
-            w.add_scalar(k, v, 0)
-        w.close()
-        self._writers.pop(tid, None)
+        if self.sessions is None:
+            self._session(record, feasible)
+        else:
+            self._kept = ranked_trials(self._kept + [record], self.goal.primary)[:self.sessions]
 
         step = int(progress.finished)
         s = self.writer
@@ -125,6 +119,28 @@ class SearchBoard:
             self._images([best_record], best_record, step)
         s.flush()
 
+    def _session(self, record: dict, feasible: bool) -> None:
+        """A trial's folder: its curve's last point and its HParams session."""
+        from torch.utils.tensorboard.summary import hparams
+
+        tid = int(record["trial"])
+        metrics = record["metrics"]
+        w = self._trial_writer(tid)
+        self.epoch(tid, metrics)
+        hp = {"searcher": self.searcher_name, "hash": record["hash"][:16],
+              "origin": str(record["origin"].get("origin", "")), "status": record["status"],
+              "params": float(record["params"] or 0), "mult_adds": float(record["mult_adds"] or 0)}
+        result_metrics = {}
+        for o in self.goal.objectives:
+            v = metric_value(record, o.name) if feasible else None
+            result_metrics[f"hparams/{o.name}"] = float("nan") if v is None else v
+        for summary in hparams(hp, result_metrics):
+            w.file_writer.add_summary(summary)
+        for k, v in result_metrics.items():
+            w.add_scalar(k, v, 0)
+        w.close()
+        self._writers.pop(tid, None)
+
     def _images(self, highlight: list[dict], best: dict | None, step: int) -> None:
         import numpy as np
         from PIL import Image
@@ -141,6 +157,9 @@ class SearchBoard:
             add_cell_drawing(self.writer, "search/best_cell", best["arch"], step)
 
     def close(self) -> None:
+        for record in self._kept:  # sessions=k: the best k trials' folders
+            self._session(record, True)
+        self._kept = []
         for w in self._writers.values():
             w.close()
         self._writers.clear()
