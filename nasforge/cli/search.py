@@ -213,7 +213,8 @@ class OneShotConsole:
             self.last = time.monotonic()
 
     def _beat(self) -> None:
-        while not self._done.wait(1.0):
+        # check a few times per heartbeat so a silence is reported within a third of it late
+        while not self._done.wait(min(1.0, self.heartbeat_s / 3)):
             with self._lock:
                 silent = time.monotonic() - self.last
                 if silent >= self.heartbeat_s:
