@@ -182,7 +182,7 @@ def test_bananas_resumes_identically_on_the_table(tmp_path):
     runs = [run_table_search(s, task, 14) for s in (a, b, c)]
     assert runs[0].pick_cell == runs[1].pick_cell == runs[2].pick_cell
     assert [p.tokens for p in a.ask(3)] == [p.tokens for p in b.ask(3)]
-    origins = [m for m in (p.meta["origin"] for p in c.ask(3))]
+    origins = [p.meta["origin"] for p in c.ask(3)]
     assert set(origins) == {"predicted"}
 
 
