@@ -565,7 +565,7 @@ def test_optuna_study_resumes_from_sqlite_in_a_second_process(tmp_path):
 
 # ----------------------------------------------------------------------------- registry/state
 def test_registry_and_state_checks():
-    assert set(SEARCHERS) == {"rl", "evolution", "optuna", "random"}
+    assert set(SEARCHERS) == {"rl", "evolution", "optuna", "random", "bananas"}
     with pytest.raises(KeyError, match="known"):
         get_searcher("bayes", SPACE)
     with pytest.raises(TypeError, match="unknown key 'population'"):
