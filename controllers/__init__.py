@@ -7,12 +7,14 @@
 
 ``get_searcher`` wraps the searcher in the shared duplicate cache (``DedupCache``) unless
 ``dedup=False``; keyword arguments other than ``seed``/``objective``/``direction`` are fields of
-the searcher's frozen config dataclass (``RLConfig``, ``EvolutionConfig``, ``OptunaConfig``).
+the searcher's frozen config dataclass (``RLConfig``, ``EvolutionConfig``, ``OptunaConfig``,
+``BananasConfig``).
 """
 from __future__ import annotations
 
 from nasforge.controllers.base import (STATUSES, Proposal, Result, Searcher, SearcherBase,
                                        load_state, save_state)
+from nasforge.controllers.bananas import Bananas, BananasConfig
 from nasforge.controllers.dedup import DedupCache
 from nasforge.controllers.evolution import EvolutionConfig, RegularizedEvolution
 from nasforge.controllers.optuna_search import OptunaConfig, OptunaSearcher
@@ -33,6 +35,7 @@ register_searcher("rl", RLController)
 register_searcher("evolution", RegularizedEvolution)
 register_searcher("optuna", OptunaSearcher)
 register_searcher("random", RandomSearch)
+register_searcher("bananas", Bananas)
 
 
 def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
@@ -60,5 +63,6 @@ def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
 
 __all__ = ["Searcher", "SearcherBase", "Proposal", "Result", "STATUSES", "DedupCache",
            "RandomSearch", "RegularizedEvolution", "EvolutionConfig", "RLController",
-           "RLConfig", "ControllerRNN", "OptunaSearcher", "OptunaConfig", "SEARCHERS",
+           "RLConfig", "ControllerRNN", "OptunaSearcher", "OptunaConfig", "Bananas",
+           "BananasConfig", "SEARCHERS",
            "get_searcher", "register_searcher", "save_state", "load_state"]

@@ -24,6 +24,7 @@ SMALL = {
     "evolution": {"population_size": 6, "sample_size": 3, "identity_prob": 0.1},
     "rl": {"batch_size": 4, "learning_rate": 0.01, "prefetch": 3},
     "optuna": {"sampler_kwargs": {"n_startup_trials": 4}},
+    "bananas": {"initial": 4, "batch": 3, "candidates": 12, "epochs": 3, "members": 2},
 }
 NAMES = sorted(SEARCHERS)
 
@@ -566,7 +567,7 @@ def test_optuna_study_resumes_from_sqlite_in_a_second_process(tmp_path):
 
 # ----------------------------------------------------------------------------- registry/state
 def test_registry_and_state_checks():
-    assert set(SEARCHERS) == {"rl", "evolution", "optuna", "random"}
+    assert set(SEARCHERS) == {"rl", "evolution", "optuna", "random", "bananas"}
     with pytest.raises(KeyError, match="known"):
         get_searcher("bayes", SPACE)
     with pytest.raises(TypeError, match="unknown key 'population'"):

@@ -153,6 +153,7 @@ SMALL = {
     "evolution": {"population_size": 6, "sample_size": 3, "identity_prob": 0.1},
     "rl": {"batch_size": 4, "learning_rate": 0.01, "prefetch": 3},
     "optuna": {"sampler_kwargs": {"n_startup_trials": 4}},
+    "bananas": {"initial": 4, "batch": 3, "candidates": 12, "epochs": 3, "members": 2},
 }
 
 
