@@ -20,7 +20,9 @@ from nasforge.dsl import Cell, CellChain, CellError, CellPair, load_architecture
 from nasforge.errors import NasforgeError
 from nasforge.flops import count_mult_adds, count_params
 from nasforge.registry import COMBINES
-from nasforge.search_spaces.nas_bench_201 import NB201_OPS, Nb201Cell, format_cell, parse_cell
+from nasforge.search_spaces.nas_bench_201 import (DEFAULT_DATASET, NB201_OPS, Nb201Cell,
+                                                  UnknownDatasetError, check_dataset,
+                                                  format_cell, parse_cell)
 from nasforge.search_spaces.nas_bench_201 import network as nb201_network
 from nasforge.tables import hp12_columns, load_table
 from nasforge.zoo import CHAIN_SETTINGS, NB201_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
@@ -147,12 +149,11 @@ def _resolve_nb201(cell, setting, dataset, overrides: dict):
         raise ArchitectureError(f"a NAS-Bench-201 cell builds NAS-Bench-201's network: setting "
                                 f"{setting!r} does not apply (expected "
                                 f"{', '.join(NB201_SETTINGS)})", options=("setting",))
-    datasets = NB201_SETTINGS[setting]
-    dataset = dataset or next(iter(datasets))
-    if dataset not in datasets:
-        raise ArchitectureError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
-                                f"{', '.join(datasets)})", options=("dataset",))
-    config = datasets[dataset]
+    try:
+        dataset = check_dataset(DEFAULT_DATASET if dataset is None else dataset)
+    except UnknownDatasetError as e:
+        raise ArchitectureError(str(e), options=e.options) from None
+    config = NB201_SETTINGS[setting][dataset]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     fixed = {"num_classes": config.num_classes, "in_channels": config.in_channels}
     for name, value in fixed.items():
@@ -172,7 +173,7 @@ def _resolve_nb201(cell, setting, dataset, overrides: dict):
 def nb201_setting_of(name_or_path, setting: str | None, dataset: str | None) -> tuple[str, str]:
     """(setting, dataset) a NAS-Bench-201 cell is resolved with (the defaults filled in)."""
     setting = setting or next(iter(NB201_SETTINGS))
-    return setting, dataset or next(iter(NB201_SETTINGS[setting]))
+    return setting, DEFAULT_DATASET if dataset is None else dataset
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from nasforge.dsl import Cell, CellChain, CellError
+from nasforge.errors import NasforgeError
 from nasforge.search_spaces.base import SearchSpace
 
 # NAS-Bench-201's op names, in its own order (xautodl's NAS_BENCH_201 list)
@@ -51,6 +52,23 @@ DATASETS: dict[str, Nb201Dataset] = {
     "cifar100": Nb201Dataset(num_classes=100, input_size=32),
     "imagenet16": Nb201Dataset(num_classes=120, input_size=16),  # ImageNet16-120
 }
+DEFAULT_DATASET = "cifar10"  # the data set when none is given (library and command line)
+
+
+class UnknownDatasetError(NasforgeError, ValueError, KeyError):
+    """A data set outside ``DATASETS``."""
+
+    def __str__(self) -> str:  # a KeyError would quote its message
+        return str(self.args[0]) if self.args else ""
+
+
+def check_dataset(name) -> str:
+    """``name`` when it is one of NAS-Bench-201's data sets (``DATASETS``), else
+    UnknownDatasetError: the one message for an unknown data set, wherever it is given."""
+    if name not in DATASETS:
+        raise UnknownDatasetError(f"unknown NAS-Bench-201 data set {name!r} (known: "
+                                  f"{', '.join(DATASETS)})", options=("dataset",))
+    return name
 
 
 class NasBench201StringError(CellError):
@@ -163,15 +181,13 @@ def _head(channels: int, num_classes: int) -> Cell:
     return cell
 
 
-def network(cell: Nb201Cell | str, dataset: str = "cifar10", C: int = STEM_CHANNELS,
+def network(cell: Nb201Cell | str, dataset: str = DEFAULT_DATASET, C: int = STEM_CHANNELS,
             N: int = CELLS_PER_STAGE, name: str = "nas-bench-201") -> CellChain:
     """NAS-Bench-201's network around ``cell`` (or its string) for ``dataset`` (a key of
     ``DATASETS``: it fixes the classes; the input size is ``DATASETS[dataset].input_size``)."""
     if isinstance(cell, str):
         cell = parse_cell(cell)
-    if dataset not in DATASETS:
-        raise KeyError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
-                       f"{', '.join(DATASETS)})")
+    check_dataset(dataset)
     cells = [_stem(C)]
     for stage in range(NUM_STAGES):
         width = C * 2 ** stage
@@ -189,11 +205,8 @@ class NasBench201Space(SearchSpace):
 
     name = "nas-bench-201"
 
-    def __init__(self, dataset: str = "cifar10"):
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
-                             f"{', '.join(DATASETS)})")
-        self.dataset = dataset
+    def __init__(self, dataset: str = DEFAULT_DATASET):
+        self.dataset = check_dataset(dataset)
 
     def decisions(self) -> list[int]:
         return [len(NB201_OPS)] * len(EDGES)

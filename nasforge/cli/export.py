@@ -18,11 +18,11 @@ from pathlib import Path
 
 from nasforge.trials import Status
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.dsl import Cell, load_architecture
 from nasforge.export import EXPORTERS, ExportError, default_name, export_source, get_exporter
 from nasforge.search.objectives import Goal, ObjectiveError, metric_value
 from nasforge.search.run_folder import is_run, ranked_trials, read_trials, run_goal, trial_score
-from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 from nasforge.zoo import setting_names
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,7 @@ def add_arguments(p):
     p.add_argument("--setting", choices=setting_names(),
                    help="network setting (default: the run's config 'setting', else the "
                         "model's first; cifar for cell files, nb201 for NAS-Bench-201 cells)")
-    p.add_argument("--dataset", metavar="NAME",
-                   help=f"NAS-Bench-201 cells: the data set, which fixes classes and input "
-                        f"size ({', '.join(NB201_DATASETS)}; default {next(iter(NB201_DATASETS))})")
+    add_dataset_option(p, "for a NAS-Bench-201 cell, the network's classes and input size")
     p.add_argument("--input-size", type=int, metavar="PX",
                    help="input pixels of the traced formats (py, onnx, torchscript; default: "
                         "the setting's)")

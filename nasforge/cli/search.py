@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.cluster import ResourceError
 from nasforge.faults import faults_from_env
 from nasforge.oneshot.methods import DEFAULT_RECIPES
@@ -18,7 +19,6 @@ from nasforge.search.config import SCHEDULERS, SearchConfig
 from nasforge.search.objectives import METRICS, Goal, ObjectiveError, parse_objectives
 from nasforge.search.run_folder import PARETO
 from nasforge.search.runner import run_search
-from nasforge.search_spaces.nas_bench_201 import DATASETS
 from nasforge.timefmt import format_duration
 from nasforge.trials import SearchSummary, Status, StopReason, metric_value
 
@@ -37,9 +37,8 @@ def add_arguments(p):
                    help="how a trial gets its figures: train (train the child) or "
                         "nas-bench-201 (look the cell up in NAS-Bench-201's 12-epoch table: "
                         "no training, no data; needs --space nas-bench-201; default: train)")
-    p.add_argument("--dataset", choices=tuple(DATASETS),
-                   help="NAS-Bench-201's data set: the nas-bench-201 space's classes and input "
-                        "size and the table's columns (default: cifar10)")
+    add_dataset_option(p, "the nas-bench-201 space's classes and input size and the "
+                          "table's columns")
     p.add_argument("--table", metavar="PATH",
                    help="a NAS-Bench-201 table file with the shipped one's columns (arch_index, "
                         "cell, cifar10_valid, ...; CSV, plain or gzip) instead of the shipped one")
