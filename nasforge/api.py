@@ -22,7 +22,8 @@ from nasforge.flops import count_mult_adds, count_params
 from nasforge.registry import COMBINES
 from nasforge.search_spaces.nas_bench_201 import (DEFAULT_DATASET, NB201_OPS, Nb201Cell,
                                                   UnknownDatasetError, check_dataset,
-                                                  format_cell, parse_cell)
+                                                  format_cell, is_cell_record, parse_cell,
+                                                  read_cell_record)
 from nasforge.search_spaces.nas_bench_201 import network as nb201_network
 from nasforge.tables import hp12_columns, load_table
 from nasforge.zoo import CHAIN_SETTINGS, NB201_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
@@ -75,6 +76,30 @@ def reference_kind(ref) -> str:
     return "nb201" if "|" in ref else "zoo"
 
 
+def nb201_reference(ref) -> tuple[Nb201Cell, str | None] | None:
+    """(cell, the data set the reference names or None) when ``ref`` is a NAS-Bench-201 cell:
+    an ``Nb201Cell``, its string, or a JSON file holding a cell record
+    (``nas_bench_201.cell_record``: the ``best_cell.json`` of a nas-bench-201 search); None
+    for any other reference. A malformed string or cell record raises NasBench201StringError;
+    a file that cannot be read is left to ``load_file`` (None)."""
+    if isinstance(ref, Nb201Cell):
+        return ref, None
+    kind = reference_kind(ref)
+    if kind == "nb201":
+        return parse_cell(ref), None
+    if kind != "file":
+        return None
+    try:
+        with open(ref, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not is_cell_record(data):
+        return None
+    cell, dataset, _ = read_cell_record(data)
+    return cell, dataset
+
+
 def nb201_name(cell: Nb201Cell | str) -> str:
     """A file-name-safe name of a NAS-Bench-201 cell: ``nb201-`` and one digit per edge in
     the string's order, the op's index in ``NB201_OPS`` (0 none, 1 skip_connect,
@@ -99,7 +124,8 @@ def resolve(name_or_path: str | CellPair | CellChain | Nb201Cell, setting: str |
             dataset: str | None = None,
             **overrides) -> tuple[CellPair | CellChain, NetworkConfig | ChainConfig]:
     """(architecture, config) for a zoo name, a JSON path, a NAS-Bench-201 cell string, or an
-    architecture object (``reference_kind``).
+    architecture object (``reference_kind``); a JSON file holding a NAS-Bench-201 cell record
+    is that cell (``nb201_reference``).
 
     ``setting`` defaults to the zoo entry's first setting (``cifar`` for files and pairs,
     ``nb201`` for NAS-Bench-201 cells). For cell pairs ``overrides`` are NetworkConfig
@@ -108,8 +134,10 @@ def resolve(name_or_path: str | CellPair | CellChain | Nb201Cell, setting: str |
     cells only (``cifar10``, the default, ``cifar100``, ``imagenet16``): it fixes the classes
     and the input size; ``input_size`` may still be overridden.
     """
-    if isinstance(name_or_path, Nb201Cell) or reference_kind(name_or_path) == "nb201":
-        return _resolve_nb201(name_or_path, setting, dataset, overrides)
+    nb201 = nb201_reference(name_or_path)
+    if nb201 is not None:  # a cell, its string or a cell-record file (its data set the default)
+        return _resolve_nb201(nb201[0], setting, nb201[1] if dataset is None else dataset,
+                              overrides)
     if dataset is not None:
         raise ArchitectureError(f"dataset {dataset!r} applies to NAS-Bench-201 cells only, not "
                                 f"to {reference_name(name_or_path)!r}", options=("dataset",))
@@ -293,9 +321,10 @@ def model_info(model_name, setting=None, dataset: str | None = None, **overrides
     import torch
 
     arch, config = resolve(model_name, setting, dataset, **overrides)
-    nb201 = isinstance(model_name, Nb201Cell) or reference_kind(model_name) == "nb201"
+    nb201 = nb201_reference(model_name)
     if nb201:
-        setting, dataset = nb201_setting_of(model_name, setting, dataset)
+        setting, dataset = nb201_setting_of(model_name, setting,
+                                            nb201[1] if dataset is None else dataset)
     elif setting is None:
         setting = (ZOO[model_name].default_setting if model_name in ZOO else
                    "cifar" if isinstance(arch, CellPair) else "imagenet")
@@ -311,7 +340,7 @@ def model_info(model_name, setting=None, dataset: str | None = None, **overrides
     else:
         info["output_stride"] = arch.output_stride()
     if nb201:
-        cell = model_name if isinstance(model_name, Nb201Cell) else parse_cell(model_name)
+        cell = nb201[0]
         info.update(dataset=dataset, cell=format_cell(cell))
         row = nb201_table_row(cell)
         if row is not None:

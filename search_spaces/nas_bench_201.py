@@ -37,6 +37,7 @@ EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for j in range(1, NUM_NODES) f
 STEM_CHANNELS = 16  # C: channels of the first stage (doubled by each residual block)
 CELLS_PER_STAGE = 5  # N
 NUM_STAGES = 3
+NETWORK_FAMILY = "NAS-Bench-201"  # the family of the network's cell chain
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,67 @@ def parse_cell(text: str) -> Nb201Cell:
     return Nb201Cell(tuple(ops[e] for e in EDGES))
 
 
+CELL_FORMAT = "nasforge.nb201/1"  # the format marker of a cell record (``cell_record``)
+
+
+def cell_record(cell: Nb201Cell, dataset: str = DEFAULT_DATASET,
+                arch_index: int | None = None) -> dict:
+    """The compact JSON form of a NAS-Bench-201 cell that a search stores (``trials.jsonl``,
+    ``pareto.json``, ``best_cell.json``): the format marker, the cell's string, the data set
+    whose network it stands for and, where a table was loaded, the table's ``arch_index``.
+    ``read_cell_record`` reads it back; ``network`` rebuilds the whole network from it."""
+    out = {"format": CELL_FORMAT, "cell": format_cell(cell), "dataset": check_dataset(dataset)}
+    if arch_index is not None:
+        out["arch_index"] = int(arch_index)
+    return out
+
+
+def is_cell_record(data) -> bool:
+    """Whether ``data`` (parsed JSON) claims to be a cell record (its format marker)."""
+    return isinstance(data, dict) and data.get("format") == CELL_FORMAT
+
+
+def read_cell_record(data) -> tuple[Nb201Cell, str, int | None]:
+    """(cell, data set, arch_index or None) of a cell record (``cell_record``);
+    NasBench201StringError (one line) when a field is missing or malformed."""
+    if not is_cell_record(data):
+        raise NasBench201StringError(f"not a NAS-Bench-201 cell record (format "
+                                     f"{CELL_FORMAT!r})")
+    extra = set(data) - {"format", "cell", "dataset", "arch_index"}
+    if extra:
+        raise NasBench201StringError(f"NAS-Bench-201 cell record: unknown field(s) "
+                                     f"{', '.join(sorted(extra))}")
+    dataset = data.get("dataset", DEFAULT_DATASET)
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise NasBench201StringError(f"NAS-Bench-201 cell record: unknown data set "
+                                     f"{dataset!r} (known: {', '.join(DATASETS)})")
+    index = data.get("arch_index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)
+                              or index < 0):
+        raise NasBench201StringError(f"NAS-Bench-201 cell record: arch_index {index!r} is "
+                                     f"not a non-negative integer")
+    return parse_cell(data.get("cell")), dataset, index
+
+
+def stored_cell(data) -> tuple[str, int | None] | None:
+    """(string, arch_index or None) of the NAS-Bench-201 cell an architecture stored by a
+    search stands for: a cell record, or the whole network that older runs stored (a cell
+    chain of family NAS-Bench-201, named by its string); None for anything else."""
+    if is_cell_record(data):
+        try:
+            cell, _, index = read_cell_record(data)
+        except CellError:
+            return None
+        return format_cell(cell), index
+    if isinstance(data, dict) and data.get("family") == NETWORK_FAMILY and \
+            isinstance(data.get("name"), str):
+        try:
+            return format_cell(parse_cell(data["name"])), None
+        except CellError:
+            return None
+    return None
+
+
 def cell_graph(cell: Nb201Cell, channels: int | None = None, name: str = "nb201_cell") -> Cell:
     """The cell as a DSL graph with a single input: one op node per edge (``e{j}_{i}``: the
     edge from node i to node j) and an ``add`` per node of two or more edges (``node{j}``).
@@ -195,7 +257,7 @@ def network(cell: Nb201Cell | str, dataset: str = DEFAULT_DATASET, C: int = STEM
             cells.append(_residual_block(width // 2, width, f"resblock{stage}"))
         cells += [cell_graph(cell, width, f"stage{stage + 1}_cell{k + 1}") for k in range(N)]
     cells.append(_head(C * 2 ** (NUM_STAGES - 1), DATASETS[dataset].num_classes))
-    return CellChain(cells, name=name, family="NAS-Bench-201")
+    return CellChain(cells, name=name, family=NETWORK_FAMILY)
 
 
 class NasBench201Space(SearchSpace):
@@ -231,6 +293,11 @@ class NasBench201Space(SearchSpace):
         new = int(rng.integers(len(NB201_OPS) - 1))  # among the other ops: always a change
         tokens[edge] = new if new < tokens[edge] else new + 1
         return self.decode(tokens)
+
+    def record(self, arch: Nb201Cell) -> dict:
+        """The cell record (``cell_record``) of ``arch`` for this space's data set: what a
+        search stores instead of the whole network (about 150 bytes, not 17 KB)."""
+        return cell_record(arch, self.dataset)
 
     def to_graph(self, arch: Nb201Cell, name: str | None = None) -> CellChain:
         """The network of ``arch``, named by its NAS-Bench-201 string unless ``name`` is given

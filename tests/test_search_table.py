@@ -48,14 +48,23 @@ def ray_cluster():
     ray.shutdown()
 
 
-def check_records(records, rows, dataset="cifar10"):
-    """Every record is ok, with the table's figures of its cell (as fractions)."""
+def cell_record(cell: str, rows, dataset="cifar10") -> dict:
+    """What a record stores of a cell: its string, data set and the table's arch_index."""
+    return {"format": "nasforge.nb201/1", "cell": cell, "dataset": dataset,
+            "arch_index": int(rows[cell]["arch_index"])}
+
+
+def check_records(records, rows, dataset="cifar10", run_dir=None):
+    """Every record is ok, with the table's figures of its cell (as fractions) and the cell
+    in NAS-Bench-201's string form, not the whole network (each line well under 1 KB)."""
     for r in records:
         cell = cell_string(r["tokens"])
-        assert r["status"] == "ok" and r["arch"]["name"] == cell
+        assert r["status"] == "ok" and r["arch"] == cell_record(cell, rows, dataset)
         assert r["metrics"]["val_acc"] == pytest.approx(float(rows[cell][f"{dataset}_valid"]) / 100)
         assert r["metrics"]["test_acc"] == pytest.approx(float(rows[cell][f"{dataset}_test"]) / 100)
         assert r["epochs"] == 12
+    if run_dir is not None:
+        assert max(map(len, (run_dir / "trials.jsonl").read_bytes().splitlines())) < 1000
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -106,12 +115,13 @@ def test_a_table_search_fills_the_run_folder(ray_cluster, tmp_path, table_rows, 
     run = runs / "t"
     records = read_trials(run)
     assert len(records) == summary["finished"] == 30 and summary["failed"] == 0
-    check_records(records, table_rows)
+    check_records(records, table_rows, run_dir=run)
     best_val = max(r["metrics"]["val_acc"] for r in records)
     best = min((r for r in records if r["metrics"]["val_acc"] == best_val),
                key=lambda r: r["trial"])
+    best_cell = cell_string(best["tokens"])
     saved = json.loads((run / "best_cell.json").read_text())
-    assert saved["name"] == cell_string(best["tokens"])
+    assert saved == cell_record(best_cell, table_rows)
     assert summary["best"] == pytest.approx(best_val) and summary["best_trial"] == best["trial"]
     config = json.loads((run / "config.json").read_text())
     assert config["search"]["backend"] == "nas-bench-201" and config["epochs"] == 12
@@ -120,11 +130,14 @@ def test_a_table_search_fills_the_run_folder(ray_cluster, tmp_path, table_rows, 
 
     assert main(["export", "best_cell", "--run", str(run), "-f", "json",
                  "-o", str(tmp_path / "b.json")]) == 0
-    assert json.loads((tmp_path / "b.json").read_text())["name"] == saved["name"]
+    exported = json.loads((tmp_path / "b.json").read_text())  # the whole network, rebuilt
+    assert exported["family"] == "NAS-Bench-201" and len(exported["cells"]) == 1 + 3 * 5 + 2 + 1
     capsys.readouterr()
     assert main(["compare", str(run), "--json"]) == 0
     row, = json.loads(capsys.readouterr().out)
     assert row["best"] == pytest.approx(best_val) and row["finished"] == 30
+    assert (row["best_cell"], row["best_arch_index"]) == \
+        (best_cell, int(table_rows[best_cell]["arch_index"]))
 
 
 def test_asha_on_a_table_prunes_nothing(ray_cluster, tmp_path, table_rows, capsys):
@@ -134,7 +147,7 @@ def test_asha_on_a_table_prunes_nothing(ray_cluster, tmp_path, table_rows, capsy
                           "--runs-dir", str(tmp_path), "--name", "a", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["finished"] == 8 and summary["pruned"] == 0
-    check_records(read_trials(tmp_path / "a"), table_rows, "cifar100")
+    check_records(read_trials(tmp_path / "a"), table_rows, "cifar100", tmp_path / "a")
 
 
 DRIVER = """
@@ -166,11 +179,18 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, table_rows, capsys):
         proc.wait()
     before = {r["trial"]: r for r in read_trials(run_dir)}
     assert 3 <= len(before) < KILLED_TRIALS
-    assert main(["search", "--resume", str(run_dir), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["finished"] == KILLED_TRIALS
+    capsys.readouterr()
+    assert main(["search", "--resume", str(run_dir)]) == 0
+    done = capsys.readouterr().err.splitlines()[-1]
     records = read_trials(run_dir)
+    best_val = max(r["metrics"]["val_acc"] for r in records)
+    best = cell_string(min((r for r in records if r["metrics"]["val_acc"] == best_val),
+                           key=lambda r: r["trial"])["tokens"])
+    # the console summary names the best cell by its string and arch_index
+    assert done.startswith(f"done: {KILLED_TRIALS} trials") and \
+        f"best cell: {best} (arch_index {table_rows[best]['arch_index']})" in done, done
     assert len(records) == len({r["trial"] for r in records}) == KILLED_TRIALS
     for t, rec in before.items():
         assert [x for x in records if x["trial"] == t] == [rec]
-    check_records(records, table_rows)
+    check_records(records, table_rows, run_dir=run_dir)
     assert len(list((run_dir / "ray").glob("part-*"))) == 2

@@ -11,14 +11,17 @@ from pathlib import Path
 from nasforge.cli import UsageError
 from nasforge.cli.options import add_dataset_option
 from nasforge.cluster import ResourceError
+from nasforge.errors import NasforgeError
 from nasforge.faults import faults_from_env
 from nasforge.oneshot.methods import DEFAULT_RECIPES
 from nasforge.oneshot.run import is_oneshot, run_oneshot
+from nasforge.safe_load import read_json
 from nasforge.search.backends import BACKENDS
 from nasforge.search.config import SCHEDULERS, SearchConfig
 from nasforge.search.objectives import METRICS, Goal, ObjectiveError, parse_objectives
 from nasforge.search.run_folder import PARETO
 from nasforge.search.runner import run_search
+from nasforge.search_spaces.nas_bench_201 import is_cell_record
 from nasforge.timefmt import format_duration
 from nasforge.trials import SearchSummary, Status, StopReason, metric_value
 
@@ -223,6 +226,19 @@ def run(args) -> int:
     return _report_end(summary, run_dir, done_line=not args.json)
 
 
+def _cell_name(best_cell: str | None) -> str:
+    """``|...| (arch_index N), `` when ``best_cell`` (best_cell.json) holds a NAS-Bench-201
+    cell record, else nothing (a cell pair has no short name)."""
+    try:
+        data = read_json(best_cell, "best cell") if best_cell else None
+    except (OSError, NasforgeError):
+        return ""
+    if not is_cell_record(data):
+        return ""
+    index = data.get("arch_index")
+    return f"{data.get('cell')}" + ("" if index is None else f" (arch_index {index})") + ", "
+
+
 def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
     """The last line of a search and its exit code: 0 done, 1 broken, 130 interrupted."""
     summary = SearchSummary.from_json(summary)
@@ -261,7 +277,7 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
         return 0
     outcome = "no trial finished ok, so there is no best cell" if best is None else \
         f"best {objective} {_fmt_value(best)} (trial {summary.best_trial}); best cell: " \
-        f"{summary.best_cell}"
+        f"{_cell_name(summary.best_cell)}{summary.best_cell}"
     _say(f"done: {summary.finished} trials ({summary.failed} failed) in "
          f"{_fmt_s(summary.wall_s)}; {outcome}{notes}")
     return 0

@@ -19,7 +19,7 @@ import torch
 
 import nasforge
 from nasforge import build_model
-from nasforge.api import reference_kind, reference_name, resolve
+from nasforge.api import nb201_reference, reference_kind, reference_name, resolve
 from nasforge.cli import UsageError
 from nasforge.cli.options import add_dataset_option
 from nasforge.data import load_data
@@ -74,7 +74,7 @@ def _build(model_name: str, setting, recipe, data, arch, dataset=None):
     is fixed, as a chain file's: no recipe option applies, and ``dataset`` fixes its classes
     (checked against the data's)."""
     kind = reference_kind(model_name)
-    if kind == "nb201":
+    if nb201_reference(model_name) is not None:  # a cell string or a cell-record file
         overrides = {"input_size": data.image_size[0], "in_channels": data.channels}
         return build_model(model_name, setting, num_classes=data.num_classes, dataset=dataset,
                            **overrides), overrides

@@ -39,6 +39,14 @@ class Backend:
     table: object = None  # nasforge.tables.Table of a table backend
     dataset: str | None = None  # the table's data set (a key of nas_bench_201.DATASETS)
 
+    def record_arch(self, space, arch) -> dict:
+        """What a trial record stores of ``arch``: the space's form (``SearchSpace.record``)
+        and, where a table is loaded and holds the cell, the table's ``arch_index``."""
+        out = space.record(arch)
+        if self.table is not None and "arch_index" in self.table.columns and arch in self.table:
+            out["arch_index"] = int(self.table.lookup(arch)["arch_index"])
+        return out
+
     def describe(self) -> dict:
         """What ``config.json`` records of the backend in place of a data set."""
         return {"backend": self.name, "table": getattr(self.table, "source", None),
