@@ -81,7 +81,6 @@ BAD = {
     "cell not in the table": (["--table", "{partial}"], "holds 2 of the space's 15625 cells"),
     "another space": (["--space", "nasnet"], "needs the space nas-bench-201"),
     "test accuracy as objective": (["--objective", "test_acc"], "test_acc is held out"),
-    "a static metric": (["--constraint", "params<=1e6"], "params cannot be an objective"),
 }
 
 
@@ -194,3 +193,30 @@ def test_driver_sigkill_then_resume(ray_cluster, tmp_path, table_rows, capsys):
         assert [x for x in records if x["trial"] == t] == [rec]
     check_records(records, table_rows, run_dir=run_dir)
     assert len(list((run_dir / "ray").glob("part-*"))) == 2
+
+
+@pytest.mark.slow  # two Ray searches (about 25 s of CPU); the fast check of the figures is
+# test_nb201_records.py::test_static_metrics_of_cells_equal_the_samples_figures
+def test_static_metrics_of_cells_in_both_backends(ray_cluster, tmp_path, table_rows, capsys):
+    """A constraint on params works with nas-bench-201 cells in the table backend and in the
+    train backend; the values are those of each cell's network (the figures themselves are
+    checked against the 200-epoch sample in test_nb201_records.py): here every refused cell
+    is above the bound and every looked-up one within it."""
+    bound = 400_000
+    assert main(SEARCH + ["--trials", "6", "--searcher", "random", "--constraint",
+                          f"params<={bound}", "--runs-dir", str(tmp_path), "--name", "t",
+                          "--json"]) == 0
+    records = read_trials(tmp_path / "t")
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(ok) == 6 and all(r["params"] <= bound for r in ok)
+    assert all(r["params"] > bound for r in records if r["status"] == "infeasible")
+    # the train backend: nothing fits, so nothing trains; the search stops at the cap
+    capsys.readouterr()
+    assert main(["search", "--space", "nas-bench-201", "--data", "synthetic", "--trials", "2",
+                 "--constraint", "params<=1", "--max-infeasible", "3", "--runs-dir",
+                 str(tmp_path), "--name", "train"]) == 1
+    refused = read_trials(tmp_path / "train")
+    assert [r["status"] for r in refused] == ["infeasible"] * 3
+    for r in refused:  # the empty cell's network is the smallest: 73,306 (NAS-Bench-201)
+        assert r["params"] >= 73_306
+        assert r["arch"]["cell"] == cell_string(r["tokens"])
