@@ -102,6 +102,22 @@ def test_bad_input_is_one_line_and_exit_2(extra, match, tmp_path, table_rows, ca
     assert not (tmp_path / "r").exists()  # nothing written
 
 
+def test_the_table_backend_implies_its_space(tmp_path, table_rows, capsys):
+    """``nasforge search --benchmark nas-bench-201`` (the issue's command, no --space) searches
+    the nas-bench-201 space: here it gets as far as the table's coverage check."""
+    cells = list(table_rows)[:2]
+    partial = _write_csv(tmp_path / "partial.csv",
+                         ["arch_index", "cell", "cifar10_valid", "cifar10_test", "cifar100_valid",
+                          "cifar100_test", "imagenet16_valid", "imagenet16_test"],
+                         [[k, c, 50, 50, 20, 20, 10, 10] for k, c in enumerate(cells)])
+    assert main(["search", "--benchmark", "nas-bench-201", "--table", str(partial),
+                 "--runs-dir", str(tmp_path), "--name", "r"]) == 2
+    assert "holds 2 of the space's 15625 cells" in capsys.readouterr().err
+    assert main(["search", "--benchmark", "nas-bench-201", "--space", "nasnet",
+                 "--runs-dir", str(tmp_path), "--name", "r"]) == 2
+    assert "needs the space nas-bench-201, not 'nasnet'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------ searches on Ray
 def test_a_table_search_fills_the_run_folder(ray_cluster, tmp_path, table_rows, capsys):
     """30 lookups end to end: every record carries its cell's table figures, best_cell.json

@@ -16,7 +16,7 @@ from nasforge.faults import faults_from_env
 from nasforge.oneshot.methods import DEFAULT_RECIPES
 from nasforge.oneshot.run import is_oneshot, run_oneshot
 from nasforge.safe_load import read_json
-from nasforge.search.backends import BACKENDS
+from nasforge.search.backends import BACKENDS, default_space
 from nasforge.search.config import SCHEDULERS, SearchConfig
 from nasforge.search.objectives import METRICS, Goal, ObjectiveError, parse_objectives
 from nasforge.search.run_folder import PARETO
@@ -28,7 +28,8 @@ from nasforge.trials import SearchSummary, Status, StopReason, metric_value
 
 def add_arguments(p):
     d = SearchConfig()
-    p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
+    p.add_argument("--space", help=f"search space (default: {d.space}; with --benchmark "
+                                   f"nas-bench-201, nas-bench-201)")
     p.add_argument("--searcher", default=d.searcher,
                    help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "
                         f"| gdas | spos (default: {d.searcher})")
@@ -182,8 +183,9 @@ def run(args) -> int:
             faults = faults_from_env()
         except ValueError as e:
             raise UsageError(str(e)) from None
+        space = args.space or default_space(args.benchmark)
         config = SearchConfig(
-            space=args.space, searcher=args.searcher,
+            space=space, searcher=args.searcher,
             searcher_options=_options(args.searcher_option), trials=args.trials,
             recipe=args.recipe or DEFAULT_RECIPES.get(args.searcher, SearchConfig.recipe),
             epochs=args.epochs,
@@ -199,7 +201,7 @@ def run(args) -> int:
             str(Path(args.latency_table).resolve()),
             workers=args.workers, backend=args.benchmark, dataset=args.dataset,
             table=None if args.table is None else str(Path(args.table).resolve()))
-        name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.name or f"{space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
 
     def on_start(note: str) -> None:

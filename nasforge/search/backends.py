@@ -93,6 +93,16 @@ BACKENDS: dict[str, Callable[[SearchConfig, object], Backend]] = {
 }
 
 
+# the search space a backend implies when none is given (a table serves one space only)
+BACKEND_SPACES: dict[str, str] = {"nas-bench-201": "nas-bench-201"}
+
+
+def default_space(backend: str) -> str:
+    """The search space of a search with ``backend`` and no space given: the backend's own
+    (``BACKEND_SPACES``), else ``SearchConfig``'s default."""
+    return BACKEND_SPACES.get(backend, SearchConfig.space)
+
+
 def space_options(config: SearchConfig) -> dict:
     """Keywords of the search space's factory: the NAS-Bench-201 data set where one is given
     (the nas-bench-201 space's own default is cifar10)."""
@@ -108,4 +118,5 @@ def make_backend(config: SearchConfig, space) -> Backend:
     return BACKENDS[config.backend](config, space)
 
 
-__all__ = ["Backend", "BACKENDS", "HP12_EPOCHS", "make_backend", "space_options"]
+__all__ = ["Backend", "BACKENDS", "BACKEND_SPACES", "HP12_EPOCHS", "default_space",
+           "make_backend", "space_options"]
