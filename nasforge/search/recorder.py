@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Mapping
 from nasforge.dsl import load_architecture
 from nasforge.search.failures import FailureWatch, describe_broken
 from nasforge.search.objectives import Goal
-from nasforge.search_spaces.nas_bench_201 import is_cell_record, read_cell_record
 from nasforge.search.run_folder import TRIALS, RunFolder, best_trial, device_seconds, trial_score
+from nasforge.search_spaces.nas_bench_201 import is_cell_record, read_cell_record
 from nasforge.trials import Status, StopReason, TrialRecord
 
 log = logging.getLogger(__name__)
