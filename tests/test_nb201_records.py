@@ -16,6 +16,7 @@ import pytest
 import nasforge.cli.train as train_command
 from nasforge.cli import main
 from nasforge.flops import count_params
+from nasforge.search.board import arch_hparams
 from nasforge.search.objectives import ModelSetting, measure_static
 from nasforge.search_spaces import get_space, record_graph
 from nasforge.search_spaces.nas_bench_201 import network, parse_cell
@@ -156,3 +157,10 @@ def test_a_run_folder_of_old_and_new_records_exports_and_compares(tmp_path, caps
     assert main(["compare", str(run), "--json"]) == 0
     compared, = json.loads(capsys.readouterr().out)
     assert (compared["best_cell"], compared["best_arch_index"]) == (row["cell"], None)
+
+
+def test_tensorboard_hparams_name_the_cell_in_records_old_and_new():
+    new = {"format": FORMAT, "cell": CELL, "dataset": "cifar10", "arch_index": 541}
+    assert arch_hparams(new) == {"cell": CELL, "arch_index": 541}
+    assert arch_hparams(network(CELL, "cifar10", name=CELL).to_dict()) == {"cell": CELL}
+    assert arch_hparams({"format": "nasforge.pair/1"}) == {}  # other spaces: no short name
