@@ -49,7 +49,7 @@ def add_arguments(p):
     p.add_argument("--top", type=int, metavar="K",
                    help=f"export the K best finished trials ({BEST}_top1.EXT, ...)")
     p.add_argument("--pareto", action="store_true",
-                   help=f"export every member of the run's Pareto front "
+                   help="export every member of the run's Pareto front "
                         f"(pareto_1_trial_ID.EXT, ...; several objectives only)")
     p.add_argument("--setting", choices=setting_names(),
                    help="network setting (default: the run's config 'setting', else the "
