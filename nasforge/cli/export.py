@@ -50,7 +50,7 @@ def add_arguments(p):
                    help=f"export the K best finished trials ({BEST}_top1.EXT, ...)")
     p.add_argument("--pareto", action="store_true",
                    help="export every member of the run's Pareto front "
-                        f"(pareto_1_trial_ID.EXT, ...; several objectives only)")
+                        "(pareto_1_trial_ID.EXT, ...; several objectives only)")
     p.add_argument("--setting", choices=setting_names(),
                    help="network setting (default: the run's config 'setting', else the "
                         "model's first; cifar for cell files, nb201 for NAS-Bench-201 cells)")
