@@ -16,11 +16,12 @@ import pytest
 import nasforge.cli.train as train_command
 from nasforge.cli import main
 from nasforge.flops import count_params
+from nasforge.search.backends import ArchRecorder
 from nasforge.search.board import arch_hparams
 from nasforge.search.objectives import ModelSetting, measure_static
 from nasforge.search_spaces import get_space, record_graph
 from nasforge.search_spaces.nas_bench_201 import network, parse_cell
-from nasforge.tables import load_sample
+from nasforge.tables import load_sample, load_table
 from nasforge.trials import Status
 
 from test_nas_bench_201 import FLOPS_OUTSIDE_CELLS_M, _cell_extras
@@ -164,3 +165,18 @@ def test_tensorboard_hparams_name_the_cell_in_records_old_and_new():
     assert arch_hparams(new) == {"cell": CELL, "arch_index": 541}
     assert arch_hparams(network(CELL, "cifar10", name=CELL).to_dict()) == {"cell": CELL}
     assert arch_hparams({"format": "nasforge.pair/1"}) == {}  # other spaces: no short name
+
+
+def test_the_table_backends_recorder_adds_arch_index_and_pickles_small():
+    """Ray pickles the search algorithm (which holds the recorder) with its experiment: the
+    table stays out of the pickle and is read again by a copy."""
+    import pickle
+
+    row = _sample_cells("cifar10", 1)[0]
+    recorder = ArchRecorder(get_space("nas-bench-201"), load_table())
+    cell = parse_cell(row["cell"])
+    expected = {"format": FORMAT, "cell": row["cell"], "dataset": "cifar10",
+                "arch_index": row["arch_index"]}
+    assert recorder(cell) == expected
+    data = pickle.dumps(recorder)
+    assert len(data) < 10_000 and pickle.loads(data)(cell) == expected

@@ -41,18 +41,38 @@ class Backend:
     table: object = None  # nasforge.tables.Table of a table backend
     dataset: str | None = None  # the table's data set (a key of nas_bench_201.DATASETS)
 
-    def record_arch(self, space, arch) -> dict:
-        """What a trial record stores of ``arch``: the space's form (``SearchSpace.record``)
-        and, where a table is loaded and holds the cell, the table's ``arch_index``."""
-        out = space.record(arch)
-        if self.table is not None and "arch_index" in self.table.columns and arch in self.table:
-            out["arch_index"] = int(self.table.lookup(arch)["arch_index"])
-        return out
+    table_path: str | None = None  # the table's file (None: the shipped one)
+
+    def arch_recorder(self, space) -> "ArchRecorder":
+        """What a trial record of this backend stores of an architecture (``ArchRecorder``)."""
+        return ArchRecorder(space, self.table, self.table_path)
 
     def describe(self) -> dict:
         """What ``config.json`` records of the backend in place of a data set."""
         return {"backend": self.name, "table": getattr(self.table, "source", None),
                 "dataset": self.dataset, "epochs": self.epochs}
+
+
+class ArchRecorder:
+    """``recorder(arch)``: what a trial record stores of ``arch``, the space's form
+    (``SearchSpace.record``) and, where a table is loaded and holds the cell, the table's
+    ``arch_index``. Pickles without the table (Ray pickles the search algorithm, which holds
+    this, with its experiment): a copy reads the table again from its path when first used."""
+
+    def __init__(self, space, table=None, table_path: str | None = None):
+        self.space, self.table, self.table_path = space, table, table_path
+        self.has_table = table is not None
+
+    def __call__(self, arch) -> dict:
+        out = self.space.record(arch)
+        if self.has_table and self.table is None:
+            self.table = load_table(self.table_path)
+        if self.has_table and "arch_index" in self.table.columns and arch in self.table:
+            out["arch_index"] = int(self.table.lookup(arch)["arch_index"])
+        return out
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "table": None}
 
 
 def _train(config: SearchConfig, space) -> Backend:
@@ -76,7 +96,7 @@ def _nas_bench_201(config: SearchConfig, space) -> Backend:
                           f"(not e.g. {missing}): a search can propose any cell",
                           options=("table",))
     return Backend("nas-bench-201", run_table_trial, needs_data=False, epochs=HP12_EPOCHS,
-                   table=table, dataset=space.dataset)
+                   table=table, dataset=space.dataset, table_path=config.table)
 
 
 def _tokens(k: int) -> list[int]:
@@ -118,5 +138,5 @@ def make_backend(config: SearchConfig, space) -> Backend:
     return BACKENDS[config.backend](config, space)
 
 
-__all__ = ["Backend", "BACKENDS", "BACKEND_SPACES", "HP12_EPOCHS", "default_space",
+__all__ = ["ArchRecorder", "Backend", "BACKENDS", "BACKEND_SPACES", "HP12_EPOCHS", "default_space",
            "make_backend", "space_options"]

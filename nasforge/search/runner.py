@@ -228,8 +228,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                                           requeue=requeue, goal=goal, stop=stop,
                                           model_setting=setting, infeasible_cap=cap,
                                           infeasible_seen=infeasible_seen,
-                                          arch_record=lambda arch: backend.record_arch(space,
-                                                                                       arch))
+                                          arch_record=backend.arch_recorder(space))
             _fit(_make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
                              concurrency, remaining, stop, backend), run, stop)
         return _summary(run, recorder, config, stop)
