@@ -68,7 +68,7 @@ def supernet_scores(run: RunFolder, archs: list, args) -> list[float]:
     run's own settings and validation split)."""
     from nasforge.oneshot import SupernetEvaluator
     from nasforge.oneshot.global_bn import use_global_batch_norm
-    from nasforge.oneshot.methods import OneShotModel, method_config
+    from nasforge.oneshot.methods import OneShotModel
     from nasforge.oneshot.run import macro_config
     from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint
 

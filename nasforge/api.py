@@ -23,7 +23,10 @@ from nasforge.flops import count_mult_adds, count_params
 from nasforge.registry import COMBINES
 from nasforge.search_spaces.darts import (DartsGenotype, genotype_pair, is_genotype_text,
                                           parse_genotype)
-from nasforge.search_spaces.nas_bench_201 import NB201_OPS, Nb201Cell, format_cell, parse_cell
+from nasforge.search_spaces.nas_bench_201 import (DEFAULT_DATASET, NB201_OPS, Nb201Cell,
+                                                  UnknownDatasetError, check_dataset,
+                                                  format_cell, is_cell_record, parse_cell,
+                                                  read_cell_record)
 from nasforge.search_spaces.nas_bench_201 import network as nb201_network
 from nasforge.tables import hp12_columns, load_table
 from nasforge.zoo import CHAIN_SETTINGS, NB201_SETTINGS, SETTINGS, ZOO, ChainConfig, get_entry
@@ -80,6 +83,30 @@ def reference_kind(ref) -> str:
     return "nb201" if "|" in ref else "zoo"
 
 
+def nb201_reference(ref) -> tuple[Nb201Cell, str | None] | None:
+    """(cell, the data set the reference names or None) when ``ref`` is a NAS-Bench-201 cell:
+    an ``Nb201Cell``, its string, or a JSON file holding a cell record
+    (``nas_bench_201.cell_record``: the ``best_cell.json`` of a nas-bench-201 search); None
+    for any other reference. A malformed string or cell record raises NasBench201StringError;
+    a file that cannot be read is left to ``load_file`` (None)."""
+    if isinstance(ref, Nb201Cell):
+        return ref, None
+    kind = reference_kind(ref)
+    if kind == "nb201":
+        return parse_cell(ref), None
+    if kind != "file":
+        return None
+    try:
+        with open(ref, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not is_cell_record(data):
+        return None
+    cell, dataset, _ = read_cell_record(data)
+    return cell, dataset
+
+
 def nb201_name(cell: Nb201Cell | str) -> str:
     """A file-name-safe name of a NAS-Bench-201 cell: ``nb201-`` and one digit per edge in
     the string's order, the op's index in ``NB201_OPS`` (0 none, 1 skip_connect,
@@ -113,7 +140,8 @@ def resolve(name_or_path: str | CellPair | CellChain | Nb201Cell, setting: str |
             dataset: str | None = None,
             **overrides) -> tuple[CellPair | CellChain, NetworkConfig | ChainConfig]:
     """(architecture, config) for a zoo name, a JSON path, a NAS-Bench-201 cell string, or an
-    architecture object (``reference_kind``).
+    architecture object (``reference_kind``); a JSON file holding a NAS-Bench-201 cell record
+    is that cell (``nb201_reference``).
 
     ``setting`` defaults to the zoo entry's first setting (``cifar`` for files and pairs,
     ``nb201`` for NAS-Bench-201 cells). For cell pairs ``overrides`` are NetworkConfig
@@ -122,8 +150,10 @@ def resolve(name_or_path: str | CellPair | CellChain | Nb201Cell, setting: str |
     cells only (``cifar10``, the default, ``cifar100``, ``imagenet16``): it fixes the classes
     and the input size; ``input_size`` may still be overridden.
     """
-    if isinstance(name_or_path, Nb201Cell) or reference_kind(name_or_path) == "nb201":
-        return _resolve_nb201(name_or_path, setting, dataset, overrides)
+    nb201 = nb201_reference(name_or_path)
+    if nb201 is not None:  # a cell, its string or a cell-record file (its data set the default)
+        return _resolve_nb201(nb201[0], setting, nb201[1] if dataset is None else dataset,
+                              overrides)
     if isinstance(name_or_path, DartsGenotype) or reference_kind(name_or_path) == "darts":
         genotype = name_or_path if isinstance(name_or_path, DartsGenotype) else \
             parse_genotype(name_or_path)
@@ -168,12 +198,11 @@ def _resolve_nb201(cell, setting, dataset, overrides: dict):
         raise ArchitectureError(f"a NAS-Bench-201 cell builds NAS-Bench-201's network: setting "
                                 f"{setting!r} does not apply (expected "
                                 f"{', '.join(NB201_SETTINGS)})", options=("setting",))
-    datasets = NB201_SETTINGS[setting]
-    dataset = dataset or next(iter(datasets))
-    if dataset not in datasets:
-        raise ArchitectureError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
-                                f"{', '.join(datasets)})", options=("dataset",))
-    config = datasets[dataset]
+    try:
+        dataset = check_dataset(DEFAULT_DATASET if dataset is None else dataset)
+    except UnknownDatasetError as e:
+        raise ArchitectureError(str(e), options=e.options) from None
+    config = NB201_SETTINGS[setting][dataset]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     fixed = {"num_classes": config.num_classes, "in_channels": config.in_channels}
     for name, value in fixed.items():
@@ -193,7 +222,7 @@ def _resolve_nb201(cell, setting, dataset, overrides: dict):
 def nb201_setting_of(name_or_path, setting: str | None, dataset: str | None) -> tuple[str, str]:
     """(setting, dataset) a NAS-Bench-201 cell is resolved with (the defaults filled in)."""
     setting = setting or next(iter(NB201_SETTINGS))
-    return setting, dataset or next(iter(NB201_SETTINGS[setting]))
+    return setting, DEFAULT_DATASET if dataset is None else dataset
 
 
 @functools.lru_cache(maxsize=1)
@@ -313,9 +342,10 @@ def model_info(model_name, setting=None, dataset: str | None = None, **overrides
     import torch
 
     arch, config = resolve(model_name, setting, dataset, **overrides)
-    nb201 = isinstance(model_name, Nb201Cell) or reference_kind(model_name) == "nb201"
+    nb201 = nb201_reference(model_name)
     if nb201:
-        setting, dataset = nb201_setting_of(model_name, setting, dataset)
+        setting, dataset = nb201_setting_of(model_name, setting,
+                                            nb201[1] if dataset is None else dataset)
     elif setting is None:
         setting = (ZOO[model_name].default_setting if model_name in ZOO else
                    GENOTYPE_SETTING if isinstance(model_name, DartsGenotype) or
@@ -333,7 +363,7 @@ def model_info(model_name, setting=None, dataset: str | None = None, **overrides
     else:
         info["output_stride"] = arch.output_stride()
     if nb201:
-        cell = model_name if isinstance(model_name, Nb201Cell) else parse_cell(model_name)
+        cell = nb201[0]
         info.update(dataset=dataset, cell=format_cell(cell))
         row = nb201_table_row(cell)
         if row is not None:

@@ -1,12 +1,15 @@
 """Search spaces (installed as ``nasforge.search_spaces``), by name."""
 from __future__ import annotations
 
-from typing import Callable
+import json
+from typing import Callable, Mapping
 
+from nasforge.dsl import load_architecture
 from nasforge.rules import add_unique
 from nasforge.search_spaces.base import SearchSpace
 from nasforge.search_spaces.darts import DartsGenotype, DartsSpace
-from nasforge.search_spaces.nas_bench_201 import NasBench201Space
+from nasforge.search_spaces.nas_bench_201 import (NasBench201Space, format_cell, is_cell_record,
+                                                  network, read_cell_record)
 from nasforge.search_spaces.nasnet import (ENAS_MICRO_OPS, Block, EnasMicroSpace, NasNetArch,
                                            NasNetExtSpace, NasNetSpace)
 
@@ -30,6 +33,19 @@ def get_space(name: str, **kwargs) -> SearchSpace:
         raise KeyError(f"unknown search space {name!r} (known: {', '.join(SPACES)})") from None
 
 
-__all__ = ["SearchSpace", "NasNetSpace", "NasNetExtSpace", "EnasMicroSpace", "ENAS_MICRO_OPS",
-           "NasNetArch", "Block", "NasBench201Space", "DartsSpace", "DartsGenotype", "SPACES",
-           "get_space", "register_space"]
+def record_graph(data: Mapping):
+    """The DSL graph of an architecture as a search stores it (``SearchSpace.record``: a trial
+    record's ``arch``, ``pareto.json``, ``best_cell.json``): a NAS-Bench-201 cell record is
+    rebuilt as NAS-Bench-201's network for its data set, named by its string; anything else
+    is a cell, a cell pair or a cell chain (``dsl.load_architecture``; older runs of
+    nas-bench-201 stored the whole chain). Malformed data raises the DSL's CellError."""
+    if is_cell_record(data):
+        cell, dataset, _ = read_cell_record(data)
+        return network(cell, dataset, name=format_cell(cell))
+    return load_architecture(json.dumps(data))
+
+
+__all__ = ["record_graph", "SearchSpace", "NasNetSpace", "NasNetExtSpace", "EnasMicroSpace",
+           "ENAS_MICRO_OPS",
+           "NasNetArch", "Block", "NasBench201Space", "DartsSpace", "DartsGenotype",
+           "SPACES", "get_space", "register_space"]

@@ -44,6 +44,13 @@ class SearchSpace(abc.ABC):
         """The architecture as DSL cells: a cell pair, or a whole network (``CellChain``) for
         spaces of fixed macro-architecture such as ``nas-bench-201``."""
 
+    def record(self, arch: Any) -> dict:
+        """What a search stores of ``arch`` (a trial record's ``arch``, ``best_cell.json``):
+        JSON that ``search_spaces.record_graph`` turns back into its DSL graph. By default
+        the graph itself (``to_graph(arch).to_dict()``); a space of whole networks stores a
+        compact form (``nas-bench-201``: the cell's string)."""
+        return self.to_graph(arch).to_dict()
+
     def size(self) -> int:
         """Number of distinct decision sequences."""
         return int(np.prod([int(v) for v in self.decisions()], dtype=object))

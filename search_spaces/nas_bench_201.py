@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from nasforge.dsl import Cell, CellChain, CellError
+from nasforge.errors import NasforgeError
 from nasforge.search_spaces.base import SearchSpace
 
 # NAS-Bench-201's op names, in its own order (xautodl's NAS_BENCH_201 list)
@@ -36,6 +37,7 @@ EDGES: tuple[tuple[int, int], ...] = tuple((j, i) for j in range(1, NUM_NODES) f
 STEM_CHANNELS = 16  # C: channels of the first stage (doubled by each residual block)
 CELLS_PER_STAGE = 5  # N
 NUM_STAGES = 3
+NETWORK_FAMILY = "NAS-Bench-201"  # the family of the network's cell chain
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,23 @@ DATASETS: dict[str, Nb201Dataset] = {
     "cifar100": Nb201Dataset(num_classes=100, input_size=32),
     "imagenet16": Nb201Dataset(num_classes=120, input_size=16),  # ImageNet16-120
 }
+DEFAULT_DATASET = "cifar10"  # the data set when none is given (library and command line)
+
+
+class UnknownDatasetError(NasforgeError, ValueError, KeyError):
+    """A data set outside ``DATASETS``."""
+
+    def __str__(self) -> str:  # a KeyError would quote its message
+        return str(self.args[0]) if self.args else ""
+
+
+def check_dataset(name) -> str:
+    """``name`` when it is one of NAS-Bench-201's data sets (``DATASETS``), else
+    UnknownDatasetError: the one message for an unknown data set, wherever it is given."""
+    if name not in DATASETS:
+        raise UnknownDatasetError(f"unknown NAS-Bench-201 data set {name!r} (known: "
+                                  f"{', '.join(DATASETS)})", options=("dataset",))
+    return name
 
 
 class NasBench201StringError(CellError):
@@ -118,6 +137,67 @@ def parse_cell(text: str) -> Nb201Cell:
     return Nb201Cell(tuple(ops[e] for e in EDGES))
 
 
+CELL_FORMAT = "nasforge.nb201/1"  # the format marker of a cell record (``cell_record``)
+
+
+def cell_record(cell: Nb201Cell, dataset: str = DEFAULT_DATASET,
+                arch_index: int | None = None) -> dict:
+    """The compact JSON form of a NAS-Bench-201 cell that a search stores (``trials.jsonl``,
+    ``pareto.json``, ``best_cell.json``): the format marker, the cell's string, the data set
+    whose network it stands for and, where a table was loaded, the table's ``arch_index``.
+    ``read_cell_record`` reads it back; ``network`` rebuilds the whole network from it."""
+    out = {"format": CELL_FORMAT, "cell": format_cell(cell), "dataset": check_dataset(dataset)}
+    if arch_index is not None:
+        out["arch_index"] = int(arch_index)
+    return out
+
+
+def is_cell_record(data) -> bool:
+    """Whether ``data`` (parsed JSON) claims to be a cell record (its format marker)."""
+    return isinstance(data, dict) and data.get("format") == CELL_FORMAT
+
+
+def read_cell_record(data) -> tuple[Nb201Cell, str, int | None]:
+    """(cell, data set, arch_index or None) of a cell record (``cell_record``);
+    NasBench201StringError (one line) when a field is missing or malformed."""
+    if not is_cell_record(data):
+        raise NasBench201StringError(f"not a NAS-Bench-201 cell record (format "
+                                     f"{CELL_FORMAT!r})")
+    extra = set(data) - {"format", "cell", "dataset", "arch_index"}
+    if extra:
+        raise NasBench201StringError(f"NAS-Bench-201 cell record: unknown field(s) "
+                                     f"{', '.join(sorted(extra))}")
+    dataset = data.get("dataset", DEFAULT_DATASET)
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise NasBench201StringError(f"NAS-Bench-201 cell record: unknown data set "
+                                     f"{dataset!r} (known: {', '.join(DATASETS)})")
+    index = data.get("arch_index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)
+                              or index < 0):
+        raise NasBench201StringError(f"NAS-Bench-201 cell record: arch_index {index!r} is "
+                                     f"not a non-negative integer")
+    return parse_cell(data.get("cell")), dataset, index
+
+
+def stored_cell(data) -> tuple[str, int | None] | None:
+    """(string, arch_index or None) of the NAS-Bench-201 cell an architecture stored by a
+    search stands for: a cell record, or the whole network that older runs stored (a cell
+    chain of family NAS-Bench-201, named by its string); None for anything else."""
+    if is_cell_record(data):
+        try:
+            cell, _, index = read_cell_record(data)
+        except CellError:
+            return None
+        return format_cell(cell), index
+    if isinstance(data, dict) and data.get("family") == NETWORK_FAMILY and \
+            isinstance(data.get("name"), str):
+        try:
+            return format_cell(parse_cell(data["name"])), None
+        except CellError:
+            return None
+    return None
+
+
 def cell_graph(cell: Nb201Cell, channels: int | None = None, name: str = "nb201_cell") -> Cell:
     """The cell as a DSL graph with a single input: one op node per edge (``e{j}_{i}``: the
     edge from node i to node j) and an ``add`` per node of two or more edges (``node{j}``).
@@ -163,15 +243,13 @@ def _head(channels: int, num_classes: int) -> Cell:
     return cell
 
 
-def network(cell: Nb201Cell | str, dataset: str = "cifar10", C: int = STEM_CHANNELS,
+def network(cell: Nb201Cell | str, dataset: str = DEFAULT_DATASET, C: int = STEM_CHANNELS,
             N: int = CELLS_PER_STAGE, name: str = "nas-bench-201") -> CellChain:
     """NAS-Bench-201's network around ``cell`` (or its string) for ``dataset`` (a key of
     ``DATASETS``: it fixes the classes; the input size is ``DATASETS[dataset].input_size``)."""
     if isinstance(cell, str):
         cell = parse_cell(cell)
-    if dataset not in DATASETS:
-        raise KeyError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
-                       f"{', '.join(DATASETS)})")
+    check_dataset(dataset)
     cells = [_stem(C)]
     for stage in range(NUM_STAGES):
         width = C * 2 ** stage
@@ -179,7 +257,7 @@ def network(cell: Nb201Cell | str, dataset: str = "cifar10", C: int = STEM_CHANN
             cells.append(_residual_block(width // 2, width, f"resblock{stage}"))
         cells += [cell_graph(cell, width, f"stage{stage + 1}_cell{k + 1}") for k in range(N)]
     cells.append(_head(C * 2 ** (NUM_STAGES - 1), DATASETS[dataset].num_classes))
-    return CellChain(cells, name=name, family="NAS-Bench-201")
+    return CellChain(cells, name=name, family=NETWORK_FAMILY)
 
 
 class NasBench201Space(SearchSpace):
@@ -189,11 +267,8 @@ class NasBench201Space(SearchSpace):
 
     name = "nas-bench-201"
 
-    def __init__(self, dataset: str = "cifar10"):
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown NAS-Bench-201 data set {dataset!r} (known: "
-                             f"{', '.join(DATASETS)})")
-        self.dataset = dataset
+    def __init__(self, dataset: str = DEFAULT_DATASET):
+        self.dataset = check_dataset(dataset)
 
     def decisions(self) -> list[int]:
         return [len(NB201_OPS)] * len(EDGES)
@@ -218,6 +293,11 @@ class NasBench201Space(SearchSpace):
         new = int(rng.integers(len(NB201_OPS) - 1))  # among the other ops: always a change
         tokens[edge] = new if new < tokens[edge] else new + 1
         return self.decode(tokens)
+
+    def record(self, arch: Nb201Cell) -> dict:
+        """The cell record (``cell_record``) of ``arch`` for this space's data set: what a
+        search stores instead of the whole network (about 150 bytes, not 17 KB)."""
+        return cell_record(arch, self.dataset)
 
     def to_graph(self, arch: Nb201Cell, name: str | None = None) -> CellChain:
         """The network of ``arch``, named by its NAS-Bench-201 string unless ``name`` is given

@@ -9,7 +9,7 @@ import pytest
 
 from nasforge import build_model
 from nasforge.api import ArchitectureError, model_info, reference_kind, resolve
-from nasforge.cli import main
+from nasforge.cli import build_parser, main
 from nasforge.flops import count_params
 from nasforge.search_spaces.nas_bench_201 import NasBench201StringError
 from nasforge.tables import load_sample, load_table
@@ -178,3 +178,36 @@ def test_train_checks_the_data_set_before_loading_data(capsys, tmp_path):
     assert main(["train", BEST, "--dataset", "svhn", "--runs-dir", str(tmp_path)]) == 2
     assert "unknown NAS-Bench-201 data set 'svhn'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+# every command with a --dataset option (one CLI helper, cli/options.py); the arguments that
+# would otherwise make each one run (nothing runs: the data set is checked first)
+DATASET_COMMANDS = {
+    "info": ["info", BEST],
+    "export": ["export", BEST, "--format", "json"],
+    "train": ["train", BEST, "--data", "synthetic"],
+    "bench": ["bench", "searchers", "--benchmark", "nas-bench-201", "--budget", "5"],
+    "search": ["search", "--space", "nas-bench-201", "--benchmark", "nas-bench-201"],
+}
+
+
+@pytest.mark.parametrize("command", list(DATASET_COMMANDS))
+def test_unknown_data_set_is_the_same_line_and_exit_2_in_every_command(capsys, tmp_path,
+                                                                       monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    assert main([*DATASET_COMMANDS[command], "--dataset", "cifar-10"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("nasforge: error: unknown NAS-Bench-201 data set 'cifar-10' (known: "
+                   "cifar10, cifar100, imagenet16) (option --dataset)\n")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("command", list(DATASET_COMMANDS))
+def test_every_dataset_option_says_its_default(capsys, command):
+    argv = DATASET_COMMANDS[command]
+    args = build_parser(argv).parse_args(argv)
+    assert args.dataset in (None, "cifar10")  # None: the library's default; bench names it
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(cifar10, cifar100, imagenet16; default cifar10)" in text

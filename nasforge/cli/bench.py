@@ -16,12 +16,13 @@ from typing import Callable
 import numpy as np
 
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.controllers import SEARCHERS, get_searcher
 from nasforge.controllers.bench import PlantedTask, run_search, summarize
 from nasforge.controllers.bench_table import (TOP_FRACTIONS, MemoHashSpace, TableTask,
                                               run_table_search, summarize_table)
 from nasforge.search_spaces import NasNetSpace
-from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
+from nasforge.search_spaces.nas_bench_201 import DEFAULT_DATASET
 from nasforge.tables import load_sample, load_table
 
 DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
@@ -44,8 +45,8 @@ def add_arguments(p):
                     "Every searcher runs for --budget evaluations over --seeds seeds.")
     s.add_argument("--benchmark", default="planted", choices=list(BENCHMARKS),
                    help="planted (default) or nas-bench-201")
-    s.add_argument("--dataset", default="cifar10", choices=list(NB201_DATASETS),
-                   help="nas-bench-201: the data set whose columns are used (cifar10)")
+    add_dataset_option(s, "with --benchmark nas-bench-201, the table's columns used",
+                       default=DEFAULT_DATASET)
     s.add_argument("--table", default=None, metavar="PATH",
                    help="nas-bench-201: a table file with the shipped table's columns "
                         "(default: the shipped 12-epoch table)")

@@ -9,6 +9,7 @@ from nasforge.cli import UsageError
 from nasforge.search.objectives import METRICS
 from nasforge.search.run_folder import (RunFolder, best_trial, device_seconds, is_run, run_goal,
                                         trial_score)
+from nasforge.search_spaces.nas_bench_201 import stored_cell
 from nasforge.trials import Status, TrialRecord
 
 
@@ -82,7 +83,8 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
            "trials_to_best": best_at,
            "device_hours_to_best": None if device_at_best is None else device_at_best / 3600,
            "device_hours": device_s / 3600, "wall_s": wall,
-           "front_size": None, "hypervolume": None, "reference": None}
+           "front_size": None, "hypervolume": None, "reference": None,
+           **_best_cell(best_record)}
     if goal.multi:
         point = goal.reference_point(records, given=reference)
         row["front_size"] = len(goal.front(records))
@@ -90,6 +92,14 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
             row["reference"] = {o.name: v for o, v in zip(goal.objectives, point)}
             row["hypervolume"] = goal.hypervolume(records, point)
     return row
+
+
+def _best_cell(record) -> dict:
+    """``best_cell`` (a NAS-Bench-201 cell's string, in runs old and new) and
+    ``best_arch_index`` (the table's, where the search loaded one) of the best record; None
+    each for other architectures."""
+    cell = None if record is None else stored_cell(record.arch)
+    return {"best_cell": cell and cell[0], "best_arch_index": cell and cell[1]}
 
 
 def _reference_origin(name: str) -> str:
@@ -122,6 +132,13 @@ def _parse_reference(text: str | None) -> dict[str, float]:
     return out
 
 
+def _cell_text(row: dict) -> str:
+    if not row["best_cell"]:
+        return "-"
+    index = row["best_arch_index"]
+    return row["best_cell"] + ("" if index is None else f" (arch_index {index})")
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if abs(v) < 1e3 else f"{v:.4g}"
 
@@ -138,13 +155,15 @@ def run(args) -> int:
         return 0
     pareto = any(row["front_size"] is not None for row in rows)
     infeasible = any(row[Status.INFEASIBLE] for row in rows)
+    cells = any(row["best_cell"] for row in rows)
     objectives = sorted({row["objective"] for row in rows})
     one_objective = len(objectives) == 1
     head = ["run", "searcher", "finished", str(Status.FAILED)] \
         + ([str(Status.INFEASIBLE)] if infeasible else []) \
         + ([f"best {objectives[0].split(':')[0]}"] if one_objective else ["objective", "best"]) \
         + ["trials to best", "device-h to best", "wall"] \
-        + (["front", "hypervolume"] if pareto else [])
+        + (["front", "hypervolume"] if pareto else []) \
+        + (["best cell"] if cells else [])
     table = [head]
     for row in rows:
         dh = "-" if row["device_hours_to_best"] is None else f"{row['device_hours_to_best']:.3f}"
@@ -155,7 +174,8 @@ def run(args) -> int:
                      + [_fmt(row["best"]), str(row["trials_to_best"] or "-"), dh,
                         f"{row['wall_s'] / 60:.1f} min"]
                      + ([str(row["front_size"] or "-"), _fmt(row["hypervolume"])]
-                        if pareto else []))
+                        if pareto else [])
+                     + ([_cell_text(row)] if cells else []))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for i, r in enumerate(table):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

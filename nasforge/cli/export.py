@@ -19,11 +19,13 @@ from pathlib import Path
 
 from nasforge.trials import Status
 from nasforge.cli import UsageError
-from nasforge.dsl import Cell, load_architecture
+from nasforge.cli.options import add_dataset_option
+from nasforge.dsl import Cell
 from nasforge.export import EXPORTERS, ExportError, default_name, export_source, get_exporter
 from nasforge.search.objectives import Goal, ObjectiveError, metric_value
 from nasforge.search.run_folder import is_run, ranked_trials, read_trials, run_goal, trial_score
-from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
+from nasforge.search_spaces import record_graph
+from nasforge.search_spaces.nas_bench_201 import Nb201Cell, is_cell_record, read_cell_record
 from nasforge.zoo import setting_names
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,12 @@ def add_arguments(p):
     p.add_argument("--top", type=int, metavar="K",
                    help=f"export the K best finished trials ({BEST}_top1.EXT, ...)")
     p.add_argument("--pareto", action="store_true",
-                   help=f"export every member of the run's Pareto front "
-                        f"(pareto_1_trial_ID.EXT, ...; several objectives only)")
+                   help="export every member of the run's Pareto front "
+                        "(pareto_1_trial_ID.EXT, ...; several objectives only)")
     p.add_argument("--setting", choices=setting_names(),
                    help="network setting (default: the run's config 'setting', else the "
                         "model's first; cifar for cell files, nb201 for NAS-Bench-201 cells)")
-    p.add_argument("--dataset", metavar="NAME",
-                   help=f"NAS-Bench-201 cells: the data set, which fixes classes and input "
-                        f"size ({', '.join(NB201_DATASETS)}; default {next(iter(NB201_DATASETS))})")
+    add_dataset_option(p, "for a NAS-Bench-201 cell, the network's classes and input size")
     p.add_argument("--input-size", type=int, metavar="PX",
                    help="input pixels of the traced formats (py, onnx, torchscript; default: "
                         "the setting's)")
@@ -83,13 +83,18 @@ def _run_setting(run_dir: Path) -> str | None:
 
 
 def _trial_arch(record: dict, run_dir: Path):
+    """The architecture of a trial: a NAS-Bench-201 cell (its record's data set the default
+    of ``--dataset``) or the cell pair or chain it stores."""
     if not isinstance(record.get("arch"), dict):
         raise UsageError(f"trial {record['trial']} of {run_dir} has no architecture ('arch')")
-    arch = load_architecture(json.dumps(record["arch"]))
+    if is_cell_record(record["arch"]):
+        cell, dataset, _ = read_cell_record(record["arch"])
+        return cell, dataset
+    arch = record_graph(record["arch"])
     if isinstance(arch, Cell):
         raise UsageError(f"trial {record['trial']} of {run_dir} holds a single cell, not a "
                          f"cell pair")
-    return arch.validate()
+    return arch.validate(), None
 
 
 def _run_goal(run_dir: Path):
@@ -110,8 +115,9 @@ def _describe_trial(record: dict, goal=None) -> str:
                       for k, v in values if v is not None) + ")")
 
 
-def _run_jobs(args, suffix: str) -> list[tuple[object, str, Path]]:
-    """(architecture, description, output path) for each trial to export from --run."""
+def _run_jobs(args, suffix: str) -> list[tuple[tuple, str, Path]]:
+    """((architecture, its data set or None), description, output path) for each trial to
+    export from --run."""
     run_dir = Path(args.run_dir)
     records = _load_trials(run_dir)
     goal = _run_goal(run_dir)
@@ -205,13 +211,15 @@ def run(args) -> int:
         path = Path(args.output) if args.output else Path(stem + exporter.suffix)
         if os.path.isfile(args.what) and path.exists() and path.samefile(args.what):
             raise UsageError(f"export would overwrite its input {args.what}; give -o PATH")
-        jobs = [(args.what, args.what, path)]
+        jobs = [((args.what, None), args.what, path)]
         setting = args.setting
     written = []
-    for arch, what, path in jobs:
-        source = export_source(arch, setting, args.input_size,
+    for (arch, dataset), what, path in jobs:
+        # a cell of a nas-bench-201 run: its own setting (nb201), not the run's children's
+        job_setting = args.setting if isinstance(arch, Nb201Cell) else setting
+        source = export_source(arch, job_setting, args.input_size,
                                name=path.stem if args.what == BEST else None,
-                               dataset=args.dataset)
+                               dataset=args.dataset or dataset)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             exporter(source, path)
@@ -219,7 +227,7 @@ def run(args) -> int:
             print(f"nasforge: error: cannot export {what} as {fmt}: {e}", file=sys.stderr)
             return 1
         print(f"wrote {what} as {fmt}"
-              + (f" (setting {setting})" if setting and fmt in ("py", "onnx", "torchscript")
+              + (f" (setting {job_setting})" if job_setting and fmt in ("py", "onnx", "torchscript")
                  else "") + f": {path} ({_size(path)})", file=sys.stderr)
         written.append(path)
     for path in written:

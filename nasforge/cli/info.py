@@ -6,8 +6,8 @@ import math
 
 from nasforge.api import model_info
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.search_spaces import get_space
-from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 from nasforge.zoo import setting_names
 
 
@@ -18,9 +18,7 @@ def add_arguments(p):
     p.add_argument("--setting", choices=setting_names(),
                    help="default: the model's first setting (cifar for cell files, nb201 for "
                         "NAS-Bench-201 cells, darts for DARTS genotypes)")
-    p.add_argument("--dataset", metavar="NAME",
-                   help=f"NAS-Bench-201 cells: the data set, which fixes classes and input "
-                        f"size ({', '.join(NB201_DATASETS)}; default {next(iter(NB201_DATASETS))})")
+    add_dataset_option(p, "for a NAS-Bench-201 cell, the network's classes and input size")
     p.add_argument("--N", type=int, help="normal cells per stack")
     p.add_argument("--filters", "-F", type=int, help="filters of the first stack (F)")
     p.add_argument("--penultimate", "-P", type=int, help="penultimate filters (P of N@P)")

@@ -11,23 +11,27 @@ import time
 from pathlib import Path
 
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.cluster import ResourceError
+from nasforge.errors import NasforgeError
 from nasforge.faults import faults_from_env
 from nasforge.oneshot.methods import DEFAULT_RECIPES
 from nasforge.oneshot.run import is_oneshot, run_oneshot
-from nasforge.search.backends import BACKENDS
+from nasforge.safe_load import read_json
+from nasforge.search.backends import BACKENDS, default_space
 from nasforge.search.config import SCHEDULERS, SearchConfig
 from nasforge.search.objectives import METRICS, Goal, ObjectiveError, parse_objectives
 from nasforge.search.run_folder import PARETO
 from nasforge.search.runner import run_search
-from nasforge.search_spaces.nas_bench_201 import DATASETS
+from nasforge.search_spaces.nas_bench_201 import is_cell_record
 from nasforge.timefmt import format_duration
 from nasforge.trials import SearchSummary, Status, StopReason, metric_value
 
 
 def add_arguments(p):
     d = SearchConfig()
-    p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
+    p.add_argument("--space", help=f"search space (default: {d.space}; with --benchmark "
+                                   f"nas-bench-201, nas-bench-201)")
     p.add_argument("--searcher", default=d.searcher,
                    help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "
                         f"| gdas | spos (default: {d.searcher})")
@@ -39,9 +43,8 @@ def add_arguments(p):
                    help="how a trial gets its figures: train (train the child) or "
                         "nas-bench-201 (look the cell up in NAS-Bench-201's 12-epoch table: "
                         "no training, no data; needs --space nas-bench-201; default: train)")
-    p.add_argument("--dataset", choices=tuple(DATASETS),
-                   help="NAS-Bench-201's data set: the nas-bench-201 space's classes and input "
-                        "size and the table's columns (default: cifar10)")
+    add_dataset_option(p, "the nas-bench-201 space's classes and input size and the "
+                          "table's columns")
     p.add_argument("--table", metavar="PATH",
                    help="a NAS-Bench-201 table file with the shipped one's columns (arch_index, "
                         "cell, cifar10_valid, ...; CSV, plain or gzip) instead of the shipped one")
@@ -242,8 +245,9 @@ def run(args) -> int:
             faults = faults_from_env()
         except ValueError as e:
             raise UsageError(str(e)) from None
+        space = args.space or default_space(args.benchmark)
         config = SearchConfig(
-            space=args.space, searcher=args.searcher,
+            space=space, searcher=args.searcher,
             searcher_options=_options(args.searcher_option), trials=args.trials,
             recipe=args.recipe or DEFAULT_RECIPES.get(args.searcher, SearchConfig.recipe),
             epochs=args.epochs,
@@ -259,7 +263,7 @@ def run(args) -> int:
             str(Path(args.latency_table).resolve()),
             workers=args.workers, backend=args.benchmark, dataset=args.dataset,
             table=None if args.table is None else str(Path(args.table).resolve()))
-        name = args.name or f"{args.space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.name or f"{space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
 
     def on_start(note: str) -> None:
@@ -315,6 +319,19 @@ def _run_oneshot(config, run_dir: Path, args, on_start) -> dict:
                            on_start=started, on_step=step, on_progress=progress)
 
 
+def _cell_name(best_cell: str | None) -> str:
+    """``|...| (arch_index N), `` when ``best_cell`` (best_cell.json) holds a NAS-Bench-201
+    cell record, else nothing (a cell pair has no short name)."""
+    try:
+        data = read_json(best_cell, "best cell") if best_cell else None
+    except (OSError, NasforgeError):
+        return ""
+    if not is_cell_record(data):
+        return ""
+    index = data.get("arch_index")
+    return f"{data.get('cell')}" + ("" if index is None else f" (arch_index {index})") + ", "
+
+
 def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
     """The last line of a search and its exit code: 0 done, 1 broken, 130 interrupted."""
     summary = SearchSummary.from_json(summary)
@@ -353,7 +370,7 @@ def _report_end(summary: dict, run_dir: Path, done_line: bool = True) -> int:
         return 0
     outcome = "no trial finished ok, so there is no best cell" if best is None else \
         f"best {objective} {_fmt_value(best)} (trial {summary.best_trial}); best cell: " \
-        f"{summary.best_cell}"
+        f"{_cell_name(summary.best_cell)}{summary.best_cell}"
     _say(f"done: {summary.finished} trials ({summary.failed} failed) in "
          f"{_fmt_s(summary.wall_s)}; {outcome}{notes}")
     return 0

@@ -19,12 +19,12 @@ import torch
 
 import nasforge
 from nasforge import build_model
-from nasforge.api import reference_kind, reference_name, resolve
+from nasforge.api import nb201_reference, reference_kind, reference_name, resolve
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.data import load_data
 from nasforge.dsl import CellChain
 from nasforge.search.run_folder import BEST, RunFolder, is_run
-from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 from nasforge.timefmt import format_duration
 from nasforge.train import get_recipe, train
 from nasforge.train.recipes import RECIPES
@@ -45,9 +45,8 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (>= 1)")
     p.add_argument("--setting", help="model setting (default: the recipe's for its own model, "
                                      "else the model's first)")
-    p.add_argument("--dataset", metavar="NAME",
-                   help=f"NAS-Bench-201 cells: the data set whose network is built "
-                        f"({', '.join(NB201_DATASETS)}); its classes must be the data's")
+    add_dataset_option(p, "for a NAS-Bench-201 cell, the network built (its classes must "
+                          "be the data's)")
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
     p.add_argument("--name", help="run folder name (default: <model>-<recipe>-<time>); an "
                                   "existing run with a checkpoint is resumed")
@@ -75,7 +74,7 @@ def _build(model_name: str, setting, recipe, data, arch, dataset=None):
     is fixed, as a chain file's: no recipe option applies, and ``dataset`` fixes its classes
     (checked against the data's)."""
     kind = reference_kind(model_name)
-    if kind == "nb201":
+    if nb201_reference(model_name) is not None:  # a cell string or a cell-record file
         overrides = {"input_size": data.image_size[0], "in_channels": data.channels}
         return build_model(model_name, setting, num_classes=data.num_classes, dataset=dataset,
                            **overrides), overrides

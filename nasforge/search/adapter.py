@@ -83,16 +83,19 @@ class TuneSearcherAdapter(TuneSearcher):
     ``{"cpu": c, "gpu": g}`` recorded with each trial; ``stop``: ends the search early;
     ``goal``: objectives and constraints; ``model_setting``: how children are built (for the
     static metrics); ``infeasible_cap``: infeasible proposals after which the search stops;
-    ``infeasible_seen``: those already recorded by earlier parts of the run."""
+    ``infeasible_seen``: those already recorded by earlier parts of the run;
+    ``arch_record(arch)``: what a record stores of an architecture (``screen.Screen``)."""
 
     def __init__(self, searcher, space, recorder: Recorder, budget: int,
                  resources: dict, requeue: list[Proposal] = (), goal: Goal | None = None,
                  stop: StopRequest | None = None, model_setting=None,
-                 infeasible_cap: int | None = None, infeasible_seen: int = 0):
+                 infeasible_cap: int | None = None, infeasible_seen: int = 0,
+                 arch_record=None):
         self.goal = goal or Goal()
         super().__init__(metric=self.goal.primary.name, mode=self.goal.primary.direction.value)
         self.model_setting = model_setting
-        self.screen = Screen(self.goal, space, model_setting, infeasible_cap, infeasible_seen)
+        self.screen = Screen(self.goal, space, model_setting, infeasible_cap, infeasible_seen,
+                             arch_record)
         self.static: dict[int, dict] = {}  # proposal id -> static metrics measured
         self.stop_request = stop if stop is not None else StopRequest()
         self.nasforge_searcher = searcher
@@ -209,7 +212,7 @@ class TuneSearcherAdapter(TuneSearcher):
         record = TrialRecord(
             trial=proposal.id, ray_trial_id=ray_trial_id, status=status, hash=proposal.hash,
             tokens=tuple(proposal.tokens), origin=dict(proposal.meta),
-            arch=self.space.to_graph(proposal.arch).to_dict(), metrics=metrics,
+            arch=self.screen.arch_record(proposal.arch), metrics=metrics,
             epochs=int(metrics.get("epoch") or 0), params=result.get("params"),
             mult_adds=result.get("mult_adds"), wall_s=now - t0, train_s=result.get("train_s"),
             restored_epoch=result.get("restored_epoch", 0), resources=self.resources,

@@ -10,6 +10,8 @@ A search config names its backend (``SearchConfig.backend``, saved in ``config.j
   the table's figures once (``trial.run_table_trial``): ``val_acc`` is the cell's 12-epoch
   validation accuracy as a fraction, ``test_acc`` its 12-epoch test accuracy, which the searcher
   never sees (``objectives.HELD_OUT_METRICS``). Nothing is trained and no data is loaded.
+  Static metrics (``params``, ``mult_adds``) are measured on the cell's network for the
+  table's data set (``objectives.ModelSetting``), as in the train backend.
 
 A table trial reports once, at epoch ``HP12_EPOCHS``, which is also the ASHA scheduler's
 ``max_t``: ASHA sees each result at its last rung and stops nothing.
@@ -39,10 +41,38 @@ class Backend:
     table: object = None  # nasforge.tables.Table of a table backend
     dataset: str | None = None  # the table's data set (a key of nas_bench_201.DATASETS)
 
+    table_path: str | None = None  # the table's file (None: the shipped one)
+
+    def arch_recorder(self, space) -> "ArchRecorder":
+        """What a trial record of this backend stores of an architecture (``ArchRecorder``)."""
+        return ArchRecorder(space, self.table, self.table_path)
+
     def describe(self) -> dict:
         """What ``config.json`` records of the backend in place of a data set."""
         return {"backend": self.name, "table": getattr(self.table, "source", None),
                 "dataset": self.dataset, "epochs": self.epochs}
+
+
+class ArchRecorder:
+    """``recorder(arch)``: what a trial record stores of ``arch``, the space's form
+    (``SearchSpace.record``) and, where a table is loaded and holds the cell, the table's
+    ``arch_index``. Pickles without the table (Ray pickles the search algorithm, which holds
+    this, with its experiment): a copy reads the table again from its path when first used."""
+
+    def __init__(self, space, table=None, table_path: str | None = None):
+        self.space, self.table, self.table_path = space, table, table_path
+        self.has_table = table is not None
+
+    def __call__(self, arch) -> dict:
+        out = self.space.record(arch)
+        if self.has_table and self.table is None:
+            self.table = load_table(self.table_path)
+        if self.has_table and "arch_index" in self.table.columns and arch in self.table:
+            out["arch_index"] = int(self.table.lookup(arch)["arch_index"])
+        return out
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "table": None}
 
 
 def _train(config: SearchConfig, space) -> Backend:
@@ -54,11 +84,6 @@ def _nas_bench_201(config: SearchConfig, space) -> Backend:
         raise SearchError(f"the nas-bench-201 backend looks cells up in NAS-Bench-201's table: "
                           f"it needs the space nas-bench-201, not {config.space!r}",
                           options=("space",))
-    static = config.goal.static_metrics()
-    if static:
-        raise SearchError(f"the nas-bench-201 backend reports the table's accuracies only; "
-                          f"{', '.join(static)} cannot be an objective or a constraint of it",
-                          options=("benchmark",))
     try:
         table = load_table(config.table)
     except TableError as e:
@@ -71,7 +96,7 @@ def _nas_bench_201(config: SearchConfig, space) -> Backend:
                           f"(not e.g. {missing}): a search can propose any cell",
                           options=("table",))
     return Backend("nas-bench-201", run_table_trial, needs_data=False, epochs=HP12_EPOCHS,
-                   table=table, dataset=space.dataset)
+                   table=table, dataset=space.dataset, table_path=config.table)
 
 
 def _tokens(k: int) -> list[int]:
@@ -86,6 +111,16 @@ BACKENDS: dict[str, Callable[[SearchConfig, object], Backend]] = {
     "train": _train,
     "nas-bench-201": _nas_bench_201,
 }
+
+
+# the search space a backend implies when none is given (a table serves one space only)
+BACKEND_SPACES: dict[str, str] = {"nas-bench-201": "nas-bench-201"}
+
+
+def default_space(backend: str) -> str:
+    """The search space of a search with ``backend`` and no space given: the backend's own
+    (``BACKEND_SPACES``), else ``SearchConfig``'s default."""
+    return BACKEND_SPACES.get(backend, SearchConfig.space)
 
 
 def space_options(config: SearchConfig) -> dict:
@@ -103,4 +138,5 @@ def make_backend(config: SearchConfig, space) -> Backend:
     return BACKENDS[config.backend](config, space)
 
 
-__all__ = ["Backend", "BACKENDS", "HP12_EPOCHS", "make_backend", "space_options"]
+__all__ = ["ArchRecorder", "Backend", "BACKENDS", "BACKEND_SPACES", "HP12_EPOCHS", "default_space",
+           "make_backend", "space_options"]

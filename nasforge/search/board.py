@@ -15,7 +15,8 @@ search's primary objective (``val_acc`` unless ``--objective`` says otherwise):
   highlighted) and ``search/best_cell`` whenever the front changes. Cells are drawn with
   Graphviz, or with matplotlib (``nasforge.dsl.draw``) where ``dot`` is missing.
 * ``runs/<name>/trials/<id>/``: that child's learning curve (``val_acc``, ``train_loss``, ...
-  per epoch) and its HParams entry (searcher, hash, origin, params, mult-adds -> objectives).
+  per epoch) and its HParams entry (searcher, hash, origin, params, mult-adds, and for a
+  NAS-Bench-201 cell its string and arch_index -> objectives).
   A board built with ``sessions=k`` (spos's search phase: hundreds of candidates scored in
   seconds each, no curve of their own) writes these folders for the best k trials only, when
   it is closed: TensorBoard's run selector then lists k + 1 runs, not one per candidate.
@@ -23,15 +24,16 @@ search's primary objective (``val_acc`` unless ``--objective`` says otherwise):
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 
-from nasforge.dsl import CellChain, load_architecture
+from nasforge.dsl import CellChain
 from nasforge.dsl.cell import render
 from nasforge.dsl.draw import draw_png
 from nasforge.search.objectives import Goal
 from nasforge.search.run_folder import ranked_trials
+from nasforge.search_spaces import record_graph
+from nasforge.search_spaces.nas_bench_201 import stored_cell
 from nasforge.trials import metric_value
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,8 @@ class SearchBoard:
         self.epoch(tid, metrics)
         hp = {"searcher": self.searcher_name, "hash": record["hash"][:16],
               "origin": str(record["origin"].get("origin", "")), "status": record["status"],
-              "params": float(record["params"] or 0), "mult_adds": float(record["mult_adds"] or 0)}
+              "params": float(record["params"] or 0), "mult_adds": float(record["mult_adds"] or 0),
+              **arch_hparams(record.get("arch"))}
         result_metrics = {}
         for o in self.goal.objectives:
             v = metric_value(record, o.name) if feasible else None
@@ -166,6 +169,15 @@ class SearchBoard:
         self.writer.close()
 
 
+def arch_hparams(arch) -> dict:
+    """HParams that name a record's architecture where it has a short name: a NAS-Bench-201
+    cell's string (``cell``) and, where the search loaded a table, its ``arch_index``."""
+    cell = stored_cell(arch)
+    if cell is None:
+        return {}
+    return {"cell": cell[0], **({} if cell[1] is None else {"arch_index": cell[1]})}
+
+
 def add_cell_drawing(writer, tag: str, pair_dict: dict, step: int) -> None:
     """Add the drawing of a cell pair (``CellPair.to_dict()``) to a SummaryWriter as an image
     (``cell_png``); logs a warning instead when it cannot be drawn at all."""
@@ -184,7 +196,7 @@ def cell_png(arch_dict: dict) -> bytes:
     """PNG of a cell pair (or of a whole network, a cell chain: nas-bench-201): Graphviz when
     its ``dot`` program is there, else matplotlib (a chain: its first cell that is not the
     stem)."""
-    arch = load_architecture(json.dumps(arch_dict))
+    arch = record_graph(arch_dict)
     try:
         return render(arch.to_dot(), "png")
     except RuntimeError as e:  # no Graphviz

@@ -7,7 +7,8 @@ Ray adapter's pre-training screen, TensorBoard, ``compare`` and ``export`` all i
   natural direction. *Trained* metrics (``val_acc``, ``val_loss``, ...) exist once a child has
   trained; *static* metrics are computed from the architecture alone, before training, by a
   function registered with ``register_static_metric(name, fn)`` (``fn(arch, setting)`` gets the
-  proposal's ``CellPair`` and the search's ``ModelSetting`` and returns a float). nasforge
+  proposal's ``CellPair``, or its whole network as a ``CellChain`` for nas-bench-201, and the
+  search's ``ModelSetting`` and returns a float). nasforge
   registers ``params`` and ``mult_adds`` (nasforge.flops on the meta device: no memory, no
   training) and ``latency_ms`` (predicted by summing a per-op latency table, nasforge.latency,
   for the table's device, space and setting: ``--latency-table FILE``).
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from nasforge.api import build_model
-from nasforge.dsl import CellPair
+from nasforge.dsl import CellChain, load_architecture
 from nasforge.errors import NasforgeError
 from nasforge.flops import count_mult_adds, count_params
 from nasforge.latency import latency_metric
@@ -72,7 +73,11 @@ class ModelSetting:
 
     def build(self, arch):
         """The child network of ``arch`` (on torch's current default device: wrap the call in
-        ``with torch.device("meta")`` for shapes only, no memory)."""
+        ``with torch.device("meta")`` for shapes only, no memory). A whole network (a
+        ``CellChain``: nas-bench-201's, for its data set) fixes its own classes and options;
+        only the input size applies, as when its trial trains it (``trial.run_trial``)."""
+        if isinstance(arch, CellChain):
+            return build_model(arch, input_size=self.input_size)
         return build_model(arch, self.setting, num_classes=self.num_classes,
                            input_size=self.input_size, in_channels=self.in_channels,
                            **dict(self.overrides))
@@ -119,7 +124,7 @@ def _counts(arch_json: str, setting: ModelSetting) -> tuple[int, int]:
     import torch
 
     with torch.device("meta"):  # as nasforge.api.model_info: shapes only, no memory
-        model = setting.build(CellPair.from_json(arch_json))
+        model = setting.build(load_architecture(arch_json))
         return count_params(model), count_mult_adds(model, setting.input_size,
                                                     setting.in_channels)[0]
 

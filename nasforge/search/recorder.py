@@ -25,6 +25,7 @@ from nasforge.dsl import load_architecture
 from nasforge.search.failures import FailureWatch, describe_broken
 from nasforge.search.objectives import Goal
 from nasforge.search.run_folder import TRIALS, RunFolder, best_trial, device_seconds, trial_score
+from nasforge.search_spaces.nas_bench_201 import is_cell_record, read_cell_record
 from nasforge.trials import Status, StopReason, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,12 @@ class SearchRecorder(RunRecorder):
 
 
 def _pair_json(arch: Mapping) -> str:
-    """best_cell.json's text: the cell pair (or, for a space of whole networks such as
-    nas-bench-201, the cell chain) of a record's ``arch``."""
+    """best_cell.json's text: the cell pair of a record's ``arch``, or for a space of whole
+    networks what its records store (nas-bench-201: the cell record, string and data set,
+    which ``nasforge train``/``info``/``export`` read; older runs: the cell chain)."""
+    if is_cell_record(arch):
+        read_cell_record(arch)  # a malformed record is refused here as anywhere
+        return json.dumps(dict(arch), indent=1) + "\n"
     return load_architecture(json.dumps(arch)).to_json() + "\n"
 
 

@@ -48,7 +48,7 @@ from nasforge.search.run_folder import SEARCHER_STATE, RunFolder, trial_score
 from nasforge.search.screen import result_from_record
 from nasforge.search.trial import TrialSettings
 from nasforge.search_spaces import SPACES, get_space
-from nasforge.search_spaces.nas_bench_201 import DATASETS
+from nasforge.search_spaces.nas_bench_201 import DATASETS, UnknownDatasetError
 from nasforge.tables import hp12_columns
 from nasforge.train import Recipe, get_recipe
 from nasforge.trials import SearchSummary, Status, StopReason
@@ -77,6 +77,8 @@ def make_searcher(config: SearchConfig):
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
     try:
         space = get_space(config.space, **space_options(config))
+    except UnknownDatasetError as e:  # the one message for it (nas_bench_201.check_dataset)
+        raise SearchError(str(e), options=e.options) from None
     except TypeError:  # a data set given to a space that takes none
         raise SearchError(f"the search space {config.space!r} takes no data set",
                           options=("dataset",)) from None
@@ -225,7 +227,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
                                           requeue=requeue, goal=goal, stop=stop,
                                           model_setting=setting, infeasible_cap=cap,
-                                          infeasible_seen=infeasible_seen)
+                                          infeasible_seen=infeasible_seen,
+                                          arch_record=backend.arch_recorder(space))
             _fit(_make_tuner(config, run, adapter, data, recipe, epochs, space, per_trial,
                              concurrency, remaining, stop, backend), run, stop)
         return _summary(run, recorder, config, stop)

@@ -31,11 +31,14 @@ class Screen:
     Built once per search driver with the search's ``goal``, the ``space`` the proposals come
     from, the ``setting`` their children are built with (needed when the goal uses a static
     metric), the ``cap`` on infeasible proposals (None: no cap) and ``seen``, the infeasible
-    proposals earlier parts of the run already recorded."""
+    proposals earlier parts of the run already recorded; ``arch_record(arch)``: a record's
+    ``arch`` (default the space's ``record``; a table backend adds the ``arch_index``)."""
 
     def __init__(self, goal: Goal, space, setting: ModelSetting | None = None,
-                 cap: int | None = None, seen: int = 0):
+                 cap: int | None = None, seen: int = 0, arch_record=None):
         self.goal, self.space, self.setting = goal, space, setting
+        # what a record stores of a proposal's architecture (SearchSpace.record)
+        self.arch_record = arch_record or space.record
         self.static_metrics = goal.static_metrics()
         if self.static_metrics and setting is None:
             raise ValueError(f"static metrics {self.static_metrics} need a model_setting")
@@ -68,7 +71,7 @@ class Screen:
         return TrialRecord(
             trial=proposal.id, status=Status.INFEASIBLE, hash=proposal.hash,
             tokens=tuple(proposal.tokens), origin=dict(proposal.meta),
-            arch=self.space.to_graph(proposal.arch).to_dict(), metrics=dict(static),
+            arch=self.arch_record(proposal.arch), metrics=dict(static),
             constraints=self.goal.constraint_values(static, only_known=True),
             feasible=False, epochs=0, params=static.get("params"),
             mult_adds=static.get("mult_adds"), wall_s=0.0, train_s=0.0, restored_epoch=0,

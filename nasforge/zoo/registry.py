@@ -58,7 +58,7 @@ CHAIN_SETTINGS: dict[str, ChainConfig] = {
 
 
 # NAS-Bench-201's network around a NAS-Bench-201 cell (search_spaces.nas_bench_201.network):
-# setting -> data set -> config, the first data set the default
+# setting -> data set -> config (nas_bench_201.DEFAULT_DATASET the default)
 NB201_SETTINGS: dict[str, dict[str, ChainConfig]] = {
     "nb201": {name: ChainConfig(input_size=d.input_size, num_classes=d.num_classes,
                                 min_input_size=16)  # ImageNet16-120's, its smallest
