@@ -16,6 +16,7 @@ from nasforge.controllers.base import (STATUSES, Proposal, Result, Searcher, Sea
 from nasforge.controllers.dedup import DedupCache
 from nasforge.controllers.evolution import EvolutionConfig, RegularizedEvolution
 from nasforge.controllers.optuna_search import OptunaConfig, OptunaSearcher
+from nasforge.controllers.prescreen import Prescreen
 from nasforge.controllers.random_search import RandomSearch
 from nasforge.controllers.rl import ControllerRNN, RLConfig, RLController
 from nasforge.rules import add_unique, reject_unknown_keys
@@ -61,4 +62,4 @@ def get_searcher(name: str, space, seed: int = 0, *, dedup: bool = True,
 __all__ = ["Searcher", "SearcherBase", "Proposal", "Result", "STATUSES", "DedupCache",
            "RandomSearch", "RegularizedEvolution", "EvolutionConfig", "RLController",
            "RLConfig", "ControllerRNN", "OptunaSearcher", "OptunaConfig", "SEARCHERS",
-           "get_searcher", "register_searcher", "save_state", "load_state"]
+           "get_searcher", "register_searcher", "save_state", "load_state", "Prescreen"]

@@ -51,7 +51,7 @@ from nasforge.search_spaces import SPACES, get_space
 from nasforge.search_spaces.nas_bench_201 import DATASETS
 from nasforge.tables import hp12_columns
 from nasforge.train import Recipe, get_recipe
-from nasforge.trials import SearchSummary, Status, StopReason
+from nasforge.trials import UNTRAINED, SearchSummary, Status, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
     requeue = _restore_searcher(run, searcher, records)
     epochs = backend.epochs or config.epochs or recipe.schedule.epochs
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
-    remaining = config.trials - sum(r["status"] != Status.INFEASIBLE for r in records)
+    remaining = config.trials - sum(r["status"] not in UNTRAINED for r in records)
     cap = infeasible_cap(config.trials, config.max_infeasible)
     infeasible_seen = sum(r["status"] == Status.INFEASIBLE for r in records)
 
