@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--proxies", default=",".join(PROXIES))
     p.add_argument("--out", default="benchmarks/results/proxies_nb201_cifar10.json")
+    p.add_argument("--summary-only", action="store_true",
+                   help="score nothing: summarize the cells of the subset already scored")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     names = args.proxies.split(",")
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
     splits = load_data(args.data, split="search", seed=args.seed)
     batch = data_batch(splits, args.batch_size, args.seed)
     print(f"data: {splits.source} ({time.time() - t0:.0f} s)", file=sys.stderr)
+    chosen = len(rows)
     cells_file = Path(args.out).with_suffix(".cells.jsonl")
     done = {}
     if cells_file.exists():
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
             done[rec["cell"]] = rec
     with cells_file.open("a") as f:
         for k, row in enumerate(rows):
-            if row["cell"] in done:
+            if row["cell"] in done or args.summary_only:
                 continue
             arch, config = resolve(row["cell"], dataset="cifar10")
             model = build_network(arch, config, args.seed)
@@ -106,10 +109,12 @@ def main(argv=None) -> int:
             done[row["cell"]] = rec
             print(f"[{k + 1}/{len(rows)}] {row['cell']} "
                   f"{sum(rec['cpu_s'].values()):.1f} s", file=sys.stderr)
+    rows = [row for row in rows if row["cell"] in done]
     recs = [done[row["cell"]] for row in rows]
     acc = [row["val_acc_200ep"] for row in rows]
     result = {"what": "zero-cost proxies, NAS-Bench-201 CIFAR-10 200-epoch sample",
-              "cells": len(rows), "sample_cells": len(table), "seed": args.seed,
+              "cells": len(rows), "cells_chosen": chosen, "sample_cells": len(table),
+              "seed": args.seed,
               "batch_size": args.batch_size, "data": splits.source,
               "torch_threads": torch.get_num_threads(), "proxies": {}}
     for name in names:

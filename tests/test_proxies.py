@@ -268,3 +268,19 @@ def test_nb201_scorer_keys_by_cell_and_scores_the_nb201_network():
     value, = scorer([P(CELL)])
     assert value == sum(p.numel() for p in compile_architecture(*resolve(CELL)).parameters())
     assert Result(Status.SCREENED, {"synflow": 1.0}).status == Status.SCREENED
+
+
+def test_bench_searchers_prescreen_adds_screened_rows(capsys):
+    args = ["bench", "searchers", "--benchmark", "nas-bench-201", "--searchers", "evolution",
+            "--seeds", "1", "--budget", "4", "--checkpoints", "2", "--quiet", "--json"]
+    assert main(args + ["--prescreen", "params:2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert list(summary) == ["random", "evolution", "evolution+params:2"]
+    row = summary["evolution+params:2"]
+    assert row["screened"]["per_seed"] == [4] and row["settings"]["prescreen"] == "params:2"
+    assert "screened" not in summary["evolution"]
+    assert main(args + ["--prescreen", "snip:2"]) == 2  # snip reads images: --data needed
+    assert "give --data" in capsys.readouterr().err
+    assert main(["bench", "searchers", "--budget", "3", "--seeds", "1",
+                 "--prescreen", "synflow:2"]) == 2
+    assert "needs --benchmark nas-bench-201" in capsys.readouterr().err

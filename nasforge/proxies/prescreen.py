@@ -27,6 +27,8 @@ from nasforge.search_spaces.nas_bench_201 import Nb201Cell, format_cell
 
 log = logging.getLogger(__name__)
 
+PROXY_SCORES = "proxy_scores.jsonl"  # a prescreened search's score cache, in its run folder
+
 
 def parse_prescreen(text: str) -> tuple[str, int]:
     """``PROXY:K`` -> (proxy, k); ProxyError (one line) for anything else."""
@@ -124,4 +126,4 @@ def space_scorer(proxy: str, batch, space, setting, cache: ScoreCache | None = N
                        lambda p: p.hash, f"{space.name}/{setting.setting}", cache, seed)
 
 
-__all__ = ["ProxyScorer", "ScoreCache", "nb201_scorer", "parse_prescreen", "space_scorer"]
+__all__ = ["PROXY_SCORES", "ProxyScorer", "ScoreCache", "nb201_scorer", "parse_prescreen", "space_scorer"]
