@@ -25,7 +25,8 @@ Registered: ``synflow``, ``snip``, ``grasp``, ``fisher``, ``grad_norm``, ``jacob
 which computed the reference scores of the shipped NAS-Bench-201 sample: gradients of the
 cross-entropy of one batch in train mode (BN with batch statistics), summed over the weights
 of every ``Conv2d`` and ``Linear`` layer (biases and BN parameters excluded); synflow in double
-precision with BN bypassed and an all-ones input; details per proxy in ``docs/reference.md``.
+precision with BN bypassed and an all-ones input; details and sources per proxy in
+docs/reference.md section 10.
 Two conventions make every proxy "larger is better" and finite where it can be:
 synflow is reported as ``log`` of the sum (NASLib's form; the sum overflows float32 on deep
 networks), and a degenerate value (a network whose output does not depend on its input, a
