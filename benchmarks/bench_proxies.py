@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="CIFAR-10 (an ImageFolder tree or python copy)")
     p.add_argument("--cells", type=int, default=None, help="a seeded random subset (all: none)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="draws the weights and the batch")
+    p.add_argument("--subset-seed", type=int, default=0, help="draws the subset of --cells")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--proxies", default=",".join(PROXIES))
     p.add_argument("--out", default="benchmarks/results/proxies_nb201_cifar10.json")
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     table = load_sample("cifar10")
     rows = list(table)
     if args.cells is not None and args.cells < len(rows):
-        pick = np.random.default_rng(args.seed).choice(len(rows), args.cells, replace=False)
+        pick = np.random.default_rng(args.subset_seed).choice(len(rows), args.cells,
+                                                              replace=False)
         rows = [rows[i] for i in sorted(pick)]
     reference = naslib_scores("cifar10")
     t0 = time.time()
