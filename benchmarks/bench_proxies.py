@@ -61,6 +61,28 @@ def spearman(a, b) -> float | None:
     return None if not math.isfinite(rho) else round(float(rho), 4)
 
 
+def agreement(done: dict, other_file: Path, reference: dict, names) -> dict:
+    """Per proxy: Spearman between two runs' scores (``done`` and ``other_file``'s) on the
+    cells both scored, and each run's with NASLib's score of the same cells."""
+    other = {}
+    for line in other_file.read_text().splitlines():
+        rec = json.loads(line)
+        other[rec["cell"]] = rec
+    common = [c for c in other if c in done]
+    out = {"other": str(other_file), "cells": len(common)}
+    for name in names:
+        if not all(name in other[c]["scores"] for c in common) or not common:
+            continue
+        mine = [done[c]["scores"][name] for c in common]
+        theirs = [other[c]["scores"][name] for c in common]
+        naslib = [reference[c][NASLIB_NAMES[name]] for c in common]
+        clean = [[-math.inf if v is None else v for v in vs] for vs in (mine, theirs)]
+        out[name] = {"spearman_between_runs": spearman(*clean),
+                     "this_with_naslib": spearman(clean[0], naslib),
+                     "other_with_naslib": spearman(clean[1], naslib)}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="CIFAR-10 (an ImageFolder tree or python copy)")
@@ -70,6 +92,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--proxies", default=",".join(PROXIES))
     p.add_argument("--out", default="benchmarks/results/proxies_nb201_cifar10.json")
+    p.add_argument("--agreement", metavar="CELLS_JSONL", default=None,
+                   help="with --summary-only: also Spearman, per proxy, between this run's "
+                        "scores and another run's (another --seed: weights and batch) on the "
+                        "cells both scored, next to each one's with NASLib's")
     p.add_argument("--summary-only", action="store_true",
                    help="score nothing: summarize the cells of the subset already scored")
     args = p.parse_args(argv)
@@ -129,6 +155,8 @@ def main(argv=None) -> int:
             "spearman_with_naslib": spearman(ours, theirs),
             "cpu_s_per_cell": round(float(np.mean([r["cpu_s"][name] for r in recs])), 4),
             "degenerate_cells": sum(r["scores"][name] is None for r in recs)}
+    if args.agreement:
+        result["agreement"] = agreement(done, Path(args.agreement), reference, names)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["proxies"], indent=1))
     return 0
