@@ -18,6 +18,7 @@ from nasforge.controllers.bananas import Bananas, BananasConfig
 from nasforge.controllers.dedup import DedupCache
 from nasforge.controllers.evolution import EvolutionConfig, RegularizedEvolution
 from nasforge.controllers.optuna_search import OptunaConfig, OptunaSearcher
+from nasforge.controllers.prescreen import Prescreen
 from nasforge.controllers.random_search import RandomSearch
 from nasforge.controllers.rl import ControllerRNN, RLConfig, RLController
 from nasforge.rules import add_unique, reject_unknown_keys
@@ -65,4 +66,4 @@ __all__ = ["Searcher", "SearcherBase", "Proposal", "Result", "STATUSES", "DedupC
            "RandomSearch", "RegularizedEvolution", "EvolutionConfig", "RLController",
            "RLConfig", "ControllerRNN", "OptunaSearcher", "OptunaConfig", "Bananas",
            "BananasConfig", "SEARCHERS",
-           "get_searcher", "register_searcher", "save_state", "load_state"]
+           "get_searcher", "register_searcher", "save_state", "load_state", "Prescreen"]

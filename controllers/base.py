@@ -38,6 +38,8 @@ from nasforge.safe_load import load_plain
 log = logging.getLogger(__name__)
 
 STATUSES = TRIAL_STATUSES
+# counted from the start; a screened result (a prescreen's) is counted once there is one
+COUNTED = tuple(s for s in STATUSES if s != Status.SCREENED)
 STATE_FORMAT = "nasforge.searcher/1"
 HASH_MEMO_SIZE = 100_000  # decision sequences whose canonical hash is remembered
 
@@ -193,7 +195,7 @@ class SearcherBase(Searcher):
         self.rng = np.random.default_rng(self.seed)
         self._next_id = 0
         self._pending: dict[int, Proposal] = {}
-        self.counts = {s: 0 for s in STATUSES}
+        self.counts = {s: 0 for s in COUNTED}
         self._best: tuple[float, dict, dict] | None = None  # (score, proposal, result)
         self._hashes: dict[tuple[int, ...], str] = {}  # derived data: not in the state
 
@@ -215,7 +217,7 @@ class SearcherBase(Searcher):
             raise TypeError(f"tell() needs a Result, got {type(result).__name__}")
         result = self._checked(result)
         del self._pending[pid]
-        self.counts[result.status] += 1
+        self.counts[result.status] = self.counts.get(result.status, 0) + 1
         if result.status == Status.OK:
             value = float(result.metrics[self.objective])
             if self._best is None or self._rank_key(value, own.id) < \
@@ -337,7 +339,8 @@ class SearcherBase(Searcher):
         for d in state["pending"]:
             p = Proposal.from_dict(d, self.space)
             self._pending[p.id] = p
-        self.counts = {s: int(state["counts"].get(s, 0)) for s in STATUSES}
+        self.counts = {s: int(state["counts"].get(s, 0)) for s in STATUSES
+                       if s in COUNTED or s in state["counts"]}
         best = state.get("best")
         self._best = (float(best[0]), dict(best[1]), dict(best[2])) if best else None
         self._set_state(state["searcher_state"])

@@ -108,6 +108,7 @@ class TableRun:
     pick_cell: list[str] = field(default_factory=list)
     repeats: int = 0       # proposals answered from the cache (no budget)
     overflow: int = 0      # duplicates re-queried after too many in a row (cost budget)
+    screened: int = 0      # candidates a prescreen passed over (never queried, no budget)
     wall_s: float = 0.0
 
 
@@ -124,6 +125,7 @@ def run_table_search(searcher: Searcher, task: TableTask, budget: int) -> TableR
         run.pick_cell.append(row["cell"])
     run.repeats = int(getattr(searcher, "hits", 0))
     run.overflow = int(getattr(searcher, "overflow", 0))
+    run.screened = int(getattr(searcher, "screened", 0))
     run.wall_s = time.perf_counter() - t0
     return run
 

@@ -239,6 +239,8 @@ class RLController(SearcherBase):
         return self.failed_reward()
 
     def _observe(self, proposal: Proposal, result: Result) -> None:
+        if result.status == Status.SCREENED:
+            return  # never trained (a prescreen's proxy passed it over): no reward to learn
         r = self.reward(result)
         if self.scored(result):
             low, high = self.reward_range or (r, r)

@@ -28,6 +28,7 @@ class Status(str, enum.Enum):
     FAILED = "failed"  # crashed, diverged, out of memory: no usable metric
     PRUNED = "pruned"  # stopped early by a scheduler (ASHA)
     INFEASIBLE = "infeasible"  # refused before training: violates a constraint
+    SCREENED = "screened"  # never trained: a zero-cost proxy ranked another candidate above it
     DIVERGED = "diverged"  # a training run whose loss went non-finite (the trainer's status;
     # a search records such a child as failed)
 
@@ -37,7 +38,10 @@ class Status(str, enum.Enum):
     __format__ = str.__format__
 
 
-TRIAL_STATUSES = (Status.OK, Status.FAILED, Status.PRUNED, Status.INFEASIBLE)  # of a trial
+TRIAL_STATUSES = (Status.OK, Status.FAILED, Status.PRUNED, Status.INFEASIBLE,
+                  Status.SCREENED)  # of a trial
+# proposals recorded without being trained: not trials of the budget, never the best
+UNTRAINED = (Status.INFEASIBLE, Status.SCREENED)
 
 
 class StopReason(str, enum.Enum):
@@ -321,5 +325,5 @@ class SearchSummary:
                       for f in dataclasses.fields(cls)})
 
 
-__all__ = ["Status", "TRIAL_STATUSES", "StopReason", "Direction", "rank_key", "metric_value",
+__all__ = ["Status", "TRIAL_STATUSES", "UNTRAINED", "StopReason", "Direction", "rank_key", "metric_value",
            "rankable", "TrialRecord", "ABSENT", "SearchSummary"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from nasforge.api import build_model
 from nasforge.cli import main
 from nasforge.search import read_trials
 from nasforge.tables.nas_bench_201 import HP12_FILE
@@ -238,3 +239,34 @@ def test_static_metrics_of_cells_in_both_backends(ray_cluster, tmp_path, table_r
     for r in refused:  # the empty cell's network is the smallest: 73,306 (NAS-Bench-201)
         assert r["params"] >= 73_306
         assert r["arch"]["cell"] == cell_string(r["tokens"])
+
+
+@pytest.mark.slow  # Ray; the default suite checks the same rule on the table benchmark
+def test_a_prescreened_search_records_the_screened_and_never_trains_them(ray_cluster, tmp_path,
+                                                                       table_rows, capsys):
+    """--prescreen params:3: every trial is the cell of most parameters among 3 proposals;
+    the other 2 are recorded as screened with their parameter count and never looked up
+    (a table trial is this backend's training). Parameters counted here with torch, on
+    NAS-Bench-201's network built through the api."""
+    runs = tmp_path / "runs"
+    assert main(SEARCH + ["--trials", "4", "--runs-dir", str(runs), "--name", "p",
+                          "--prescreen", "params:3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    records = read_trials(runs / "p")
+    ok = [r for r in records if r["status"] == "ok"]
+    screened = [r for r in records if r["status"] == "screened"]
+    assert len(ok) == summary["finished"] == 4 and len(screened) == 8
+    check_records(ok, table_rows)
+    assert {r["trial"] for r in ok}.isdisjoint(r["trial"] for r in screened)
+    for r in screened:
+        assert r["epochs"] == 0 and "val_acc" not in r["metrics"]
+        params = sum(p.numel() for p in build_model(cell_string(r["tokens"])).parameters())
+        assert r["metrics"]["params"] == params
+    trained = {cell_string(r["tokens"]): r for r in ok}
+    for r in ok:  # the trained one of each ask had the most parameters of its 3
+        beside = [s for s in screened if s["error"].endswith(f"candidate {r['trial']} higher")]
+        assert len(beside) == 2
+        mine = sum(p.numel() for p in build_model(cell_string(r["tokens"])).parameters())
+        assert all(s["metrics"]["params"] <= mine for s in beside)
+    assert len(trained) <= 4
+    assert (runs / "p" / "proxy_scores.jsonl").is_file()

@@ -45,6 +45,9 @@ COMMANDS: dict[str, Command] = {
                         "(data-parallel on Ray) and compare"),
     "latency": Command("nasforge.cli.latency",
                        "measured inference latency, or a per-op latency table"),
+    "proxies": Command("nasforge.cli.proxies",
+                       "zero-cost proxy scores (synflow, NASWOT, ...) of architectures at "
+                       "initialization"),
 }
 GLOBAL_FLAGS = ("-v", "--verbose", "-h", "--help")  # nasforge's own options: none takes a value
 

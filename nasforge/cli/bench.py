@@ -22,7 +22,12 @@ from nasforge.controllers.bench import PlantedTask, run_search, summarize
 from nasforge.controllers.bench_table import (TOP_FRACTIONS, MemoHashSpace, TableTask,
                                               run_table_search, summarize_table)
 from nasforge.search_spaces import NasNetSpace
+from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 from nasforge.search_spaces.nas_bench_201 import DEFAULT_DATASET
+from nasforge.controllers.prescreen import Prescreen
+from nasforge.data import load_data
+from nasforge.proxies import PROXIES, ProxyError, data_batch, shape_batch
+from nasforge.proxies.prescreen import ScoreCache, nb201_scorer, parse_prescreen
 from nasforge.tables import load_sample, load_table
 
 DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
@@ -30,6 +35,7 @@ DEFAULT_SEARCHERS = "rl,evolution,optuna,random"
 # policy barely moves in 1,000 children (50 updates; NASNet trained 20,000), so this benchmark
 # runs it at a larger rate, stated in its output; --rl-lr 0.00035 measures the paper setting.
 BENCH_RL_LR = 0.0035
+PRESCREEN_MARK = "+"  # a prescreened searcher's row: NAME+PROXY:K
 
 
 def add_arguments(p):
@@ -79,6 +85,16 @@ def add_arguments(p):
     s.add_argument("--optuna-stock-tpe", action="store_true",
                    help="Optuna's own TPESampler instead of nasforge's FastTPESampler "
                         "(same proposals, slower; for comparing the overhead)")
+    s.add_argument("--prescreen", default=None, metavar="PROXY:K",
+                   help="nas-bench-201: also run each listed searcher with a zero-cost proxy "
+                        "prescreen (each query the best of K candidates by PROXY; the others "
+                        "are screened, never queried), reported as NAME+PROXY:K")
+    s.add_argument("--data", default=None, metavar="DIR",
+                   help="--prescreen: the data the proxy's batch is drawn from (not needed "
+                        "for synflow, params, flops)")
+    s.add_argument("--prescreen-cache", default=None, metavar="PATH",
+                   help="--prescreen: a JSON-lines file of proxy scores, read and extended "
+                        "(each cell is scored once)")
     s.add_argument("--no-dedup", action="store_true", help="turn the duplicate cache off")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -104,6 +120,9 @@ def _check(args):
     except (ValueError, AssertionError):
         raise UsageError("bench searchers: --optuna-sampler-kwargs must be a JSON object") \
             from None
+    if args.prescreen is not None and args.benchmark != "nas-bench-201":
+        raise UsageError("bench searchers: --prescreen needs --benchmark nas-bench-201 (the "
+                         "planted benchmark has no networks to score)")
     if "random" in names:
         names.remove("random")
     return ["random"] + names, kwargs
@@ -111,6 +130,7 @@ def _check(args):
 
 def searcher_settings(name: str, args, optuna_kwargs: dict) -> dict:
     """Config overrides of a searcher in this benchmark (everything else: its defaults)."""
+    name = name.partition(PRESCREEN_MARK)[0]
     if name == "rl":
         return {"learning_rate": args.rl_lr, "algorithm": args.rl_algorithm}
     if name == "optuna":
@@ -211,6 +231,29 @@ def format_table(summary: dict, args) -> str:
 
 
 # ------------------------------------------------------------------ nas-bench-201 (table)
+def _prescreen(args, names: list[str]) -> list[str]:
+    """With ``--prescreen``: the proxy's scorer (``args.scorer``) and the rows to add, one
+    per searcher named in ``--searchers``, as NAME+PROXY:K."""
+    args.scorer = None
+    if args.prescreen is None:
+        return []
+    try:
+        proxy, args.prescreen_k = parse_prescreen(args.prescreen)
+    except ProxyError as e:
+        raise UsageError(f"bench searchers: {e}") from None
+    size = NB201_DATASETS[args.dataset].input_size
+    if args.data is not None:
+        batch = data_batch(load_data(args.data, split="search", seed=args.first_seed))
+    elif PROXIES[proxy].data_free:
+        batch = shape_batch(size)
+    else:
+        raise UsageError(f"bench searchers: proxy {proxy!r} scores real images: give --data")
+    args.scorer = nb201_scorer(proxy, batch, args.dataset, ScoreCache(args.prescreen_cache),
+                               seed=args.first_seed)
+    listed = [n.strip() for n in args.searchers.split(",") if n.strip()]
+    return [f"{n}{PRESCREEN_MARK}{args.prescreen}" for n in listed]
+
+
 def _check_table(args):
     try:
         points = sorted({int(q) for q in args.checkpoints.split(",") if q.strip()})
@@ -221,21 +264,26 @@ def _check_table(args):
         raise UsageError("bench searchers: --checkpoints must be >= 1")
     args.checkpoint_list = [q for q in points if q < args.budget] + [args.budget]
     args.task = TableTask(load_table(args.table), args.dataset)
+    args.screened_names = _prescreen(args, [])
     # the 200-epoch sample only describes the shipped table's cells
     args.sample = load_sample(args.dataset) if args.table is None else None
 
 
 def _run_table(args, names: list[str], optuna_kwargs: dict) -> dict:
     space = MemoHashSpace(args.dataset)
+    names = names + args.screened_names
 
     def run_one(name: str, seed: int, settings: dict):
-        return run_table_search(get_searcher(name, space, seed=seed, **settings), args.task,
-                                args.budget)
+        base, screened, _ = name.partition(PRESCREEN_MARK)
+        searcher = get_searcher(base, space, seed=seed, **settings)
+        if screened:
+            searcher = Prescreen(searcher, args.scorer, args.prescreen_k, args.scorer.proxy)
+        return run_table_search(searcher, args.task, args.budget)
 
     runs = _over_seeds(args, names, optuna_kwargs, run_one,
                        lambda run: f"pick valid {run.pick_valid[-1]:.2f} test "
                                    f"{run.pick_test[-1]:.2f}, {run.repeats} repeats, "
-                                   f"{run.wall_s:.1f} s")
+                                   f"{run.screened} screened, {run.wall_s:.1f} s")
     summary = summarize_table(runs, args.task, args.checkpoint_list, sample=args.sample)
     common = {"benchmark": args.benchmark, "dataset": args.dataset,
               "table": args.task.table.source, "budget": args.budget, "seeds": args.seeds,
@@ -244,7 +292,20 @@ def _run_table(args, names: list[str], optuna_kwargs: dict) -> dict:
               "table_best_test": args.task.best_test(), "queries": "unique architectures"}
     for name in names:
         summary[name]["settings"] = {**common, **searcher_settings(name, args, optuna_kwargs)}
+        if PRESCREEN_MARK in name:
+            summary[name]["settings"].update(prescreen=args.prescreen,
+                                             proxy_context=args.scorer.context)
+            summary[name]["screened"] = {"mean": _mean_of([r.screened for r in runs[name]]),
+                                         "per_seed": [r.screened for r in runs[name]]}
+    if args.scorer is not None:  # the cache serves every prescreened searcher and seed
+        for name in args.screened_names:
+            summary[name]["settings"].update(cells_scored=args.scorer.computed,
+                                             score_cache_hits=args.scorer.hits)
     return summary
+
+
+def _mean_of(values) -> float:
+    return float(np.mean(values)) if values else 0.0
 
 
 def format_table_nb201(summary: dict, args) -> str:
@@ -271,7 +332,8 @@ def format_table_nb201(summary: dict, args) -> str:
             top = s[f"top_{f * 100:g}pct"]
             med = "-" if top["median_queries"] is None else f"{top['median_queries']:.0f}"
             cells.append(f"{med} ({top['share_reached']:.0%})")
-        cells.append(f"{s['repeats']['mean']:.0f}")
+        cells.append(f"{s['repeats']['mean']:.0f}" + (
+            f" (+{s['screened']['mean']:.0f} screened)" if "screened" in s else ""))
         ep = s.get("final_pick_200ep_valid")
         cells.append("-" if not ep or not ep["held"] else f"{ep['mean']:.2f} ({ep['held']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

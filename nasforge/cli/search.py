@@ -87,6 +87,10 @@ def add_arguments(p):
                         "latency_ms for objectives and constraints")
     p.add_argument("--max-infeasible", type=int, metavar="K",
                    help="stop after K infeasible proposals (default: 20 x --trials)")
+    p.add_argument("--prescreen", metavar="PROXY:K",
+                   help="black-box search: each trial is the best of K proposals by a "
+                        "zero-cost proxy (e.g. synflow:10, see nasforge proxies); the others "
+                        "are recorded as screened in trials.jsonl and never trained")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (default: 0)")
     p.add_argument("--workers", type=int, default=d.workers,
                    help="one-shot search: data-parallel CPU processes training the supernet "
@@ -262,7 +266,8 @@ def run(args) -> int:
             latency_table=None if args.latency_table is None else
             str(Path(args.latency_table).resolve()),
             workers=args.workers, backend=args.benchmark, dataset=args.dataset,
-            table=None if args.table is None else str(Path(args.table).resolve()))
+            table=None if args.table is None else str(Path(args.table).resolve()),
+            prescreen=args.prescreen)
         name = args.name or f"{space}-{args.searcher}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.runs_dir) / name
 
@@ -272,6 +277,9 @@ def run(args) -> int:
         _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
 
     oneshot = is_oneshot(config, run_dir)
+    if oneshot and args.prescreen is not None:
+        raise UsageError("--prescreen applies to black-box searchers (each trial a trained "
+                         "child), not to a one-shot search")
     try:
         if oneshot:
             summary = _run_oneshot(config, run_dir, args, on_start)

@@ -122,6 +122,7 @@ class TuneSearcherAdapter(TuneSearcher):
                 return TuneSearcher.FINISHED
             proposal = self.requeue.pop(0) if self.requeue else \
                 self.nasforge_searcher.ask(1)[0]
+            self.record_screened()
             static = self.screen.measure(proposal)
             record = self.screen.refusal(proposal, static, ray_trial_id=None,
                                          resources=self.resources)
@@ -143,6 +144,20 @@ class TuneSearcherAdapter(TuneSearcher):
         self.recorder.told(self.nasforge_searcher, record)
         if self.screen.count_refusal():
             self.stop_request.set(StopReason.INFEASIBLE)
+
+    def record_screened(self) -> None:
+        """Records the candidates a prescreen (``controllers.prescreen``) passed over in the
+        last ask: status ``screened``, the proxy's score as their metric; already told to
+        the searcher, never trained, not trials of the budget."""
+        take = getattr(self.nasforge_searcher, "take_screened", None)
+        for proposal, result in (take() if take is not None else ()):
+            now = time.time()
+            self.recorder.finished(TrialRecord(
+                trial=proposal.id, status=Status.SCREENED, hash=proposal.hash,
+                tokens=tuple(proposal.tokens), origin=dict(proposal.meta),
+                arch=self.space.to_graph(proposal.arch).to_dict(), metrics=dict(result.metrics),
+                wall_s=0.0, train_s=0.0, resources={}, error=result.error, started_at=now,
+                finished_at=now, ray_trial_id=None))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.live:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from nasforge.errors import NasforgeError
 from nasforge.latency import LatencyTableError, load_table
+from nasforge.proxies import ProxyError
+from nasforge.proxies.prescreen import parse_prescreen
 from nasforge.rules import reject_unknown_keys
 from nasforge.safe_load import RefusedFileError
 from nasforge.search.objectives import HELD_OUT_METRICS, Goal, ObjectiveError
@@ -64,6 +66,8 @@ class SearchConfig:
     dataset: str | None = None  # NAS-Bench-201's data set: cifar10 | cifar100 | imagenet16
     #   (the nas-bench-201 space's classes and input size, the table's columns)
     table: str | None = None  # a user's NAS-Bench-201 table file (None: the shipped one)
+    prescreen: str | None = None  # PROXY:K: each trial the best of K proposals by a zero-cost
+    #   proxy (nasforge.proxies); the others are recorded as screened, never trained
 
     def __post_init__(self):
         if isinstance(self.trials, bool) or int(self.trials) < 1:
@@ -105,6 +109,11 @@ class SearchConfig:
         object.__setattr__(self, "objectives", tuple(spec["objectives"]))
         object.__setattr__(self, "constraints", tuple(spec["constraints"]))
         self._check_latency_table(goal)
+        if self.prescreen is not None:
+            try:
+                parse_prescreen(self.prescreen)
+            except ProxyError as e:
+                raise SearchError(str(e), options=("prescreen",)) from None
         if self.max_infeasible is not None and (isinstance(self.max_infeasible, bool)
                                                 or int(self.max_infeasible) < 0):
             raise SearchError(f"max_infeasible must be >= 0, got {self.max_infeasible}")

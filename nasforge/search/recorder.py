@@ -26,7 +26,7 @@ from nasforge.search.failures import FailureWatch, describe_broken
 from nasforge.search.objectives import Goal
 from nasforge.search.run_folder import TRIALS, RunFolder, best_trial, device_seconds, trial_score
 from nasforge.search_spaces.nas_bench_201 import is_cell_record, read_cell_record
-from nasforge.trials import Status, StopReason, TrialRecord
+from nasforge.trials import UNTRAINED, Status, StopReason, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class RunRecorder:
             self.run.write_traceback(record.trial, traceback)
         self.run.append_trial(record)
         self.best_changed = self.front_changed = False
-        if record.status != Status.INFEASIBLE:  # refused before training: never the best
+        if record.status not in UNTRAINED:  # refused before training: never the best
             self._rank(record)
         return record
 
@@ -127,11 +127,12 @@ class SearchRecorder(RunRecorder):
         self.on_progress = on_progress
         self.watch, self.stop = watch, stop
         self.counts = {Status.OK: 0, Status.FAILED: 0, Status.PRUNED: 0}
-        self.infeasible = 0
+        self.infeasible = self.screened = 0
         self.device_s = 0.0
         for r in records:
-            if r["status"] == Status.INFEASIBLE:
-                self.infeasible += 1
+            if r["status"] in UNTRAINED:
+                self.infeasible += r["status"] == Status.INFEASIBLE
+                self.screened += r["status"] == Status.SCREENED
                 continue
             status = Status(r["status"])
             self.counts[status] = self.counts.get(status, 0) + 1
@@ -154,8 +155,9 @@ class SearchRecorder(RunRecorder):
 
     def finished(self, record: TrialRecord | Mapping, traceback: str | None = None) -> None:
         record = self.append(record, traceback)
-        if record.status == Status.INFEASIBLE:  # not a trial of the budget
-            self.infeasible += 1
+        if record.status in UNTRAINED:  # not a trial of the budget
+            self.infeasible += record.status == Status.INFEASIBLE
+            self.screened += record.status == Status.SCREENED
             return
         self.running -= 1
         self.counts[record.status] += 1
@@ -169,7 +171,7 @@ class SearchRecorder(RunRecorder):
     def told(self, searcher, record: TrialRecord | Mapping) -> None:
         self.run.save_searcher(searcher.state_dict())
         progress = self.progress(record)
-        if self.board is not None and record["status"] != Status.INFEASIBLE:
+        if self.board is not None and record["status"] not in UNTRAINED:
             self.board.finished(record, progress, searcher.stats(),
                                 self.best_changed, self.best,
                                 self.front if self.front_changed else None)

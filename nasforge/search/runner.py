@@ -35,7 +35,7 @@ from typing import Callable
 
 import nasforge
 from nasforge.cluster import ray_session
-from nasforge.controllers import SEARCHERS, get_searcher
+from nasforge.controllers import SEARCHERS, Prescreen, get_searcher
 from nasforge.data import load_data
 from nasforge.search.adapter import StopRequest, TuneSearcherAdapter
 from nasforge.search.backends import make_backend, space_options
@@ -51,7 +51,10 @@ from nasforge.search_spaces import SPACES, get_space
 from nasforge.search_spaces.nas_bench_201 import DATASETS, UnknownDatasetError
 from nasforge.tables import hp12_columns
 from nasforge.train import Recipe, get_recipe
-from nasforge.trials import SearchSummary, Status, StopReason
+from nasforge.proxies import PROXIES, data_batch, shape_batch
+from nasforge.proxies.prescreen import (PROXY_SCORES, ProxyScorer, ScoreCache, parse_prescreen,
+                                        space_scorer)
+from nasforge.trials import UNTRAINED, SearchSummary, Status, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,26 @@ def goal_searcher(name: str, space, seed: int, goal: Goal, options: dict | None 
                             direction=goal.primary.optuna_direction, **options)
     except (TypeError, ValueError) as e:
         raise SearchError(f"searcher {name!r}: {e}") from None
+
+
+def prescreen_scorer(config: SearchConfig, run: RunFolder, space, setting: ModelSetting,
+                     data) -> ProxyScorer:
+    """The scorer of ``config.prescreen``: the proxy on the child network (built as the
+    search builds its children, weights from the search's seed) and one batch of the
+    search's training images (a batch of zeros for a proxy that reads only shapes, the one
+    choice where the backend loads no data); scores cached in the run folder."""
+    proxy, _ = parse_prescreen(config.prescreen)
+    if data is not None:
+        batch = data_batch(data, seed=config.seed)
+    elif PROXIES[proxy].data_free:
+        batch = shape_batch(setting.input_size, setting.in_channels)
+    else:
+        raise SearchError(f"proxy {proxy!r} scores real images and the {config.backend} "
+                          f"backend loads none: use a proxy that reads only shapes "
+                          f"({', '.join(n for n, p in PROXIES.items() if p.data_free)})",
+                          options=("prescreen",))
+    return space_scorer(proxy, batch, space, setting, ScoreCache(run.path / PROXY_SCORES),
+                        seed=config.seed)
 
 
 def resources_asked(config: SearchConfig) -> dict:
@@ -187,12 +210,15 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
                           f"{_describe_goal(goal)}; it cannot continue with "
                           f"{_describe_goal(expect_goal)}", options=("resume",))
     space, searcher = make_searcher(config)
+    if config.prescreen is not None:  # its scorer needs the data: set once they are loaded
+        proxy, k = parse_prescreen(config.prescreen)
+        searcher = Prescreen(searcher, None, k, proxy)
     backend = make_backend(config, space)  # a table is read (and refused) before Ray starts
     # the saved state is read (and refused if crafted) before Ray starts or data loads
     requeue = _restore_searcher(run, searcher, records)
     epochs = backend.epochs or config.epochs or recipe.schedule.epochs
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
-    remaining = config.trials - sum(r["status"] != Status.INFEASIBLE for r in records)
+    remaining = config.trials - sum(r["status"] not in UNTRAINED for r in records)
     cap = infeasible_cap(config.trials, config.max_infeasible)
     infeasible_seen = sum(r["status"] == Status.INFEASIBLE for r in records)
 
@@ -224,6 +250,8 @@ def run_search(config: SearchConfig | None = None, run_dir=None, *, resume: bool
             setting = ModelSetting(recipe.defaults.setting or "cifar", classes, size, channels,
                                    tuple(sorted(recipe.build_overrides().items())),
                                    config.latency_table)
+            if config.prescreen is not None:
+                searcher.scorer = prescreen_scorer(config, run, space, setting, data)
             adapter = TuneSearcherAdapter(searcher, space, recorder, remaining, per_trial,
                                           requeue=requeue, goal=goal, stop=stop,
                                           model_setting=setting, infeasible_cap=cap,
