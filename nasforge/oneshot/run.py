@@ -55,7 +55,8 @@ from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.memory import check_fits
 from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
                                       SposConfig, method_config)
-from nasforge.oneshot.supernet import Supernet, SupernetError, check_shareable
+from nasforge.oneshot.choices import (SupernetError, choice_layout, collapse_shares, family_of,
+                                      family_space_defaults)
 from nasforge.search.board import SearchBoard, add_cell_drawing
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
@@ -64,10 +65,10 @@ from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, tr
 from nasforge.search.screen import Screen, judge_finished, result_from_record
 from nasforge.search.runner import describe_infeasible, goal_searcher, open_run
 from nasforge.search_spaces import SPACES, get_space
+from nasforge.tables.judge import table_judge
 from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, train
 from nasforge.train.data_parallel import worker_placement
 from nasforge.trials import SearchSummary, Status, StopReason, TrialRecord
-from nasforge.zoo import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ TRAJECTORY = "trajectory.jsonl"
 SEARCH_PHASE = "search"  # origin.phase of spos's search-phase records
 SEARCH_PHASE_DONE = "search_phase.json"  # spos: written when its search phase has ended
 CHILD_COUNTS = ("params", "mult_adds")  # measured for every epoch's derived cell
+# the derived cell's figures shown in TensorBoard (derived/...): collapse and table
+BOARD_JUDGED = ("skip_share", "parameter_free_share", "table_val_acc", "table_test_acc",
+                "table_val_acc_200ep", "table_percentile")
 
 
 def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
@@ -90,25 +94,27 @@ def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
         return False
 
 
-def macro_config(recipe, data):
-    """The supernet's NASNet macro: the recipe's setting and its overrides for a supernet
-    (``Recipe.build_overrides``: its model overrides, N and filters; no drop-path, no auxiliary
-    head), sized for ``data``."""
-    setting = recipe.defaults.setting or "cifar"
-    if setting not in SETTINGS:
-        raise SupernetError(f"recipe {recipe.name}: setting {setting!r} is not a cell-network "
-                            f"setting ({', '.join(SETTINGS)})")
-    return replace(SETTINGS[setting], **recipe.build_overrides(network="supernet"),
-                   num_classes=data.num_classes, input_size=data.image_size[0],
-                   in_channels=data.channels)
-
-
-def model_setting(recipe, data, latency_table: str | None = None) -> ModelSetting:
-    """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
-    the network ``macro_config`` describes, as an ``objectives.ModelSetting``."""
+def macro_config(recipe, data, space):
+    """The supernet's macro (the family's, ``choices.SupernetFamily.macro``): the recipe's
+    setting and its overrides for a supernet (``Recipe.build_overrides``: its model overrides,
+    e.g. N and filters; no drop-path, no auxiliary head), sized for ``data``."""
     overrides = recipe.build_overrides(network="supernet")
-    return ModelSetting(recipe.defaults.setting or "cifar", data.num_classes, data.image_size[0],
-                        data.channels, tuple(sorted(overrides.items())), latency_table)
+    try:
+        return family_of(space).macro(space, recipe.defaults.setting, overrides, data)
+    except SupernetError as e:
+        raise SupernetError(f"recipe {recipe.name}: {e}", options=e.options) from None
+
+
+def model_setting(recipe, data, space, latency_table: str | None = None) -> ModelSetting:
+    """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
+    the network ``macro_config`` describes, as an ``objectives.ModelSetting`` (a family whose
+    children are the space's own full-size networks, NAS-Bench-201's, takes no overrides)."""
+    family = family_of(space)
+    overrides = recipe.build_overrides(network="supernet") if family.children_sized_by_recipe \
+        else {}
+    return ModelSetting(recipe.defaults.setting or family.setting, data.num_classes,
+                        data.image_size[0], data.channels, tuple(sorted(overrides.items())),
+                        latency_table)
 
 
 class Recorder:
@@ -122,6 +128,8 @@ class Recorder:
         self.goal = goal
         # the screen measures; epochs are never refused
         self.book = RunRecorder(run, goal, screen=Screen(goal, space, setting))
+        self.layout = choice_layout(space)
+        self.judge = table_judge(space)  # the space's published table, if any
         self.resources = resources
         self.writer = None
         if board:
@@ -144,6 +152,8 @@ class Recorder:
                 "lr": entry.get("lr"), "wall_s": entry.get("epoch_s"),
                 "elapsed_s": entry.get("elapsed_s")}
         traj.update({k: v for k, v in entry.items() if k.startswith("method_")})
+        judged = self.judged(self.space.decode([int(t) for t in entry["tokens"]]))
+        traj.update(judged)
         static = self.child_static(self._proposal(entry["tokens"], entry["hash"]))
         started = entry.get("started_at") or 0.0
         record = TrialRecord(
@@ -151,12 +161,27 @@ class Recorder:
             origin={"origin": self.method_name, "epoch": epoch}, arch=entry["cell"],
             metrics={"val_acc": entry.get("val_acc"), "val_loss": entry.get("val_loss"),
                      **{k: v for k, v in static.items() if k not in CHILD_COUNTS},
+                     **self.judged_metrics(self.space.decode(traj["tokens"])),
                      "epoch": epoch},
             epochs=epoch, params=static["params"], mult_adds=static["mult_adds"],
             wall_s=entry.get("epoch_s"), train_s=None, restored_epoch=0,
             resources=self.resources, error=None, failure=None, started_at=started,
             finished_at=started + float(entry.get("epoch_s") or 0))
         return traj, judge_finished(self.goal, record)
+
+    def judged(self, arch) -> dict:
+        """The derived cell's collapse shares (``choices.collapse_shares``) and, when the space
+        has a table, what the table says of it (``tables.judge``; ``cell_string``: its
+        NAS-Bench-201 string)."""
+        out = collapse_shares(self.layout.ops(arch))
+        if self.judge is not None:
+            out["cell_string"] = str(arch)
+            out.update(self.judge(arch))
+        return out
+
+    def judged_metrics(self, arch) -> dict:
+        """``judged``'s numbers (a record's metrics)."""
+        return {k: v for k, v in self.judged(arch).items() if k != "cell_string"}
 
     def _proposal(self, tokens, digest: str):
         tokens = tuple(int(t) for t in tokens)
@@ -200,9 +225,15 @@ class Recorder:
         for key, v in traj.items():
             if key.startswith("method_") and isinstance(v, (int, float)) and math.isfinite(v):
                 w.add_scalar(f"method/{key[len('method_'):]}", v, step)
+        for key in BOARD_JUDGED:
+            if isinstance(traj.get(key), (int, float)):
+                w.add_scalar(f"derived/{key}", traj[key], step)
+        if "cell_string" in traj:
+            w.add_text("derived/cell_string", traj["cell_string"], step)
         for kind, table in self.method.heatmaps().items():
             w.add_image(f"architecture/{kind}", _heatmap(table), step, dataformats="HWC")
-        add_cell_drawing(w, "oneshot/derived_cell", traj["cell"], step)
+        drawing = self.layout.drawing(self.space.decode([int(t) for t in traj["tokens"]]))
+        add_cell_drawing(w, "oneshot/derived_cell", drawing.to_dict(), step)
         w.flush()
 
     def close(self) -> None:
@@ -242,7 +273,8 @@ def prepare(config: SearchConfig, recipe):
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
     try:
-        space = get_space(config.space, **method_cfg.space_options())
+        space = get_space(config.space, **{**family_space_defaults(SPACES[config.space]),
+                                           **method_cfg.space_options()})
     except (TypeError, ValueError) as e:
         raise SupernetError(f"search space {config.space!r}: {e}") from None
     if isinstance(method_cfg, SposConfig):  # its searcher can take the objectives (one line)
@@ -250,8 +282,8 @@ def prepare(config: SearchConfig, recipe):
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
     data = load_data(config.data or recipe.defaults.data, split="search", val_size=val_size,
                      seed=config.seed, cache_dir=config.cache_dir)
-    macro = macro_config(recipe, data)
-    check_shareable(space, macro)
+    macro = macro_config(recipe, data, space)
+    family_of(space).check(space, macro)
     return method_cfg, space, data, macro
 
 
@@ -262,7 +294,7 @@ def build(config: SearchConfig, recipe, method_cfg, space, data, macro, epochs: 
 
     torch.manual_seed(config.seed)
     # global-batch BN statistics: 1 and N data-parallel workers take the same steps
-    model = OneShotModel(use_global_batch_norm(Supernet(space, macro)))
+    model = OneShotModel(use_global_batch_norm(family_of(space).build(space, macro)))
     method = METHODS[config.searcher](space, model, data, epochs=epochs, seed=config.seed,
                                       config=method_cfg)
     return model, method
@@ -293,7 +325,7 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         run.create(_description(config, recipe, epochs, data, macro, space, estimate,
                                 method_cfg))
     resources = {"cpu": float(workers), "gpu": float(config.gpus or 0)}
-    setting = model_setting(recipe, data, config.latency_table)
+    setting = model_setting(recipe, data, space, config.latency_table)
     t0 = time.time()
     if workers > 1 or config.address:
         if on_start is not None:
@@ -344,7 +376,8 @@ def oneshot_worker(loop_config: dict) -> None:
     recorder = None
     if rank == 0:
         recorder = Recorder(run, method, space,
-                            model_setting(recipe, data, config.latency_table), config.goal,
+                            model_setting(recipe, data, space, config.latency_table),
+                            config.goal,
                             loop_config["resources"], board=True)
     try:
         train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
@@ -423,7 +456,8 @@ class SearchPhaseJudge:
         record = TrialRecord(
             trial=0, status=result.status, hash=proposal.hash, tokens=tuple(proposal.tokens),
             origin={}, arch=self.recorder.space.to_graph(proposal.arch).to_dict(),
-            metrics={**result.metrics, **static, "epoch": self.epochs}, epochs=self.epochs,
+            metrics={**result.metrics, **static, **self.recorder.judged_metrics(proposal.arch),
+                     "epoch": self.epochs}, epochs=self.epochs,
             params=static.get("params"), mult_adds=static.get("mult_adds"), wall_s=seconds,
             train_s=None, restored_epoch=0, resources={}, error=result.error, failure=None,
             started_at=now - seconds, finished_at=now).replace(**self._fields(proposal))
@@ -489,10 +523,12 @@ def _description(config, recipe, epochs, data, macro, space, estimate, method_cf
             "nasforge_version": nasforge.__version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,
-            "setting": recipe.defaults.setting or "cifar",
+            "setting": recipe.defaults.setting or family_of(space).setting,
             "macro": asdict(macro),
-            "space": {"name": config.space, "num_blocks": space.num_blocks,
-                      "ops": list(space.ops), "combines": list(space.combines)},
+            "space": {"name": config.space, "decisions": list(space.decisions()),
+                      **{k: v if isinstance(v, (int, str)) else list(v)
+                         for k in ("num_blocks", "ops", "combines", "dataset")
+                         if (v := getattr(space, k, None)) is not None}},
             "supernet": {"params": estimate.params,
                          "activation_bytes_per_image": estimate.activation_bytes_per_image},
             "data": {"source": data.source, "format": data.format,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from nasforge.api import build_model
-from nasforge.dsl import CellPair
+from nasforge.dsl import CellChain, CellPair, load_architecture
 from nasforge.errors import NasforgeError
 from nasforge.flops import count_mult_adds, count_params
 from nasforge.latency import latency_metric
@@ -73,6 +73,8 @@ class ModelSetting:
     def build(self, arch):
         """The child network of ``arch`` (on torch's current default device: wrap the call in
         ``with torch.device("meta")`` for shapes only, no memory)."""
+        if isinstance(arch, CellChain):  # a whole network (nas-bench-201): it fixes its
+            return build_model(arch, input_size=self.input_size)  # classes and options
         return build_model(arch, self.setting, num_classes=self.num_classes,
                            input_size=self.input_size, in_channels=self.in_channels,
                            **dict(self.overrides))
@@ -119,7 +121,7 @@ def _counts(arch_json: str, setting: ModelSetting) -> tuple[int, int]:
     import torch
 
     with torch.device("meta"):  # as nasforge.api.model_info: shapes only, no memory
-        model = setting.build(CellPair.from_json(arch_json))
+        model = setting.build(load_architecture(arch_json))  # a pair or a chain
         return count_params(model), count_mult_adds(model, setting.input_size,
                                                     setting.in_channels)[0]
 
