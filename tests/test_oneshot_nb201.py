@@ -156,3 +156,17 @@ def test_the_table_percentile_of_the_best_and_an_all_skip_cell():
     skips = judge(parse_cell("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|"
                              "skip_connect~1|skip_connect~2|"))
     assert skips["table_percentile"] < 5
+
+
+def test_a_search_of_the_space_defaults_to_its_recipes():
+    from nasforge.oneshot.methods import default_recipe
+    from nasforge.train import get_recipe
+
+    for method in ("enas", "darts", "gdas", "spos", "rsps"):
+        name = default_recipe(method, "nas-bench-201", "search")
+        assert name == f"{method}-nb201"
+        recipe = get_recipe(name)
+        assert dict(recipe.defaults.model_overrides)["bn_affine"] is False
+        assert recipe.defaults.setting == "nb201"
+    assert default_recipe("darts", "nasnet", "search") == "darts-search"
+    assert default_recipe("evolution", "nas-bench-201", "search") == "search"

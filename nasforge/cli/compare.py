@@ -82,7 +82,11 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
            "trials_to_best": best_at,
            "device_hours_to_best": None if device_at_best is None else device_at_best / 3600,
            "device_hours": device_s / 3600, "wall_s": wall,
-           "front_size": None, "hypervolume": None, "reference": None}
+           "front_size": None, "hypervolume": None, "reference": None,
+           # what a published table says of the best record's cell (nasforge.tables.judge;
+           # one-shot runs on a space with a table record it)
+           **{k: None if best_record is None else best_record.metrics.get(k)
+              for k in TABLE_COLUMNS}}
     if goal.multi:
         point = goal.reference_point(records, given=reference)
         row["front_size"] = len(goal.front(records))
@@ -90,6 +94,9 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
             row["reference"] = {o.name: v for o, v in zip(goal.objectives, point)}
             row["hypervolume"] = goal.hypervolume(records, point)
     return row
+
+
+TABLE_COLUMNS = ("table_test_acc", "table_percentile")  # shown when a run has them
 
 
 def _reference_origin(name: str) -> str:
@@ -145,6 +152,8 @@ def run(args) -> int:
         + ([f"best {objectives[0].split(':')[0]}"] if one_objective else ["objective", "best"]) \
         + ["trials to best", "device-h to best", "wall"] \
         + (["front", "hypervolume"] if pareto else [])
+    judged = any(row["table_test_acc"] is not None for row in rows)
+    head += ["table test %", "percentile"] if judged else []
     table = [head]
     for row in rows:
         dh = "-" if row["device_hours_to_best"] is None else f"{row['device_hours_to_best']:.3f}"
@@ -155,7 +164,9 @@ def run(args) -> int:
                      + [_fmt(row["best"]), str(row["trials_to_best"] or "-"), dh,
                         f"{row['wall_s'] / 60:.1f} min"]
                      + ([str(row["front_size"] or "-"), _fmt(row["hypervolume"])]
-                        if pareto else []))
+                        if pareto else [])
+                     + ([_fmt(row["table_test_acc"]), _fmt(row["table_percentile"])]
+                        if judged else []))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for i, r in enumerate(table):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

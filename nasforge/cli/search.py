@@ -28,7 +28,7 @@ def add_arguments(p):
     p.add_argument("--space", default=d.space, help=f"search space (default: {d.space})")
     p.add_argument("--searcher", default=d.searcher,
                    help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "
-                        f"| gdas | spos (default: {d.searcher})")
+                        f"| gdas | spos | rsps (default: {d.searcher})")
     p.add_argument("--searcher-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the searcher's config, VALUE as JSON (repeatable), e.g. "
                         "population_size=50 or storage='\"sqlite:///s.db\"'")
