@@ -170,3 +170,25 @@ def test_a_search_of_the_space_defaults_to_its_recipes():
         assert recipe.defaults.setting == "nb201"
     assert default_recipe("darts", "nasnet", "search") == "darts-search"
     assert default_recipe("evolution", "nas-bench-201", "search") == "search"
+
+
+def test_the_auxiliary_skip_adds_a_skip_to_every_mixed_edge(one_thread):
+    """DARTS-: with beta = 1, a one-hot mixture of all-`none` edges is the all-skip path."""
+    supernet = randomized(Nb201Supernet(SPACE, TINY)).eval()
+    layout = family_of(SPACE).layout(SPACE)
+    nones, skips = (parse_cell("|{0}~0|+|{0}~0|{0}~1|+|{0}~0|{0}~1|{0}~2|".format(op))
+                    for op in ("none", "skip_connect"))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(supernet(x, mix=layout.one_hot(nones), aux_skip=1.0),
+                              supernet(x, arch=skips), atol=1e-5, rtol=0)
+
+
+def test_the_auxiliary_skip_is_refused_where_the_supernet_has_none(tmp_path):
+    from nasforge.oneshot.choices import SupernetError
+
+    config = SearchConfig(space="nasnet", searcher="darts", recipe="oneshot-smoke",
+                          data="synthetic", searcher_options={"aux_skip": 1.0})
+    with pytest.raises(SupernetError, match="aux_skip"):
+        run_oneshot(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()

@@ -113,6 +113,8 @@ class SupernetFamily:
     children_sized_by_recipe: bool = True
     # space options a one-shot search sets unless told otherwise (NASNet: the add combine)
     space_defaults: tuple[tuple[str, Any], ...] = ()
+    # its supernet's mixed forward takes aux_skip=beta (DARTS-' auxiliary skip per edge)
+    aux_skip: bool = False
 
 
 FAMILIES: dict[type, SupernetFamily] = {}

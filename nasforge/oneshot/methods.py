@@ -166,9 +166,15 @@ class DartsConfig(LogitConfig):
     unrolled: bool = False  # second-order (unrolled) architecture gradient
     xi: float | None = None  # virtual step size (lr units); None: the weights' current lr
     fd_scale: float = FD_SCALE  # r of the finite difference's eps = r / ||grad_w' L_val||
+    # DARTS- (Chu et al., ICLR 2021): an auxiliary skip of weight beta added to every mixed
+    # edge, beta decaying linearly from aux_skip (their 1.0) to 0 over the epochs; 0 = off.
+    # Needs a supernet family that has it (SupernetFamily.aux_skip: NAS-Bench-201's).
+    aux_skip: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
+        if self.aux_skip < 0:
+            raise ValueError("aux_skip must be >= 0")
         if self.xi is not None and self.xi < 0:
             raise ValueError("xi must be >= 0")
         if self.fd_scale <= 0:
@@ -409,17 +415,27 @@ class _LogitMethod(OneShotMethod):
 
 class Darts(_LogitMethod):
     Config = DartsConfig
+    epoch = 0  # of the last step (the auxiliary skip's schedule)
+
+    def aux(self, epoch: int) -> dict:
+        """DARTS-' auxiliary skip at ``epoch`` as supernet keyword arguments (none when off):
+        beta = aux_skip * (1 - epoch / epochs)."""
+        beta = self.config.aux_skip * (1 - epoch / max(self.epochs, 1))
+        return {"aux_skip": beta} if self.config.aux_skip > 0 else {}
 
     def before_step(self, epoch, step, batch):
         self.start_step(step)
         self.model.train()
+        self.epoch = epoch
+        aux = self.aux(epoch)
         if self.config.unrolled:
             self.unrolled_arch_step(batch)
         else:
-            self.arch_step(lambda x: self.model.supernet(x, mix=self.alphas.probabilities()))
+            self.arch_step(lambda x: self.model.supernet(x, mix=self.alphas.probabilities(),
+                                                         **aux))
         with torch.no_grad():
             mix = self.alphas.probabilities()
-        self.model.train_route = {"mix": mix}
+        self.model.train_route = {"mix": mix, **aux}
 
     def unrolled_arch_step(self, batch) -> None:
         """Called by ``before_step`` with ``unrolled=true``: one Adam step of the logits
@@ -438,7 +454,8 @@ class Darts(_LogitMethod):
 
         def logits(weights, x):
             return functional_call(supernet, weights, (x,),
-                                   {"mix": self.alphas.probabilities()})
+                                   {"mix": self.alphas.probabilities(),
+                                    **self.aux(self.epoch)})
 
         alphas = list(self.alphas.parameters())
         with buffers_restored(supernet):
@@ -457,8 +474,11 @@ class Darts(_LogitMethod):
     def end_epoch(self, epoch):
         out = super().end_epoch(epoch)
         with torch.no_grad():  # DARTS' supernet validates as the mixture it trains
-            self.model.eval_route = {"mix": self.alphas.probabilities()}
+            self.model.eval_route = {"mix": self.alphas.probabilities(), **self.aux(epoch)}
         return out
+
+    def stats(self):
+        return {"aux_skip": self.aux(self.epoch)["aux_skip"]} if self.config.aux_skip else {}
 
 
 class Gdas(_LogitMethod):

@@ -118,7 +118,8 @@ class EdgeCell(nn.Module):
                 op: search_batch_norms(create_op(op, channels, channels, 1), macro.bn_affine,
                                        macro.bn_running_stats) for op in NB201_OPS})
 
-    def forward(self, x, arch: Nb201Cell | None = None, mix=None, gates=None):
+    def forward(self, x, arch: Nb201Cell | None = None, mix=None, gates=None,
+                aux_skip: float = 0.0):
         states = [x]
         for j in range(1, NUM_NODES):
             total = 0
@@ -134,6 +135,8 @@ class EdgeCell(nn.Module):
                         y = y * h[chosen] + (h.sum() - h[chosen])
                 else:
                     y = sum(w * ops[op](states[i]) for w, op in zip(mix[e], NB201_OPS))
+                    if aux_skip:  # DARTS-: an auxiliary skip of weight beta on the edge
+                        y = y + aux_skip * states[i]
                 total = total + y
             states.append(total)
         return states[-1]
@@ -163,11 +166,14 @@ class Nb201Supernet(nn.Module):
             self.blocks.append(EdgeCell(width, macro) if k in searched else compiled)
             width = compiled.out_channels
 
-    def forward(self, x, arch: Nb201Cell | None = None, mix=None, gates=None):
+    def forward(self, x, arch: Nb201Cell | None = None, mix=None, gates=None,
+                aux_skip: float = 0.0):
+        """``aux_skip``: mixed mode only, DARTS-' auxiliary skip weight on every edge."""
         if (arch is None) == (mix is None):
             raise ValueError("give exactly one of arch (path mode) and mix (mixed mode)")
         for block in self.blocks:
-            x = block(x, arch, mix, gates) if isinstance(block, EdgeCell) else block(x)
+            x = block(x, arch, mix, gates, aux_skip) if isinstance(block, EdgeCell) \
+                else block(x)
         return torch.flatten(x, 1)
 
     def child(self, arch: Nb201Cell, inherit: bool = True) -> ChainNetwork:
@@ -233,4 +239,4 @@ def nb201_macro(space: NasBench201Space, setting: str | None, overrides: dict,
 
 NB201_FAMILY = register_family(SupernetFamily(
     "nas-bench-201", NasBench201Space, Nb201Layout, Nb201Supernet, nb201_macro, check_nb201,
-    setting="nb201", children_sized_by_recipe=False))
+    setting="nb201", children_sized_by_recipe=False, aux_skip=True))

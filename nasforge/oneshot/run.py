@@ -277,6 +277,10 @@ def prepare(config: SearchConfig, recipe):
                                            **method_cfg.space_options()})
     except (TypeError, ValueError) as e:
         raise SupernetError(f"search space {config.space!r}: {e}") from None
+    if isinstance(method_cfg, DartsConfig) and method_cfg.aux_skip and \
+            not family_of(space).aux_skip:
+        raise SupernetError(f"aux_skip (DARTS-' auxiliary skip) is implemented for the "
+                            f"nas-bench-201 supernet, not for space {config.space!r}")
     if isinstance(method_cfg, SposConfig):  # its searcher can take the objectives (one line)
         goal_searcher(method_cfg.evaluator, space, config.seed, config.goal)
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
