@@ -122,8 +122,9 @@ FAST = {"enas": {"controller_steps": 1, "derive_samples": 2},
         "rsps": {"candidates": 3}}
 
 
-# one method in the default suite (each run takes several seconds); the others with -m slow
-@pytest.mark.parametrize("method", [m if m == "gdas" else pytest.param(m, marks=pytest.mark.slow)
+# the fastest in the default suite (2-4 s each on an idle machine); enas, spos with -m slow
+@pytest.mark.parametrize("method", [m if m in ("darts", "gdas", "rsps")
+                                    else pytest.param(m, marks=pytest.mark.slow)
                                     for m in sorted(METHODS)])
 def test_every_method_searches_the_space_and_the_table_judges_each_epoch(method, tmp_path,
                                                                         one_thread):
