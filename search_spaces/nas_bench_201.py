@@ -198,6 +198,11 @@ def stored_cell(data) -> tuple[str, int | None] | None:
     return None
 
 
+def edge_node_id(target: int, source: int) -> str:
+    """The DSL node id of the op on the edge from node ``source`` to node ``target``."""
+    return f"e{target}_{source}"
+
+
 def cell_graph(cell: Nb201Cell, channels: int | None = None, name: str = "nb201_cell") -> Cell:
     """The cell as a DSL graph with a single input: one op node per edge (``e{j}_{i}``: the
     edge from node i to node j) and an ``add`` per node of two or more edges (``node{j}``).
@@ -206,7 +211,7 @@ def cell_graph(cell: Nb201Cell, channels: int | None = None, name: str = "nb201_
     state = {0: graph.input(0)}
     width = {} if channels is None else {"channels": channels}
     for j in range(1, NUM_NODES):
-        terms = [graph.op(op, state[i], stride=1, node_id=f"e{j}_{i}", **width)
+        terms = [graph.op(op, state[i], stride=1, node_id=edge_node_id(j, i), **width)
                  for op, (t, i) in zip(cell.ops, EDGES) if t == j]
         state[j] = terms[0] if len(terms) == 1 else graph.combine("add", *terms,
                                                                     node_id=f"node{j}")

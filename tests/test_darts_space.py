@@ -224,7 +224,7 @@ def test_one_shot_search_refuses_the_space_in_one_line(tmp_path, capsys):
     code = main(["search", "--searcher", "darts", "--space", "darts", "--recipe", "smoke",
                  "--data", "synthetic", "--runs-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "does not cover 'darts'" in err[0], err
+    assert code == 2 and len(err) == 1 and "no supernet for 'darts'" in err[0], err
 
 
 def test_latency_tables_refuse_the_space_in_one_line(tmp_path, capsys):

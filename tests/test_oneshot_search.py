@@ -28,7 +28,8 @@ OPTIONS = {"blocks": 2, "ops": ["sep_conv_3x3", "max_pool_3x3", "identity"],
            "val_batch_size": 32}
 METHOD_OPTIONS = {"enas": {"controller_steps": 2, "derive_samples": 4},
                   "spos": {"candidates": 4, "derive_candidates": 2, "derive_batches": 1,
-                           "recalibration_batches": 1, "recalibration_batch_size": 16}}
+                           "recalibration_batches": 1, "recalibration_batch_size": 16},
+                  "rsps": {"candidates": 2}}
 # every method of the registry, and the methods' variants of their own (name -> (method,
 # options)): what the end-to-end tests run
 VARIANTS = {**{m: (m, {}) for m in METHODS}, "darts-unrolled": ("darts", {"unrolled": True})}

@@ -9,12 +9,13 @@ import pytest
 from nasforge.controllers import SEARCHERS, RandomSearch, get_searcher, register_searcher
 from nasforge.export import EXPORTERS, register_exporter
 from nasforge.oneshot import SupernetError
+from nasforge.oneshot.choices import FAMILIES, register_family
 from nasforge.oneshot.methods import DEFAULT_RECIPES, METHODS, Spos, method_config, register_method
 from nasforge.registry import (ACTIVATIONS, COMBINES, OPS, register_activation, register_combine,
                                register_op)
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import METRICS, STATIC_METRICS, register_static_metric
-from nasforge.search_spaces import SPACES, NasNetSpace, register_space
+from nasforge.search_spaces import SPACES, NasBench201Space, NasNetSpace, register_space
 from nasforge.train.recipes import RECIPES, get_recipe, register_recipe
 from nasforge.transfer import ModelSpec, TransferConfig, TransferError
 from nasforge.zoo import ZOO
@@ -37,6 +38,9 @@ REGISTRIES = {
     "metric": (METRICS, "params",
                lambda: register_static_metric("params", lambda arch, setting: 0.0)),
     "one-shot method": (METHODS, "darts", lambda: register_method("darts", Spos, "smoke")),
+    "supernet family": (FAMILIES, NasBench201Space,
+                        lambda: register_family(dataclasses.replace(
+                            FAMILIES[NasBench201Space], name="another"))),
     "activation": (ACTIVATIONS, "relu",
                    lambda: register_activation("relu")(lambda inplace: None)),
 }

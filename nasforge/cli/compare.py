@@ -84,7 +84,11 @@ def summarize(run_dir, reference: dict | None = None) -> dict:
            "device_hours_to_best": None if device_at_best is None else device_at_best / 3600,
            "device_hours": device_s / 3600, "wall_s": wall,
            "front_size": None, "hypervolume": None, "reference": None,
-           **_best_cell(best_record)}
+           **_best_cell(best_record),
+           # what a published table says of the best record's cell (nasforge.tables.judge;
+           # one-shot runs on a space with a table record it)
+           **{k: None if best_record is None else best_record.metrics.get(k)
+              for k in TABLE_COLUMNS}}
     if goal.multi:
         point = goal.reference_point(records, given=reference)
         row["front_size"] = len(goal.front(records))
@@ -100,6 +104,9 @@ def _best_cell(record) -> dict:
     each for other architectures."""
     cell = None if record is None else stored_cell(record.arch)
     return {"best_cell": cell and cell[0], "best_arch_index": cell and cell[1]}
+
+
+TABLE_COLUMNS = ("table_test_acc", "table_percentile")  # shown when a run has them
 
 
 def _reference_origin(name: str) -> str:
@@ -164,6 +171,8 @@ def run(args) -> int:
         + ["trials to best", "device-h to best", "wall"] \
         + (["front", "hypervolume"] if pareto else []) \
         + (["best cell"] if cells else [])
+    judged = any(row["table_test_acc"] is not None for row in rows)
+    head += ["table test %", "percentile"] if judged else []
     table = [head]
     for row in rows:
         dh = "-" if row["device_hours_to_best"] is None else f"{row['device_hours_to_best']:.3f}"
@@ -175,7 +184,9 @@ def run(args) -> int:
                         f"{row['wall_s'] / 60:.1f} min"]
                      + ([str(row["front_size"] or "-"), _fmt(row["hypervolume"])]
                         if pareto else [])
-                     + ([_cell_text(row)] if cells else []))
+                     + ([_cell_text(row)] if cells else [])
+                     + ([_fmt(row["table_test_acc"]), _fmt(row["table_percentile"])]
+                        if judged else []))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for i, r in enumerate(table):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -15,7 +15,7 @@ from nasforge.cli.options import add_dataset_option
 from nasforge.cluster import ResourceError
 from nasforge.errors import NasforgeError
 from nasforge.faults import faults_from_env
-from nasforge.oneshot.methods import DEFAULT_RECIPES
+from nasforge.oneshot.methods import default_recipe
 from nasforge.oneshot.run import is_oneshot, run_oneshot
 from nasforge.safe_load import read_json
 from nasforge.search.backends import BACKENDS, default_space
@@ -34,7 +34,7 @@ def add_arguments(p):
                                    f"nas-bench-201, nas-bench-201)")
     p.add_argument("--searcher", default=d.searcher,
                    help=f"rl | evolution | optuna | random, or a one-shot method: enas | darts "
-                        f"| gdas | spos (default: {d.searcher})")
+                        f"| gdas | spos | rsps (default: {d.searcher})")
     p.add_argument("--searcher-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the searcher's config, VALUE as JSON (repeatable), e.g. "
                         "population_size=50 or storage='\"sqlite:///s.db\"'")
@@ -172,11 +172,16 @@ def _goal(args):
 
 
 def epoch_line(line: dict) -> str:
-    """One one-shot epoch: its supernet accuracy, entropy and derived cell."""
+    """One one-shot epoch: its supernet accuracy, entropy and derived cell (with a table:
+    its string, the table's 12-epoch test accuracy and percentile; and its skip share)."""
     acc = line.get("val_acc")
+    cell = line.get("cell_string") or line["hash"][:12]
+    table = "" if line.get("table_test_acc") is None else \
+        f", table test {line['table_test_acc']:.2f}% (percentile {line['table_percentile']:.1f})"
+    skip = "" if line.get("skip_share") is None else f", skip {line['skip_share']:.2f}"
     return (f"epoch {line['epoch']}: supernet val_acc "
             f"{'-' if acc is None else format(acc, '.4f')}, entropy {line['entropy']:.3f}, "
-            f"derived cell {line['hash'][:12]} ({_fmt_s(line.get('wall_s'))})")
+            f"derived cell {cell}{table}{skip} ({_fmt_s(line.get('wall_s'))})")
 
 
 STEP_LINE_EVERY_S = 10.0  # a one-shot epoch's step line: at most one per this many seconds
@@ -253,7 +258,7 @@ def run(args) -> int:
         config = SearchConfig(
             space=space, searcher=args.searcher,
             searcher_options=_options(args.searcher_option), trials=args.trials,
-            recipe=args.recipe or DEFAULT_RECIPES.get(args.searcher, SearchConfig.recipe),
+            recipe=args.recipe or default_recipe(args.searcher, args.space, SearchConfig.recipe),
             epochs=args.epochs,
             data=os.path.abspath(args.data) if args.data and os.path.exists(args.data)
             else args.data,

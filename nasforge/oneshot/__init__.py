@@ -3,9 +3,13 @@ registry as the stand-alone children (docs/reference.md section 9)."""
 from nasforge.oneshot.supernet import (ArchitectureParameters, Candidate, Supernet,
                                        SupernetError, check_shareable, inherit_weights,
                                        path_one_hot, slot_candidates)
+from nasforge.oneshot.choices import ChoiceLayout, Slot, SupernetFamily, choice_layout, family_of
+from nasforge.oneshot.nas_bench_201 import Nb201Macro, Nb201Supernet
 from nasforge.oneshot.evaluate import (PathModel, SupernetEvaluator, recalibrate_batchnorm,
                                        search_with_supernet)
 
 __all__ = ["ArchitectureParameters", "Candidate", "Supernet", "SupernetError", "check_shareable",
            "inherit_weights", "path_one_hot", "slot_candidates", "PathModel",
-           "SupernetEvaluator", "recalibrate_batchnorm", "search_with_supernet"]
+           "SupernetEvaluator", "recalibrate_batchnorm", "search_with_supernet",
+           "ChoiceLayout", "Slot", "SupernetFamily", "choice_layout", "family_of", "Nb201Macro",
+           "Nb201Supernet"]

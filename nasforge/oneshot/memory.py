@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nasforge.oneshot.choices import choice_layout, family_of
 from nasforge.oneshot.supernet import (SLOTS, Candidate, Supernet, SupernetError, op_key,
                                        slot_candidates)
 
@@ -65,10 +66,14 @@ def estimate(space, config, batch: int, mixed: bool, unrolled: bool = False) -> 
     candidates of a cell with the same source kind see the same shapes) and the weighted copy
     of its output the mixture keeps."""
     with torch.device("meta"):
-        supernet = Supernet(space, config).train()
+        supernet = family_of(space).build(space, config).train()
         params = sum(p.numel() for p in supernet.parameters())
         x = torch.empty(1, config.in_channels, config.input_size, config.input_size,
                         requires_grad=True)
+        weight_bytes = params * (WEIGHT_COPIES + UNROLLED_EXTRA_COPIES * unrolled) * 4
+        if not isinstance(supernet, Supernet):  # another family: measured whole
+            return MemoryEstimate(params, weight_bytes,
+                                  _measured_bytes(space, supernet, x, mixed), batch)
         cell_inputs = []
         hooks = [cell.register_forward_pre_hook(
             lambda m, args, kw: cell_inputs.append((m, kw.get("arch_cell") if kw else None,
@@ -80,7 +85,6 @@ def estimate(space, config, batch: int, mixed: bool, unrolled: bool = False) -> 
         finally:
             for h in hooks:
                 h.remove()
-        weight_bytes = params * (WEIGHT_COPIES + UNROLLED_EXTRA_COPIES * unrolled) * 4
         if not mixed:
             return MemoryEstimate(params, weight_bytes, path_bytes, batch)
         total = path_bytes
@@ -104,6 +108,20 @@ def estimate(space, config, batch: int, mixed: bool, unrolled: bool = False) -> 
                             total += cache[kind]
                     total -= 2 * cache[(space.ops[0], 0)]  # the path's own ops, counted twice
     return MemoryEstimate(params, weight_bytes, total, batch)
+
+
+def _measured_bytes(space, supernet, x, mixed: bool) -> int:
+    """Activation bytes of one image through ``supernet`` (a family without NASNet's per-op
+    shortcut), on the meta device: the uniform mixture when ``mixed``, else the largest of the
+    paths that choose candidate c in every slot."""
+    layout = choice_layout(space)
+    if mixed:
+        mix = layout.route([torch.full((len(s.candidates),), 1 / len(s.candidates))
+                            for s in layout.slots])
+        return _saved_bytes(lambda: supernet(x, mix=mix))[0]
+    fewest = min(len(s.candidates) for s in layout.slots)
+    return max(_saved_bytes(lambda: supernet(x, arch=layout.arch([c] * len(layout.slots))))[0]
+               for c in range(fewest))
 
 
 def available_bytes(device: torch.device) -> int:

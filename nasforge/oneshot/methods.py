@@ -46,8 +46,7 @@ from nasforge.controllers import Result, get_searcher
 from nasforge.data import DeviceLoader
 from nasforge.oneshot.evaluate import SupernetEvaluator, search_with_supernet
 from nasforge.oneshot.global_bn import local_batch_statistics
-from nasforge.oneshot.supernet import (CELL_KINDS, SLOTS, ArchitectureParameters, Supernet,
-                                       SupernetError, slot_candidates)
+from nasforge.oneshot.choices import ArchitectureParameters, SupernetError, choice_layout
 from nasforge.oneshot.unrolled import FD_SCALE, sgd_step, unrolled_gradient
 from nasforge.rules import add_unique, reject_unknown_keys
 from nasforge.train.hooks import TrainHooks
@@ -63,7 +62,7 @@ class OneShotModel(nn.Module):
     arguments of ``Supernet.forward`` (``arch=``, ``mix=``, ``gates=``); the method replaces
     them before each step and after each epoch. The state dict is the supernet's."""
 
-    def __init__(self, supernet: Supernet):
+    def __init__(self, supernet: nn.Module):
         super().__init__()
         self.supernet = supernet
         self.train_route: dict = {}
@@ -118,7 +117,8 @@ class OneShotConfig:
 
     blocks: int | None = None  # blocks per cell (default: the space's)
     ops: tuple[str, ...] | None = None  # candidate ops (default: the space's)
-    combines: tuple[str, ...] = ("add",)  # the supernet shares weights with 'add' only
+    # the supernet shares weights with 'add' only; None: the family's default (NASNet: add)
+    combines: tuple[str, ...] | None = None
     val_batch_size: int = 64  # images per architecture / controller step (global batch)
 
     def __post_init__(self):
@@ -126,7 +126,7 @@ class OneShotConfig:
             raise ValueError("val_batch_size must be >= 1")
 
     def space_options(self) -> dict:
-        out = {"combines": tuple(self.combines)}
+        out = {} if self.combines is None else {"combines": tuple(self.combines)}
         if self.blocks is not None:
             out["num_blocks"] = int(self.blocks)
         if self.ops is not None:
@@ -166,9 +166,15 @@ class DartsConfig(LogitConfig):
     unrolled: bool = False  # second-order (unrolled) architecture gradient
     xi: float | None = None  # virtual step size (lr units); None: the weights' current lr
     fd_scale: float = FD_SCALE  # r of the finite difference's eps = r / ||grad_w' L_val||
+    # DARTS- (Chu et al., ICLR 2021): an auxiliary skip of weight beta added to every mixed
+    # edge, beta decaying linearly from aux_skip (their 1.0) to 0 over the epochs; 0 = off.
+    # Needs a supernet family that has it (SupernetFamily.aux_skip: NAS-Bench-201's).
+    aux_skip: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
+        if self.aux_skip < 0:
+            raise ValueError("aux_skip must be >= 0")
         if self.xi is not None and self.xi < 0:
             raise ValueError("xi must be >= 0")
         if self.fd_scale <= 0:
@@ -202,6 +208,22 @@ class SposConfig(OneShotConfig):
     derive_batches: int = 2  # validation batches each of them is scored on
 
 
+@dataclass(frozen=True)
+class RspsConfig(OneShotConfig):
+    """Random sampling with parameter sharing (Li & Talwalkar 2019; NAS-Bench-201's RSPS,
+    ``RANDOM-NAS.py``): uniform paths train the supernet; after each epoch the derived cell is
+    the best of ``candidates`` uniformly random paths, each scored on ``score_batches``
+    validation minibatches (NAS-Bench-201's script: 100 paths, one batch each)."""
+
+    candidates: int = 100  # K: random paths scored for the derived cell
+    score_batches: int = 1  # validation minibatches each path is scored on
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.candidates < 1 or self.score_batches < 1:
+            raise ValueError("candidates and score_batches must be >= 1")
+
+
 # ------------------------------------------------------------------------------ methods
 class OneShotMethod(TrainHooks):
     """What every method shares: the model, the validation minibatch stream, the derived cell
@@ -214,6 +236,7 @@ class OneShotMethod(TrainHooks):
     def __init__(self, space, model: OneShotModel, data, *, epochs: int, seed: int,
                  config: OneShotConfig):
         self.space, self.model, self.data = space, model, data
+        self.layout = choice_layout(space)  # the supernet's slots (choices.ChoiceLayout)
         self.epochs, self.seed, self.config = int(epochs), int(seed), config
         self.device, self.rank, self.world = torch.device("cpu"), 0, 1
         self.val_loader = None
@@ -271,8 +294,7 @@ class OneShotMethod(TrainHooks):
 
     def entropy(self) -> float:
         """Mean entropy (nats) per decision of the architecture distribution."""
-        sizes = [len(slot_candidates(self.space, k)) for _ in CELL_KINDS
-                 for k in range(self.space.num_blocks) for _ in SLOTS]
+        sizes = [len(slot.candidates) for slot in self.layout.slots]
         return float(np.mean(np.log(sizes)))  # uniform
 
     def stats(self) -> dict:
@@ -280,7 +302,8 @@ class OneShotMethod(TrainHooks):
         return {}
 
     def heatmaps(self) -> dict[str, np.ndarray]:
-        """Per cell kind, the probability of every (slot, candidate): rows = block slots."""
+        """Per slot group (cell kind), the probability of every (slot, candidate): rows =
+        slots."""
         return {}
 
     def _state(self) -> dict:
@@ -326,6 +349,15 @@ class OneShotMethod(TrainHooks):
         return self.space.decode([int(torch.randint(n, (1,), generator=generator))
                                   for n in self.space.decisions()])
 
+    def best_random_path(self, epoch: int, count: int, batches: int):
+        """The best of ``count`` uniformly random paths by ``path_accuracy`` on ``batches``
+        validation minibatches (the first on ties); the paths are drawn from a generator
+        seeded by the seed and ``epoch``."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        scored = [(self.path_accuracy(arch, batches), i, arch)
+                  for i, arch in enumerate(self.uniform_path(generator) for _ in range(count))]
+        return max(scored, key=lambda s: (s[0], -s[1]))[2]
+
 
 class _LogitMethod(OneShotMethod):
     """darts and gdas: architecture logits with DARTS' Adam, stepped on validation batches."""
@@ -362,8 +394,9 @@ class _LogitMethod(OneShotMethod):
     def heatmaps(self):
         out = {}
         with torch.no_grad():
-            for kind, cell in zip(CELL_KINDS, self.alphas.probabilities()):
-                rows = [p.cpu().numpy() for block in cell for p in block]
+            probs = self.alphas.flat_probabilities()
+            for kind, slots in self.layout.groups().items():
+                rows = [probs[s].cpu().numpy() for s in slots]
                 table = np.zeros((len(rows), max(len(r) for r in rows)), np.float32)
                 for i, r in enumerate(rows):
                     table[i, :len(r)] = r
@@ -382,17 +415,27 @@ class _LogitMethod(OneShotMethod):
 
 class Darts(_LogitMethod):
     Config = DartsConfig
+    epoch = 0  # of the last step (the auxiliary skip's schedule)
+
+    def aux(self, epoch: int) -> dict:
+        """DARTS-' auxiliary skip at ``epoch`` as supernet keyword arguments (none when off):
+        beta = aux_skip * (1 - epoch / epochs)."""
+        beta = self.config.aux_skip * (1 - epoch / max(self.epochs, 1))
+        return {"aux_skip": beta} if self.config.aux_skip > 0 else {}
 
     def before_step(self, epoch, step, batch):
         self.start_step(step)
         self.model.train()
+        self.epoch = epoch
+        aux = self.aux(epoch)
         if self.config.unrolled:
             self.unrolled_arch_step(batch)
         else:
-            self.arch_step(lambda x: self.model.supernet(x, mix=self.alphas.probabilities()))
+            self.arch_step(lambda x: self.model.supernet(x, mix=self.alphas.probabilities(),
+                                                         **aux))
         with torch.no_grad():
             mix = self.alphas.probabilities()
-        self.model.train_route = {"mix": mix}
+        self.model.train_route = {"mix": mix, **aux}
 
     def unrolled_arch_step(self, batch) -> None:
         """Called by ``before_step`` with ``unrolled=true``: one Adam step of the logits
@@ -411,7 +454,8 @@ class Darts(_LogitMethod):
 
         def logits(weights, x):
             return functional_call(supernet, weights, (x,),
-                                   {"mix": self.alphas.probabilities()})
+                                   {"mix": self.alphas.probabilities(),
+                                    **self.aux(self.epoch)})
 
         alphas = list(self.alphas.parameters())
         with buffers_restored(supernet):
@@ -430,8 +474,11 @@ class Darts(_LogitMethod):
     def end_epoch(self, epoch):
         out = super().end_epoch(epoch)
         with torch.no_grad():  # DARTS' supernet validates as the mixture it trains
-            self.model.eval_route = {"mix": self.alphas.probabilities()}
+            self.model.eval_route = {"mix": self.alphas.probabilities(), **self.aux(epoch)}
         return out
+
+    def stats(self):
+        return {"aux_skip": self.aux(self.epoch)["aux_skip"]} if self.config.aux_skip else {}
 
 
 class Gdas(_LogitMethod):
@@ -530,11 +577,8 @@ class Spos(OneShotMethod):
         self.model.train_route = {"arch": self.uniform_path(self.paths)}
 
     def derive(self, epoch):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        scored = [(self.path_accuracy(arch, self.config.derive_batches), i, arch)
-                  for i, arch in enumerate(self.uniform_path(generator)
-                                           for _ in range(self.config.derive_candidates))]
-        return max(scored, key=lambda s: (s[0], -s[1]))[2]
+        return self.best_random_path(epoch, self.config.derive_candidates,
+                                     self.config.derive_batches)
 
     def search_phase(self, searcher, judge=None) -> list:
         """Called once after the supernet is trained: ``searcher`` (an ask/tell searcher over
@@ -558,10 +602,35 @@ class Spos(OneShotMethod):
         self.paths.set_state(state["paths"])
 
 
+class Rsps(OneShotMethod):
+    """Uniform paths while training; each epoch's derived cell is the best of K random paths
+    on the supernet (``RspsConfig``): the search is the last epoch's derivation."""
+
+    Config = RspsConfig
+
+    def start(self):
+        self.paths = torch.Generator().manual_seed(self.seed + 3)
+
+    def before_step(self, epoch, step, batch):
+        self.start_step(step)
+        self.model.train_route = {"arch": self.uniform_path(self.paths)}
+
+    def derive(self, epoch):
+        return self.best_random_path(epoch, self.config.candidates, self.config.score_batches)
+
+    def _state(self):
+        return {"paths": self.paths.get_state()}
+
+    def _load(self, state):
+        self.paths.set_state(state["paths"])
+
+
 # ----------------------------------------------------------------------------- registry
 METHODS: dict[str, type[OneShotMethod]] = {}
 # the recipe a method's search trains its supernet with when no --recipe is given
 DEFAULT_RECIPES: dict[str, str] = {}
+# ... on a given space, where it differs: (method, space name) -> recipe
+SPACE_RECIPES: dict[tuple[str, str], str] = {}
 
 
 def register_method(name: str, cls: type[OneShotMethod],
@@ -574,8 +643,19 @@ def register_method(name: str, cls: type[OneShotMethod],
 
 
 for _name, _cls, _recipe in (("enas", Enas, "enas-micro"), ("darts", Darts, "darts-search"),
-                             ("gdas", Gdas, "gdas-search"), ("spos", Spos, "spos-search")):
+                             ("gdas", Gdas, "gdas-search"), ("spos", Spos, "spos-search"),
+                             ("rsps", Rsps, "rsps-search")):
     register_method(_name, _cls, _recipe)
+
+
+for _name in METHODS:  # NAS-Bench-201's network and its scripts' settings (recipes.py)
+    SPACE_RECIPES[(_name, "nas-bench-201")] = f"{_name}-nb201"
+
+
+def default_recipe(method: str, space: str | None, fallback: str) -> str:
+    """The recipe a search with one-shot ``method`` on ``space`` trains with when none is
+    given (``fallback`` for other searchers)."""
+    return SPACE_RECIPES.get((method, space), DEFAULT_RECIPES.get(method, fallback))
 
 
 def method_config(name: str, options: dict) -> OneShotConfig:

@@ -58,8 +58,9 @@ from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.memory import check_fits
 from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
                                       SposConfig, method_config)
-from nasforge.oneshot.supernet import (SLOTS, Supernet, SupernetError, check_shareable,
-                                       check_space_covered)
+from nasforge.oneshot.choices import (SupernetError, check_space_covered, choice_layout,
+                                      collapse_shares, family_of, family_space_defaults)
+from nasforge.oneshot.supernet import SLOTS
 from nasforge.search.board import SearchBoard, add_cell_drawing
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
@@ -69,11 +70,11 @@ from nasforge.search.screen import Screen, judge_finished, result_from_record
 from nasforge.search.runner import describe_infeasible, goal_searcher, open_run
 from nasforge.search_spaces import SPACES, get_space
 from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetSpace
+from nasforge.tables.judge import table_judge
 from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, train
 from nasforge.train.hooks import TrainHooks
 from nasforge.train.data_parallel import worker_placement
 from nasforge.trials import SearchSummary, Status, StopReason, TrialRecord
-from nasforge.zoo import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ CHILD_COUNTS = ("params", "mult_adds")  # measured for every epoch's derived cel
 # the best by the primary objective; every candidate is a point of the run's search/ scalars
 # (docs/oneshot.md, "TensorBoard")
 BOARD_SESSIONS = 10
+# the derived cell's figures shown in TensorBoard (derived/...): collapse and table
+BOARD_JUDGED = ("skip_share", "parameter_free_share", "table_val_acc", "table_test_acc",
+                "table_val_acc_200ep", "table_percentile")
 
 
 def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
@@ -100,25 +104,27 @@ def is_oneshot(config: SearchConfig | None, run_dir=None) -> bool:
         return False
 
 
-def macro_config(recipe, data):
-    """The supernet's NASNet macro: the recipe's setting and its overrides for a supernet
-    (``Recipe.build_overrides``: its model overrides, N and filters; no drop-path, no auxiliary
-    head), sized for ``data``."""
-    setting = recipe.defaults.setting or "cifar"
-    if setting not in SETTINGS:
-        raise SupernetError(f"recipe {recipe.name}: setting {setting!r} is not a cell-network "
-                            f"setting ({', '.join(SETTINGS)})")
-    return replace(SETTINGS[setting], **recipe.build_overrides(network="supernet"),
-                   num_classes=data.num_classes, input_size=data.image_size[0],
-                   in_channels=data.channels)
-
-
-def model_setting(recipe, data, latency_table: str | None = None) -> ModelSetting:
-    """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
-    the network ``macro_config`` describes, as an ``objectives.ModelSetting``."""
+def macro_config(recipe, data, space):
+    """The supernet's macro (the family's, ``choices.SupernetFamily.macro``): the recipe's
+    setting and its overrides for a supernet (``Recipe.build_overrides``: its model overrides,
+    e.g. N and filters; no drop-path, no auxiliary head), sized for ``data``."""
     overrides = recipe.build_overrides(network="supernet")
-    return ModelSetting(recipe.defaults.setting or "cifar", data.num_classes, data.image_size[0],
-                        data.channels, tuple(sorted(overrides.items())), latency_table)
+    try:
+        return family_of(space).macro(space, recipe.defaults.setting, overrides, data)
+    except SupernetError as e:
+        raise SupernetError(f"recipe {recipe.name}: {e}", options=e.options) from None
+
+
+def model_setting(recipe, data, space, latency_table: str | None = None) -> ModelSetting:
+    """How static metrics (params, mult-adds, latency_ms) build a path's stand-alone child:
+    the network ``macro_config`` describes, as an ``objectives.ModelSetting`` (a family whose
+    children are the space's own full-size networks, NAS-Bench-201's, takes no overrides)."""
+    family = family_of(space)
+    overrides = recipe.build_overrides(network="supernet") if family.children_sized_by_recipe \
+        else {}
+    return ModelSetting(recipe.defaults.setting or family.setting, data.num_classes,
+                        data.image_size[0], data.channels, tuple(sorted(overrides.items())),
+                        latency_table)
 
 
 class Recorder:
@@ -132,6 +138,8 @@ class Recorder:
         self.goal = goal
         # the screen measures; epochs are never refused
         self.book = RunRecorder(run, goal, screen=Screen(goal, space, setting))
+        self.layout = choice_layout(space)
+        self.judge = table_judge(space)  # the space's published table, if any
         self.resources = resources
         self.writer = None
         if board:
@@ -154,6 +162,8 @@ class Recorder:
                 "lr": entry.get("lr"), "wall_s": entry.get("epoch_s"),
                 "elapsed_s": entry.get("elapsed_s")}
         traj.update({k: v for k, v in entry.items() if k.startswith("method_")})
+        judged = self.judged(self.space.decode([int(t) for t in entry["tokens"]]))
+        traj.update(judged)
         static = self.child_static(self._proposal(entry["tokens"], entry["hash"]))
         started = entry.get("started_at") or 0.0
         record = TrialRecord(
@@ -161,12 +171,27 @@ class Recorder:
             origin={"origin": self.method_name, "epoch": epoch}, arch=entry["cell"],
             metrics={"val_acc": entry.get("val_acc"), "val_loss": entry.get("val_loss"),
                      **{k: v for k, v in static.items() if k not in CHILD_COUNTS},
+                     **self.judged_metrics(self.space.decode(traj["tokens"])),
                      "epoch": epoch},
             epochs=epoch, params=static["params"], mult_adds=static["mult_adds"],
             wall_s=entry.get("epoch_s"), train_s=None, restored_epoch=0,
             resources=self.resources, error=None, failure=None, started_at=started,
             finished_at=started + float(entry.get("epoch_s") or 0))
         return traj, judge_finished(self.goal, record)
+
+    def judged(self, arch) -> dict:
+        """The derived cell's collapse shares (``choices.collapse_shares``) and, when the space
+        has a table, what the table says of it (``tables.judge``; ``cell_string``: its
+        NAS-Bench-201 string)."""
+        out = collapse_shares(self.layout.ops(arch))
+        if self.judge is not None:
+            out["cell_string"] = str(arch)
+            out.update(self.judge(arch))
+        return out
+
+    def judged_metrics(self, arch) -> dict:
+        """``judged``'s numbers (a record's metrics)."""
+        return {k: v for k, v in self.judged(arch).items() if k != "cell_string"}
 
     def _proposal(self, tokens, digest: str):
         tokens = tuple(int(t) for t in tokens)
@@ -210,11 +235,18 @@ class Recorder:
         for key, v in traj.items():
             if key.startswith("method_") and isinstance(v, (int, float)) and math.isfinite(v):
                 w.add_scalar(f"method/{key[len('method_'):]}", v, step)
+        for key in BOARD_JUDGED:
+            if isinstance(traj.get(key), (int, float)):
+                w.add_scalar(f"derived/{key}", traj[key], step)
+        if "cell_string" in traj:
+            w.add_text("derived/cell_string", traj["cell_string"], step)
         for kind, table in self.method.heatmaps().items():
             title = f"{self.method_name}: {kind} cell, epoch {step}"
-            w.add_image(f"architecture/{kind}", heatmap_image(table, self.space, title), step,
-                        dataformats="HWC")
-        add_cell_drawing(w, "oneshot/derived_cell", traj["cell"], step)
+            slots = [self.layout.slots[s] for s in self.layout.groups()[kind]]
+            w.add_image(f"architecture/{kind}", heatmap_image(table, self.space, title, slots),
+                        step, dataformats="HWC")
+        drawing = self.layout.drawing(self.space.decode([int(t) for t in traj["tokens"]]))
+        add_cell_drawing(w, "oneshot/derived_cell", drawing.to_dict(), step)
         w.flush()
 
     def close(self) -> None:
@@ -222,14 +254,15 @@ class Recorder:
             self.writer.close()
 
 
-def heatmap_axes(space, table) -> tuple[np.ndarray, list[str], list[str]]:
+def heatmap_axes(space, table, slots=()) -> tuple[np.ndarray, list[str], list[str]]:
     """(matrix, row labels, column labels) of a method's ``heatmaps()`` table for drawing.
 
     A NASNet space's table has a row per block slot and a column per (source, op) of
     ``slot_candidates`` (zero-padded); it is redrawn with a row per (block, slot, source),
     labelled like ``block 1b <- h_(i-1)`` (the drawings' input names), and a column per op.
-    Any other table keeps its shape, its columns named by the space's ``ops`` when they
-    match."""
+    Any other table keeps its shape: a row per slot, labelled by its ``choices.Slot`` label
+    when ``slots`` are given, a column per candidate (the slots' candidate names when they all
+    have the same, else the space's ``ops`` when they match)."""
     table = np.asarray(table, np.float64)
     ops = list(getattr(space, "ops", ()) or ())
     if isinstance(space, NasNetSpace) and table.shape[0] == 2 * space.num_blocks and \
@@ -243,11 +276,16 @@ def heatmap_axes(space, table) -> tuple[np.ndarray, list[str], list[str]]:
                 labels.append(f"block {block}{SLOTS[slot]} \u2190 {name}")
                 rows.append(values[source * len(ops):(source + 1) * len(ops)])
         return np.array(rows), labels, ops
+    if len(slots) == table.shape[0] and len({sl.candidates for sl in slots}) == 1 and \
+            len(slots[0].candidates) == table.shape[1]:
+        return table, [sl.label for sl in slots], list(slots[0].candidates)
     columns = ops if len(ops) == table.shape[1] else [str(j) for j in range(table.shape[1])]
-    return table, [f"decision {i}" for i in range(table.shape[0])], columns
+    labels = [sl.label for sl in slots] if len(slots) == table.shape[0] else \
+        [f"decision {i}" for i in range(table.shape[0])]
+    return table, labels, columns
 
 
-def heatmap_figure(table, space, title: str):
+def heatmap_figure(table, space, title: str, slots=()):
     """A labelled matplotlib figure of a probability table (``heatmap_axes``): a cell per
     (row, op) with its probability in percent written in it (the largest of each slot in
     bold: the choice an argmax derives), coloured by probability x the slot's number of
@@ -257,7 +295,7 @@ def heatmap_figure(table, space, title: str):
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
-    matrix, rows, columns = heatmap_axes(space, table)
+    matrix, rows, columns = heatmap_axes(space, table, slots)
     slot_of = [label.split(" \u2190 ")[0] for label in rows]
     choices = {slot: slot_of.count(slot) * len(columns) for slot in slot_of}
     ratio = matrix * np.array([choices[slot] for slot in slot_of])[:, None]
@@ -289,11 +327,11 @@ def heatmap_figure(table, space, title: str):
     return fig
 
 
-def heatmap_image(table, space, title: str) -> np.ndarray:
+def heatmap_image(table, space, title: str, slots=()) -> np.ndarray:
     """``heatmap_figure`` rendered as an RGB image (HWC, uint8) for TensorBoard."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = heatmap_figure(table, space, title)
+    fig = heatmap_figure(table, space, title, slots)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -339,18 +377,23 @@ def prepare(config: SearchConfig, recipe):
                             f"the weights with {recipe.optim.kind}")
     if config.space not in SPACES:
         raise SearchError(f"unknown search space {config.space!r} (known: {', '.join(SPACES)})")
-    check_space_covered(config.space)
+    check_space_covered(config.space, SPACES)
     try:
-        space = get_space(config.space, **method_cfg.space_options())
+        space = get_space(config.space, **{**family_space_defaults(SPACES[config.space]),
+                                           **method_cfg.space_options()})
     except (TypeError, ValueError) as e:
         raise SupernetError(f"search space {config.space!r}: {e}") from None
+    if isinstance(method_cfg, DartsConfig) and method_cfg.aux_skip and \
+            not family_of(space).aux_skip:
+        raise SupernetError(f"aux_skip (DARTS-' auxiliary skip) is implemented for the "
+                            f"nas-bench-201 supernet, not for space {config.space!r}")
     if isinstance(method_cfg, SposConfig):  # its searcher can take the objectives (one line)
         goal_searcher(method_cfg.evaluator, space, config.seed, config.goal)
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size
     data = load_data(config.data or recipe.defaults.data, split="search", val_size=val_size,
                      seed=config.seed, cache_dir=config.cache_dir)
-    macro = macro_config(recipe, data)
-    check_shareable(space, macro)
+    macro = macro_config(recipe, data, space)
+    family_of(space).check(space, macro)
     return method_cfg, space, data, macro
 
 
@@ -361,7 +404,7 @@ def build(config: SearchConfig, recipe, method_cfg, space, data, macro, epochs: 
 
     torch.manual_seed(config.seed)
     # global-batch BN statistics: 1 and N data-parallel workers take the same steps
-    model = OneShotModel(use_global_batch_norm(Supernet(space, macro)))
+    model = OneShotModel(use_global_batch_norm(family_of(space).build(space, macro)))
     method = METHODS[config.searcher](space, model, data, epochs=epochs, seed=config.seed,
                                       config=method_cfg)
     return model, method
@@ -397,7 +440,7 @@ def run_oneshot(config: SearchConfig | None = None, run_dir=None, *, resume: boo
         run.create(_description(config, recipe, epochs, data, macro, space, estimate,
                                 method_cfg))
     resources = {"cpu": float(workers), "gpu": float(config.gpus or 0)}
-    setting = model_setting(recipe, data, config.latency_table)
+    setting = model_setting(recipe, data, space, config.latency_table)
     t0 = time.time()
     if workers > 1 or config.address:
         if on_start is not None:
@@ -448,7 +491,8 @@ def oneshot_worker(loop_config: dict) -> None:
     recorder = None
     if rank == 0:
         recorder = Recorder(run, method, space,
-                            model_setting(recipe, data, config.latency_table), config.goal,
+                            model_setting(recipe, data, space, config.latency_table),
+                            config.goal,
                             loop_config["resources"], board=True)
     try:
         train_supernet(config, recipe, run, model, method, data, loop_config["epochs"],
@@ -594,7 +638,8 @@ class SearchPhaseJudge:
         record = TrialRecord(
             trial=0, status=result.status, hash=proposal.hash, tokens=tuple(proposal.tokens),
             origin={}, arch=self.recorder.space.to_graph(proposal.arch).to_dict(),
-            metrics={**result.metrics, **static, "epoch": self.epochs}, epochs=self.epochs,
+            metrics={**result.metrics, **static, **self.recorder.judged_metrics(proposal.arch),
+                     "epoch": self.epochs}, epochs=self.epochs,
             params=static.get("params"), mult_adds=static.get("mult_adds"), wall_s=seconds,
             train_s=None, restored_epoch=0, resources={}, error=result.error, failure=None,
             started_at=now - seconds, finished_at=now).replace(**self._fields(proposal))
@@ -662,10 +707,12 @@ def _description(config, recipe, epochs, data, macro, space, estimate, method_cf
             "nasforge_version": nasforge.__version__,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": recipe.to_dict(), "epochs": epochs,
-            "setting": recipe.defaults.setting or "cifar",
+            "setting": recipe.defaults.setting or family_of(space).setting,
             "macro": asdict(macro),
-            "space": {"name": config.space, "num_blocks": space.num_blocks,
-                      "ops": list(space.ops), "combines": list(space.combines)},
+            "space": {"name": config.space, "decisions": list(space.decisions()),
+                      **{k: v if isinstance(v, (int, str)) else list(v)
+                         for k in ("num_blocks", "ops", "combines", "dataset")
+                         if (v := getattr(space, k, None)) is not None}},
             "supernet": {"params": estimate.params,
                          "activation_bytes_per_image": estimate.activation_bytes_per_image},
             "data": {"source": data.source, "format": data.format,

@@ -38,18 +38,15 @@ from torch import nn
 
 from nasforge.compiler.network import Network, NetworkConfig, build_stem, schedule
 from nasforge.dsl import module_key, state_id
-from nasforge.errors import NasforgeError
 from nasforge.ops.layers import FactorizedReduction, ReLUConvBN
+from nasforge.oneshot.choices import (ArchitectureParameters, ChoiceLayout, Slot,  # noqa: F401
+                                      SupernetError, SupernetFamily, register_family)
 from nasforge.registry import create_op
-from nasforge.search_spaces import SPACES
 from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetArch, NasNetSpace
+from nasforge.zoo import SETTINGS
 
 CELL_KINDS = ("normal", "reduction")  # the order of NasNetArch.cells()
 SLOTS = "ab"  # a block's two input slots, in the order of the space's decisions
-
-
-class SupernetError(NasforgeError, ValueError):
-    """A search space or macro the supernet cannot share weights over."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +65,6 @@ def slot_candidates(space: NasNetSpace, block: int) -> list[Candidate]:
 def candidate_index(space: NasNetSpace, source: int, op: str) -> int:
     """The flat index of (source, op) among ``slot_candidates``."""
     return source * len(space.ops) + space.ops.index(op)
-
-
-def check_space_covered(name: str) -> None:
-    """SupernetError, naming the spaces it covers, when the registered search space ``name``
-    is not a NASNet block-choice space (``darts``, ``nas-bench-201``: no supernet yet);
-    checked before the space is built with the method's options."""
-    covered = [n for n, factory in SPACES.items()
-               if isinstance(factory, type) and issubclass(factory, NasNetSpace)]
-    if name not in covered:
-        raise SupernetError(f"one-shot search needs a NASNet block-choice space "
-                            f"({', '.join(covered)}); the supernet does not cover {name!r} yet "
-                            f"(search it with a black-box searcher)")
 
 
 def check_shareable(space, config: NetworkConfig) -> None:
@@ -325,70 +310,6 @@ def inherit_weights(supernet: Supernet, network: Network, arch: NasNetArch) -> N
         network.classifier.bias.copy_(supernet.classifier.bias)
 
 
-# --------------------------------------------------------------- architecture parameters
-class ArchitectureParameters(nn.Module):
-    """DARTS' architecture weights adapted to block choice: one logit per (source, op)
-    candidate of every input slot of every block, for the normal and the reduction cell."""
-
-    def __init__(self, space: NasNetSpace, generator: torch.Generator | None = None,
-                 init_scale: float = 1e-3):  # DARTS initializes alphas as 1e-3 * randn
-        super().__init__()
-        self.space = space
-        self.logits = nn.ParameterList(
-            nn.Parameter(init_scale * torch.randn(len(slot_candidates(space, k)),
-                                                  generator=generator))
-            for _ in CELL_KINDS for k in range(space.num_blocks) for _ in SLOTS)
-
-    def slot_logits(self) -> list[list[list[torch.Tensor]]]:
-        """``logits[cell kind][block][slot]``."""
-        it = iter(self.logits)
-        return [[[next(it) for _ in SLOTS] for _ in range(self.space.num_blocks)]
-                for _ in CELL_KINDS]
-
-    def probabilities(self, temperature: float = 1.0):
-        """Softmax per slot: the ``mix`` argument of Supernet.forward."""
-        return [[[torch.softmax(t / temperature, 0) for t in block] for block in cell]
-                for cell in self.slot_logits()]
-
-    def derive(self) -> NasNetArch:
-        """The argmax candidate of every slot: a valid architecture of the space."""
-        return arch_from_choices(self.space, [
-            [[slot_candidates(self.space, k)[int(t.argmax())] for t in block]
-             for k, block in enumerate(cell)] for cell in self.slot_logits()])
-
-    def sample_hard(self, temperature: float, generator: torch.Generator):
-        """GDAS' sample: per slot, the argmax of Gumbel-perturbed logits, returned as the
-        architecture and the ``gates`` of Supernet.forward (straight-through hard weights).
-
-        The Gumbel noise is drawn from ``generator`` (torch's ``gumbel_softmax`` draws from the
-        global RNG), so every data-parallel rank with the same seed samples the same path."""
-        gates, choices = [], []
-        for cell in self.slot_logits():
-            cell_gates, cell_choices = [], []
-            for k, block in enumerate(cell):
-                chosen, hard = [], []
-                for t in block:
-                    uniform = torch.rand(t.shape, generator=generator).clamp(1e-10, 1 - 1e-7)
-                    soft = torch.softmax((t - (-uniform.log()).log().to(t.device)) /
-                                         temperature, 0)
-                    index = int(soft.argmax())
-                    one_hot = torch.zeros_like(soft).index_fill_(0, torch.tensor(index,
-                                                                 device=soft.device), 1.0)
-                    hard.append(one_hot - soft.detach() + soft)
-                    chosen.append(slot_candidates(self.space, k)[index])
-                cell_gates.append(hard)
-                cell_choices.append(chosen)
-            gates.append(cell_gates)
-            choices.append(cell_choices)
-        return arch_from_choices(self.space, choices), gates
-
-    def entropy(self) -> float:
-        """Mean entropy (nats) of the slots' distributions: how undecided the search is."""
-        values = [-(p * p.clamp_min(1e-12).log()).sum()
-                  for cell in self.probabilities() for block in cell for p in block]
-        return float(torch.stack(values).mean().detach())
-
-
 def arch_from_choices(space: NasNetSpace, choices) -> NasNetArch:
     """The architecture whose slot ``choices[cell kind][block][slot]`` are these Candidates."""
     tokens = []
@@ -401,15 +322,51 @@ def arch_from_choices(space: NasNetSpace, choices) -> NasNetArch:
 
 def path_one_hot(space: NasNetSpace, arch: NasNetArch) -> list:
     """``arch`` as a ``mix`` of one-hot probabilities per slot."""
-    result = []
-    for cell in arch.cells():
-        blocks = []
-        for k, block in enumerate(cell):
-            slots = []
-            for j in range(len(SLOTS)):
-                p = torch.zeros(len(slot_candidates(space, k)))
-                p[candidate_index(space, block.inputs[j], block.ops[j])] = 1.0
-                slots.append(p)
-            blocks.append(slots)
-        result.append(blocks)
-    return result
+    return NasNetLayout(space).one_hot(arch)
+
+
+class NasNetLayout(ChoiceLayout):
+    """NASNet's choice slots (``choices.ChoiceLayout``): for the normal then the reduction
+    cell, block by block, input slot a then b, each a choice among ``slot_candidates``
+    (labelled ``h<source>:<op>``); ``route`` nests them ``[cell kind][block][slot]``."""
+
+    def __init__(self, space: NasNetSpace):
+        self.space = space
+        self.slots = tuple(
+            Slot(kind, f"b{k}{side}", tuple(f"h{c.source}:{c.op}"
+                                            for c in slot_candidates(space, k)))
+            for kind in CELL_KINDS for k in range(space.num_blocks) for side in SLOTS)
+
+    def route(self, values):
+        it = iter(values)
+        return [[[next(it) for _ in SLOTS] for _ in range(self.space.num_blocks)]
+                for _ in CELL_KINDS]
+
+    def arch(self, indices):
+        nested = self.route(indices)
+        return arch_from_choices(self.space, [
+            [[slot_candidates(self.space, k)[int(i)] for i in block]
+             for k, block in enumerate(cell)] for cell in nested])
+
+    def ops(self, arch):
+        return [op for cell in arch.cells() for block in cell for op in block.ops]
+
+    def indices(self, arch):
+        return [candidate_index(self.space, block.inputs[j], block.ops[j])
+                for cell in arch.cells() for block in cell for j in range(len(SLOTS))]
+
+
+def nasnet_macro(space, setting: str | None, overrides: dict, data) -> NetworkConfig:
+    """The supernet's NASNet macro: the zoo ``setting`` (default cifar) with ``overrides``
+    (the recipe's N, filters, ...), sized for ``data``."""
+    setting = setting or "cifar"
+    if setting not in SETTINGS:
+        raise SupernetError(f"setting {setting!r} is not a cell-network setting "
+                            f"({', '.join(SETTINGS)})")
+    return replace(SETTINGS[setting], **overrides, num_classes=data.num_classes,
+                   input_size=data.image_size[0], in_channels=data.channels)
+
+
+NASNET_FAMILY = register_family(SupernetFamily(
+    "nasnet", NasNetSpace, NasNetLayout, lambda space, macro: Supernet(space, macro),
+    nasnet_macro, check_shareable, space_defaults=(("combines", ("add",)),)))

@@ -598,6 +598,75 @@ register_recipe(Recipe(
           "phase (SposConfig: evolution over 1,000 paths)."))
 
 register_recipe(Recipe(
+    name="rsps-search",
+    defaults=Defaults(model="nasnet_a", setting="cifar",
+                      model_overrides=(("N", 2), ("filters", 16)), data="cifar10"),
+    inputs=Inputs(split="search", val_size=25000),
+    schedule=Schedule(epochs=250, batch_size=64, lr=0.025, min_lr=0.001),
+    optim=Optim(momentum=0.9, weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    notes="Random sampling with parameter sharing (Li & Talwalkar 2019) as NAS-Bench-201's "
+          "RSPS: uniform paths, 250 epochs, batch 64, SGD cosine 0.025 -> 0.001; the derived "
+          "cell is the best of 100 random paths (RspsConfig)."))
+
+# NAS-Bench-201's space (--space nas-bench-201): its network (setting nb201; model_overrides
+# C, N and the search cells' BN: nasforge/oneshot/nas_bench_201.py Nb201Macro) and the
+# settings of its search scripts (docs/reference.md section 13): C=16, N=5, the training set
+# split in halves, DARTS 50 epochs, GDAS/SETN/RSPS 250 epochs, batch 64, cosine 0.025 ->
+# 0.001; ENAS 250 epochs, batch 128, 0.05; search cells' BN without affine parameters.
+NB201_MODEL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|" \
+              "nor_conv_3x3~1|nor_conv_3x3~2|"  # the table's best CIFAR-10 cell (any cell)
+NB201_SEARCH = (("C", 16), ("N", 5), ("bn_affine", False), ("bn_running_stats", True))
+for _method, _epochs, _batch, _lr, _min_lr in (
+        ("darts", 50, 64, 0.025, 0.001), ("gdas", 250, 64, 0.025, 0.001),
+        ("rsps", 250, 64, 0.025, 0.001), ("spos", 250, 64, 0.025, 0.001),
+        ("enas", 250, 128, 0.05, 0.0)):
+    register_recipe(Recipe(
+        name=f"{_method}-nb201",
+        defaults=Defaults(model=NB201_MODEL, setting="nb201", model_overrides=NB201_SEARCH,
+                          data="cifar10"),
+        inputs=Inputs(split="search", val_size=25000),
+        schedule=Schedule(epochs=_epochs, batch_size=_batch, lr=_lr, min_lr=_min_lr),
+        optim=Optim(momentum=0.9, weight_decay=5e-4),
+        regularisation=Regularisation(grad_clip=5.0),
+        augmentation=Augmentation(cutout=0),
+        notes=f"{_method} on NAS-Bench-201's space with its search scripts' settings: C=16, "
+              f"N=5, half of the training set for the weights, half for the architecture, "
+              f"{_epochs} epochs, batch {_batch}, SGD cosine {_lr} -> {_min_lr}, search-cell "
+              f"BN without affine parameters (GPU scale)."))
+
+register_recipe(Recipe(
+    name="oneshot-nb201-cpu",
+    defaults=Defaults(model=NB201_MODEL, setting="nb201",
+                      model_overrides=(("C", 8), ("N", 1), ("bn_affine", False),
+                                       ("bn_running_stats", True)), data="cifar10"),
+    inputs=Inputs(split="search", train_subset=5000, val_size=2500),
+    schedule=Schedule(epochs=10, batch_size=64, lr=0.025, min_lr=0.001),
+    optim=Optim(momentum=0.9, weight_decay=5e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    speed=Speed(eval_batch_size=500, cpu_channels_last=True),
+    notes="A one-shot search on NAS-Bench-201's space on real CIFAR-10 within 15 minutes "
+          "to half an hour on one CPU thread (darts: about 2 minutes per epoch on a shared "
+          "2-core machine): C=8, N=1 (3 search cells), a fixed 5,000 training images (78 "
+          "steps of 64 per epoch), 2,500 validation images, 10 epochs; the table scores the "
+          "derived cell at its own size (C=16, N=5)."))
+
+register_recipe(Recipe(
+    name="oneshot-nb201-smoke",
+    defaults=Defaults(model=NB201_MODEL, setting="nb201",
+                      model_overrides=(("C", 4), ("N", 1)), data="synthetic"),
+    inputs=Inputs(split="search", train_subset=256, val_size=128),
+    schedule=Schedule(epochs=2, batch_size=64, lr=0.025, min_lr=0.001),
+    optim=Optim(weight_decay=5e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    speed=Speed(eval_batch_size=256),
+    notes="A one-shot search on NAS-Bench-201's space in well under a minute on CPU "
+          "(synthetic data, C=4, N=1): a smoke test of the plumbing."))
+
+register_recipe(Recipe(
     name="oneshot-cifar-cpu",
     defaults=Defaults(model="nasnet_a", setting="cifar",
                       model_overrides=(("N", 1), ("filters", 8)), data="cifar10"),
