@@ -163,6 +163,30 @@ class Searcher(abc.ABC):
         return {}
 
 
+class SearcherWrapper(Searcher):
+    """A searcher around another one (``inner``), with the same protocol: its name, and every
+    attribute it does not define itself (config, space, best(), stats ...), are the inner
+    searcher's. Subclasses (the duplicate cache, the prescreen) override ask/tell/state."""
+
+    inner: Searcher
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    def __getattr__(self, item):
+        if item == "inner":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+    @staticmethod
+    def check_ask(n: int) -> int:
+        """``n`` as an int; ValueError unless at least 1."""
+        if int(n) < 1:
+            raise ValueError(f"ask(n) needs n >= 1, got {n}")
+        return int(n)
+
+
 class SearcherBase(Searcher):
     """Bookkeeping shared by the concrete searchers: ids, proposals in flight, result counts,
     the best result, the objective, a ``numpy.random.Generator`` seeded from ``seed``, and the

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
-from nasforge.controllers.base import Proposal, Result, Searcher
+from nasforge.controllers.base import Proposal, Result, Searcher, SearcherWrapper
 from nasforge.trials import Status
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DEDUP_FORMAT = "nasforge.dedup/1"
 
 
-class DedupCache(Searcher):
+class DedupCache(SearcherWrapper):
     """Wraps a searcher; same protocol. ``hits`` counts answers from the cache."""
 
     def __init__(self, searcher: Searcher, enabled: bool = True, max_hits_per_ask: int = 100):
@@ -37,18 +37,8 @@ class DedupCache(Searcher):
         self.hits = 0
         self.overflow = 0
 
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    def __getattr__(self, item):  # config, space, best(), last_stats, study ... of the searcher
-        if item == "inner":
-            raise AttributeError(item)
-        return getattr(self.inner, item)
-
     def ask(self, n: int = 1) -> list[Proposal]:
-        if int(n) < 1:
-            raise ValueError(f"ask(n) needs n >= 1, got {n}")
+        n = self.check_ask(n)
         out: list[Proposal] = []
         hits_here = 0
         while len(out) < n:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Mapping, Sequence
 
-from nasforge.controllers.base import Proposal, Result, Searcher
+from nasforge.controllers.base import Proposal, Result, Searcher, SearcherWrapper
 from nasforge.trials import Status
 
 PRESCREEN_FORMAT = "nasforge.prescreen/1"
@@ -29,7 +29,7 @@ class PrescreenError(ValueError):
     """A prescreen asked with fewer than one candidate per proposal."""
 
 
-class Prescreen(Searcher):
+class Prescreen(SearcherWrapper):
     """Wraps a searcher; same protocol. ``screened``: candidates screened out so far."""
 
     def __init__(self, searcher: Searcher, scorer: Callable[[Sequence[Proposal]], list[float]],
@@ -40,18 +40,8 @@ class Prescreen(Searcher):
         self.screened = 0
         self._waiting: list[tuple[Proposal, Result]] = []
 
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    def __getattr__(self, item):  # hits, overflow, best(), space, config ... of the wrapped
-        if item == "inner":
-            raise AttributeError(item)
-        return getattr(self.inner, item)
-
     def ask(self, n: int = 1) -> list[Proposal]:
-        if int(n) < 1:
-            raise ValueError(f"ask(n) needs n >= 1, got {n}")
+        n = self.check_ask(n)
         out = []
         for _ in range(int(n)):
             candidates = self.inner.ask(self.k)

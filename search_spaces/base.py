@@ -51,6 +51,17 @@ class SearchSpace(abc.ABC):
         compact form (``nas-bench-201``: the cell's string)."""
         return self.to_graph(arch).to_dict()
 
+    def check_tokens(self, tokens: Sequence[int]) -> list[int]:
+        """``tokens`` as ints, checked against ``decisions()`` (their number and each one's
+        range); ValueError naming the first problem. Called first by ``decode``."""
+        sizes = self.decisions()
+        if len(tokens) != len(sizes):
+            raise ValueError(f"expected {len(sizes)} decisions, got {len(tokens)}")
+        for i, (t, n) in enumerate(zip(tokens, sizes)):
+            if not 0 <= int(t) < n:
+                raise ValueError(f"decision {i} is {t}, out of range 0..{n - 1}")
+        return [int(t) for t in tokens]
+
     def size(self) -> int:
         """Number of distinct decision sequences."""
         return int(np.prod([int(v) for v in self.decisions()], dtype=object))

@@ -222,12 +222,7 @@ class DartsSpace(SearchSpace):
         return tokens
 
     def decode(self, tokens: Sequence[int]) -> DartsGenotype:
-        sizes = self.decisions()
-        if len(tokens) != len(sizes):
-            raise ValueError(f"expected {len(sizes)} decisions, got {len(tokens)}")
-        for i, (t, n) in enumerate(zip(tokens, sizes)):
-            if not 0 <= int(t) < n:
-                raise ValueError(f"decision {i} is {t}, out of range 0..{n - 1}")
+        tokens = self.check_tokens(tokens)
         cells = []
         per_cell = DECISIONS_PER_NODE * NUM_NODES
         for c in range(len(CELL_KINDS)):

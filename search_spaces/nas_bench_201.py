@@ -282,12 +282,7 @@ class NasBench201Space(SearchSpace):
         return [NB201_OPS.index(op) for op in arch.ops]
 
     def decode(self, tokens: Sequence[int]) -> Nb201Cell:
-        if len(tokens) != len(EDGES):
-            raise ValueError(f"expected {len(EDGES)} decisions, got {len(tokens)}")
-        for k, t in enumerate(tokens):
-            if not 0 <= int(t) < len(NB201_OPS):
-                raise ValueError(f"decision {k} is {t}, out of range 0..{len(NB201_OPS) - 1}")
-        return Nb201Cell(tuple(NB201_OPS[int(t)] for t in tokens))
+        return Nb201Cell(tuple(NB201_OPS[t] for t in self.check_tokens(tokens)))
 
     def sample(self, rng: np.random.Generator) -> Nb201Cell:
         return self.decode([int(rng.integers(n)) for n in self.decisions()])

@@ -77,12 +77,7 @@ class NasNetSpace(SearchSpace):
         return tokens
 
     def decode(self, tokens: Sequence[int]) -> NasNetArch:
-        sizes = self.decisions()
-        if len(tokens) != len(sizes):
-            raise ValueError(f"expected {len(sizes)} decisions, got {len(tokens)}")
-        for i, (t, n) in enumerate(zip(tokens, sizes)):
-            if not 0 <= int(t) < n:
-                raise ValueError(f"decision {i} is {t}, out of range 0..{n - 1}")
+        tokens = self.check_tokens(tokens)
         cells = []
         per_cell = DECISIONS_PER_BLOCK * self.num_blocks
         for c in range(2):

@@ -566,8 +566,8 @@ class Enas(OneShotMethod):
         self.paths.set_state(state["paths"])
 
 
-class Spos(OneShotMethod):
-    Config = SposConfig
+class _UniformPathMethod(OneShotMethod):
+    """Trains the supernet on one uniformly random path per step (SPOS, RSPS)."""
 
     def start(self):
         self.paths = torch.Generator().manual_seed(self.seed + 3)
@@ -575,6 +575,16 @@ class Spos(OneShotMethod):
     def before_step(self, epoch, step, batch):
         self.start_step(step)
         self.model.train_route = {"arch": self.uniform_path(self.paths)}
+
+    def _state(self):
+        return {"paths": self.paths.get_state()}
+
+    def _load(self, state):
+        self.paths.set_state(state["paths"])
+
+
+class Spos(_UniformPathMethod):
+    Config = SposConfig
 
     def derive(self, epoch):
         return self.best_random_path(epoch, self.config.derive_candidates,
@@ -595,34 +605,15 @@ class Spos(OneShotMethod):
             validation_images=cfg.validation_images)
         return search_with_supernet(searcher, evaluator, cfg.candidates, judge=judge)
 
-    def _state(self):
-        return {"paths": self.paths.get_state()}
 
-    def _load(self, state):
-        self.paths.set_state(state["paths"])
-
-
-class Rsps(OneShotMethod):
+class Rsps(_UniformPathMethod):
     """Uniform paths while training; each epoch's derived cell is the best of K random paths
     on the supernet (``RspsConfig``): the search is the last epoch's derivation."""
 
     Config = RspsConfig
 
-    def start(self):
-        self.paths = torch.Generator().manual_seed(self.seed + 3)
-
-    def before_step(self, epoch, step, batch):
-        self.start_step(step)
-        self.model.train_route = {"arch": self.uniform_path(self.paths)}
-
     def derive(self, epoch):
         return self.best_random_path(epoch, self.config.candidates, self.config.score_batches)
-
-    def _state(self):
-        return {"paths": self.paths.get_state()}
-
-    def _load(self, state):
-        self.paths.set_state(state["paths"])
 
 
 # ----------------------------------------------------------------------------- registry
