@@ -73,6 +73,9 @@ def main():
         t = time.perf_counter()
         trained = load_trained_supernet(run_dir, data=args.data)
         space = trained.space
+        if table_judge(space) is None:
+            sys.exit(f"bench_oneshot_table_ranking: {run_dir} searched {space.name}, which has "
+                     f"no table")
         if archs is None:
             archs = distinct_random_archs(space, args.cells, np.random.default_rng(args.seed))
             val_column, test_column = hp12_columns(space.dataset)
