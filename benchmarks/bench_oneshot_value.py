@@ -43,7 +43,6 @@ from scipy import stats
 from nasforge.api import compile_architecture
 from nasforge.data import ImageData, load_data
 from nasforge.data.types import fixed_subset_indices
-from nasforge.oneshot import Supernet
 from nasforge.oneshot.methods import SposConfig
 from nasforge.search.run_folder import RunFolder, best_trial
 from nasforge.search_spaces import get_space
@@ -65,26 +64,17 @@ def run_space(run: RunFolder):
 def supernet_scores(run: RunFolder, archs: list, args) -> list[float]:
     """Each cell's validation accuracy as ``run``'s trained supernet scores it: its path
     after BN recalibration (``SupernetEvaluator``, the spos search phase's evaluator, with the
-    run's own settings and validation split)."""
+    run's own settings and validation split; the supernet rebuilt as the run built it,
+    ``oneshot.ranking.load_trained_supernet``)."""
     from nasforge.oneshot import SupernetEvaluator
-    from nasforge.oneshot.global_bn import use_global_batch_norm
-    from nasforge.oneshot.methods import OneShotModel
-    from nasforge.oneshot.run import macro_config
-    from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint
+    from nasforge.oneshot.ranking import load_trained_supernet
 
-    config = run.config()
-    search = config["search"]
-    recipe = Recipe.from_dict(config["recipe"])
-    val_size = recipe.inputs.val_size if search.get("val_size") is None else search["val_size"]
-    data = load_data(config["data"]["source"], split="search", val_size=val_size,
-                     seed=search["seed"], cache_dir=args.cache_dir)
-    space = run_space(run)
-    model = OneShotModel(use_global_batch_norm(Supernet(space, macro_config(recipe, data))))
-    model.load_state_dict(load_checkpoint(run.path / CHECKPOINT_NAME)["model"])
+    trained = load_trained_supernet(run.path)
+    search = run.config()["search"]
     options = SposConfig(**{k: v for k, v in search["searcher_options"].items()
                             if k in EVALUATOR_OPTIONS})
     evaluator = SupernetEvaluator(
-        model.supernet, data, recalibration_batches=options.recalibration_batches,
+        trained.supernet, trained.data, recalibration_batches=options.recalibration_batches,
         batch_size=options.recalibration_batch_size, device=args.device,
         generator=torch.Generator().manual_seed(args.seed),
         validation_images=options.validation_images)
