@@ -2,7 +2,7 @@
 cells against the number of training cells.
 
     python benchmarks/bench_predictors.py [--dataset cifar10] [--sizes 10,30,100,400]
-        [--seeds 5] [--predictors a,b] [--out PATH] [--json]
+        [--seeds 5] [--predictors a,b] [--own-proxies CELLS.jsonl] [--out PATH] [--json]
 
 For each seed the sample's cells (``nasforge.tables.load_sample``: 724 on CIFAR-10) are
 shuffled once; the test set is every cell outside the first ``max(sizes)`` (324 on
@@ -18,6 +18,13 @@ epe_nas, l2_norm, plain) plus its ``params_M`` and ``flops_M``: 12 columns, NAS-
 Zero's proxies less zen (not in the file). nasforge's own proxies are not used here. A
 non-finite score (NASLib's nwot is -inf for one CIFAR-10 cell) is replaced by its column's
 finite minimum, keeping the cell's rank.
+
+``--own-proxies CELLS.jsonl`` (the per-cell file of ``benchmarks/bench_proxies.py``, e.g.
+``benchmarks/results/proxies_nb201_cifar10.cells.jsonl``: 200 cells) restricts the sample to
+the cells it scores and adds a third feature set, nasforge's own scores of those cells (its
+9 proxies: synflow, snip, grasp, fisher, grad_norm, jacob_cov, nwot, params, flops), next to
+none and NASLib's on the same cells and splits. Each run's ``features`` says which
+(``none``, ``naslib``, ``nasforge``).
 
 Anchor: NAS-Bench-Suite-Zero (Krishnakumar et al. 2022) report Spearman 0.941 for XGBoost on
 all proxies (plus the encoding) with 400 training cells on NAS-Bench-201 CIFAR-10.
@@ -81,6 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10,30,100,400")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--predictors", default=",".join(PREDICTORS))
+    parser.add_argument("--own-proxies", default=None, metavar="CELLS.jsonl",
+                        help="restrict to the cells nasforge's proxies scored (bench_proxies' "
+                             "per-cell file) and add their scores as a third feature set")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/"
                                                     "predictors_nb201_<dataset>.json)")
     parser.add_argument("--json", action="store_true", help="print the JSON instead of a table")
@@ -91,9 +101,22 @@ def main(argv=None) -> int:
     space = NasBench201Space(args.dataset)
     rows = list(load_sample(args.dataset))
     scores = naslib_scores(args.dataset)
+    own = None
+    if args.own_proxies:
+        own = {}
+        for line in Path(args.own_proxies).read_text().splitlines():
+            rec = json.loads(line)
+            own[format_cell(parse_cell(rec["cell"]))] = rec["scores"]
+        rows = [r for r in rows if r["cell"] in own]
+        own_names = sorted(next(iter(own.values())))
     cells = [parse_cell(r["cell"]) for r in rows]
     y = np.array([r["val_acc_200ep"] for r in rows])
-    features = finite(np.array([scores[r["cell"]] + [r[c] for c in COUNTS] for r in rows]))
+    feature_sets = {"none": None, "naslib": finite(np.array(
+        [scores[r["cell"]] + [r[c] for c in COUNTS] for r in rows]))}
+    if own is not None:
+        feature_sets["nasforge"] = finite(np.array(
+            [[-np.inf if own[r["cell"]][n] is None else own[r["cell"]][n] for n in own_names]
+             for r in rows], dtype=float))
     encodings = {e: encode(space, cells, e) for e in {PREDICTORS[n].encoding for n in names}}
     if max(sizes) >= len(rows):
         parser.error(f"the largest training size must leave test cells ({len(rows)} in all)")
@@ -106,34 +129,39 @@ def main(argv=None) -> int:
             train = order[:n]
             for name in names:
                 x = encodings[PREDICTORS[name].encoding]
-                for with_proxies in (False, True):
+                for fs, features in feature_sets.items():
+                    with_proxies = features is not None
                     t0 = time.perf_counter()
                     p = get_predictor(name, seed=seed)
                     p.fit(x[train], y[train], features[train] if with_proxies else None)
                     pred = p.predict(x[test], features[test] if with_proxies else None)
                     results.append({
                         "predictor": name, "encoding": p.encoding, "proxies": with_proxies,
+                        "features": fs,
                         "train_cells": n, "seed": seed, "test_cells": len(test),
                         "spearman": float(scipy.stats.spearmanr(pred.mean, y[test])[0]),
                         "kendall": float(scipy.stats.kendalltau(pred.mean, y[test])[0]),
                         "mean_std": float(pred.std.mean()),
                         "seconds": round(time.perf_counter() - t0, 3)})
-                    print(f"bench: seed {seed} n={n} {name} proxies={with_proxies}: spearman "
+                    print(f"bench: seed {seed} n={n} {name} features={fs}: spearman "
                           f"{results[-1]['spearman']:.3f} ({results[-1]['seconds']:.1f} s)",
                           file=sys.stderr, flush=True)
     summary = []
     for name in names:
-        for with_proxies in (False, True):
+        for fs in feature_sets:
             for n in sizes:
                 group = [r for r in results if r["predictor"] == name and
-                         r["proxies"] == with_proxies and r["train_cells"] == n]
-                summary.append({"predictor": name, "proxies": with_proxies, "train_cells": n,
+                         r["features"] == fs and r["train_cells"] == n]
+                summary.append({"predictor": name, "proxies": fs != "none", "features": fs,
+                                "train_cells": n,
                                 **{f"{m}_{s}": round(float(f([r[m] for r in group])), 4)
                                    for m in ("spearman", "kendall", "seconds")
                                    for s, f in (("mean", np.mean), ("std", np.std))}})
     report = {"dataset": args.dataset, "sample_cells": len(rows), "sizes": sizes,
               "seeds": args.seeds, "proxy_features": list(NASLIB_PROXIES) + list(COUNTS),
               "proxy_source": "NASLib's scores in the 200-epoch sample file",
+              **({"own_proxies": {"file": args.own_proxies, "features": own_names}}
+                 if own is not None else {}),
               "anchor": ANCHOR, "threads": int(torch.get_num_threads()),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "wall_s": round(time.perf_counter() - start, 1), "summary": summary,
@@ -150,14 +178,14 @@ def main(argv=None) -> int:
     print("| predictor | proxies | " + " | ".join(f"{n} cells" for n in sizes) + " |")
     print("|---|---" + "|---" * len(sizes) + "|")
     for name in names:
-        for with_proxies in (False, True):
+        for fs in feature_sets:
             cells_txt = []
             for n in sizes:
                 s = next(r for r in summary if r["predictor"] == name and
-                         r["proxies"] == with_proxies and r["train_cells"] == n)
+                         r["features"] == fs and r["train_cells"] == n)
                 cells_txt.append(f"{s['spearman_mean']:.3f} +- {s['spearman_std']:.3f} / "
                                  f"{s['kendall_mean']:.3f}")
-            print(f"| {name} | {'yes' if with_proxies else 'no'} | " + " | ".join(cells_txt) +
+            print(f"| {name} | {fs} | " + " | ".join(cells_txt) +
                   " |")
     print(f"wall time {report['wall_s']:.0f} s; results in {out}")
     return 0

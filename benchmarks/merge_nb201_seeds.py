@@ -1,9 +1,13 @@
 """Merge ``nasforge bench searchers --benchmark nas-bench-201 --json`` outputs run over
-disjoint seed ranges (``--first-seed``), e.g. a slow searcher run in chunks of a few seeds.
+seed ranges (``--first-seed``), e.g. a slow searcher run in chunks of a few seeds.
 
     python benchmarks/merge_nb201_seeds.py A.json B.json ... [--against evolution] [--json]
 
-Per searcher present in every file: the pick's test accuracy at each checkpoint (mean, std
+Results are keyed by seed (``settings.first_seed`` + position): a searcher may come from
+different files than another (e.g. bananas from one set of runs, a prescreened searcher from
+another, on the same seeds); a searcher run twice on one seed must agree there (it is
+seeded), else the merge stops. Searchers are kept when they cover every seed of the union.
+Per searcher kept: the pick's test accuracy at each checkpoint (mean, std
 over all seeds), the queries to the table's top 1% and 0.1% (median over the seeds that got
 there, share of seeds), and for every other searcher a one-sided Mann-Whitney U test
 (``controllers.bench_table.mann_whitney_greater``) that its picks' test accuracy beats
@@ -24,34 +28,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nasforge.controllers.bench_table import TOP_FRACTIONS, mann_whitney_greater  # noqa: E402
 
 
+def per_seed(files: list[dict]) -> dict[str, dict[int, dict]]:
+    """``{searcher: {seed: {"test": {q: value}, "top_<f>pct": queries or None}}}`` from every
+    file; ValueError where two files disagree on a searcher's seed."""
+    out: dict[str, dict[int, dict]] = {}
+    for f in files:
+        for name, entry in f.items():
+            first = entry["settings"]["first_seed"]
+            for i in range(entry["seeds"]):
+                rec = {"test": {q: cp["test_per_seed"][i]
+                                for q, cp in entry["checkpoints"].items()},
+                       **{f"top_{frac * 100:g}pct":
+                          entry[f"top_{frac * 100:g}pct"]["per_seed"][i]
+                          for frac in TOP_FRACTIONS}}
+                seen = out.setdefault(name, {}).get(first + i)
+                if seen is not None and seen != rec:
+                    raise ValueError(f"{name}, seed {first + i}: two files disagree")
+                out[name][first + i] = rec
+    return out
+
+
 def merge(files: list[dict], against: str) -> dict:
-    names = [n for n in files[0] if all(n in f for f in files)]
+    seeds_of = per_seed(files)
+    seeds = sorted(set().union(*(set(v) for v in seeds_of.values())))
+    names = [n for n, v in seeds_of.items() if set(v) == set(seeds)]
+    walls = {n: sum(f[n]["wall_s"] for f in files if n in f) for n in names}
     out = {}
     for name in names:
-        entry: dict = {"seeds": sum(f[name]["seeds"] for f in files), "checkpoints": {}}
-        for q in files[0][name]["checkpoints"]:
-            test = [t for f in files for t in f[name]["checkpoints"][q]["test_per_seed"]]
+        runs = [seeds_of[name][s] for s in seeds]
+        entry: dict = {"seeds": len(seeds), "seed_list": seeds, "checkpoints": {}}
+        for q in runs[0]["test"]:
+            test = [r["test"][q] for r in runs]
             cp = {"mean": round(float(np.mean(test)), 3),
                   "std": round(float(np.std(test, ddof=1)), 3), "per_seed": test}
             if name != against and against in names:
-                ref = [t for f in files for t in f[against]["checkpoints"][q]["test_per_seed"]]
+                ref = [seeds_of[against][s]["test"][q] for s in seeds]
                 cp[f"p_greater_than_{against}"] = mann_whitney_greater(test, ref)[1]
             entry["checkpoints"][q] = cp
         for frac in TOP_FRACTIONS:
             key = f"top_{frac * 100:g}pct"
-            reach = [r for f in files for r in f[name][key]["per_seed"]]
+            reach = [r[key] for r in runs]
             got = [r for r in reach if r is not None]
             entry[key] = {"median_queries": float(np.median(got)) if got else None,
                           "share_reached": len(got) / len(reach), "per_seed": reach}
             if name != against and against in names:
-                ref = [r for f in files for r in f[against][key]["per_seed"]]
+                ref = [seeds_of[against][s][key] for s in seeds]
                 both = [(a, b) for a, b in zip(reach, ref) if a is not None and b is not None]
                 entry[key][f"paired_fewer_than_{against}"] = {
                     "seeds_both": len(both),
                     "median_difference": float(np.median([b - a for a, b in both]))
                     if both else None,
                     "seeds_fewer": sum(a < b for a, b in both)}
-        entry["wall_s"] = round(sum(f[name]["wall_s"] for f in files), 1)
+        entry["wall_s"] = round(walls[name], 1)  # summed over its files (repeats included)
         out[name] = entry
     return out
 

@@ -284,3 +284,17 @@ def test_bench_searchers_prescreen_adds_screened_rows(capsys):
     assert main(["bench", "searchers", "--budget", "3", "--seeds", "1",
                  "--prescreen", "synflow:2"]) == 2
     assert "needs --benchmark nas-bench-201" in capsys.readouterr().err
+
+
+def test_bench_searchers_prescreen_seed_does_not_follow_the_search_seeds(capsys):
+    """Runs over other --first-seed ranges score the same networks (one shared cache)."""
+    args = ["bench", "searchers", "--benchmark", "nas-bench-201", "--searchers", "evolution",
+            "--seeds", "1", "--budget", "3", "--checkpoints", "2", "--quiet", "--json",
+            "--prescreen", "params:2", "--first-seed", "3"]
+    contexts = []
+    for extra in ([], ["--prescreen-seed", "2"]):
+        assert main(args + extra) == 0
+        contexts.append(json.loads(capsys.readouterr().out)["evolution+params:2"]["settings"]
+                        ["proxy_context"])
+    assert contexts == ["nas-bench-201/cifar10|seed=0|batch=32",
+                        "nas-bench-201/cifar10|seed=2|batch=32"]

@@ -95,6 +95,10 @@ def add_arguments(p):
     s.add_argument("--prescreen-cache", default=None, metavar="PATH",
                    help="--prescreen: a JSON-lines file of proxy scores, read and extended "
                         "(each cell is scored once)")
+    s.add_argument("--prescreen-seed", type=int, default=0,
+                   help="--prescreen: the seed of the scored networks' weights and of the "
+                        "proxy's batch (0), the same for every search seed, so runs over "
+                        "other --first-seed ranges share the score cache")
     s.add_argument("--no-dedup", action="store_true", help="turn the duplicate cache off")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -243,13 +247,14 @@ def _prescreen(args, names: list[str]) -> list[str]:
         raise UsageError(f"bench searchers: {e}") from None
     size = NB201_DATASETS[args.dataset].input_size
     if args.data is not None:
-        batch = data_batch(load_data(args.data, split="search", seed=args.first_seed))
+        batch = data_batch(load_data(args.data, split="search", seed=args.prescreen_seed),
+                           seed=args.prescreen_seed)
     elif PROXIES[proxy].data_free:
         batch = shape_batch(size)
     else:
         raise UsageError(f"bench searchers: proxy {proxy!r} scores real images: give --data")
     args.scorer = nb201_scorer(proxy, batch, args.dataset, ScoreCache(args.prescreen_cache),
-                               seed=args.first_seed)
+                               seed=args.prescreen_seed)
     listed = [n.strip() for n in args.searchers.split(",") if n.strip()]
     return [f"{n}{PRESCREEN_MARK}{args.prescreen}" for n in listed]
 

@@ -282,9 +282,6 @@ def run(args) -> int:
         _say(f"compare runs with: tensorboard --logdir {run_dir.parent}")
 
     oneshot = is_oneshot(config, run_dir)
-    if oneshot and args.prescreen is not None:
-        raise UsageError("--prescreen applies to black-box searchers (each trial a trained "
-                         "child), not to a one-shot search")
     try:
         if oneshot:
             summary = _run_oneshot(config, run_dir, args, on_start)

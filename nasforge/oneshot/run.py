@@ -50,7 +50,7 @@ from typing import Callable
 import numpy as np
 
 import nasforge
-from nasforge.controllers import Proposal
+from nasforge.controllers import Prescreen, Proposal
 from nasforge.dsl.cell import node_label
 from nasforge.data import load_data
 from nasforge.oneshot.distributed import train_data_parallel
@@ -61,20 +61,21 @@ from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel,
 from nasforge.oneshot.choices import (SupernetError, check_space_covered, choice_layout,
                                       collapse_shares, family_of, family_space_defaults)
 from nasforge.oneshot.supernet import SLOTS
+from nasforge.proxies.prescreen import parse_prescreen
 from nasforge.search.board import SearchBoard, add_cell_drawing
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import Goal, ModelSetting, infeasible_cap
 from nasforge.search.recorder import RunRecorder, SearchProgress, SearchRecorder
 from nasforge.search.run_folder import RunFolder, best_trial, device_seconds, trial_score
 from nasforge.search.screen import Screen, judge_finished, result_from_record
-from nasforge.search.runner import describe_infeasible, goal_searcher, open_run
+from nasforge.search.runner import describe_infeasible, goal_searcher, open_run, prescreen_scorer
 from nasforge.search_spaces import SPACES, get_space
 from nasforge.search_spaces.nasnet import NUM_INPUTS, NasNetSpace
 from nasforge.tables.judge import table_judge
 from nasforge.train import CHECKPOINT_NAME, Recipe, load_checkpoint, train
 from nasforge.train.hooks import TrainHooks
 from nasforge.train.data_parallel import worker_placement
-from nasforge.trials import SearchSummary, Status, StopReason, TrialRecord
+from nasforge.trials import UNTRAINED, SearchSummary, Status, StopReason, TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +372,11 @@ def prepare(config: SearchConfig, recipe):
                           f"which objectives and constraints cannot steer: they are "
                           f"supported with spos (and the black-box searchers)",
                           options=("objective", "objectives", "constraint"))
+    if config.prescreen is not None and METHODS[config.searcher] is not Spos:
+        raise SearchError(f"{config.searcher} has no candidates to prescreen (it derives its "
+                          f"cell from a trained distribution): a prescreen applies to spos's "
+                          f"search phase and to the black-box searchers",
+                          options=("prescreen",))
     if isinstance(method_cfg, DartsConfig) and method_cfg.unrolled and \
             recipe.optim.kind != "sgd":
         raise SupernetError(f"unrolled=true simulates an SGD step; recipe {recipe.name} trains "
@@ -622,6 +628,7 @@ class SearchPhaseJudge:
                 "resources": self.recorder.resources}
 
     def before(self, proposal):
+        self._record_screened()
         static = self.screen.measure(proposal)
         record = self.screen.refusal(proposal, static, **self._fields(proposal))
         if record is None:
@@ -630,6 +637,21 @@ class SearchPhaseJudge:
         self.book.finished(record)  # recorded before the searcher is told, as black-box
         self.screen.count_refusal()
         return result_from_record(record)
+
+    def _record_screened(self) -> None:
+        """The candidates a prescreen (``--prescreen``) passed over in the last ask: recorded
+        as ``screened`` with the proxy's score, already told to the searcher, never
+        evaluated on the supernet and not candidates of the phase."""
+        take = getattr(self.searcher, "take_screened", None)
+        for proposal, result in (take() if take is not None else ()):
+            now = time.time()
+            self.book.finished(TrialRecord(
+                trial=0, status=Status.SCREENED, hash=proposal.hash,
+                tokens=tuple(proposal.tokens), origin={},
+                arch=self.recorder.space.to_graph(proposal.arch).to_dict(),
+                metrics=dict(result.metrics), wall_s=0.0, train_s=0.0, resources={},
+                error=result.error, started_at=now, finished_at=now
+            ).replace(**self._fields(proposal)))
 
     def after(self, proposal, result, seconds: float):
         self.evaluated += 1
@@ -681,6 +703,10 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     screen = Screen(config.goal, method.space, setting,
                     infeasible_cap(cfg.candidates, config.max_infeasible))
     searcher = goal_searcher(cfg.evaluator, method.space, method.seed, config.goal)
+    if config.prescreen is not None:  # each candidate the best of K by the proxy
+        proxy, k = parse_prescreen(config.prescreen)
+        searcher = Prescreen(searcher, prescreen_scorer(config, run, method.space, setting,
+                                                        method.data), k, proxy)
     judge = SearchPhaseJudge(run, recorder, screen, method, epochs, records, searcher,
                              on_progress)
     try:
@@ -692,6 +718,7 @@ def _search_phase(run: RunFolder, recorder: Recorder, method: Spos, config: Sear
     done = {"candidates": cfg.candidates, "evaluated": judge.evaluated,
             Status.INFEASIBLE.value: screen.seen,  # paths refused before evaluation
             "stopped": StopReason.INFEASIBLE.value if screen.capped else None,
+            **({Status.SCREENED.value: searcher.screened} if config.prescreen else {}),
             "wall_s": time.time() - t0}
     run.write_json(SEARCH_PHASE_DONE, done)
     return done
@@ -724,7 +751,7 @@ def _summary(run: RunFolder, config: SearchConfig, result: dict, epochs: int,
              wall_s: float, phase: dict | None = None) -> dict:
     goal = config.goal
     records = [TrialRecord.from_json(r) for r in run.trials()]
-    trained = [r for r in records if r.status != Status.INFEASIBLE]
+    trained = [r for r in records if r.status not in UNTRAINED]
     best = best_trial(records, goal.primary)
     ok = result["status"] == Status.OK  # the supernet's training
     stopped = None if ok else StopReason.BROKEN
@@ -734,7 +761,7 @@ def _summary(run: RunFolder, config: SearchConfig, result: dict, epochs: int,
         run_dir=str(run.path), searcher=config.searcher, budget=config.trials,
         objective=str(goal.primary), finished=len(trained),
         failed=sum(r.status == Status.FAILED for r in records), pruned=0,
-        infeasible=len(records) - len(trained),
+        infeasible=sum(r.status == Status.INFEASIBLE for r in records),
         best=None if best is None else trial_score(best, goal.primary),
         best_val_acc=None if best is None else trial_score(best),
         best_trial=None if best is None else best.trial,
