@@ -10,12 +10,15 @@ from nasforge.controllers import SEARCHERS, RandomSearch, get_searcher, register
 from nasforge.export import EXPORTERS, register_exporter
 from nasforge.oneshot import SupernetError
 from nasforge.oneshot.choices import FAMILIES, register_family
+from nasforge.predictors import PREDICTORS, register_predictor
+from nasforge.predictors.encodings import ENCODINGS, register_encoding
 from nasforge.oneshot.methods import DEFAULT_RECIPES, METHODS, Spos, method_config, register_method
 from nasforge.registry import (ACTIVATIONS, COMBINES, OPS, register_activation, register_combine,
                                register_op)
 from nasforge.search.config import SearchConfig, SearchError
 from nasforge.search.objectives import METRICS, STATIC_METRICS, register_static_metric
-from nasforge.search_spaces import SPACES, NasBench201Space, NasNetSpace, register_space
+from nasforge.search_spaces import (SPACES, NasBench201Space, NasNetSpace, SearchSpace,
+                                    register_space)
 from nasforge.train.recipes import RECIPES, get_recipe, register_recipe
 from nasforge.transfer import ModelSpec, TransferConfig, TransferError
 from nasforge.zoo import ZOO
@@ -43,6 +46,10 @@ REGISTRIES = {
                             FAMILIES[NasBench201Space], name="another"))),
     "activation": (ACTIVATIONS, "relu",
                    lambda: register_activation("relu")(lambda inplace: None)),
+    "predictor": (PREDICTORS, "boosted_trees",
+                  lambda: register_predictor("boosted_trees", PREDICTORS["mlp_ensemble"])),
+    "encoding": (ENCODINGS[SearchSpace], "onehot",
+                 lambda: register_encoding(SearchSpace, "onehot", lambda space, archs: None)),
 }
 # the tables a registration also writes to: a refused one leaves them as they were
 COMPANIONS = {"metric": STATIC_METRICS, "one-shot method": DEFAULT_RECIPES}
