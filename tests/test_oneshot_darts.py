@@ -120,11 +120,12 @@ DARTS_TEST_RECIPE = register_recipe(get_recipe("oneshot-darts-smoke").replace(
     model_overrides=(("N", 1), ("filters", 2))))
 
 
+# spos in the default suite (about 10 s); darts (about 15 s: its memory estimate runs the
+# whole mixture on the meta device) with -m slow
 @pytest.mark.parametrize("method,options", [
-    ("darts", {"val_batch_size": 16}),
-    pytest.param("spos", {"val_batch_size": 16, "derive_candidates": 2, "derive_batches": 1,
-                          "recalibration_batches": 1, "recalibration_batch_size": 16},
-                 marks=pytest.mark.slow)])
+    pytest.param("darts", {"val_batch_size": 16}, marks=pytest.mark.slow),
+    ("spos", {"val_batch_size": 16, "derive_candidates": 2, "derive_batches": 1,
+              "recalibration_batches": 1, "recalibration_batch_size": 16})])
 def test_a_search_on_the_space_exports_a_trainable_darts_cell(method, options, tmp_path,
                                                               one_thread):
     run = tmp_path / "run"
