@@ -671,8 +671,7 @@ register_recipe(Recipe(
 register_recipe(Recipe(
     name="oneshot-darts",
     defaults=Defaults(model="darts_v2", setting="darts",
-                      model_overrides=(("N", 2), ("filters", 16), ("bn_affine", False),
-                                       ("bn_running_stats", True)), data="cifar10"),
+                      model_overrides=(("N", 2), ("filters", 16)), data="cifar10"),
     inputs=Inputs(split="search", val_size=25000),
     schedule=Schedule(epochs=50, batch_size=64, lr=0.025, min_lr=0.001),
     optim=Optim(momentum=0.9, weight_decay=3e-4),
@@ -681,7 +680,7 @@ register_recipe(Recipe(
     notes="A one-shot search on the DARTS space with DARTS' search settings (Liu et al. 2019): "
           "8 cells of C=16 (N=2), half of the training set for the weights, half for the "
           "architecture, batch 64, 50 epochs, SGD 0.025 cosine to 0.001, wd 3e-4, search-cell "
-          "BN without affine parameters (GPU scale)."))
+          "BN without affine parameters (DartsMacro's default; GPU scale)."))
 
 register_recipe(Recipe(
     name="oneshot-darts-smoke",
