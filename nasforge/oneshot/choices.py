@@ -66,6 +66,11 @@ class ChoiceLayout:
         """The op chosen in every slot of ``arch`` (for collapse statistics)."""
         raise NotImplementedError
 
+    def derive(self, probabilities: Sequence[torch.Tensor]):
+        """The architecture a trained distribution derives (``probabilities``: one vector per
+        slot); default: the most likely candidate of every slot."""
+        return self.arch([int(p.argmax()) for p in probabilities])
+
     def drawing(self, arch):
         """The DSL graph TensorBoard draws of a derived ``arch`` (default: the space's graph)."""
         return self.space.to_graph(arch)
@@ -115,6 +120,9 @@ class SupernetFamily:
     space_defaults: tuple[tuple[str, Any], ...] = ()
     # its supernet's mixed forward takes aux_skip=beta (DARTS-' auxiliary skip per edge)
     aux_skip: bool = False
+    # any candidate per slot is an architecture (GDAS samples one per slot); the darts
+    # space's edge slots are not (a node keeps two edges)
+    slot_samples_are_paths: bool = True
 
 
 FAMILIES: dict[type, SupernetFamily] = {}
@@ -145,8 +153,7 @@ def family_space_defaults(factory) -> dict:
 
 def check_space_covered(name: str, factories: dict) -> None:
     """SupernetError, naming the spaces one-shot methods cover, when the space ``name`` of the
-    space registry ``factories`` has no registered family (``darts``: no supernet yet);
-    checked before the space is built with the method's options."""
+    space registry ``factories`` has no registered family; checked before the space is built with the method's options."""
     covered = [n for n, factory in factories.items()
                if any(cls in FAMILIES for cls in getattr(factory, "__mro__", ()))]
     if name not in covered:
@@ -186,8 +193,9 @@ class ArchitectureParameters(nn.Module):
         return self.layout.route(self.flat_probabilities(temperature))
 
     def derive(self):
-        """The argmax candidate of every slot: a valid architecture of the space."""
-        return self.layout.arch([int(t.argmax()) for t in self.logits])
+        """The layout's derived architecture (``ChoiceLayout.derive``: by default the argmax
+        candidate of every slot): a valid architecture of the space."""
+        return self.layout.derive(self.flat_probabilities())
 
     def sample_hard(self, temperature: float, generator: torch.Generator):
         """GDAS' sample: per slot, the argmax of Gumbel-perturbed logits, returned as the

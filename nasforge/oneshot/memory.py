@@ -113,15 +113,18 @@ def estimate(space, config, batch: int, mixed: bool, unrolled: bool = False) -> 
 def _measured_bytes(space, supernet, x, mixed: bool) -> int:
     """Activation bytes of one image through ``supernet`` (a family without NASNet's per-op
     shortcut), on the meta device: the uniform mixture when ``mixed``, else the largest of the
-    paths that choose candidate c in every slot."""
+    paths the layout derives from candidate c in every slot (``ChoiceLayout.derive``: those
+    paths, where any candidate per slot is one)."""
     layout = choice_layout(space)
     if mixed:
         mix = layout.route([torch.full((len(s.candidates),), 1 / len(s.candidates))
                             for s in layout.slots])
         return _saved_bytes(lambda: supernet(x, mix=mix))[0]
     fewest = min(len(s.candidates) for s in layout.slots)
-    return max(_saved_bytes(lambda: supernet(x, arch=layout.arch([c] * len(layout.slots))))[0]
-               for c in range(fewest))
+    def path(c: int):  # the probabilities on the CPU: a derivation reads their values
+        return layout.derive([(torch.arange(len(s.candidates), device="cpu") == c).float()
+                              for s in layout.slots])
+    return max(_saved_bytes(lambda: supernet(x, arch=path(c)))[0] for c in range(fewest))
 
 
 def available_bytes(device: torch.device) -> int:

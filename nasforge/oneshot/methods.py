@@ -641,6 +641,7 @@ for _name, _cls, _recipe in (("enas", Enas, "enas-micro"), ("darts", Darts, "dar
 
 for _name in METHODS:  # NAS-Bench-201's network and its scripts' settings (recipes.py)
     SPACE_RECIPES[(_name, "nas-bench-201")] = f"{_name}-nb201"
+    SPACE_RECIPES[(_name, "darts")] = "oneshot-darts"  # DARTS' search settings
 
 
 def default_recipe(method: str, space: str | None, fallback: str) -> str:

@@ -56,8 +56,8 @@ from nasforge.data import load_data
 from nasforge.oneshot.distributed import train_data_parallel
 from nasforge.oneshot.global_bn import use_global_batch_norm
 from nasforge.oneshot.memory import check_fits
-from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, OneShotModel, Spos,
-                                      SposConfig, method_config)
+from nasforge.oneshot.methods import (METHODS, Darts, DartsConfig, GdasConfig, OneShotModel,
+                                      Spos, SposConfig, method_config)
 from nasforge.oneshot.choices import (SupernetError, check_space_covered, choice_layout,
                                       collapse_shares, family_of, family_space_defaults)
 from nasforge.oneshot.supernet import SLOTS
@@ -393,6 +393,10 @@ def prepare(config: SearchConfig, recipe):
             not family_of(space).aux_skip:
         raise SupernetError(f"aux_skip (DARTS-' auxiliary skip) is implemented for the "
                             f"nas-bench-201 supernet, not for space {config.space!r}")
+    if isinstance(method_cfg, GdasConfig) and not family_of(space).slot_samples_are_paths:
+        raise SupernetError(f"gdas samples one candidate per slot, which is no architecture "
+                            f"of space {config.space!r} (its nodes keep two edges each): use "
+                            f"darts, enas, spos or rsps there", options=("searcher",))
     if isinstance(method_cfg, SposConfig):  # its searcher can take the objectives (one line)
         goal_searcher(method_cfg.evaluator, space, config.seed, config.goal)
     val_size = recipe.inputs.val_size if config.val_size is None else config.val_size

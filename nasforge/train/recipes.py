@@ -666,6 +666,36 @@ register_recipe(Recipe(
     notes="A one-shot search on NAS-Bench-201's space in well under a minute on CPU "
           "(synthetic data, C=4, N=1): a smoke test of the plumbing."))
 
+# The DARTS space (--space darts): DARTS' search network (setting darts, DARTS' macro; the
+# search cells' BN: nasforge/oneshot/darts_space.py DartsMacro) with DARTS' search settings.
+register_recipe(Recipe(
+    name="oneshot-darts",
+    defaults=Defaults(model="darts_v2", setting="darts",
+                      model_overrides=(("N", 2), ("filters", 16)), data="cifar10"),
+    inputs=Inputs(split="search", val_size=25000),
+    schedule=Schedule(epochs=50, batch_size=64, lr=0.025, min_lr=0.001),
+    optim=Optim(momentum=0.9, weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    notes="A one-shot search on the DARTS space with DARTS' search settings (Liu et al. 2019): "
+          "8 cells of C=16 (N=2), half of the training set for the weights, half for the "
+          "architecture, batch 64, 50 epochs, SGD 0.025 cosine to 0.001, wd 3e-4, search-cell "
+          "BN without affine parameters (DartsMacro's default; GPU scale)."))
+
+register_recipe(Recipe(
+    name="oneshot-darts-smoke",
+    defaults=Defaults(model="darts_v2", setting="darts",
+                      model_overrides=(("N", 1), ("filters", 4)), data="synthetic"),
+    inputs=Inputs(split="search", train_subset=64, val_size=64),
+    schedule=Schedule(epochs=2, batch_size=32, lr=0.025, min_lr=0.001, search_candidates=4),
+    optim=Optim(momentum=0.9, weight_decay=3e-4),
+    regularisation=Regularisation(grad_clip=5.0),
+    augmentation=Augmentation(cutout=0),
+    speed=Speed(eval_batch_size=64),
+    notes="A one-shot search on the DARTS space in well under a minute on one CPU thread "
+          "(synthetic data, 5 cells of C=4, 2 steps of 32 images per epoch; spos's search "
+          "phase 4 paths): a check of the plumbing, not of what it finds."))
+
 register_recipe(Recipe(
     name="oneshot-cifar-cpu",
     defaults=Defaults(model="nasnet_a", setting="cifar",
