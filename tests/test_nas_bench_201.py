@@ -24,6 +24,7 @@ from nasforge.search_spaces.nas_bench_201 import (DATASETS, NasBench201Space,
                                                   NasBench201StringError, Nb201Cell,
                                                   cell_graph, format_cell, network, parse_cell)
 from nasforge.tables import HP12_COLUMNS, TableError, load_sample, load_table
+from test_controllers import SMALL  # the searchers' small configs, one place
 
 REPO = Path(__file__).resolve().parents[1]
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -148,13 +149,6 @@ def test_sampling_is_uniform_over_the_ops():
     assert np.all(np.abs(counts / 2000 - 0.2) < 0.04)
 
 
-SMALL = {
-    "random": {},
-    "evolution": {"population_size": 6, "sample_size": 3, "identity_prob": 0.1},
-    "rl": {"batch_size": 4, "learning_rate": 0.01, "prefetch": 3},
-    "optuna": {"sampler_kwargs": {"n_startup_trials": 4}},
-    "bananas": {"initial": 4, "batch": 3, "candidates": 12, "epochs": 3, "members": 2},
-}
 
 
 def _drive(searcher, n_tells: int, seed: int = 0):
