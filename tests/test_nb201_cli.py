@@ -188,6 +188,7 @@ DATASET_COMMANDS = {
     "train": ["train", BEST, "--data", "synthetic"],
     "bench": ["bench", "searchers", "--benchmark", "nas-bench-201", "--budget", "5"],
     "search": ["search", "--space", "nas-bench-201", "--benchmark", "nas-bench-201"],
+    "proxies": ["proxies", BEST, "--proxies", "params", "--data", "synthetic"],
 }
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from nasforge.api import reference_kind, resolve
 from nasforge.cli import UsageError
+from nasforge.cli.options import add_dataset_option
 from nasforge.data import load_data
 from nasforge.proxies import BATCH_SIZE, PROXIES, build_network, check_names, data_batch, score
-from nasforge.search_spaces.nas_bench_201 import DATASETS as NB201_DATASETS
 from nasforge.zoo import setting_names
 
 
@@ -31,9 +31,7 @@ def add_arguments(p):
     p.add_argument("--setting", choices=setting_names(),
                    help="network setting (default: the architecture's first; nb201 for "
                         "NAS-Bench-201 cells)")
-    p.add_argument("--dataset", metavar="NAME",
-                   help=f"NAS-Bench-201 cells: the data set ({', '.join(NB201_DATASETS)}; "
-                        f"default {next(iter(NB201_DATASETS))})")
+    add_dataset_option(p, "for a NAS-Bench-201 cell, the network's classes and input size")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="the data the batch is drawn from (CIFAR-10 copy, ImageFolder tree, "
                         "'synthetic')")

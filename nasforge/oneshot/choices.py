@@ -17,6 +17,7 @@ type, its layout, its supernet builder and its macro rule; no method names a spa
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -44,27 +45,27 @@ class Slot:
     candidates: tuple[str, ...]  # readable names, in index order
 
 
-class ChoiceLayout:
+class ChoiceLayout(abc.ABC):
     """The flat slots of a family and its conversions (see the module docstring)."""
 
     slots: tuple[Slot, ...] = ()
     space = None  # the search space the layout describes
 
+    @abc.abstractmethod
     def route(self, values: Sequence) -> Any:
         """One value per slot, nested as the supernet's ``mix``/``gates`` argument."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def arch(self, indices: Sequence[int]):
         """The architecture choosing candidate ``indices[s]`` in slot ``s``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def indices(self, arch) -> list[int]:
         """The candidate index of every slot in ``arch``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def ops(self, arch) -> list[str]:
         """The op chosen in every slot of ``arch`` (for collapse statistics)."""
-        raise NotImplementedError
 
     def derive(self, probabilities: Sequence[torch.Tensor]):
         """The architecture a trained distribution derives (``probabilities``: one vector per
